@@ -1,0 +1,169 @@
+package fieldcrypt
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/tink-crypto/tink-go/v2/aead/aesgcm"
+	"github.com/tink-crypto/tink-go/v2/daead"
+	"github.com/tink-crypto/tink-go/v2/daead/aessiv"
+	"github.com/tink-crypto/tink-go/v2/insecuresecretdataaccess"
+	"github.com/tink-crypto/tink-go/v2/keyset"
+	"github.com/tink-crypto/tink-go/v2/secretdata"
+	"github.com/tink-crypto/tink-go/v2/tink"
+)
+
+// ErrDecrypt is returned when a ciphertext does not decrypt: it was altered,
+// it was made under another key, or its AAD (event type, field, subject)
+// differs. The error never says which, by design.
+var ErrDecrypt = errors.New("fieldcrypt: ciphertext does not decrypt under this key and AAD")
+
+// ErrFormat is returned by VersionOf for a value that is not a Tink ciphertext.
+var ErrFormat = errors.New("fieldcrypt: not a Tink-prefixed ciphertext")
+
+const (
+	tinkStartByte = 0x01
+	prefixSize    = 5
+)
+
+// Cipher encrypts and decrypts field values under one category key.
+// It is safe for concurrent use.
+type Cipher struct {
+	version int
+	aead    tink.AEAD
+	daead   tink.DeterministicAEAD
+}
+
+// NewCipher builds both primitives of a category key.
+func NewCipher(k CategoryKey) (*Cipher, error) {
+	gcmKey, sivKey, err := AlgorithmKeys(k)
+	if err != nil {
+		return nil, err
+	}
+	a, err := GCMKey(gcmKey, k.Version)
+	if err != nil {
+		return nil, err
+	}
+	aeadPrim, err := aesgcm.NewAEAD(a)
+	if err != nil {
+		return nil, fmt.Errorf("fieldcrypt: build aes-gcm: %w", err)
+	}
+	s, err := SIVKey(sivKey, k.Version)
+	if err != nil {
+		return nil, err
+	}
+	// aessiv exposes its primitive constructor only through a keyset.
+	km := keyset.NewManager()
+	id, err := km.AddKey(s)
+	if err != nil {
+		return nil, fmt.Errorf("fieldcrypt: build aes-siv keyset: %w", err)
+	}
+	if err := km.SetPrimary(id); err != nil {
+		return nil, fmt.Errorf("fieldcrypt: build aes-siv keyset: %w", err)
+	}
+	h, err := km.Handle()
+	if err != nil {
+		return nil, fmt.Errorf("fieldcrypt: build aes-siv keyset: %w", err)
+	}
+	daeadPrim, err := daead.New(h)
+	if err != nil {
+		return nil, fmt.Errorf("fieldcrypt: build aes-siv: %w", err)
+	}
+	return &Cipher{version: k.Version, aead: aeadPrim, daead: daeadPrim}, nil
+}
+
+// GCMKey wraps derived AES-256-GCM material as a Tink key with the TINK
+// prefix and the version as key id.
+func GCMKey(material Secret, version int) (*aesgcm.Key, error) {
+	params, err := aesgcm.NewParameters(aesgcm.ParametersOpts{
+		KeySizeInBytes: 32, IVSizeInBytes: 12, TagSizeInBytes: 16, Variant: aesgcm.VariantTink,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("fieldcrypt: aes-gcm parameters: %w", err)
+	}
+	k, err := aesgcm.NewKey(secretdata.NewBytesFromData(material.b, insecuresecretdataaccess.Token{}), uint32(version), params)
+	if err != nil {
+		return nil, fmt.Errorf("fieldcrypt: aes-gcm key: %w", err)
+	}
+	return k, nil
+}
+
+// SIVKey wraps derived AES-SIV material as a Tink key with the TINK prefix
+// and the version as key id.
+func SIVKey(material Secret, version int) (*aessiv.Key, error) {
+	params, err := aessiv.NewParameters(64, aessiv.VariantTink)
+	if err != nil {
+		return nil, fmt.Errorf("fieldcrypt: aes-siv parameters: %w", err)
+	}
+	k, err := aessiv.NewKey(secretdata.NewBytesFromData(material.b, insecuresecretdataaccess.Token{}), uint32(version), params)
+	if err != nil {
+		return nil, fmt.Errorf("fieldcrypt: aes-siv key: %w", err)
+	}
+	return k, nil
+}
+
+// Version is the category key version (and Tink key id) of this cipher.
+func (c *Cipher) Version() int { return c.version }
+
+// Encrypt seals plaintext with AAD; deterministic selects AES-SIV.
+func (c *Cipher) Encrypt(plaintext, aad []byte, deterministic bool) ([]byte, error) {
+	var (
+		ct  []byte
+		err error
+	)
+	if deterministic {
+		ct, err = c.daead.EncryptDeterministically(plaintext, aad)
+	} else {
+		ct, err = c.aead.Encrypt(plaintext, aad)
+	}
+	if err != nil {
+		// Tink's errors carry no data bytes, but keep ours uniform anyway.
+		return nil, errors.New("fieldcrypt: encrypt failed")
+	}
+	return ct, nil
+}
+
+// Decrypt opens a ciphertext made by Encrypt with the same AAD and mode.
+func (c *Cipher) Decrypt(ciphertext, aad []byte, deterministic bool) ([]byte, error) {
+	var (
+		pt  []byte
+		err error
+	)
+	if deterministic {
+		pt, err = c.daead.DecryptDeterministically(ciphertext, aad)
+	} else {
+		pt, err = c.aead.Decrypt(ciphertext, aad)
+	}
+	if err != nil {
+		return nil, ErrDecrypt
+	}
+	return pt, nil
+}
+
+// VersionOf reads the key version (Tink key id) from a ciphertext's prefix.
+func VersionOf(ciphertext []byte) (int, error) {
+	if len(ciphertext) < prefixSize || ciphertext[0] != tinkStartByte {
+		return 0, ErrFormat
+	}
+	v := binary.BigEndian.Uint32(ciphertext[1:prefixSize])
+	if v == 0 || v > 1<<31-1 {
+		return 0, ErrFormat
+	}
+	return int(v), nil
+}
+
+// AppendAAD appends the associated data of one field value to dst:
+// "<eventType>.<field>|<subject>".
+func AppendAAD(dst []byte, eventType, field, subject string) []byte {
+	dst = append(dst, eventType...)
+	dst = append(dst, '.')
+	dst = append(dst, field...)
+	dst = append(dst, '|')
+	return append(dst, subject...)
+}
+
+// AAD returns the associated data of one field value.
+func AAD(eventType, field, subject string) []byte {
+	return AppendAAD(make([]byte, 0, len(eventType)+len(field)+len(subject)+2), eventType, field, subject)
+}

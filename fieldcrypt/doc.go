@@ -1,0 +1,64 @@
+// Package fieldcrypt encrypts and decrypts one field value of one event with
+// the key of one (user, category, version).
+//
+// # Keys
+//
+// The key service hands out one 32-byte category key per (service scope,
+// user, category, version) — see package keyservice for how it is derived.
+// fieldcrypt never sees root keys. From a category key it derives one key per
+// algorithm with HKDF-SHA256 (RFC 5869), empty salt, and these info strings
+// (format version 1; a change is a new version, never an edit):
+//
+//	"lockstream/fieldcrypt/v1/aes256-gcm"  -> 32 bytes, AES-256-GCM (Tink AesGcmKey)
+//	"lockstream/fieldcrypt/v1/aes256-siv"  -> 64 bytes, AES-SIV     (Tink AesSivKey)
+//
+// Key material is held in [Secret], whose String, GoString, Format and JSON
+// forms print "[redacted]": it cannot be logged by accident.
+//
+// # Ciphertext format
+//
+// Every ciphertext is in Tink's wire format with the TINK output prefix, so
+// that Tink — and BigQuery's AEAD.DECRYPT_BYTES / DETERMINISTIC_DECRYPT_BYTES —
+// decrypt it given the keyset exported by package insecurekeyset:
+//
+//	AES-256-GCM (normal fields):        0x01 | key id (4 bytes, big endian) | IV (12) | ciphertext | tag (16)
+//	AES-SIV (fields marked deterministic): 0x01 | key id (4 bytes, big endian) | SIV (16) | ciphertext
+//
+// The Tink key id is the category key version (1, 2, …), so every ciphertext
+// says which version made it ([VersionOf]) and one exported keyset can hold
+// every version of a (user, category).
+//
+// # Associated data
+//
+// AAD binds the ciphertext to its event type, field and subject:
+//
+//	"<event_type>.<field>|<_subject>"      e.g. "PlaybackEvent.ip_address|s_4f2a…"
+//
+// so a ciphertext moved to another field, another event type or another
+// user's record fails to decrypt. The schema version is deliberately not in
+// the AAD: a field keeps its meaning across compatible schema versions.
+//
+// # Plaintext encoding
+//
+// Callers encrypt bytes; the record layer (package anonymize) turns values
+// into bytes: strings as their UTF-8 bytes, bytes as is, int and long as
+// base-10 ASCII (so a BigQuery view can CAST the decrypted string).
+//
+// # Behavior
+//
+// A [Cipher] holds both primitives of one category key; building one costs
+// about ten times a seal, so callers keep them in a [Cache].
+//
+// # Guarantees
+//
+//   - Flipping any byte of a ciphertext, or changing any byte of the AAD,
+//     makes [Cipher.Decrypt] fail with [ErrDecrypt].
+//   - Deterministic ciphertexts are equal for equal (plaintext, AAD, key) and
+//     differ under another key.
+//
+// # Failure modes
+//
+// Errors never contain plaintext, ciphertext or key bytes. [ErrDecrypt] is
+// permanent for that ciphertext and key (tampering, wrong key, wrong AAD);
+// [ErrKeySize] means the key service returned material of the wrong size.
+package fieldcrypt

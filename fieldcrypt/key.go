@@ -1,0 +1,108 @@
+package fieldcrypt
+
+import (
+	"crypto/hkdf"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// CategoryKeySize is the size of the key material of a category key.
+const CategoryKeySize = 32
+
+const (
+	infoGCM = "lockstream/fieldcrypt/v1/aes256-gcm"
+	infoSIV = "lockstream/fieldcrypt/v1/aes256-siv"
+)
+
+// ErrKeySize is returned for key material of the wrong length.
+var ErrKeySize = errors.New("fieldcrypt: category key must be 32 bytes")
+
+// Secret is key material. Its printed forms are redacted; the bytes are
+// reachable only through Expose, which key stores and transports call.
+type Secret struct{ b []byte }
+
+// NewSecret copies b into a Secret.
+func NewSecret(b []byte) Secret { return Secret{b: append([]byte(nil), b...)} }
+
+// Expose returns the key bytes. Only key stores, key transport and the
+// insecurekeyset package may call it; never log or return what it gives.
+func (s Secret) Expose() []byte { return s.b }
+
+// Len is the number of key bytes.
+func (s Secret) Len() int { return len(s.b) }
+
+// IsZero reports whether s holds no material.
+func (s Secret) IsZero() bool { return len(s.b) == 0 }
+
+// Equal compares two secrets in constant time for equal lengths.
+func (s Secret) Equal(o Secret) bool {
+	if len(s.b) != len(o.b) {
+		return false
+	}
+	var v byte
+	for i := range s.b {
+		v |= s.b[i] ^ o.b[i]
+	}
+	return v == 0
+}
+
+const redacted = "[redacted]"
+
+func (Secret) String() string               { return redacted }
+func (Secret) GoString() string             { return redacted }
+func (Secret) Format(f fmt.State, _ rune)   { _, _ = f.Write([]byte(redacted)) }
+func (Secret) MarshalJSON() ([]byte, error) { return json.Marshal(redacted) }
+func (Secret) MarshalText() ([]byte, error) { return []byte(redacted), nil }
+func (s *Secret) UnmarshalJSON([]byte) error {
+	return errors.New("fieldcrypt: a Secret cannot be read from JSON")
+}
+func (s *Secret) UnmarshalText([]byte) error {
+	return errors.New("fieldcrypt: a Secret cannot be read from text")
+}
+
+// CategoryKey is the key of one (user, category, version) as the key service
+// hands it to one service scope.
+type CategoryKey struct {
+	Subject  string // the user's opaque _subject
+	Category string // PII category, e.g. "contact"
+	Version  int    // >= 1; also the Tink key id of its ciphertexts
+	Secret   Secret // CategoryKeySize bytes
+}
+
+// Validate checks the fields a cipher depends on.
+func (k CategoryKey) Validate() error {
+	if k.Secret.Len() != CategoryKeySize {
+		return ErrKeySize
+	}
+	if k.Version < 1 || k.Version > 1<<31-1 {
+		return fmt.Errorf("fieldcrypt: key version %d out of range", k.Version)
+	}
+	if k.Subject == "" || k.Category == "" {
+		return errors.New("fieldcrypt: category key without subject or category")
+	}
+	return nil
+}
+
+// String names the key without its material.
+func (k CategoryKey) String() string {
+	return fmt.Sprintf("%s/%s/v%d", k.Subject, k.Category, k.Version)
+}
+
+// AlgorithmKeys derives the per-algorithm keys of a category key:
+// 32 bytes for AES-256-GCM and 64 bytes for AES-SIV (see the package doc).
+func AlgorithmKeys(k CategoryKey) (gcm, siv Secret, err error) {
+	if err := k.Validate(); err != nil {
+		return Secret{}, Secret{}, err
+	}
+	g, err := hkdf.Key(sha256.New, k.Secret.b, nil, infoGCM, 32)
+	if err != nil {
+		return Secret{}, Secret{}, fmt.Errorf("fieldcrypt: derive gcm key: %w", err)
+	}
+	s, err := hkdf.Key(sha256.New, k.Secret.b, nil, infoSIV, 64)
+	if err != nil {
+		return Secret{}, Secret{}, fmt.Errorf("fieldcrypt: derive siv key: %w", err)
+	}
+	return Secret{b: g}, Secret{b: s}, nil
+}
