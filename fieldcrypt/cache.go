@@ -2,7 +2,6 @@ package fieldcrypt
 
 import (
 	"container/list"
-	"strconv"
 	"sync"
 	"time"
 )
@@ -17,13 +16,18 @@ type Cache struct {
 	ttl   time.Duration
 	now   func() time.Time
 	ll    *list.List
-	items map[string]*list.Element
+	items map[cacheID]*list.Element
 
 	hits, misses uint64
 }
 
+type cacheID struct {
+	subject, category string
+	version           int
+}
+
 type cacheEntry struct {
-	id      string
+	id      cacheID
 	secret  Secret
 	cipher  *Cipher
 	expires time.Time
@@ -35,19 +39,15 @@ func NewCache(capacity int, ttl time.Duration) *Cache {
 	if capacity < 1 {
 		capacity = 1
 	}
-	return &Cache{cap: capacity, ttl: ttl, now: time.Now, ll: list.New(), items: make(map[string]*list.Element)}
+	return &Cache{cap: capacity, ttl: ttl, now: time.Now, ll: list.New(), items: make(map[cacheID]*list.Element)}
 }
 
 // SetClock replaces the clock (tests).
 func (c *Cache) SetClock(now func() time.Time) { c.mu.Lock(); c.now = now; c.mu.Unlock() }
 
-func cacheID(subject, category string, version int) string {
-	return subject + "\x00" + category + "\x00" + strconv.Itoa(version)
-}
-
 // Cipher returns the cipher of k, building and caching it on a miss.
 func (c *Cache) Cipher(k CategoryKey) (*Cipher, error) {
-	id := cacheID(k.Subject, k.Category, k.Version)
+	id := cacheID{k.Subject, k.Category, k.Version}
 	c.mu.Lock()
 	if el, ok := c.items[id]; ok {
 		e := el.Value.(*cacheEntry)
@@ -89,11 +89,10 @@ func (c *Cache) Cipher(k CategoryKey) (*Cipher, error) {
 
 // ForgetSubject drops every cipher of a subject (after a shred or revoke).
 func (c *Cache) ForgetSubject(subject string) {
-	prefix := subject + "\x00"
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for id, el := range c.items {
-		if len(id) > len(prefix) && id[:len(prefix)] == prefix {
+		if id.subject == subject {
 			c.ll.Remove(el)
 			delete(c.items, id)
 		}

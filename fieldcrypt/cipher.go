@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/tink-crypto/tink-go/v2/aead/aesgcm"
 	"github.com/tink-crypto/tink-go/v2/daead"
@@ -32,7 +33,13 @@ const (
 type Cipher struct {
 	version int
 	aead    tink.AEAD
+
+	// AES-SIV costs ~5 µs to build through a keyset and most categories
+	// never use it, so it is built on first use.
+	sivOnce sync.Once
+	sivKey  Secret
 	daead   tink.DeterministicAEAD
+	sivErr  error
 }
 
 // NewCipher builds both primitives of a category key.
@@ -49,7 +56,19 @@ func NewCipher(k CategoryKey) (*Cipher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fieldcrypt: build aes-gcm: %w", err)
 	}
-	s, err := SIVKey(sivKey, k.Version)
+	return &Cipher{version: k.Version, aead: aeadPrim, sivKey: sivKey}, nil
+}
+
+func (c *Cipher) deterministic() (tink.DeterministicAEAD, error) {
+	c.sivOnce.Do(func() {
+		c.daead, c.sivErr = newSIV(c.sivKey, c.version)
+		c.sivKey = Secret{}
+	})
+	return c.daead, c.sivErr
+}
+
+func newSIV(material Secret, version int) (tink.DeterministicAEAD, error) {
+	s, err := SIVKey(material, version)
 	if err != nil {
 		return nil, err
 	}
@@ -66,11 +85,11 @@ func NewCipher(k CategoryKey) (*Cipher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fieldcrypt: build aes-siv keyset: %w", err)
 	}
-	daeadPrim, err := daead.New(h)
+	p, err := daead.New(h)
 	if err != nil {
 		return nil, fmt.Errorf("fieldcrypt: build aes-siv: %w", err)
 	}
-	return &Cipher{version: k.Version, aead: aeadPrim, daead: daeadPrim}, nil
+	return p, nil
 }
 
 // GCMKey wraps derived AES-256-GCM material as a Tink key with the TINK
@@ -113,7 +132,11 @@ func (c *Cipher) Encrypt(plaintext, aad []byte, deterministic bool) ([]byte, err
 		err error
 	)
 	if deterministic {
-		ct, err = c.daead.EncryptDeterministically(plaintext, aad)
+		var d tink.DeterministicAEAD
+		if d, err = c.deterministic(); err != nil {
+			return nil, err
+		}
+		ct, err = d.EncryptDeterministically(plaintext, aad)
 	} else {
 		ct, err = c.aead.Encrypt(plaintext, aad)
 	}
@@ -131,7 +154,11 @@ func (c *Cipher) Decrypt(ciphertext, aad []byte, deterministic bool) ([]byte, er
 		err error
 	)
 	if deterministic {
-		pt, err = c.daead.DecryptDeterministically(ciphertext, aad)
+		var d tink.DeterministicAEAD
+		if d, err = c.deterministic(); err != nil {
+			return nil, err
+		}
+		pt, err = d.DecryptDeterministically(ciphertext, aad)
 	} else {
 		pt, err = c.aead.Decrypt(ciphertext, aad)
 	}

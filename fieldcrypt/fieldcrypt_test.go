@@ -1,0 +1,269 @@
+package fieldcrypt
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+func testKey(t testing.TB, subject, category string, version int) CategoryKey {
+	t.Helper()
+	b := make([]byte, CategoryKeySize)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return CategoryKey{Subject: subject, Category: category, Version: version, Secret: NewSecret(b)}
+}
+
+func mustCipher(t testing.TB, k CategoryKey) *Cipher {
+	t.Helper()
+	c, err := NewCipher(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestRoundTrip(t *testing.T) {
+	k := testKey(t, "s_alice", "contact", 1)
+	c := mustCipher(t, k)
+	for _, det := range []bool{false, true} {
+		for _, pt := range [][]byte{nil, {}, []byte("a"), []byte("alice@example.com"), bytes.Repeat([]byte{0}, 4096)} {
+			aad := AAD("AccountUpdate", "email", k.Subject)
+			ct, err := c.Encrypt(pt, aad, det)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(pt) > 3 && bytes.Contains(ct, pt) {
+				t.Fatalf("ciphertext contains plaintext")
+			}
+			got, err := c.Decrypt(ct, aad, det)
+			if err != nil {
+				t.Fatalf("det=%v len=%d: %v", det, len(pt), err)
+			}
+			if !bytes.Equal(got, pt) {
+				t.Fatalf("det=%v: round trip changed the value", det)
+			}
+			v, err := VersionOf(ct)
+			if err != nil || v != 1 {
+				t.Fatalf("VersionOf = %d, %v", v, err)
+			}
+		}
+	}
+}
+
+func TestWrongKeyAndAADFail(t *testing.T) {
+	k := testKey(t, "s_alice", "contact", 1)
+	c := mustCipher(t, k)
+	other := mustCipher(t, testKey(t, "s_alice", "contact", 1))
+	pt := []byte("alice@example.com")
+	aad := AAD("AccountUpdate", "email", "s_alice")
+	wrong := map[string][]byte{
+		"other field":      AAD("AccountUpdate", "display_name", "s_alice"),
+		"other subject":    AAD("AccountUpdate", "email", "s_bob"),
+		"other event type": AAD("PlaybackEvent", "email", "s_alice"),
+		"empty":            nil,
+	}
+	for _, det := range []bool{false, true} {
+		ct, err := c.Encrypt(pt, aad, det)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := other.Decrypt(ct, aad, det); !errors.Is(err, ErrDecrypt) {
+			t.Errorf("det=%v: wrong key decrypted (err=%v)", det, err)
+		}
+		for name, w := range wrong {
+			if _, err := c.Decrypt(ct, w, det); !errors.Is(err, ErrDecrypt) {
+				t.Errorf("det=%v: wrong AAD (%s) decrypted (err=%v)", det, name, err)
+			}
+		}
+		// A ciphertext of one mode never opens in the other.
+		if _, err := c.Decrypt(ct, aad, !det); err == nil {
+			t.Errorf("det=%v ciphertext opened in the other mode", det)
+		}
+	}
+}
+
+func TestEveryByteFlipFails(t *testing.T) {
+	c := mustCipher(t, testKey(t, "s_alice", "location", 3))
+	aad := AAD("PlaybackEvent", "ip_address", "s_alice")
+	for _, det := range []bool{false, true} {
+		ct, err := c.Encrypt([]byte("203.0.113.7"), aad, det)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range ct {
+			for _, mask := range []byte{0x01, 0x80, 0xff} {
+				bad := bytes.Clone(ct)
+				bad[i] ^= mask
+				if _, err := c.Decrypt(bad, aad, det); err == nil {
+					t.Fatalf("det=%v: flipping byte %d with %#x still decrypts", det, i, mask)
+				}
+			}
+		}
+		if _, err := c.Decrypt(ct[:len(ct)-1], aad, det); err == nil {
+			t.Fatalf("det=%v: truncated ciphertext decrypts", det)
+		}
+		if _, err := c.Decrypt(append(bytes.Clone(ct), 0), aad, det); err == nil {
+			t.Fatalf("det=%v: extended ciphertext decrypts", det)
+		}
+	}
+}
+
+func TestDeterministic(t *testing.T) {
+	k1 := testKey(t, "s_alice", "contact", 1)
+	k2 := testKey(t, "s_alice", "contact", 1)
+	c1, c2 := mustCipher(t, k1), mustCipher(t, k2)
+	aad := AAD("AccountUpdate", "email", "s_alice")
+	a, _ := c1.Encrypt([]byte("alice@example.com"), aad, true)
+	b, _ := c1.Encrypt([]byte("alice@example.com"), aad, true)
+	if !bytes.Equal(a, b) {
+		t.Fatal("deterministic mode gave different ciphertexts for equal inputs under one key")
+	}
+	c, _ := c2.Encrypt([]byte("alice@example.com"), aad, true)
+	if bytes.Equal(a, c) {
+		t.Fatal("deterministic mode gave equal ciphertexts under different keys")
+	}
+	d, _ := c1.Encrypt([]byte("bob@example.com"), aad, true)
+	if bytes.Equal(a, d) {
+		t.Fatal("different plaintexts gave equal deterministic ciphertexts")
+	}
+	r1, _ := c1.Encrypt([]byte("alice@example.com"), aad, false)
+	r2, _ := c1.Encrypt([]byte("alice@example.com"), aad, false)
+	if bytes.Equal(r1, r2) {
+		t.Fatal("randomized mode repeated a ciphertext")
+	}
+}
+
+func TestCiphertextNamesItsVersion(t *testing.T) {
+	for _, v := range []int{1, 2, 77, 1<<31 - 1} {
+		c := mustCipher(t, testKey(t, "s_x", "device", v))
+		for _, det := range []bool{false, true} {
+			ct, _ := c.Encrypt([]byte("d"), nil, det)
+			got, err := VersionOf(ct)
+			if err != nil || got != v {
+				t.Fatalf("VersionOf = %d, %v; want %d", got, err, v)
+			}
+		}
+	}
+	for _, bad := range [][]byte{nil, {1, 0, 0}, {0, 0, 0, 0, 1}, {1, 0, 0, 0, 0}} {
+		if _, err := VersionOf(bad); !errors.Is(err, ErrFormat) {
+			t.Errorf("VersionOf(%x) = %v, want ErrFormat", bad, err)
+		}
+	}
+}
+
+func TestKeyValidation(t *testing.T) {
+	good := testKey(t, "s_a", "contact", 1)
+	cases := map[string]CategoryKey{
+		"short":      {Subject: "s_a", Category: "contact", Version: 1, Secret: NewSecret(make([]byte, 16))},
+		"version 0":  {Subject: "s_a", Category: "contact", Version: 0, Secret: good.Secret},
+		"no subject": {Category: "contact", Version: 1, Secret: good.Secret},
+	}
+	for name, k := range cases {
+		if _, err := NewCipher(k); err == nil {
+			t.Errorf("%s: NewCipher accepted an invalid key", name)
+		}
+	}
+}
+
+func TestSecretNeverPrints(t *testing.T) {
+	k := testKey(t, "s_a", "contact", 1)
+	raw := k.Secret.Expose()
+	hexRaw := fmt.Sprintf("%x", raw)
+	js, err := json.Marshal(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outs := []string{
+		fmt.Sprint(k), fmt.Sprintf("%v %+v %#v %s %x %q", k, k, k, k.Secret, k.Secret, k.Secret),
+		fmt.Sprintf("%v", k.Secret), string(js), k.String(),
+	}
+	for _, o := range outs {
+		if strings.Contains(o, hexRaw) || strings.Contains(o, string(raw)) || strings.Contains(o, fmt.Sprint(raw)) {
+			t.Fatalf("key material printed: %q", o)
+		}
+	}
+	var s Secret
+	if err := json.Unmarshal([]byte(`"AAAA"`), &s); err == nil {
+		t.Fatal("a Secret was read from JSON")
+	}
+}
+
+func TestCache(t *testing.T) {
+	c := NewCache(2, time.Minute)
+	now := time.Unix(0, 0)
+	c.SetClock(func() time.Time { return now })
+	a, b, d := testKey(t, "s_a", "contact", 1), testKey(t, "s_b", "contact", 1), testKey(t, "s_d", "contact", 1)
+	ca1, _ := c.Cipher(a)
+	ca2, _ := c.Cipher(a)
+	if ca1 != ca2 {
+		t.Fatal("second lookup rebuilt the cipher")
+	}
+	c.Cipher(b)
+	c.Cipher(d) // evicts a
+	if c.Len() != 2 {
+		t.Fatalf("Len = %d, want 2", c.Len())
+	}
+	if ca3, _ := c.Cipher(a); ca3 == ca1 {
+		t.Fatal("evicted entry served")
+	}
+	// Same id, different material: never served from the cache.
+	a2 := testKey(t, "s_a", "contact", 1)
+	if ca4, _ := c.Cipher(a2); ca4 == ca1 {
+		t.Fatal("cipher of other key material served")
+	}
+	// TTL.
+	cd1, _ := c.Cipher(d)
+	now = now.Add(2 * time.Minute)
+	if cd2, _ := c.Cipher(d); cd2 == cd1 {
+		t.Fatal("expired entry served")
+	}
+	c.ForgetSubject("s_d")
+	hits, misses := c.Stats()
+	if hits == 0 || misses == 0 {
+		t.Fatalf("stats hits=%d misses=%d", hits, misses)
+	}
+}
+
+func BenchmarkNewCipher(b *testing.B) {
+	k := testKey(b, "s_a", "contact", 1)
+	for b.Loop() {
+		if _, err := NewCipher(k); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkEncrypt64(b *testing.B) {
+	c := mustCipher(b, testKey(b, "s_a", "contact", 1))
+	pt := bytes.Repeat([]byte("x"), 64)
+	aad := AAD("AccountUpdate", "email", "s_a")
+	for _, det := range []bool{false, true} {
+		b.Run(fmt.Sprintf("deterministic=%v", det), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := c.Encrypt(pt, aad, det); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkCacheHit(b *testing.B) {
+	c := NewCache(1024, time.Minute)
+	k := testKey(b, "s_a", "contact", 1)
+	c.Cipher(k)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := c.Cipher(k); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
