@@ -1,0 +1,48 @@
+# lockstream — the targets everyone recognizes. `make demo` and `make test`
+# are the two that must work on a fresh machine.
+GO        ?= go
+PKGS      ?= ./...
+FUZZTIME  ?= 30s
+BENCHTIME ?= 1s
+DEMO_OUT  ?= ./demo-out
+
+.PHONY: all demo test test-race test-integration bench fuzz lint generate build clean
+
+all: lint test
+
+build:
+	$(GO) build ./...
+
+## demo: run the main job end to end on this machine (no cloud account).
+demo:
+	$(GO) run ./cmd/lockstream demo --out $(DEMO_OUT)
+
+## test: lint, then every test with the race detector (emulator-backed tests
+## start their own emulators unless *_EMULATOR_HOST is set; see .ci/run).
+test: lint test-race
+
+test-race:
+	$(GO) test -race -timeout 30m $(PKGS)
+
+## test-integration: the end-to-end and fault suites against real emulators.
+test-integration:
+	$(GO) test -race -timeout 30m -count=1 ./integration/...
+
+## bench: benchmarks that print numbers (never pass/fail on time).
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./fieldcrypt ./schemas ./anonymize ./keyservice/... ./keyclient/...
+
+## fuzz: bounded fuzzing of the payload decoder.
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./schemas
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+## generate: regenerate committed code (protobuf / connect).
+generate:
+	bash proto/generate.sh
+
+clean:
+	rm -rf $(DEMO_OUT)

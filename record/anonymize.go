@@ -1,0 +1,425 @@
+package record
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/lockstream/lockstream/fieldcrypt"
+	"github.com/lockstream/lockstream/keyclient"
+	"github.com/lockstream/lockstream/schemas"
+)
+
+// Reasons of rejections that come from this package rather than from schema
+// validation (those are schemas.Reason*).
+const (
+	ReasonUserDeleted    = "user_deleted"    // the user's keychain was shredded; policy forbids a new one
+	ReasonKeyUnavailable = "key_unavailable" // the key service did not answer within the retry budget
+	ReasonBadMessage     = "bad_message"     // a replay line that is not a message at all
+)
+
+// PayloadCategory is the key category that seals the payload of a
+// dead-lettered message, so that it can be replayed after a fix and still
+// dies with the user's keychain.
+const PayloadCategory = "payload"
+
+// deadLetterUserPrefix names the synthetic keychain (one per UTC day) that
+// seals dead-lettered payloads whose user cannot be told: deleting it, or
+// the retention of the dead-letter area, shreds them.
+const deadLetterUserPrefix = "lockstream:deadletter:"
+
+// DefaultMaxPayload is the default largest payload accepted (1 MiB).
+const DefaultMaxPayload = 1 << 20
+
+// Keys is what the anonymizer needs from the key service; keyclient.Keys
+// satisfies it.
+type Keys interface {
+	ForEncrypt(ctx context.Context, userIDs, categories []string) ([]keyclient.UserKeys, error)
+}
+
+// Outcome is the result of one message.
+type Outcome struct {
+	MessageID   string
+	EventType   string // "" when unknown
+	Version     int    // 0 when unknown
+	EventID     string // the dedupe key (not personal)
+	Subject     string // the user's _subject ("" when unknown)
+	PublishTime time.Time
+	Hour        time.Time
+	Record      []byte     // Avro binary of the encrypted record; nil when rejected
+	Reject      *Rejection // nil when accepted
+}
+
+// Rejection describes a dead-lettered message. It never holds plaintext:
+// the payload is kept only sealed (PayloadCiphertext), under the user's
+// "payload" key, or a per-day dead-letter key when the user is unknown.
+type Rejection struct {
+	Reason            string            `json:"reason"`
+	Path              string            `json:"path,omitempty"`
+	Rule              string            `json:"rule,omitempty"`
+	MessageID         string            `json:"message_id"`
+	PublishTime       time.Time         `json:"publish_time"`
+	Attributes        map[string]string `json:"attributes,omitempty"`
+	Subject           string            `json:"subject,omitempty"`
+	PayloadCiphertext []byte            `json:"payload_ciphertext,omitempty"`
+	PayloadAAD        string            `json:"payload_aad,omitempty"`
+}
+
+// Options configure an Anonymizer.
+type Options struct {
+	MaxPayload int               // bytes; 0 means DefaultMaxPayload
+	Ciphers    *fieldcrypt.Cache // shared cipher cache; nil makes a private one
+}
+
+// Anonymizer turns input messages into encrypted records. Keys and the
+// cipher cache may be shared; an Anonymizer itself reuses buffers and is for
+// one goroutine at a time (one per DoFn instance).
+type Anonymizer struct {
+	reg     *schemas.Registry
+	keys    Keys
+	ciphers *fieldcrypt.Cache
+	max     int
+
+	events  []schemas.Event
+	schemas []*schemas.Schema
+	aad     []byte
+	pt      []byte
+}
+
+// NewAnonymizer builds an anonymizer over a schema registry and a key source.
+func NewAnonymizer(reg *schemas.Registry, keys Keys, opts Options) (*Anonymizer, error) {
+	if reg == nil || keys == nil {
+		return nil, errors.New("record: NewAnonymizer needs a registry and a key source")
+	}
+	if opts.MaxPayload < 0 {
+		return nil, fmt.Errorf("record: MaxPayload %d < 0", opts.MaxPayload)
+	}
+	if opts.MaxPayload == 0 {
+		opts.MaxPayload = DefaultMaxPayload
+	}
+	if opts.Ciphers == nil {
+		opts.Ciphers = fieldcrypt.NewCache(100_000, 0)
+	}
+	return &Anonymizer{reg: reg, keys: keys, ciphers: opts.Ciphers, max: opts.MaxPayload}, nil
+}
+
+// Anonymize processes a batch of messages, one key-service round trip for
+// all of them (plus one for the payload keys of rejected messages). It
+// returns one Outcome per message, in order. An error means the key service
+// was unavailable for the batch: nothing of it may be written, and the
+// caller retries or dead-letters the batch as key_unavailable (see
+// KeyUnavailable).
+func (a *Anonymizer) Anonymize(ctx context.Context, msgs []Message) ([]Outcome, error) {
+	out := make([]Outcome, len(msgs))
+	if cap(a.events) < len(msgs) {
+		a.events = make([]schemas.Event, len(msgs))
+		a.schemas = make([]*schemas.Schema, len(msgs))
+	}
+	events, schs := a.events[:len(msgs)], a.schemas[:len(msgs)]
+
+	var users []string
+	seen := make(map[string]int, len(msgs))
+	var cats []string
+	for i := range msgs {
+		m := &msgs[i]
+		o := &out[i]
+		o.MessageID, o.PublishTime, o.Hour = m.ID, m.PublishTime.UTC(), Hour(m.PublishTime)
+		schs[i] = nil
+		s, rej := a.decode(m, &events[i])
+		if rej != nil {
+			o.Reject = rej
+			if s != nil {
+				o.EventType, o.Version = s.Type, s.Version
+			}
+			continue
+		}
+		schs[i] = s
+		o.EventType, o.Version = s.Type, s.Version
+		o.EventID = events[i].Values[s.DedupeIndex].Str
+		uid := events[i].Values[s.SubjectIndex].Str
+		if _, ok := seen[uid]; !ok {
+			seen[uid] = len(users)
+			users = append(users, uid)
+		}
+		for _, f := range s.PIIFields() {
+			cats = appendUnique(cats, f.PII.Category)
+		}
+	}
+
+	var keys []keyclient.UserKeys
+	if len(users) > 0 {
+		var err error
+		keys, err = a.keys.ForEncrypt(ctx, users, cats)
+		if err != nil {
+			return nil, fmt.Errorf("record: key lookup for %d users: %w", len(users), err)
+		}
+		if len(keys) != len(users) {
+			return nil, fmt.Errorf("record: key service answered %d of %d users", len(keys), len(users))
+		}
+	}
+
+	for i := range msgs {
+		s := schs[i]
+		if s == nil {
+			continue
+		}
+		uk := &keys[seen[events[i].Values[s.SubjectIndex].Str]]
+		o := &out[i]
+		if uk.Err != nil {
+			if errors.Is(uk.Err, keyclient.ErrUserDeleted) {
+				// The payload is not kept: the user asked to be forgotten.
+				o.Reject = &Rejection{Reason: ReasonUserDeleted, Rule: "user keychain was deleted"}
+				continue
+			}
+			return nil, fmt.Errorf("record: key lookup: %w", uk.Err)
+		}
+		o.Subject = uk.Subject
+		rec, err := a.encrypt(s, &events[i], uk, o)
+		if err != nil {
+			return nil, err
+		}
+		o.Record = rec
+	}
+
+	if err := a.sealRejected(ctx, msgs, out); err != nil {
+		return nil, err
+	}
+	for i := range out {
+		if r := out[i].Reject; r != nil {
+			r.MessageID, r.PublishTime, r.Attributes = msgs[i].ID, msgs[i].PublishTime.UTC(), msgs[i].Attributes
+		}
+	}
+	return out, nil
+}
+
+func appendUnique(s []string, v string) []string {
+	for _, x := range s {
+		if x == v {
+			return s
+		}
+	}
+	return append(s, v)
+}
+
+// decode looks up the schema and validates the payload.
+func (a *Anonymizer) decode(m *Message, ev *schemas.Event) (*schemas.Schema, *Rejection) {
+	if len(m.Data) > a.max {
+		return nil, &Rejection{Reason: schemas.ReasonOversized, Path: "$", Rule: "payload larger than " + strconv.Itoa(a.max) + " bytes"}
+	}
+	et := m.EventType()
+	if et == "" {
+		return nil, &Rejection{Reason: schemas.ReasonUnknownEventType, Path: AttrEventType, Rule: "attribute missing"}
+	}
+	v := m.SchemaVersion()
+	s, err := a.reg.Lookup(et, v)
+	if err != nil {
+		if errors.Is(err, schemas.ErrUnknownEventType) {
+			return nil, &Rejection{Reason: schemas.ReasonUnknownEventType, Path: AttrEventType, Rule: "not in the schema registry"}
+		}
+		return nil, &Rejection{Reason: schemas.ReasonUnknownVersion, Path: AttrSchemaVersion, Rule: "not in the schema registry"}
+	}
+	if err := s.Decode(m.Data, ev); err != nil {
+		var ve *schemas.ValidationError
+		if errors.As(err, &ve) {
+			return s, &Rejection{Reason: ve.Reason, Path: ve.Path, Rule: ve.Rule}
+		}
+		return s, &Rejection{Reason: schemas.ReasonMalformedJSON, Path: "$", Rule: "unreadable payload"}
+	}
+	return s, nil
+}
+
+// encrypt encodes the encrypted record of one valid event.
+func (a *Anonymizer) encrypt(s *schemas.Schema, ev *schemas.Event, uk *keyclient.UserKeys, o *Outcome) ([]byte, error) {
+	enc := s.Encrypted()
+	// _key_version is the highest category key version the record uses;
+	// each ciphertext also names its own version in its Tink prefix.
+	keyVersion := 0
+	for _, f := range s.PIIFields() {
+		if v := &ev.Values[f.Index]; v.Present && !v.Null {
+			if k, ok := findKey(uk, f.PII.Category); ok && k.Version > keyVersion {
+				keyVersion = k.Version
+			}
+		}
+	}
+	buf := make([]byte, 0, 64+len(enc.Fields)*24)
+	for i := range enc.Fields {
+		f := &enc.Fields[i]
+		switch {
+		case f.Meta == schemas.MetaSubject:
+			buf = appendString(buf, uk.Subject)
+		case f.Meta == schemas.MetaKeyVersion:
+			buf = appendLong(buf, int64(keyVersion))
+		case f.Meta == schemas.MetaPublishTime:
+			buf = appendLong(buf, o.PublishTime.UnixMilli())
+		case f.Meta == schemas.MetaHour:
+			buf = appendLong(buf, o.Hour.UnixMilli())
+		case f.PII != nil:
+			v := &ev.Values[f.Source]
+			if v.Null || !v.Present {
+				buf = append(buf, 0) // union branch 0: null
+				continue
+			}
+			k, ok := findKey(uk, f.PII.Category)
+			if !ok {
+				// Revoked category (opt-out): the value is not kept.
+				buf = append(buf, 0)
+				continue
+			}
+			c, err := a.ciphers.Cipher(k)
+			if err != nil {
+				return nil, fmt.Errorf("record: cipher for %s: %w", k, err)
+			}
+			a.pt = plaintext(a.pt[:0], &s.Fields[f.Source], v)
+			a.aad = fieldcrypt.AppendAAD(a.aad[:0], s.Type, f.Name, uk.Subject)
+			ct, err := c.Encrypt(a.pt, a.aad, f.PII.Deterministic)
+			if err != nil {
+				return nil, fmt.Errorf("record: %s.%s: %w", s.Type, f.Name, err)
+			}
+			buf = append(buf, 2) // union branch 1 (zigzag 1 = 2): bytes
+			buf = appendBytes(buf, ct)
+		default:
+			buf = appendValue(buf, &s.Fields[f.Source], &ev.Values[f.Source])
+		}
+	}
+	return buf, nil
+}
+
+func findKey(uk *keyclient.UserKeys, category string) (fieldcrypt.CategoryKey, bool) {
+	var best fieldcrypt.CategoryKey
+	for _, k := range uk.Keys {
+		if k.Category == category && k.Version > best.Version {
+			best = k
+		}
+	}
+	return best, best.Version > 0
+}
+
+// plaintext encodes one PII value as the bytes that are sealed: strings as
+// UTF-8, bytes as is, int and long as base-10 ASCII.
+func plaintext(dst []byte, f *schemas.Field, v *schemas.Value) []byte {
+	switch f.Kind {
+	case schemas.KindInt, schemas.KindLong:
+		return strconv.AppendInt(dst, v.Int, 10)
+	default:
+		return append(dst, v.Str...)
+	}
+}
+
+// appendValue encodes a non-personal value in its Avro type.
+func appendValue(b []byte, f *schemas.Field, v *schemas.Value) []byte {
+	if f.Nullable {
+		if v.Null || !v.Present {
+			return append(b, 0)
+		}
+		b = append(b, 2)
+	}
+	switch f.Kind {
+	case schemas.KindString, schemas.KindBytes:
+		return appendString(b, v.Str)
+	case schemas.KindInt, schemas.KindLong, schemas.KindTimestampMillis:
+		return appendLong(b, v.Int)
+	case schemas.KindFloat:
+		return appendFloat(b, float32(v.Float))
+	case schemas.KindDouble:
+		return appendDouble(b, v.Float)
+	case schemas.KindBoolean:
+		return appendBool(b, v.Bool)
+	case schemas.KindEnum:
+		for i, sym := range f.Symbols {
+			if sym == v.Str {
+				return appendLong(b, int64(i))
+			}
+		}
+		return appendLong(b, 0) // unreachable: Decode validated the symbol
+	}
+	return b
+}
+
+// sealRejected seals the payloads of rejected messages (second key round trip).
+func (a *Anonymizer) sealRejected(ctx context.Context, msgs []Message, out []Outcome) error {
+	var users []string
+	idx := map[string]int{}
+	owner := make([]string, len(out))
+	for i := range out {
+		r := out[i].Reject
+		if r == nil || r.Reason == ReasonUserDeleted || len(msgs[i].Data) == 0 || len(msgs[i].Data) > a.max {
+			continue
+		}
+		uid := payloadOwner(&msgs[i])
+		owner[i] = uid
+		if _, ok := idx[uid]; !ok {
+			idx[uid] = len(users)
+			users = append(users, uid)
+		}
+	}
+	if len(users) == 0 {
+		return nil
+	}
+	keys, err := a.keys.ForEncrypt(ctx, users, []string{PayloadCategory})
+	if err != nil {
+		return fmt.Errorf("record: payload key lookup: %w", err)
+	}
+	if len(keys) != len(users) {
+		return fmt.Errorf("record: key service answered %d of %d users", len(keys), len(users))
+	}
+	for i := range out {
+		if owner[i] == "" {
+			continue
+		}
+		uk := &keys[idx[owner[i]]]
+		r := out[i].Reject
+		if uk.Err != nil {
+			continue // deleted user: the payload is dropped, the rejection is kept
+		}
+		k, ok := findKey(uk, PayloadCategory)
+		if !ok {
+			continue
+		}
+		c, err := a.ciphers.Cipher(k)
+		if err != nil {
+			return fmt.Errorf("record: payload cipher: %w", err)
+		}
+		aad := fieldcrypt.AAD("_deadletter", msgs[i].ID, uk.Subject)
+		ct, err := c.Encrypt(msgs[i].Data, aad, false)
+		if err != nil {
+			return err
+		}
+		r.Subject, r.PayloadCiphertext, r.PayloadAAD = uk.Subject, ct, string(aad)
+		if out[i].Subject == "" && !isDeadLetterUser(owner[i]) {
+			out[i].Subject = uk.Subject
+		}
+	}
+	return nil
+}
+
+// payloadOwner finds the user a rejected payload belongs to, leniently: a
+// top-level string "user_id" member if the payload is a JSON object,
+// otherwise the per-day dead-letter keychain.
+func payloadOwner(m *Message) string {
+	var probe struct {
+		UserID *string `json:"user_id"`
+	}
+	if json.Unmarshal(m.Data, &probe) == nil && probe.UserID != nil && *probe.UserID != "" && len(*probe.UserID) <= 256 {
+		return *probe.UserID
+	}
+	return deadLetterUserPrefix + m.PublishTime.UTC().Format("2006-01-02")
+}
+
+func isDeadLetterUser(uid string) bool {
+	return len(uid) > len(deadLetterUserPrefix) && uid[:len(deadLetterUserPrefix)] == deadLetterUserPrefix
+}
+
+// KeyUnavailable builds the outcomes of a batch whose keys could not be had
+// within the retry budget: every message is dead-lettered as
+// key_unavailable, without its payload (nothing could seal it).
+func KeyUnavailable(msgs []Message) []Outcome {
+	out := make([]Outcome, len(msgs))
+	for i, m := range msgs {
+		out[i] = Outcome{MessageID: m.ID, EventType: m.EventType(), Version: m.SchemaVersion(), PublishTime: m.PublishTime.UTC(), Hour: Hour(m.PublishTime),
+			Reject: &Rejection{Reason: ReasonKeyUnavailable, Rule: "key service unavailable", MessageID: m.ID, PublishTime: m.PublishTime.UTC(), Attributes: m.Attributes}}
+	}
+	return out
+}
