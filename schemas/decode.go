@@ -778,3 +778,53 @@ func daysFromCivil(y, m, d int64) int64 {
 	doe := yoe*365 + yoe/4 - yoe/100 + doy
 	return era*146097 + doe - 719468
 }
+
+// Validate checks the values of an Event against s, the way Decode leaves
+// them: nulls only in nullable fields, valid UTF-8 strings, non-empty subject
+// and dedupe key, enum symbols, ints and timestamps in range, finite floats.
+// It does not look at Present. Use it for events built in code.
+func (s *Schema) Validate(ev *Event) error {
+	if len(ev.Values) != len(s.Fields) {
+		return &ValidationError{Reason: ReasonInvalidValue, Path: "$", Rule: fmt.Sprintf("event has %d values, %s has %d fields", len(ev.Values), s, len(s.Fields))}
+	}
+	for i := range s.Fields {
+		f, v := &s.Fields[i], &ev.Values[i]
+		bad := func(reason, rule string) error { return &ValidationError{Reason: reason, Path: f.path, Rule: rule} }
+		if v.Null {
+			if !f.Nullable {
+				return bad(ReasonWrongType, "null in a required field")
+			}
+			continue
+		}
+		switch f.Kind {
+		case KindString:
+			if !utf8.ValidString(v.Str) {
+				return bad(ReasonInvalidUTF8, "string is not valid UTF-8")
+			}
+			if v.Str == "" && (i == s.SubjectIndex || i == s.DedupeIndex) {
+				return bad(ReasonInvalidValue, "must not be empty")
+			}
+		case KindEnum:
+			found := false
+			for _, sym := range f.Symbols {
+				found = found || sym == v.Str
+			}
+			if !found {
+				return bad(ReasonInvalidValue, "not one of the enum symbols")
+			}
+		case KindInt:
+			if v.Int < math.MinInt32 || v.Int > math.MaxInt32 {
+				return bad(ReasonOutOfRange, "integer does not fit in an Avro int (32 bits)")
+			}
+		case KindTimestampMillis:
+			if v.Int < MinTimestampMillis || v.Int > MaxTimestampMillis {
+				return bad(ReasonOutOfRange, "epoch milliseconds outside years 0000-9999")
+			}
+		case KindFloat, KindDouble:
+			if math.IsInf(v.Float, 0) || math.IsNaN(v.Float) || (f.Kind == KindFloat && float64(float32(v.Float)) != v.Float) {
+				return bad(ReasonOutOfRange, "number does not fit in a "+f.Kind.String())
+			}
+		}
+	}
+	return nil
+}
