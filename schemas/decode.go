@@ -59,10 +59,13 @@ func (s *Schema) Decode(payload []byte, ev *Event) error {
 	n := len(s.Fields)
 	if cap(ev.Values) < n {
 		ev.Values = make([]Value, n)
-		ev.spans = make([]span, n)
 	} else {
 		ev.Values = ev.Values[:n]
 		clear(ev.Values)
+	}
+	if cap(ev.spans) < n {
+		ev.spans = make([]span, n)
+	} else {
 		ev.spans = ev.spans[:n]
 		clear(ev.spans)
 	}

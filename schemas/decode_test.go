@@ -380,6 +380,19 @@ func TestErrorsNeverContainPayload(t *testing.T) {
 	}
 }
 
+func TestDecodeCallerEvent(t *testing.T) {
+	s := embeddedSchema(t, "PlaybackEvent")
+	ev := Event{Values: make([]Value, 2, 20)} // built by a caller, not by Decode
+	if err := s.Decode([]byte(playback), &ev); err != nil || len(ev.Values) != len(s.Fields) || ev.Values[7].Str != "dev-1" {
+		t.Fatalf("Decode = %v, %+v", err, ev.Values)
+	}
+	// A smaller schema after a larger one: no stale values.
+	small := mustSchema(t, testRegistry(t), "Ignoring", 1)
+	if err := small.Decode([]byte(`{"event_id":"e","user_id":"u","n":1}`), &ev); err != nil || len(ev.Values) != 3 {
+		t.Fatalf("Decode = %v, %+v", err, ev.Values)
+	}
+}
+
 func TestDecodeAllocs(t *testing.T) {
 	s := embeddedSchema(t, "PlaybackEvent")
 	var ev Event

@@ -44,7 +44,9 @@
 // always scans the whole payload, so syntax problems (malformed_json,
 // invalid_utf8, too_deep) take precedence; then the first field problem in
 // document order; then the first missing required field. A missing field with
-// a default gets it (Value.Present is false).
+// a default gets it (Value.Present is false). Schema.Validate re-checks an
+// Event built in code; Registry.Resolve maps message attributes to a schema
+// with unknown_event_type / unknown_version errors.
 //
 // Decisions: strings must be valid UTF-8; a \u escape of a lone surrogate is
 // invalid_utf8 (never replaced by U+FFFD, which would silently change ids).

@@ -2,6 +2,7 @@ package schemas
 
 import (
 	"errors"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -215,4 +216,23 @@ func TestLoadBad(t *testing.T) {
 			t.Errorf("Load = %v", err)
 		}
 	})
+}
+
+// TestEveryRepoSchemaEmbedded guards against .avsc files that the go:embed
+// pattern would miss (and so CheckAll would never see).
+func TestEveryRepoSchemaEmbedded(t *testing.T) {
+	onDisk, err := Load(os.DirFS("avro"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	emb, err := Embedded()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, b := len(onDisk.All()), len(emb.All()); a != b {
+		t.Errorf("%d schemas under schemas/avro, %d embedded", a, b)
+	}
+	if err := onDisk.CheckAll(); err != nil {
+		t.Error(err)
+	}
 }
