@@ -1,0 +1,145 @@
+package keyservice
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// BoltStore is the embedded [Store] (the default): one bbolt file,
+// DIR/keyservice.db, pure Go, zero setup, durable across restarts (every
+// write is fsynced; concurrent writes are coalesced into one transaction).
+// Only one process may open a directory at a time.
+type BoltStore struct {
+	dir string
+	db  *bolt.DB
+	now func() time.Time
+}
+
+var _ Store = (*BoltStore)(nil)
+
+var boltBucket = []byte("keyservice/v1")
+
+// BoltFile is the file name inside the directory given to OpenBolt.
+const BoltFile = "keyservice.db"
+
+// OpenBolt opens (creating if needed) the store in dir. It waits at most 5 s
+// for another process holding the file.
+func OpenBolt(dir string) (*BoltStore, error) {
+	if dir == "" {
+		return nil, fmt.Errorf("%w: bolt store: empty directory", ErrInvalidArgument)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("keyservice: bolt store: %w", err)
+	}
+	path := filepath.Join(dir, BoltFile)
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("keyservice: bolt store %s: %w", path, err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(boltBucket)
+		return err
+	}); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("keyservice: bolt store %s: %w", path, err)
+	}
+	db.MaxBatchDelay = 2 * time.Millisecond
+	return &BoltStore{dir: dir, db: db, now: time.Now}, nil
+}
+
+// Dir is the directory the store was opened in.
+func (b *BoltStore) Dir() string { return b.dir }
+
+// Stored value: 8-byte big-endian revision | value.
+
+// Get implements [Store].
+func (b *BoltStore) Get(ctx context.Context, keys []string) ([]Item, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	out := make([]Item, len(keys))
+	err := b.db.View(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(boltBucket)
+		now := b.now()
+		for i, k := range keys {
+			out[i] = Item{Key: k, ReadAt: now}
+			v := bk.Get([]byte(k))
+			if len(v) < 8 {
+				continue
+			}
+			out[i].Rev = binary.BigEndian.Uint64(v)
+			out[i].Value = append([]byte{}, v[8:]...)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("keyservice: bolt get: %w", err)
+	}
+	return out, nil
+}
+
+// Put implements [Store].
+func (b *BoltStore) Put(ctx context.Context, key string, value []byte, rev uint64) (Item, error) {
+	if err := ctx.Err(); err != nil {
+		return Item{}, err
+	}
+	var it Item
+	var conflict bool
+	err := b.db.Batch(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(boltBucket)
+		it, conflict = Item{Key: key, ReadAt: b.now()}, false
+		cur := bk.Get([]byte(key))
+		var curRev uint64
+		if len(cur) >= 8 {
+			curRev = binary.BigEndian.Uint64(cur)
+		}
+		if curRev != rev {
+			conflict = true
+			if curRev != 0 {
+				it.Rev, it.Value = curRev, append([]byte{}, cur[8:]...)
+			}
+			return nil
+		}
+		nv := make([]byte, 8+len(value))
+		binary.BigEndian.PutUint64(nv, rev+1)
+		copy(nv[8:], value)
+		it.Rev, it.Value = rev+1, append([]byte{}, value...)
+		return bk.Put([]byte(key), nv)
+	})
+	if err != nil {
+		return Item{}, fmt.Errorf("keyservice: bolt put: %w", err)
+	}
+	if conflict {
+		return it, ErrConflict
+	}
+	return it, nil
+}
+
+// Delete implements [Store].
+func (b *BoltStore) Delete(ctx context.Context, key string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	err := b.db.Batch(func(tx *bolt.Tx) error {
+		return tx.Bucket(boltBucket).Delete([]byte(key))
+	})
+	if err != nil {
+		return fmt.Errorf("keyservice: bolt delete: %w", err)
+	}
+	return nil
+}
+
+// Close implements [Store].
+func (b *BoltStore) Close() error {
+	if err := b.db.Close(); err != nil && !errors.Is(err, bolt.ErrDatabaseNotOpen) {
+		return err
+	}
+	return nil
+}

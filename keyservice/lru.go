@@ -1,0 +1,80 @@
+package keyservice
+
+import (
+	"container/list"
+	"sync"
+	"time"
+)
+
+// lru is a small LRU with per-entry expiry; safe for concurrent use.
+type lru struct {
+	mu    sync.Mutex
+	cap   int
+	ll    *list.List
+	items map[string]*list.Element
+}
+
+type lruEntry struct {
+	key     string
+	val     any
+	expires time.Time
+}
+
+func newLRU(capacity int) *lru {
+	if capacity <= 0 {
+		return nil
+	}
+	return &lru{cap: capacity, ll: list.New(), items: make(map[string]*list.Element)}
+}
+
+func (c *lru) get(key string, now time.Time) (any, bool) {
+	if c == nil {
+		return nil, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	el, ok := c.items[key]
+	if !ok {
+		return nil, false
+	}
+	e := el.Value.(*lruEntry)
+	if !now.Before(e.expires) {
+		c.ll.Remove(el)
+		delete(c.items, key)
+		return nil, false
+	}
+	c.ll.MoveToFront(el)
+	return e.val, true
+}
+
+func (c *lru) put(key string, val any, expires time.Time) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.items[key]; ok {
+		e := el.Value.(*lruEntry)
+		e.val, e.expires = val, expires
+		c.ll.MoveToFront(el)
+		return
+	}
+	c.items[key] = c.ll.PushFront(&lruEntry{key: key, val: val, expires: expires})
+	for c.ll.Len() > c.cap {
+		el := c.ll.Back()
+		c.ll.Remove(el)
+		delete(c.items, el.Value.(*lruEntry).key)
+	}
+}
+
+func (c *lru) del(key string) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	if el, ok := c.items[key]; ok {
+		c.ll.Remove(el)
+		delete(c.items, key)
+	}
+	c.mu.Unlock()
+}

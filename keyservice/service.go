@@ -1,0 +1,1143 @@
+package keyservice
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/lockstream/lockstream/fieldcrypt"
+)
+
+// DeletePolicy says what GetOrCreate does for a user who was deleted.
+type DeletePolicy int
+
+const (
+	// DenyAfterDelete (the default): GetOrCreate of a deleted user reports
+	// ErrUserDeleted for that user, forever. A late event for a shredded
+	// user is dead-lettered instead of silently re-creating the user.
+	DenyAfterDelete DeletePolicy = iota
+	// NewKeychainAfterDelete: GetOrCreate of a deleted user creates a
+	// brand-new keychain with a new _subject. Data written under the old
+	// keychain stays unreadable and is not linkable to the new one.
+	NewKeychainAfterDelete
+)
+
+func (p DeletePolicy) String() string {
+	switch p {
+	case DenyAfterDelete:
+		return "deny"
+	case NewKeychainAfterDelete:
+		return "new-keychain"
+	}
+	return fmt.Sprintf("DeletePolicy(%d)", int(p))
+}
+
+// DefaultCategories are the PII categories served when Options.Categories
+// is empty.
+var DefaultCategories = []string{"location", "device", "contact", "profile", "demographics", "content", "financial", "health"}
+
+// Defaults of Options.
+const (
+	DefaultMaxBatch     = 1000
+	DefaultMaxUserIDLen = 256
+	DefaultStaleWindow  = 5 * time.Second
+	DefaultCacheSize    = 100_000
+	MaxScopeLen         = 64
+)
+
+// Options configure a Service. Zero values take the defaults.
+type Options struct {
+	// MasterKey (32 bytes) seals root keys and keys the user-id index.
+	MasterKey fieldcrypt.Secret
+	// Categories allowed in requests; default DefaultCategories. Names are
+	// [a-z0-9_-], at most 64 bytes.
+	Categories []string
+	// AfterDelete: what GetOrCreate does for a deleted user.
+	AfterDelete DeletePolicy
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// MaxBatch bounds the ids of one call (default 1000).
+	MaxBatch int
+	// MaxUserIDLen bounds a user id in bytes (default 256).
+	MaxUserIDLen int
+	// StaleWindow bounds how long this Service serves a row it read from
+	// the store (index entry, keychain, category policy) before reading it
+	// again (default 5 s). See "Deletion and the stale window" in doc.go.
+	StaleWindow time.Duration
+	// CacheSize is the number of rows kept (decrypted) in process; default
+	// 100,000; negative disables the cache.
+	CacheSize int
+}
+
+// UserKeys is the answer for one requested user or subject.
+type UserKeys struct {
+	UserID  string // as asked (by-user calls); "" for by-subject calls
+	Subject string
+	// Keys: by-user, the current version of each requested category (for
+	// encryption); by-subject, every live version >= the category's
+	// minimum version (for decryption), ascending.
+	Keys []fieldcrypt.CategoryKey
+	// Revoked lists the requested categories revoked for this user.
+	Revoked []string
+	// Err: ErrUserDeleted, ErrUnknownUser or ErrUnknownSubject; nil when ok.
+	Err error
+}
+
+// KeychainInfo describes a keychain for administrators; it never holds key
+// bytes.
+type KeychainInfo struct {
+	Subject    string
+	Created    time.Time
+	Deleted    bool
+	DeletedAt  time.Time
+	Categories []CategoryInfo
+}
+
+// CategoryInfo is one category of a keychain.
+type CategoryInfo struct {
+	Category  string
+	Versions  []int // versions with a root key, ascending
+	Revoked   bool
+	RevokedAt time.Time
+}
+
+// Service is the key service core. It is safe for concurrent use.
+type Service struct {
+	store   Store
+	opts    Options
+	kr      *keyring
+	cats    map[string]bool
+	catList []string
+	cache   *lru
+	now     func() time.Time
+}
+
+// New returns a Service over store. It checks the master key against the
+// store (a store first opened with another master key fails here with
+// ErrSealedRow).
+func New(store Store, opts Options) (*Service, error) {
+	if store == nil {
+		return nil, errors.New("keyservice: nil store")
+	}
+	kr, err := newKeyring(opts.MasterKey)
+	if err != nil {
+		return nil, err
+	}
+	if len(opts.Categories) == 0 {
+		opts.Categories = DefaultCategories
+	}
+	s := &Service{store: store, kr: kr, cats: map[string]bool{}}
+	for _, c := range opts.Categories {
+		if !validName(c) {
+			return nil, invalid("category name %q: want 1-64 bytes of [a-z0-9_-]", c)
+		}
+		if !s.cats[c] {
+			s.cats[c] = true
+			s.catList = append(s.catList, c)
+		}
+	}
+	opts.Categories = slices.Clone(s.catList)
+	if opts.AfterDelete != DenyAfterDelete && opts.AfterDelete != NewKeychainAfterDelete {
+		return nil, invalid("unknown AfterDelete policy %d", int(opts.AfterDelete))
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = DefaultMaxBatch
+	}
+	if opts.MaxUserIDLen <= 0 {
+		opts.MaxUserIDLen = DefaultMaxUserIDLen
+	}
+	if opts.StaleWindow <= 0 {
+		opts.StaleWindow = DefaultStaleWindow
+	}
+	if opts.CacheSize == 0 {
+		opts.CacheSize = DefaultCacheSize
+	}
+	s.opts, s.now = opts, opts.Now
+	s.cache = newLRU(opts.CacheSize)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := s.checkMaster(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Options returns the effective options (defaults filled in).
+func (s *Service) Options() Options { o := s.opts; o.Categories = slices.Clone(o.Categories); return o }
+
+// checkMaster writes, or verifies, a value sealed under the master key.
+func (s *Service) checkMaster(ctx context.Context) error {
+	items, err := s.store.Get(ctx, []string{keyCheck})
+	if err != nil {
+		return storeErr("check master key", err)
+	}
+	it := items[0]
+	if !it.Found() {
+		it, err = s.store.Put(ctx, keyCheck, s.kr.seal(make([]byte, rootKeySize), keyCheck, checkAAD, 1), 0)
+		if err != nil && !errors.Is(err, ErrConflict) {
+			return storeErr("check master key", err)
+		}
+	}
+	if _, err := s.kr.open(it.Value, keyCheck, checkAAD, 1); err != nil {
+		return fmt.Errorf("keyservice: the master key does not match the one this store was created with: %w", ErrSealedRow)
+	}
+	return nil
+}
+
+func validName(c string) bool {
+	if c == "" || len(c) > 64 {
+		return false
+	}
+	for i := 0; i < len(c); i++ {
+		b := c[i]
+		if !(b >= 'a' && b <= 'z' || b >= '0' && b <= '9' || b == '_' || b == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+func validScope(scope string) error {
+	if scope == "" || len(scope) > MaxScopeLen {
+		return invalid("scope must be 1-%d bytes", MaxScopeLen)
+	}
+	for i := 0; i < len(scope); i++ {
+		b := scope[i]
+		if !(b >= 'a' && b <= 'z' || b >= '0' && b <= '9' || b == '.' || b == '_' || b == '-') {
+			return invalid("scope %q: only [a-z0-9._-] allowed", scope)
+		}
+	}
+	return nil
+}
+
+func (s *Service) checkCategory(c string) error {
+	if !s.cats[c] {
+		return fmt.Errorf("%w: %w %q (configured: %v)", ErrInvalidArgument, ErrUnknownCategory, c, s.catList)
+	}
+	return nil
+}
+
+// checkCategories validates and de-duplicates; empty means all configured.
+func (s *Service) checkCategories(cats []string) ([]string, error) {
+	if len(cats) == 0 {
+		return s.catList, nil
+	}
+	out := make([]string, 0, len(cats))
+	for _, c := range cats {
+		if err := s.checkCategory(c); err != nil {
+			return nil, err
+		}
+		if !slices.Contains(out, c) {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+func (s *Service) checkUserID(i int, id string) error {
+	if id == "" {
+		return invalid("user id #%d is empty", i)
+	}
+	if len(id) > s.opts.MaxUserIDLen {
+		return invalid("user id #%d is %d bytes, longer than the limit of %d", i, len(id), s.opts.MaxUserIDLen)
+	}
+	return nil
+}
+
+func (s *Service) checkBatch(n int) error {
+	if n > s.opts.MaxBatch {
+		return invalid("batch of %d ids is over the limit of %d", n, s.opts.MaxBatch)
+	}
+	return nil
+}
+
+// expiry is when a row read from the store at readAt (by the store's wall
+// clock) must be read again: StaleWindow after it was read, on this
+// Service's clock.
+func (s *Service) expiry(readAt time.Time) time.Time {
+	age := time.Duration(0)
+	if !readAt.IsZero() {
+		age = max(0, time.Since(readAt))
+	}
+	return s.now().Add(s.opts.StaleWindow - age)
+}
+
+// ---- policies ----
+
+type policy struct {
+	cur, min int
+}
+
+const cachePolicies = "p:"
+
+func (s *Service) policies(ctx context.Context) (map[string]policy, error) {
+	if v, ok := s.cache.get(cachePolicies, s.now()); ok {
+		return v.(map[string]policy), nil
+	}
+	keys := make([]string, len(s.catList))
+	for i, c := range s.catList {
+		keys[i] = prefixPolicy + c
+	}
+	items, err := s.store.Get(ctx, keys)
+	if err != nil {
+		return nil, storeErr("read category policies", err)
+	}
+	out := make(map[string]policy, len(keys))
+	var oldest time.Time
+	for i, it := range items {
+		p := policy{1, 1}
+		if it.Found() {
+			var r policyRow
+			if err := decodeRow(it, &r); err != nil {
+				return nil, err
+			}
+			p = policy{r.Current, r.Min}
+		}
+		out[s.catList[i]] = p
+		if oldest.IsZero() || it.ReadAt.Before(oldest) {
+			oldest = it.ReadAt
+		}
+	}
+	s.cache.put(cachePolicies, out, s.expiry(oldest))
+	return out, nil
+}
+
+// ---- keychains ----
+
+// keychain is a decoded keychain row with its root keys opened (as HKDF
+// PRKs).
+type keychain struct {
+	subject string
+	row     keychainRow
+	rev     uint64
+	readAt  time.Time
+	prks    map[string]map[int][]byte
+}
+
+func (k *keychain) deleted() bool { return k.row.Deleted != nil }
+
+func (s *Service) openKeychain(it Item, subject string) (*keychain, error) {
+	kc := &keychain{subject: subject, rev: it.Rev, readAt: it.ReadAt}
+	if err := decodeRow(it, &kc.row); err != nil {
+		return nil, err
+	}
+	kc.prks = make(map[string]map[int][]byte, len(kc.row.Roots))
+	for cat, vers := range kc.row.Roots {
+		m := make(map[int][]byte, len(vers))
+		for v, sealed := range vers {
+			root, err := s.kr.open(sealed, it.Key, cat, v)
+			if err != nil {
+				return nil, fmt.Errorf("keyservice: keychain row: %w", err)
+			}
+			prk, err := extract(root)
+			if err != nil {
+				return nil, err
+			}
+			m[v] = prk
+		}
+		kc.prks[cat] = m
+	}
+	return kc, nil
+}
+
+const (
+	cacheUser    = "u:"
+	cacheSubject = "s:"
+)
+
+// loadKeychains returns the keychains of subjects (nil for absent rows),
+// from the cache or the store.
+func (s *Service) loadKeychains(ctx context.Context, subjects []string, fresh bool) (map[string]*keychain, error) {
+	out := make(map[string]*keychain, len(subjects))
+	var miss []string
+	now := s.now()
+	for _, sub := range subjects {
+		if _, done := out[sub]; done {
+			continue
+		}
+		if !fresh {
+			if v, ok := s.cache.get(cacheSubject+sub, now); ok {
+				out[sub] = v.(*keychain)
+				continue
+			}
+		}
+		out[sub] = nil
+		miss = append(miss, prefixSubject+sub)
+	}
+	if len(miss) == 0 {
+		return out, nil
+	}
+	items, err := s.store.Get(ctx, miss)
+	if err != nil {
+		return nil, storeErr("read keychains", err)
+	}
+	for _, it := range items {
+		if !it.Found() {
+			continue
+		}
+		sub := it.Key[len(prefixSubject):]
+		kc, err := s.openKeychain(it, sub)
+		if err != nil {
+			return nil, err
+		}
+		out[sub] = kc
+		s.cache.put(cacheSubject+sub, kc, s.expiry(kc.readAt))
+	}
+	return out, nil
+}
+
+func (s *Service) forget(hash, subject string) {
+	if hash != "" {
+		s.cache.del(cacheUser + hash)
+	}
+	if subject != "" {
+		s.cache.del(cacheSubject + subject)
+	}
+}
+
+// newRoots seals a new root key for every configured category that has no
+// root key at or above its current version and is not revoked, and drops
+// versions below the minimum. It reports whether row changed.
+func (s *Service) newRoots(rowKey string, row *keychainRow, pol map[string]policy) bool {
+	changed := false
+	if row.Roots == nil {
+		row.Roots = map[string]map[int][]byte{}
+	}
+	for _, cat := range s.catList {
+		if _, rv := row.Revoked[cat]; rv {
+			continue
+		}
+		p := pol[cat]
+		vers := row.Roots[cat]
+		for v := range vers {
+			if v < p.min {
+				delete(vers, v)
+				changed = true
+			}
+		}
+		if maxVersion(vers) >= p.cur {
+			continue
+		}
+		if vers == nil {
+			vers = map[int][]byte{}
+			row.Roots[cat] = vers
+		}
+		vers[p.cur] = s.kr.seal(newRootKey(), rowKey, cat, p.cur)
+		changed = true
+	}
+	return changed
+}
+
+func maxVersion(m map[int][]byte) int {
+	mx := 0
+	for v := range m {
+		mx = max(mx, v)
+	}
+	return mx
+}
+
+func cloneRow(r keychainRow) keychainRow {
+	c := r
+	c.Roots = make(map[string]map[int][]byte, len(r.Roots))
+	for k, v := range r.Roots {
+		c.Roots[k] = maps.Clone(v)
+	}
+	c.Revoked = maps.Clone(r.Revoked)
+	return c
+}
+
+const maxAttempts = 8
+
+var errContention = fmt.Errorf("%w: too much write contention on one row, retry", ErrUnavailable)
+
+// ensureRoots adds root keys for new versions (lazy rotation), idempotently:
+// a compare-and-set on the keychain row; a loser adopts the winner's row.
+func (s *Service) ensureRoots(ctx context.Context, kc *keychain, pol map[string]policy) (*keychain, error) {
+	for range maxAttempts {
+		if kc.deleted() {
+			return kc, nil
+		}
+		row := cloneRow(kc.row)
+		rowKey := prefixSubject + kc.subject
+		if !s.newRoots(rowKey, &row, pol) {
+			return kc, nil
+		}
+		it, err := s.store.Put(ctx, rowKey, encodeRow(row), kc.rev)
+		if err != nil && !errors.Is(err, ErrConflict) {
+			return nil, storeErr("update keychain", err)
+		}
+		if !it.Found() {
+			return nil, storeErr("update keychain", fmt.Errorf("%w: keychain row vanished", ErrUnavailable))
+		}
+		nkc, oerr := s.openKeychain(it, kc.subject)
+		if oerr != nil {
+			return nil, oerr
+		}
+		s.cache.put(cacheSubject+kc.subject, nkc, s.expiry(nkc.readAt))
+		if err == nil {
+			return nkc, nil
+		}
+		kc = nkc
+	}
+	return nil, errContention
+}
+
+// createUser creates the keychain of user hash: first the keychain row
+// under a fresh random subject, then the index row with a compare-and-set
+// (rev: the index revision expected, 0 for absent). A loser deletes its
+// unpublished keychain row and adopts the winner's.
+func (s *Service) createUser(ctx context.Context, hash string, rev uint64, pol map[string]policy) (*keychain, error) {
+	idxKey := prefixUser + hash
+	for range maxAttempts {
+		sub := newSubject()
+		rowKey := prefixSubject + sub
+		row := keychainRow{V: rowFormat, UID: hash, Created: s.now().UTC()}
+		s.newRoots(rowKey, &row, pol)
+		kit, err := s.store.Put(ctx, rowKey, encodeRow(row), 0)
+		if errors.Is(err, ErrConflict) {
+			continue // subject collision: astronomically unlikely
+		}
+		if err != nil {
+			return nil, storeErr("create keychain", err)
+		}
+		it, err := s.store.Put(ctx, idxKey, encodeRow(indexRow{V: rowFormat, Subject: sub}), rev)
+		if err == nil {
+			kc, err := s.openKeychain(kit, sub)
+			if err != nil {
+				return nil, err
+			}
+			s.cache.put(cacheUser+hash, sub, s.expiry(it.ReadAt))
+			s.cache.put(cacheSubject+sub, kc, s.expiry(kit.ReadAt))
+			return kc, nil
+		}
+		// Lost (or failed): nobody can know this subject; remove it.
+		_ = s.store.Delete(context.WithoutCancel(ctx), rowKey)
+		if !errors.Is(err, ErrConflict) {
+			return nil, storeErr("create user index", err)
+		}
+		rev = it.Rev
+		if !it.Found() {
+			continue
+		}
+		var ir indexRow
+		if err := decodeRow(it, &ir); err != nil {
+			return nil, err
+		}
+		if ir.Deleted != nil {
+			if s.opts.AfterDelete == DenyAfterDelete {
+				return nil, ErrUserDeleted
+			}
+			continue
+		}
+		kcs, err := s.loadKeychains(ctx, []string{ir.Subject}, true)
+		if err != nil {
+			return nil, err
+		}
+		kc := kcs[ir.Subject]
+		if kc != nil && !kc.deleted() {
+			s.cache.put(cacheUser+hash, ir.Subject, s.expiry(it.ReadAt))
+			return kc, nil
+		}
+		if s.opts.AfterDelete == DenyAfterDelete {
+			return nil, ErrUserDeleted
+		}
+	}
+	return nil, errContention
+}
+
+// ---- gets ----
+
+type userState struct {
+	hash    string
+	subject string
+	kc      *keychain
+	err     error
+	// create: the index must be (re)written; createRev is its revision.
+	create    bool
+	createRev uint64
+}
+
+// GetOrCreate returns the keys of userIDs for categories (empty: every
+// configured category), creating keychains for new users. It is idempotent
+// under concurrent calls for the same user (one _subject and one root key
+// per category and version win; losers adopt them), and a created user is
+// readable at once by every Service on the same store.
+func (s *Service) GetOrCreate(ctx context.Context, scope string, userIDs, categories []string) ([]UserKeys, error) {
+	return s.byUser(ctx, scope, userIDs, categories, true)
+}
+
+// GetByUser is GetOrCreate without creating users: a user without keychain
+// is reported as ErrUnknownUser. (Root keys of a rotated category are still
+// created lazily for existing users.)
+func (s *Service) GetByUser(ctx context.Context, scope string, userIDs, categories []string) ([]UserKeys, error) {
+	return s.byUser(ctx, scope, userIDs, categories, false)
+}
+
+func (s *Service) byUser(ctx context.Context, scope string, userIDs, categories []string, create bool) ([]UserKeys, error) {
+	if err := validScope(scope); err != nil {
+		return nil, err
+	}
+	if err := s.checkBatch(len(userIDs)); err != nil {
+		return nil, err
+	}
+	cats, err := s.checkCategories(categories)
+	if err != nil {
+		return nil, err
+	}
+	for i, id := range userIDs {
+		if err := s.checkUserID(i, id); err != nil {
+			return nil, err
+		}
+	}
+	pol, err := s.policies(ctx)
+	if err != nil {
+		return nil, err
+	}
+	states := make(map[string]*userState, len(userIDs))
+	var uniq []*userState
+	var miss []string
+	now := s.now()
+	for _, id := range userIDs {
+		if _, ok := states[id]; ok {
+			continue
+		}
+		st := &userState{hash: s.kr.userHash(id)}
+		states[id] = st
+		uniq = append(uniq, st)
+		if v, ok := s.cache.get(cacheUser+st.hash, now); ok {
+			st.subject = v.(string)
+		} else {
+			miss = append(miss, prefixUser+st.hash)
+		}
+	}
+	if len(miss) > 0 {
+		items, err := s.store.Get(ctx, miss)
+		if err != nil {
+			return nil, storeErr("read user index", err)
+		}
+		byHash := make(map[string]Item, len(items))
+		for _, it := range items {
+			byHash[it.Key[len(prefixUser):]] = it
+		}
+		for _, st := range uniq {
+			it, ok := byHash[st.hash]
+			if !ok {
+				continue
+			}
+			switch {
+			case !it.Found():
+				if create {
+					st.create = true
+				} else {
+					st.err = ErrUnknownUser
+				}
+			default:
+				var ir indexRow
+				if err := decodeRow(it, &ir); err != nil {
+					return nil, err
+				}
+				if ir.Deleted != nil {
+					if create && s.opts.AfterDelete == NewKeychainAfterDelete {
+						st.create, st.createRev = true, it.Rev
+					} else {
+						st.err = ErrUserDeleted
+					}
+					continue
+				}
+				st.subject = ir.Subject
+				s.cache.put(cacheUser+st.hash, ir.Subject, s.expiry(it.ReadAt))
+			}
+		}
+	}
+	var subs []string
+	for _, st := range uniq {
+		if st.subject != "" {
+			subs = append(subs, st.subject)
+		}
+	}
+	if len(subs) > 0 {
+		kcs, err := s.loadKeychains(ctx, subs, false)
+		if err != nil {
+			return nil, err
+		}
+		for _, st := range uniq {
+			if st.subject == "" {
+				continue
+			}
+			kc := kcs[st.subject]
+			switch {
+			case kc != nil && !kc.deleted():
+				st.kc = kc
+			case create && s.opts.AfterDelete == NewKeychainAfterDelete:
+				// A stale mapping to a shredded keychain: createUser's
+				// compare-and-set finds the current index revision.
+				st.create, st.createRev = true, 0
+			default:
+				st.err = ErrUserDeleted
+			}
+		}
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(32)
+	for _, st := range uniq {
+		if st.err != nil {
+			continue
+		}
+		g.Go(func() error {
+			var err error
+			if st.create {
+				st.kc, err = s.createUser(gctx, st.hash, st.createRev, pol)
+			} else {
+				st.kc, err = s.ensureRoots(gctx, st.kc, pol)
+			}
+			if errors.Is(err, ErrUserDeleted) {
+				st.err, st.kc = ErrUserDeleted, nil
+				return nil
+			}
+			if err == nil && st.kc.deleted() {
+				st.err, st.kc = ErrUserDeleted, nil
+			}
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	out := make([]UserKeys, len(userIDs))
+	done := make(map[*userState]UserKeys, len(uniq))
+	for i, id := range userIDs {
+		st := states[id]
+		uk, ok := done[st]
+		if !ok {
+			uk, err = s.currentKeys(scope, st, cats, pol)
+			if err != nil {
+				return nil, err
+			}
+			done[st] = uk
+		} else {
+			uk.Keys = slices.Clone(uk.Keys)
+			uk.Revoked = slices.Clone(uk.Revoked)
+		}
+		uk.UserID = id
+		out[i] = uk
+	}
+	return out, nil
+}
+
+func (s *Service) currentKeys(scope string, st *userState, cats []string, pol map[string]policy) (UserKeys, error) {
+	if st.err != nil {
+		return UserKeys{Err: st.err}, nil
+	}
+	kc := st.kc
+	uk := UserKeys{Subject: kc.subject, Keys: make([]fieldcrypt.CategoryKey, 0, len(cats))}
+	for _, cat := range cats {
+		if _, rv := kc.row.Revoked[cat]; rv {
+			uk.Revoked = append(uk.Revoked, cat)
+			continue
+		}
+		vers := kc.prks[cat]
+		v := 0
+		for x := range vers {
+			v = max(v, x)
+		}
+		if v == 0 || v < pol[cat].cur {
+			return UserKeys{}, fmt.Errorf("keyservice: keychain lacks category %s version %d after update: %w", cat, pol[cat].cur, ErrUnavailable)
+		}
+		k, err := derive(vers[v], scope, cat, v)
+		if err != nil {
+			return UserKeys{}, err
+		}
+		uk.Keys = append(uk.Keys, fieldcrypt.CategoryKey{Subject: kc.subject, Category: cat, Version: v, Secret: k})
+	}
+	return uk, nil
+}
+
+// GetBySubject returns, for decryption, every live key version (>= the
+// category's minimum) of subjects for categories (empty: all configured).
+// It never creates anything.
+func (s *Service) GetBySubject(ctx context.Context, scope string, subjects, categories []string) ([]UserKeys, error) {
+	if err := validScope(scope); err != nil {
+		return nil, err
+	}
+	if err := s.checkBatch(len(subjects)); err != nil {
+		return nil, err
+	}
+	cats, err := s.checkCategories(categories)
+	if err != nil {
+		return nil, err
+	}
+	for i, sub := range subjects {
+		if !ValidSubject(sub) {
+			return nil, invalid("subject #%d is not a _subject (want s_ + 26 base32 characters)", i)
+		}
+	}
+	pol, err := s.policies(ctx)
+	if err != nil {
+		return nil, err
+	}
+	kcs, err := s.loadKeychains(ctx, subjects, false)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]UserKeys, len(subjects))
+	for i, sub := range subjects {
+		kc := kcs[sub]
+		uk := UserKeys{Subject: sub}
+		switch {
+		case kc == nil:
+			uk.Err = ErrUnknownSubject
+		case kc.deleted():
+			uk.Err = ErrUserDeleted
+		default:
+			for _, cat := range cats {
+				if _, rv := kc.row.Revoked[cat]; rv {
+					uk.Revoked = append(uk.Revoked, cat)
+					continue
+				}
+				vers := slices.Sorted(maps.Keys(kc.prks[cat]))
+				for _, v := range vers {
+					if v < pol[cat].min {
+						continue
+					}
+					k, err := derive(kc.prks[cat][v], scope, cat, v)
+					if err != nil {
+						return nil, err
+					}
+					uk.Keys = append(uk.Keys, fieldcrypt.CategoryKey{Subject: sub, Category: cat, Version: v, Secret: k})
+				}
+			}
+		}
+		out[i] = uk
+	}
+	return out, nil
+}
+
+// ---- deletion, revocation ----
+
+// DeleteUser shreds the user's keychain: its row is replaced by a tombstone
+// without any root key, and the user's index row by a tombstone holding
+// nothing but its key (the HMAC of the user id), so the user stays deleted.
+// Deleting an unknown user leaves such a tombstone too (so a late event does
+// not create the user under DenyAfterDelete); deleting twice is a no-op.
+func (s *Service) DeleteUser(ctx context.Context, userID string) error {
+	if err := s.checkUserID(0, userID); err != nil {
+		return err
+	}
+	hash := s.kr.userHash(userID)
+	idxKey := prefixUser + hash
+	tomb := func() []byte { t := s.now().UTC(); return encodeRow(indexRow{V: rowFormat, Deleted: &t}) }
+	for range maxAttempts {
+		items, err := s.store.Get(ctx, []string{idxKey})
+		if err != nil {
+			return storeErr("delete user", err)
+		}
+		it := items[0]
+		var ir indexRow
+		if it.Found() {
+			if err := decodeRow(it, &ir); err != nil {
+				return err
+			}
+			if ir.Deleted != nil {
+				s.forget(hash, "")
+				return nil
+			}
+			if _, err := s.shredSubject(ctx, ir.Subject); err != nil && !errors.Is(err, ErrUnknownSubject) {
+				return err
+			}
+		}
+		_, err = s.store.Put(ctx, idxKey, tomb(), it.Rev)
+		if errors.Is(err, ErrConflict) {
+			continue
+		}
+		s.forget(hash, ir.Subject)
+		return storeErr("delete user", err)
+	}
+	return errContention
+}
+
+// shredSubject replaces a keychain row by a tombstone and returns the user
+// hash it belonged to ("" if it was already shredded).
+func (s *Service) shredSubject(ctx context.Context, subject string) (string, error) {
+	rowKey := prefixSubject + subject
+	defer s.forget("", subject)
+	for range maxAttempts {
+		items, err := s.store.Get(ctx, []string{rowKey})
+		if err != nil {
+			return "", storeErr("delete keychain", err)
+		}
+		it := items[0]
+		if !it.Found() {
+			return "", ErrUnknownSubject
+		}
+		var row keychainRow
+		if err := decodeRow(it, &row); err != nil {
+			return "", err
+		}
+		if row.Deleted != nil {
+			return "", nil
+		}
+		t := s.now().UTC()
+		_, err = s.store.Put(ctx, rowKey, encodeRow(keychainRow{V: rowFormat, Deleted: &t}), it.Rev)
+		if errors.Is(err, ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return "", storeErr("delete keychain", err)
+		}
+		return row.UID, nil
+	}
+	return "", errContention
+}
+
+// DeleteSubject shreds the keychain of subject and tombstones its user's
+// index row, exactly like DeleteUser. ErrUnknownSubject if no keychain ever
+// had that subject; deleting twice is a no-op.
+func (s *Service) DeleteSubject(ctx context.Context, subject string) error {
+	if !ValidSubject(subject) {
+		return invalid("not a _subject (want s_ + 26 base32 characters)")
+	}
+	hash, err := s.shredSubject(ctx, subject)
+	if err != nil || hash == "" {
+		return err
+	}
+	idxKey := prefixUser + hash
+	defer s.forget(hash, "")
+	for range maxAttempts {
+		items, err := s.store.Get(ctx, []string{idxKey})
+		if err != nil {
+			return storeErr("delete user index", err)
+		}
+		it := items[0]
+		var ir indexRow
+		if it.Found() {
+			if err := decodeRow(it, &ir); err != nil {
+				return err
+			}
+			if ir.Subject != subject {
+				return nil // already a tombstone, or a newer keychain (NewKeychainAfterDelete)
+			}
+		}
+		t := s.now().UTC()
+		_, err = s.store.Put(ctx, idxKey, encodeRow(indexRow{V: rowFormat, Deleted: &t}), it.Rev)
+		if errors.Is(err, ErrConflict) {
+			continue
+		}
+		return storeErr("delete user index", err)
+	}
+	return errContention
+}
+
+// Revoke destroys the user's root keys of category (opt-out). Later gets
+// list the category in UserKeys.Revoked and return no key for it; data
+// encrypted under it is unreadable. ErrUnknownUser / ErrUserDeleted as for
+// gets; revoking twice is a no-op.
+func (s *Service) Revoke(ctx context.Context, userID, category string) error {
+	if err := s.checkUserID(0, userID); err != nil {
+		return err
+	}
+	if err := s.checkCategory(category); err != nil {
+		return err
+	}
+	hash := s.kr.userHash(userID)
+	items, err := s.store.Get(ctx, []string{prefixUser + hash})
+	if err != nil {
+		return storeErr("revoke", err)
+	}
+	it := items[0]
+	if !it.Found() {
+		return ErrUnknownUser
+	}
+	var ir indexRow
+	if err := decodeRow(it, &ir); err != nil {
+		return err
+	}
+	if ir.Deleted != nil {
+		return ErrUserDeleted
+	}
+	return s.revokeSubject(ctx, ir.Subject, category)
+}
+
+// RevokeSubject is Revoke by _subject.
+func (s *Service) RevokeSubject(ctx context.Context, subject, category string) error {
+	if !ValidSubject(subject) {
+		return invalid("not a _subject (want s_ + 26 base32 characters)")
+	}
+	if err := s.checkCategory(category); err != nil {
+		return err
+	}
+	return s.revokeSubject(ctx, subject, category)
+}
+
+func (s *Service) revokeSubject(ctx context.Context, subject, category string) error {
+	rowKey := prefixSubject + subject
+	defer s.forget("", subject)
+	for range maxAttempts {
+		items, err := s.store.Get(ctx, []string{rowKey})
+		if err != nil {
+			return storeErr("revoke", err)
+		}
+		it := items[0]
+		if !it.Found() {
+			return ErrUnknownSubject
+		}
+		var row keychainRow
+		if err := decodeRow(it, &row); err != nil {
+			return err
+		}
+		if row.Deleted != nil {
+			return ErrUserDeleted
+		}
+		if _, done := row.Revoked[category]; done && row.Roots[category] == nil {
+			return nil
+		}
+		delete(row.Roots, category)
+		if row.Revoked == nil {
+			row.Revoked = map[string]time.Time{}
+		}
+		row.Revoked[category] = s.now().UTC()
+		_, err = s.store.Put(ctx, rowKey, encodeRow(row), it.Rev)
+		if errors.Is(err, ErrConflict) {
+			continue
+		}
+		return storeErr("revoke", err)
+	}
+	return errContention
+}
+
+// ---- rotation ----
+
+func (s *Service) updatePolicy(ctx context.Context, category string, f func(p *policyRow) error) (policyRow, error) {
+	if err := s.checkCategory(category); err != nil {
+		return policyRow{}, err
+	}
+	key := prefixPolicy + category
+	defer s.cache.del(cachePolicies)
+	for range maxAttempts {
+		items, err := s.store.Get(ctx, []string{key})
+		if err != nil {
+			return policyRow{}, storeErr("update policy", err)
+		}
+		it := items[0]
+		p := policyRow{V: rowFormat, Current: 1, Min: 1}
+		if it.Found() {
+			if err := decodeRow(it, &p); err != nil {
+				return policyRow{}, err
+			}
+		}
+		if err := f(&p); err != nil {
+			return policyRow{}, err
+		}
+		_, err = s.store.Put(ctx, key, encodeRow(p), it.Rev)
+		if errors.Is(err, ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return policyRow{}, storeErr("update policy", err)
+		}
+		return p, nil
+	}
+	return policyRow{}, errContention
+}
+
+// Rotate makes a new version of category current, for all users, and
+// returns it. Rotation is lazy: a keychain gets its root key for the new
+// version on its next by-user get (idempotently). Other Services on the same
+// store see the new version within their stale window.
+func (s *Service) Rotate(ctx context.Context, category string) (int, error) {
+	p, err := s.updatePolicy(ctx, category, func(p *policyRow) error { p.Current++; return nil })
+	return p.Current, err
+}
+
+// SetMinVersion stops serving versions of category below min (1 <= min <=
+// current); their root keys are destroyed when a keychain is next updated.
+func (s *Service) SetMinVersion(ctx context.Context, category string, min int) error {
+	_, err := s.updatePolicy(ctx, category, func(p *policyRow) error {
+		if min < 1 || min > p.Current {
+			return invalid("min version %d of %s: want 1..%d (the current version)", min, category, p.Current)
+		}
+		p.Min = min
+		return nil
+	})
+	return err
+}
+
+// CategoryVersions reports the current and minimum version of category.
+func (s *Service) CategoryVersions(ctx context.Context, category string) (current, min int, err error) {
+	if err := s.checkCategory(category); err != nil {
+		return 0, 0, err
+	}
+	pol, err := s.policies(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	return pol[category].cur, pol[category].min, nil
+}
+
+// ---- admin ----
+
+// Show describes the keychain of userID, read from the store (not the
+// cache). A deleted user gives Deleted true and nil error.
+func (s *Service) Show(ctx context.Context, userID string) (KeychainInfo, error) {
+	if err := s.checkUserID(0, userID); err != nil {
+		return KeychainInfo{}, err
+	}
+	items, err := s.store.Get(ctx, []string{prefixUser + s.kr.userHash(userID)})
+	if err != nil {
+		return KeychainInfo{}, storeErr("show", err)
+	}
+	if !items[0].Found() {
+		return KeychainInfo{}, ErrUnknownUser
+	}
+	var ir indexRow
+	if err := decodeRow(items[0], &ir); err != nil {
+		return KeychainInfo{}, err
+	}
+	if ir.Deleted != nil {
+		return KeychainInfo{Deleted: true, DeletedAt: *ir.Deleted}, nil
+	}
+	return s.ShowSubject(ctx, ir.Subject)
+}
+
+// ShowSubject describes the keychain of subject.
+func (s *Service) ShowSubject(ctx context.Context, subject string) (KeychainInfo, error) {
+	if !ValidSubject(subject) {
+		return KeychainInfo{}, invalid("not a _subject (want s_ + 26 base32 characters)")
+	}
+	items, err := s.store.Get(ctx, []string{prefixSubject + subject})
+	if err != nil {
+		return KeychainInfo{}, storeErr("show", err)
+	}
+	if !items[0].Found() {
+		return KeychainInfo{}, ErrUnknownSubject
+	}
+	var row keychainRow
+	if err := decodeRow(items[0], &row); err != nil {
+		return KeychainInfo{}, err
+	}
+	info := KeychainInfo{Subject: subject, Created: row.Created}
+	if row.Deleted != nil {
+		info.Deleted, info.DeletedAt = true, *row.Deleted
+		return info, nil
+	}
+	for _, cat := range s.catList {
+		ci := CategoryInfo{Category: cat, Versions: slices.Sorted(maps.Keys(row.Roots[cat]))}
+		if t, ok := row.Revoked[cat]; ok {
+			ci.Revoked, ci.RevokedAt = true, t
+		}
+		if len(ci.Versions) > 0 || ci.Revoked {
+			info.Categories = append(info.Categories, ci)
+		}
+	}
+	return info, nil
+}
+
+// Close closes the store.
+func (s *Service) Close() error { return s.store.Close() }

@@ -1,0 +1,46 @@
+package keyservice
+
+import (
+	"context"
+	"time"
+)
+
+// Store is the persistence the key service needs: a key-value map of small
+// rows with a per-row revision for compare-and-set. Every row the service
+// writes is either an opaque index (HMAC of a user id → _subject, or a
+// tombstone), a keychain whose root keys are sealed under the master key, or
+// a category policy; a Store never sees a plaintext user id or a plaintext
+// key.
+//
+// Implementations: [MemoryStore] (tests), [BoltStore] (embedded, default),
+// [BigtableStore], and the [MemcachedStore] read-through tier. The contract
+// tests in package keyservice/storetest run the service against each.
+type Store interface {
+	// Get reads keys in one batch. The result has one Item per key, in
+	// order; a missing key gives an Item with Rev 0 and nil Value.
+	Get(ctx context.Context, keys []string) ([]Item, error)
+	// Put writes value under key if the stored revision is rev (rev 0: the
+	// key must be absent) and returns the written Item, whose Rev is
+	// greater than rev. If the revision differs it writes nothing and
+	// returns the current Item together with ErrConflict. Put replaces the
+	// value: the previous value must not remain readable.
+	Put(ctx context.Context, key string, value []byte, rev uint64) (Item, error)
+	// Delete removes key (no error if absent).
+	Delete(ctx context.Context, key string) error
+	// Close releases the store.
+	Close() error
+}
+
+// Item is one stored row.
+type Item struct {
+	Key   string
+	Value []byte // nil when absent
+	Rev   uint64 // 0 when absent
+	// ReadAt is when Value was read from (or written to) the authoritative
+	// store. Caches use it so that no tier serves a row longer than the
+	// stale window after it was read from the source of truth.
+	ReadAt time.Time
+}
+
+// Found reports whether the row exists.
+func (it Item) Found() bool { return it.Rev != 0 }
