@@ -1,38 +1,45 @@
 package keyclient
 
-// This file holds the consumer-side contract the pipelines code against.
-// (Written first by the record/ work so that record compiles; the keyclient
-// implementation owns it — change it there, together with its users.)
-
 import (
 	"context"
-	"errors"
 
 	"github.com/lockstream/lockstream/fieldcrypt"
 )
 
-// Keys is the key service as the pipelines see it.
+// Keys is what pipelines need from the key service. *Client and *Fake
+// implement it.
 type Keys interface {
-	// ForEncrypt returns, per user id (in order), the user's _subject and the
-	// current key of each requested category, creating keychains as needed.
+	// ForEncrypt returns, per user id and in order, the current key of each
+	// category, creating keychains as needed. A revoked category has no key
+	// and is listed in Revoked. A deleted user has Err ErrUserDeleted.
 	ForEncrypt(ctx context.Context, userIDs, categories []string) ([]UserKeys, error)
-	// ForDecrypt returns, per subject (in order), every live key version of
-	// each requested category.
+	// ForDecrypt returns, per subject and in order, every live version of each
+	// category key. Unknown subjects have Err ErrUnknownSubject, deleted ones
+	// ErrUserDeleted.
 	ForDecrypt(ctx context.Context, subjects, categories []string) ([]UserKeys, error)
 }
 
-// UserKeys is the answer for one user or subject.
+// UserKeys is the answer for one user (ForEncrypt) or subject (ForDecrypt).
 type UserKeys struct {
-	UserID  string
-	Subject string
+	UserID  string // the requested user id (ForEncrypt only; never sent back by the service)
+	Subject string // the user's opaque _subject
 	Keys    []fieldcrypt.CategoryKey
-	Revoked []string // requested categories revoked for this user: no key for them
-	Err     error    // per user: ErrUserDeleted, ErrUnknownSubject; nil when ok
+	Revoked []string // requested categories the user revoked
+	Err     error    // ErrUserDeleted, ErrUnknownUser, ErrUnknownSubject; nil when Keys are valid
 }
 
-// Errors. Per-user errors are permanent; ErrUnavailable is transient (retry).
+// Transport is one way of reaching the key service: each method is one round
+// trip carrying a whole batch, answering one UserKeys per id in order. It
+// does no caching, batching or retrying; Client does. Whole-call errors are
+// the sentinels of this package (ErrUnavailable for transient ones).
+type Transport interface {
+	GetOrCreate(ctx context.Context, scope string, userIDs, categories []string) ([]UserKeys, error)
+	GetBySubject(ctx context.Context, scope string, subjects, categories []string) ([]UserKeys, error)
+}
+
 var (
-	ErrUserDeleted    = errors.New("keyclient: user was deleted")
-	ErrUnknownSubject = errors.New("keyclient: unknown subject")
-	ErrUnavailable    = errors.New("keyclient: key service unavailable")
+	_ Keys      = (*Client)(nil)
+	_ Keys      = (*Fake)(nil)
+	_ Transport = (*Fake)(nil)
+	_ Transport = (*RemoteTransport)(nil)
 )

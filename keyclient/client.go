@@ -1,0 +1,443 @@
+package keyclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Options configure a Client. The zero value of every field but Scope picks
+// the default noted next to it.
+type Options struct {
+	// Scope is the key-derivation scope the calling service was granted.
+	// Required.
+	Scope string
+
+	// CacheSize is the number of (user or subject, category) entries kept;
+	// default 1,000,000; negative disables the cache.
+	CacheSize int
+	// TTL bounds how long a cached key is used: after a delete, revoke or
+	// rotation a running client keeps using what it has for at most TTL.
+	// Default 1 minute.
+	TTL time.Duration
+	// NegativeTTL is how long "deleted" and "unknown subject" answers are
+	// cached. Default 10 seconds.
+	NegativeTTL time.Duration
+
+	// BatchWindow is how long a lookup waits for others to share its RPC;
+	// default 1 ms; negative sends at once (lookups that are concurrent still
+	// share an RPC already pending).
+	BatchWindow time.Duration
+	// MaxBatch is the most ids per RPC (keep it at or under the server's
+	// limit). Default 1000.
+	MaxBatch int
+
+	// AttemptTimeout is the deadline of one RPC. Default 2 s.
+	AttemptTimeout time.Duration
+	// CallTimeout bounds one batch including its retries. Default 10 s.
+	CallTimeout time.Duration
+	// MaxAttempts per batch, first try included. Default 4.
+	MaxAttempts int
+	// RetryBase and RetryMax shape the jittered exponential backoff.
+	// Defaults 25 ms and 1 s.
+	RetryBase, RetryMax time.Duration
+	// RetryBudget is the most retries the client may burst (tokens), and
+	// RetryRatio the tokens each successful RPC earns back. Defaults 10 and
+	// 0.1: in a long outage retries add at most 10% to the load.
+	RetryBudget, RetryRatio float64
+
+	// Secret is the service secret sent as "Authorization: Bearer" (remote
+	// only).
+	Secret string
+	// HTTPClient is the HTTP client of the remote transport; default one
+	// with keep-alive connections sized for concurrent batches.
+	HTTPClient *http.Client
+
+	// Now is the clock of the cache (tests). Default time.Now.
+	Now func() time.Time
+}
+
+func (o Options) withDefaults() Options {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	if o.CacheSize == 0 {
+		o.CacheSize = 1_000_000
+	}
+	def(&o.TTL, time.Minute)
+	def(&o.NegativeTTL, 10*time.Second)
+	def(&o.BatchWindow, time.Millisecond)
+	if o.MaxBatch <= 0 {
+		o.MaxBatch = 1000
+	}
+	def(&o.AttemptTimeout, 2*time.Second)
+	def(&o.CallTimeout, 10*time.Second)
+	if o.MaxAttempts <= 0 {
+		o.MaxAttempts = 4
+	}
+	def(&o.RetryBase, 25*time.Millisecond)
+	def(&o.RetryMax, time.Second)
+	if o.RetryBudget == 0 {
+		o.RetryBudget = 10
+	}
+	if o.RetryRatio == 0 {
+		o.RetryRatio = 0.1
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return o
+}
+
+// Stats are counters since the client was made.
+type Stats struct {
+	Lookups       int64 // ids asked for
+	CacheHits     int64 // ids answered from the cache (negative entries included)
+	Coalesced     int64 // ids that joined a lookup already pending or in flight
+	RPCs          int64 // transport calls, retries included
+	Retries       int64 // retried transport calls
+	RetriesDenied int64 // retries refused by the retry budget
+	CacheEntries  int   // current (id, category) entries
+}
+
+// Client puts caching, batching, singleflight, deadlines and retries in
+// front of any Transport. It is safe for concurrent use; share one per
+// process.
+type Client struct {
+	t      Transport
+	closer io.Closer
+	o      Options
+	cache  *keyCache
+	budget *retryBudget
+
+	mu       sync.Mutex
+	pending  map[batchKey]*batch
+	inflight map[flightKey]*call
+
+	lookups, hits, coalesced, rpcs, retries, denied atomic.Int64
+}
+
+type batchKey struct {
+	kind entryKind
+	cats string // sorted, NUL-joined
+}
+
+type flightKey struct {
+	batchKey
+	id string
+}
+
+type batch struct {
+	key   batchKey
+	cats  []string
+	ids   []string
+	calls []*call
+	timer *time.Timer
+}
+
+type call struct {
+	done chan struct{}
+	res  UserKeys
+	err  error
+}
+
+// New builds a Client over a transport. closer (may be nil) is closed by
+// Client.Close.
+func New(t Transport, opts Options) (*Client, error) {
+	return newClient(t, nil, opts)
+}
+
+func newClient(t Transport, closer io.Closer, opts Options) (*Client, error) {
+	if t == nil {
+		return nil, errors.New("keyclient: New needs a transport")
+	}
+	if opts.Scope == "" {
+		return nil, errors.New("keyclient: Options.Scope is required")
+	}
+	o := opts.withDefaults()
+	return &Client{
+		t: t, closer: closer, o: o,
+		cache:    newKeyCache(o.CacheSize, o.Now),
+		budget:   newRetryBudget(o.RetryBudget, o.RetryRatio),
+		pending:  make(map[batchKey]*batch),
+		inflight: make(map[flightKey]*call),
+	}, nil
+}
+
+// ForEncrypt implements Keys.
+func (c *Client) ForEncrypt(ctx context.Context, userIDs, categories []string) ([]UserKeys, error) {
+	return c.get(ctx, kindUser, userIDs, categories)
+}
+
+// ForDecrypt implements Keys.
+func (c *Client) ForDecrypt(ctx context.Context, subjects, categories []string) ([]UserKeys, error) {
+	return c.get(ctx, kindSubject, subjects, categories)
+}
+
+// Forget drops what the cache holds about a user id or subject, e.g. right
+// after this process deleted or revoked it.
+func (c *Client) Forget(idOrSubject string) { c.cache.forget(idOrSubject) }
+
+// Stats returns the client's counters.
+func (c *Client) Stats() Stats {
+	return Stats{
+		Lookups: c.lookups.Load(), CacheHits: c.hits.Load(), Coalesced: c.coalesced.Load(),
+		RPCs: c.rpcs.Load(), Retries: c.retries.Load(), RetriesDenied: c.denied.Load(),
+		CacheEntries: c.cache.len(),
+	}
+}
+
+// Close releases the transport (if it was opened by Open).
+func (c *Client) Close() error {
+	if c.closer != nil {
+		return c.closer.Close()
+	}
+	return nil
+}
+
+func (c *Client) get(ctx context.Context, kind entryKind, ids, categories []string) ([]UserKeys, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	if len(categories) == 0 {
+		return nil, fmt.Errorf("%w: no categories requested", ErrInvalidArgument)
+	}
+	sorted := slices.Clone(categories)
+	slices.Sort(sorted)
+	sorted = slices.Compact(sorted)
+	bk := batchKey{kind: kind, cats: strings.Join(sorted, "\x00")}
+
+	c.lookups.Add(int64(len(ids)))
+	out := make([]UserKeys, len(ids))
+	type wait struct {
+		i int
+		c *call
+	}
+	var waits []wait
+	var misses []int
+	for i, id := range ids {
+		if c.fromCache(kind, id, categories, &out[i]) {
+			c.hits.Add(1)
+			continue
+		}
+		misses = append(misses, i)
+	}
+	if len(misses) > 0 {
+		var full []*batch
+		c.mu.Lock()
+		for _, i := range misses {
+			fk := flightKey{bk, ids[i]}
+			if cl, ok := c.inflight[fk]; ok {
+				c.coalesced.Add(1)
+				waits = append(waits, wait{i, cl})
+				continue
+			}
+			cl := &call{done: make(chan struct{})}
+			c.inflight[fk] = cl
+			waits = append(waits, wait{i, cl})
+			b := c.pending[bk]
+			if b == nil {
+				b = &batch{key: bk, cats: sorted}
+				c.pending[bk] = b
+				if c.o.BatchWindow > 0 {
+					b.timer = time.AfterFunc(c.o.BatchWindow, func() { c.flushPending(b) })
+				}
+			}
+			b.ids = append(b.ids, ids[i])
+			b.calls = append(b.calls, cl)
+			if len(b.ids) >= c.o.MaxBatch {
+				delete(c.pending, bk)
+				full = append(full, b)
+			}
+		}
+		if c.o.BatchWindow < 0 {
+			if b := c.pending[bk]; b != nil {
+				delete(c.pending, bk)
+				full = append(full, b)
+			}
+		}
+		c.mu.Unlock()
+		for _, b := range full {
+			if b.timer != nil {
+				b.timer.Stop()
+			}
+			go c.flush(b)
+		}
+	}
+	for _, w := range waits {
+		select {
+		case <-w.c.done:
+		case <-ctx.Done():
+			return nil, Unavailable(fmt.Errorf("waiting for keys: %w", ctx.Err()))
+		}
+		if w.c.err != nil {
+			return nil, w.c.err
+		}
+		r := w.c.res
+		out[w.i] = UserKeys{Subject: r.Subject, Err: r.Err}
+		if r.Err == nil {
+			// The call may have fetched more categories than this caller
+			// asked for (same set, other order): pick in the caller's order.
+			pick(&out[w.i], r, categories)
+		}
+	}
+	if kind == kindUser {
+		for i := range out {
+			out[i].UserID = ids[i]
+		}
+	}
+	return out, nil
+}
+
+// pick copies into dst the keys and revocations of r for categories, in that
+// order.
+func pick(dst *UserKeys, r UserKeys, categories []string) {
+	for _, cat := range categories {
+		if slices.Contains(r.Revoked, cat) {
+			dst.Revoked = append(dst.Revoked, cat)
+			continue
+		}
+		for _, k := range r.Keys {
+			if k.Category == cat {
+				dst.Keys = append(dst.Keys, k)
+			}
+		}
+	}
+}
+
+func (c *Client) fromCache(kind entryKind, id string, categories []string, dst *UserKeys) bool {
+	if neg, ok := c.cache.get(cacheKey{kind, id, ""}); ok {
+		*dst = UserKeys{Subject: neg.subject, Err: neg.err}
+		return true
+	}
+	var r UserKeys
+	for _, cat := range categories {
+		e, ok := c.cache.get(cacheKey{kind, id, cat})
+		if !ok {
+			return false
+		}
+		r.Subject = e.subject
+		if e.revoked {
+			r.Revoked = append(r.Revoked, cat)
+		} else {
+			r.Keys = append(r.Keys, e.keys...)
+		}
+	}
+	*dst = r
+	return true
+}
+
+func (c *Client) store(kind entryKind, id string, cats []string, r UserKeys) {
+	now := c.o.Now()
+	if r.Err != nil {
+		if errors.Is(r.Err, ErrUserDeleted) || errors.Is(r.Err, ErrUnknownSubject) || errors.Is(r.Err, ErrUnknownUser) {
+			c.cache.put(&cacheEntry{key: cacheKey{kind, id, ""}, subject: r.Subject, err: r.Err, expires: now.Add(c.o.NegativeTTL)})
+		}
+		return
+	}
+	exp := now.Add(c.o.TTL)
+	for _, cat := range cats {
+		e := &cacheEntry{key: cacheKey{kind, id, cat}, subject: r.Subject, expires: exp}
+		if slices.Contains(r.Revoked, cat) {
+			e.revoked = true
+		} else {
+			for _, k := range r.Keys {
+				if k.Category == cat {
+					e.keys = append(e.keys, k)
+				}
+			}
+			if len(e.keys) == 0 {
+				continue // the service said nothing about it: do not cache
+			}
+		}
+		c.cache.put(e)
+	}
+}
+
+// flushPending sends b if it is still pending (its window ran out).
+func (c *Client) flushPending(b *batch) {
+	c.mu.Lock()
+	if c.pending[b.key] != b {
+		c.mu.Unlock()
+		return
+	}
+	delete(c.pending, b.key)
+	c.mu.Unlock()
+	c.flush(b)
+}
+
+// flush makes the batch's RPC (with retries) and completes its calls. The
+// RPC has its own deadline, independent of any one waiter's context, since
+// it serves them all.
+func (c *Client) flush(b *batch) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.o.CallTimeout)
+	defer cancel()
+	res, err := c.roundTrip(ctx, b.key.kind, b.ids, b.cats)
+	if err == nil {
+		for i, id := range b.ids {
+			c.store(b.key.kind, id, b.cats, res[i])
+		}
+	}
+	c.mu.Lock()
+	for _, id := range b.ids {
+		delete(c.inflight, flightKey{b.key, id})
+	}
+	c.mu.Unlock()
+	for i, cl := range b.calls {
+		if err != nil {
+			cl.err = err
+		} else {
+			cl.res = res[i]
+		}
+		close(cl.done)
+	}
+}
+
+func (c *Client) roundTrip(ctx context.Context, kind entryKind, ids, cats []string) ([]UserKeys, error) {
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, c.o.AttemptTimeout)
+		var res []UserKeys
+		var err error
+		c.rpcs.Add(1)
+		if kind == kindUser {
+			res, err = c.t.GetOrCreate(actx, c.o.Scope, ids, cats)
+		} else {
+			res, err = c.t.GetBySubject(actx, c.o.Scope, ids, cats)
+		}
+		cancel()
+		if err == nil {
+			if len(res) != len(ids) {
+				return nil, fmt.Errorf("%w: %d answers for %d ids", ErrInternal, len(res), len(ids))
+			}
+			c.budget.success()
+			return res, nil
+		}
+		if errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, ErrUnavailable) {
+			err = Unavailable(err)
+		}
+		if !IsTransient(err) || attempt >= c.o.MaxAttempts {
+			return nil, err
+		}
+		if !c.budget.spend() {
+			c.denied.Add(1)
+			return nil, fmt.Errorf("%w (retry budget exhausted)", err)
+		}
+		c.retries.Add(1)
+		t := time.NewTimer(backoff(attempt, c.o.RetryBase, c.o.RetryMax))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, Unavailable(fmt.Errorf("%w (after %d attempts)", ctx.Err(), attempt))
+		}
+	}
+}

@@ -1,0 +1,292 @@
+package keyclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+var cats = []string{"contact", "location"}
+
+func newTestClient(t *testing.T, f *Fake, mod func(*Options)) *Client {
+	t.Helper()
+	o := Options{Scope: "test", BatchWindow: 5 * time.Millisecond, RetryBase: time.Millisecond, RetryMax: 5 * time.Millisecond}
+	if mod != nil {
+		mod(&o)
+	}
+	c, err := New(f, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestBatchingCoalescesConcurrentLookups(t *testing.T) {
+	f := NewFake()
+	c := newTestClient(t, f, func(o *Options) { o.BatchWindow = 20 * time.Millisecond })
+	const n = 500
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Go(func() {
+			res, err := c.ForEncrypt(context.Background(), []string{fmt.Sprintf("u%d", i)}, cats)
+			if err != nil {
+				errs <- err
+				return
+			}
+			if len(res) != 1 || len(res[0].Keys) != 2 || res[0].Subject == "" || res[0].UserID != fmt.Sprintf("u%d", i) {
+				errs <- fmt.Errorf("bad result %+v", res)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if got := f.Calls(); got > 5 {
+		t.Fatalf("%d concurrent single lookups took %d RPCs, want <= 5", n, got)
+	}
+	if f.IDs() != n {
+		t.Fatalf("ids sent = %d, want %d", f.IDs(), n)
+	}
+}
+
+func TestMaxBatchSplits(t *testing.T) {
+	f := NewFake()
+	c := newTestClient(t, f, func(o *Options) { o.MaxBatch = 100 })
+	ids := make([]string, 1000)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("u%d", i)
+	}
+	res, err := c.ForEncrypt(context.Background(), ids, cats)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != len(ids) {
+		t.Fatalf("%d results", len(res))
+	}
+	if f.Calls() != 10 {
+		t.Fatalf("RPCs = %d, want 10", f.Calls())
+	}
+}
+
+func TestCacheHitAndOrder(t *testing.T) {
+	f := NewFake()
+	c := newTestClient(t, f, nil)
+	ctx := context.Background()
+	a, err := c.ForEncrypt(ctx, []string{"alice", "bob"}, cats)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.ForEncrypt(ctx, []string{"bob", "alice"}, []string{"location", "contact"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Calls() != 1 {
+		t.Fatalf("RPCs = %d, want 1 (second call from cache)", f.Calls())
+	}
+	if b[0].Subject != a[1].Subject || b[1].Subject != a[0].Subject || b[0].UserID != "bob" {
+		t.Fatal("cached answers are not in request order")
+	}
+	if b[0].Keys[0].Category != "location" || !b[0].Keys[0].Secret.Equal(a[1].Keys[1].Secret) {
+		t.Fatal("cached keys differ or are not in category order")
+	}
+	if st := c.Stats(); st.CacheHits != 2 || st.Lookups != 4 {
+		t.Fatalf("stats %+v", st)
+	}
+	// TTL expiry: a fresh lookup goes to the service again.
+	now := time.Now()
+	c2 := newTestClient(t, f, func(o *Options) { o.TTL = time.Minute; o.Now = func() time.Time { return now } })
+	if _, err := c2.ForEncrypt(ctx, []string{"alice"}, cats); err != nil {
+		t.Fatal(err)
+	}
+	before := f.Calls()
+	now = now.Add(2 * time.Minute)
+	if _, err := c2.ForEncrypt(ctx, []string{"alice"}, cats); err != nil {
+		t.Fatal(err)
+	}
+	if f.Calls() != before+1 {
+		t.Fatal("expired entry was served from the cache")
+	}
+}
+
+func TestSingleflight(t *testing.T) {
+	f := NewFake()
+	f.SetLatency(30 * time.Millisecond)
+	c := newTestClient(t, f, func(o *Options) { o.BatchWindow = -1 })
+	var wg sync.WaitGroup
+	subjects := make([]string, 50)
+	for i := range subjects {
+		wg.Go(func() {
+			res, err := c.ForEncrypt(context.Background(), []string{"same-user"}, cats)
+			if err == nil {
+				subjects[i] = res[0].Subject
+			}
+		})
+	}
+	wg.Wait()
+	if f.Calls() != 1 {
+		t.Fatalf("50 concurrent lookups of one user took %d RPCs, want 1", f.Calls())
+	}
+	for _, s := range subjects {
+		if s == "" || s != subjects[0] {
+			t.Fatal("callers got different answers")
+		}
+	}
+	if c.Stats().Coalesced != 49 {
+		t.Fatalf("coalesced = %d", c.Stats().Coalesced)
+	}
+}
+
+func TestNegativeCache(t *testing.T) {
+	f := NewFake()
+	now := time.Now()
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	c := newTestClient(t, f, func(o *Options) { o.Now = clock; o.NegativeTTL = 10 * time.Second })
+	ctx := context.Background()
+	f.DeleteUser("gone")
+	for range 3 {
+		res, err := c.ForEncrypt(ctx, []string{"gone"}, cats)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !errors.Is(res[0].Err, ErrUserDeleted) || len(res[0].Keys) != 0 {
+			t.Fatalf("deleted user: %+v", res[0])
+		}
+	}
+	if f.Calls() != 1 {
+		t.Fatalf("RPCs = %d, want 1 (negative cache)", f.Calls())
+	}
+	mu.Lock()
+	now = now.Add(11 * time.Second)
+	mu.Unlock()
+	if _, err := c.ForEncrypt(ctx, []string{"gone"}, cats); err != nil {
+		t.Fatal(err)
+	}
+	if f.Calls() != 2 {
+		t.Fatal("negative entry outlived NegativeTTL")
+	}
+	// Unknown subjects are cached negatively too.
+	res, err := c.ForDecrypt(ctx, []string{"s_nope", "s_nope"}, cats)
+	if err != nil || !errors.Is(res[0].Err, ErrUnknownSubject) || !errors.Is(res[1].Err, ErrUnknownSubject) {
+		t.Fatalf("unknown subject: %v %+v", err, res)
+	}
+}
+
+func TestDecryptVersionsAndRevoke(t *testing.T) {
+	f := NewFake()
+	c := newTestClient(t, f, func(o *Options) { o.CacheSize = -1 })
+	ctx := context.Background()
+	enc, err := c.ForEncrypt(ctx, []string{"alice"}, cats)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Rotate("contact")
+	f.Revoke("alice", "location")
+	dec, err := c.ForDecrypt(ctx, []string{enc[0].Subject}, cats)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := dec[0]
+	if d.Err != nil || len(d.Keys) != 2 || d.Keys[0].Version != 1 || d.Keys[1].Version != 2 || !d.Keys[0].Secret.Equal(enc[0].Keys[0].Secret) {
+		t.Fatalf("decrypt keys: %+v", d)
+	}
+	if len(d.Revoked) != 1 || d.Revoked[0] != "location" {
+		t.Fatalf("revoked = %v", d.Revoked)
+	}
+	if d.UserID != "" {
+		t.Fatal("ForDecrypt must not know user ids")
+	}
+}
+
+func TestRetryOnUnavailable(t *testing.T) {
+	f := NewFake()
+	c := newTestClient(t, f, nil)
+	f.FailNext(2, Unavailable(errors.New("injected")))
+	if _, err := c.ForEncrypt(context.Background(), []string{"u"}, cats); err != nil {
+		t.Fatalf("want success after 2 retries: %v", err)
+	}
+	if f.Calls() != 3 || c.Stats().Retries != 2 {
+		t.Fatalf("calls %d stats %+v", f.Calls(), c.Stats())
+	}
+}
+
+func TestRetryBudget(t *testing.T) {
+	f := NewFake()
+	c := newTestClient(t, f, func(o *Options) { o.RetryBudget = 2; o.RetryRatio = 0.001; o.MaxAttempts = 10 })
+	f.FailNext(100, Unavailable(errors.New("down")))
+	_, err := c.ForEncrypt(context.Background(), []string{"u"}, cats)
+	if !errors.Is(err, ErrUnavailable) || !IsTransient(err) {
+		t.Fatalf("err = %v, want ErrUnavailable", err)
+	}
+	if f.Calls() != 3 { // first try + 2 budgeted retries
+		t.Fatalf("calls = %d, want 3", f.Calls())
+	}
+	// The budget is empty now: the next batch gets no retry at all.
+	_, err = c.ForEncrypt(context.Background(), []string{"v"}, cats)
+	if !errors.Is(err, ErrUnavailable) || f.Calls() != 4 {
+		t.Fatalf("err %v calls %d", err, f.Calls())
+	}
+	if c.Stats().RetriesDenied != 2 {
+		t.Fatalf("stats %+v", c.Stats())
+	}
+}
+
+func TestPermanentErrorsAreNotRetried(t *testing.T) {
+	for _, perm := range []error{ErrPermissionDenied, ErrUnauthenticated, ErrInvalidArgument} {
+		f := NewFake()
+		c := newTestClient(t, f, nil)
+		f.FailNext(1, perm)
+		_, err := c.ForEncrypt(context.Background(), []string{"u"}, cats)
+		if !errors.Is(err, perm) || IsTransient(err) || f.Calls() != 1 {
+			t.Fatalf("%v: err %v calls %d", perm, err, f.Calls())
+		}
+	}
+}
+
+func TestDeadlines(t *testing.T) {
+	f := NewFake()
+	f.SetLatency(time.Second)
+	c := newTestClient(t, f, func(o *Options) { o.AttemptTimeout = 30 * time.Millisecond; o.MaxAttempts = 2 })
+	start := time.Now()
+	_, err := c.ForEncrypt(context.Background(), []string{"u"}, cats)
+	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v", err)
+	}
+	if el := time.Since(start); el > 500*time.Millisecond {
+		t.Fatalf("two 30ms attempts took %v", el)
+	}
+	if f.Calls() != 2 {
+		t.Fatalf("calls = %d", f.Calls())
+	}
+	// The caller's own deadline is honoured even while a batch is in flight.
+	c2 := newTestClient(t, f, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	start = time.Now()
+	_, err = c2.ForEncrypt(ctx, []string{"w"}, cats)
+	if !IsTransient(err) || time.Since(start) > 500*time.Millisecond {
+		t.Fatalf("err %v after %v", err, time.Since(start))
+	}
+}
+
+func TestFakeHookSeesOps(t *testing.T) {
+	f := NewFake("contact")
+	var ops atomic.Int64
+	f.SetHook(func(_ context.Context, op string, ids []string) error { ops.Add(1); return nil })
+	if _, err := f.ForEncrypt(context.Background(), []string{"a"}, []string{"contact"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.ForEncrypt(context.Background(), []string{"a"}, []string{"nope"}); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("unknown category: %v", err)
+	}
+	if ops.Load() != 2 || f.Calls() != 2 {
+		t.Fatal("hook/counter")
+	}
+}

@@ -1,0 +1,55 @@
+// Package keyclient is how pipelines get keys from the key service
+// (package keyservice): a small consumer-side interface, [Keys], and a
+// [Client] that puts caching, batching, singleflight, deadlines and retries
+// in front of any [Transport].
+//
+// Transports:
+//   - [RemoteTransport]: the key service API over HTTP (connect-go client,
+//     Connect protocol, binary protobuf), "Authorization: Bearer <secret>".
+//   - keyclient/local: in process over a *keyservice.Service on a bolt
+//     directory ("local:DIR"); a separate package so that pipelines talking
+//     to a remote service do not link the service and its stores.
+//   - [Fake]: in memory, with fault hooks (errors, latency) and call
+//     counters, for pipeline tests; it is also a [Keys] by itself.
+//
+// [Open] picks one from a URL: "http(s)://host:port" or "local:DIR".
+// [Admin] is the administrative client (delete, revoke, rotate, show).
+//
+// # Behavior
+//
+//   - Cache: an LRU of derived keys per (user or subject, category) with a
+//     TTL (default 1 min), and a negative cache of deleted users and unknown
+//     subjects (default 10 s).
+//   - Batching: lookups that miss the cache join a pending batch per
+//     (operation, category set), sent when it reaches MaxBatch ids (default
+//     1000) or after BatchWindow (default 1 ms). Concurrent single lookups
+//     from many goroutines become one RPC.
+//   - Singleflight: a user (or subject) already pending or in flight is not
+//     asked for again; its callers share the one answer.
+//   - Deadlines and retries: each RPC has AttemptTimeout (default 2 s);
+//     transient failures (unavailable, overloaded, deadline) are retried up
+//     to MaxAttempts with jittered exponential backoff, paid from a retry
+//     budget (token bucket: burst 10, refilled by 0.1 per success), so an
+//     outage does not multiply the load. Each caller's own context is
+//     honoured while it waits.
+//
+// # Guarantees
+//
+//   - Answers are in request order, one per id; ForEncrypt answers carry the
+//     requested user id, ForDecrypt answers never carry one.
+//   - A key served from the cache is at most TTL old: a delete, revoke or
+//     rotation reaches a running client within TTL (plus the service's own
+//     stale window). [Client.Forget] drops one user or subject at once.
+//   - Errors and logs never contain key bytes or user ids; keys are
+//     fieldcrypt.Secret, which prints redacted.
+//
+// # Failure modes
+//
+// Whole calls fail with [ErrUnavailable] (transient: retry later, or
+// dead-letter as key_unavailable; also matches context.DeadlineExceeded
+// when a deadline caused it) or with a permanent [ErrUnauthenticated],
+// [ErrPermissionDenied], [ErrInvalidArgument] or [ErrInternal] (fix the
+// configuration; retrying does not help). [IsTransient] tells them apart.
+// Per-user outcomes are in UserKeys.Err: [ErrUserDeleted] (drop the event),
+// [ErrUnknownSubject], [ErrUnknownUser] — all permanent.
+package keyclient

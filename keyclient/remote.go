@@ -1,0 +1,279 @@
+package keyclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/lockstream/lockstream/fieldcrypt"
+	keysv1 "github.com/lockstream/lockstream/keyservice/api/keysv1"
+	"github.com/lockstream/lockstream/keyservice/api/keysv1/keysv1connect"
+)
+
+// RemoteTransport is the Transport over the key service API (Connect
+// protocol, binary protobuf, over HTTP/1.1 or HTTP/2).
+type RemoteTransport struct {
+	c keysv1connect.KeyServiceClient
+}
+
+// NewRemoteTransport returns a transport to the key service at baseURL
+// ("http://host:port" or "https://host:port") authenticating with secret.
+// httpClient nil uses DefaultHTTPClient().
+func NewRemoteTransport(baseURL, secret string, httpClient *http.Client) (*RemoteTransport, error) {
+	c, err := newConnectClient(baseURL, secret, httpClient)
+	if err != nil {
+		return nil, err
+	}
+	return &RemoteTransport{c: c}, nil
+}
+
+// NewRemote returns a Client (cache, batching, retries) over a
+// RemoteTransport built from opts.Secret and opts.HTTPClient.
+func NewRemote(baseURL string, opts Options) (*Client, error) {
+	t, err := NewRemoteTransport(baseURL, opts.Secret, opts.HTTPClient)
+	if err != nil {
+		return nil, err
+	}
+	return New(t, opts)
+}
+
+// DefaultHTTPClient returns an HTTP client with keep-alive connections sized
+// for many concurrent batch RPCs. Deadlines come from contexts, not from the
+// client.
+func DefaultHTTPClient() *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConns = 256
+	tr.MaxIdleConnsPerHost = 128
+	tr.IdleConnTimeout = 90 * time.Second
+	tr.DialContext = (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	return &http.Client{Transport: tr}
+}
+
+func newConnectClient(baseURL, secret string, httpClient *http.Client) (keysv1connect.KeyServiceClient, error) {
+	if !strings.HasPrefix(baseURL, "http://") && !strings.HasPrefix(baseURL, "https://") {
+		return nil, fmt.Errorf("keyclient: key service URL must start with http:// or https://")
+	}
+	if httpClient == nil {
+		httpClient = DefaultHTTPClient()
+	}
+	auth := "Bearer " + secret
+	ic := connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			if secret != "" {
+				req.Header().Set("Authorization", auth)
+			}
+			return next(ctx, req)
+		}
+	})
+	return keysv1connect.NewKeyServiceClient(httpClient, strings.TrimRight(baseURL, "/"), connect.WithInterceptors(ic)), nil
+}
+
+// GetOrCreate implements Transport.
+func (r *RemoteTransport) GetOrCreate(ctx context.Context, scope string, userIDs, categories []string) ([]UserKeys, error) {
+	resp, err := r.c.GetOrCreateKeys(ctx, connect.NewRequest(&keysv1.GetOrCreateKeysRequest{Scope: scope, UserIds: userIDs, Categories: categories}))
+	if err != nil {
+		return nil, fromConnect(err)
+	}
+	return fromResults(resp.Msg.GetResults(), userIDs, false)
+}
+
+// GetBySubject implements Transport.
+func (r *RemoteTransport) GetBySubject(ctx context.Context, scope string, subjects, categories []string) ([]UserKeys, error) {
+	resp, err := r.c.GetKeysBySubject(ctx, connect.NewRequest(&keysv1.GetKeysBySubjectRequest{Scope: scope, Subjects: subjects, Categories: categories}))
+	if err != nil {
+		return nil, fromConnect(err)
+	}
+	return fromResults(resp.Msg.GetResults(), subjects, true)
+}
+
+func fromResults(rs []*keysv1.UserKeys, ids []string, bySubject bool) ([]UserKeys, error) {
+	if len(rs) != len(ids) {
+		return nil, fmt.Errorf("%w: %d answers for %d ids", ErrInternal, len(rs), len(ids))
+	}
+	out := make([]UserKeys, len(rs))
+	for i, r := range rs {
+		u := &out[i]
+		u.Subject = r.GetSubject()
+		if bySubject {
+			u.Subject = ids[i]
+		} else {
+			u.UserID = ids[i]
+		}
+		switch r.GetStatus() {
+		case keysv1.Status_STATUS_OK:
+		case keysv1.Status_STATUS_DELETED:
+			u.Err = ErrUserDeleted
+			continue
+		case keysv1.Status_STATUS_UNKNOWN:
+			if bySubject {
+				u.Err = ErrUnknownSubject
+			} else {
+				u.Err = ErrUnknownUser
+			}
+			continue
+		default:
+			return nil, fmt.Errorf("%w: status %v", ErrInternal, r.GetStatus())
+		}
+		u.Revoked = r.GetRevokedCategories()
+		u.Keys = make([]fieldcrypt.CategoryKey, len(r.GetKeys()))
+		for j, k := range r.GetKeys() {
+			u.Keys[j] = fieldcrypt.CategoryKey{Subject: u.Subject, Category: k.GetCategory(), Version: int(k.GetVersion()), Secret: fieldcrypt.NewSecret(k.GetKey())}
+			if err := u.Keys[j].Validate(); err != nil {
+				return nil, fmt.Errorf("%w: %w", ErrInternal, err)
+			}
+		}
+	}
+	return out, nil
+}
+
+// fromConnect maps an RPC error to this package's sentinels. The server's
+// messages carry no PII, so they are kept.
+func fromConnect(err error) error {
+	var ce *connect.Error
+	if !errors.As(err, &ce) {
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+			return Unavailable(err)
+		}
+		return Unavailable(err)
+	}
+	msg := ce.Message()
+	var sentinel error
+	switch ce.Code() {
+	case connect.CodeUnavailable, connect.CodeResourceExhausted, connect.CodeAborted, connect.CodeUnknown:
+		return Unavailable(fmt.Errorf("%s: %s", ce.Code(), msg))
+	case connect.CodeDeadlineExceeded, connect.CodeCanceled:
+		return Unavailable(fmt.Errorf("%s: %w", ce.Code(), context.DeadlineExceeded))
+	case connect.CodeUnauthenticated:
+		sentinel = ErrUnauthenticated
+	case connect.CodePermissionDenied:
+		sentinel = ErrPermissionDenied
+	case connect.CodeInvalidArgument, connect.CodeOutOfRange, connect.CodeFailedPrecondition:
+		sentinel = ErrInvalidArgument
+	case connect.CodeNotFound:
+		sentinel = ErrUnknownUser
+	default:
+		sentinel = ErrInternal
+	}
+	if msg == "" {
+		return sentinel
+	}
+	return fmt.Errorf("%w: %s", sentinel, msg)
+}
+
+// Admin is the administrative client of the key service API (the calling
+// service needs admin: true). Its answers never carry key bytes.
+type Admin struct {
+	c keysv1connect.KeyServiceClient
+}
+
+// NewAdmin returns an admin client for baseURL ("http(s)://host:port").
+func NewAdmin(baseURL, secret string, httpClient *http.Client) (*Admin, error) {
+	c, err := newConnectClient(baseURL, secret, httpClient)
+	if err != nil {
+		return nil, err
+	}
+	return &Admin{c: c}, nil
+}
+
+// Keychain describes a keychain without key material.
+type Keychain struct {
+	Subject    string
+	State      string // "active" or "deleted"
+	Created    time.Time
+	Deleted    time.Time
+	Categories []CategoryInfo
+}
+
+// CategoryInfo is one category of a keychain.
+type CategoryInfo struct {
+	Category string
+	Versions []int // live versions, ascending
+	Revoked  bool
+}
+
+// KeychainFromProto converts the API form (servers and the CLI share it).
+func KeychainFromProto(k *keysv1.Keychain) Keychain {
+	out := Keychain{Subject: k.GetSubject(), State: k.GetState()}
+	if ms := k.GetCreatedUnixMs(); ms > 0 {
+		out.Created = time.UnixMilli(ms).UTC()
+	}
+	if ms := k.GetDeletedUnixMs(); ms > 0 {
+		out.Deleted = time.UnixMilli(ms).UTC()
+	}
+	for _, c := range k.GetCategories() {
+		ci := CategoryInfo{Category: c.GetCategory(), Revoked: c.GetRevoked()}
+		for _, v := range c.GetVersions() {
+			ci.Versions = append(ci.Versions, int(v))
+		}
+		out.Categories = append(out.Categories, ci)
+	}
+	return out
+}
+
+// CreateKeychain creates a user's keychain if needed.
+func (a *Admin) CreateKeychain(ctx context.Context, userID string) (Keychain, error) {
+	r, err := a.c.CreateKeychain(ctx, connect.NewRequest(&keysv1.CreateKeychainRequest{UserId: userID}))
+	if err != nil {
+		return Keychain{}, fromConnect(err)
+	}
+	return KeychainFromProto(r.Msg.GetKeychain()), nil
+}
+
+// DeleteUser shreds a user's keychain.
+func (a *Admin) DeleteUser(ctx context.Context, userID string) error {
+	_, err := a.c.DeleteUser(ctx, connect.NewRequest(&keysv1.DeleteUserRequest{Target: &keysv1.DeleteUserRequest_UserId{UserId: userID}}))
+	return mapNil(err)
+}
+
+// DeleteSubject shreds the keychain with this subject.
+func (a *Admin) DeleteSubject(ctx context.Context, subject string) error {
+	_, err := a.c.DeleteUser(ctx, connect.NewRequest(&keysv1.DeleteUserRequest{Target: &keysv1.DeleteUserRequest_Subject{Subject: subject}}))
+	return mapNil(err)
+}
+
+// Revoke shreds one category of one user.
+func (a *Admin) Revoke(ctx context.Context, userID, category string) error {
+	_, err := a.c.RevokeCategory(ctx, connect.NewRequest(&keysv1.RevokeCategoryRequest{UserId: userID, Category: category}))
+	return mapNil(err)
+}
+
+// Rotate starts a new version of a category; minVersion > 0 also retires
+// versions below it.
+func (a *Admin) Rotate(ctx context.Context, category string, minVersion int) (int, error) {
+	r, err := a.c.RotateCategory(ctx, connect.NewRequest(&keysv1.RotateCategoryRequest{Category: category, MinVersion: int32(minVersion)}))
+	if err != nil {
+		return 0, fromConnect(err)
+	}
+	return int(r.Msg.GetNewVersion()), nil
+}
+
+// Show describes a user's keychain.
+func (a *Admin) Show(ctx context.Context, userID string) (Keychain, error) {
+	r, err := a.c.ShowKeychain(ctx, connect.NewRequest(&keysv1.ShowKeychainRequest{Target: &keysv1.ShowKeychainRequest_UserId{UserId: userID}}))
+	if err != nil {
+		return Keychain{}, fromConnect(err)
+	}
+	return KeychainFromProto(r.Msg.GetKeychain()), nil
+}
+
+// ShowSubject describes the keychain with this subject.
+func (a *Admin) ShowSubject(ctx context.Context, subject string) (Keychain, error) {
+	r, err := a.c.ShowKeychain(ctx, connect.NewRequest(&keysv1.ShowKeychainRequest{Target: &keysv1.ShowKeychainRequest_Subject{Subject: subject}}))
+	if err != nil {
+		return Keychain{}, fromConnect(err)
+	}
+	return KeychainFromProto(r.Msg.GetKeychain()), nil
+}
+
+func mapNil(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fromConnect(err)
+}
