@@ -1,6 +1,7 @@
 package keyservice_test
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/lockstream/lockstream/keyservice"
@@ -30,6 +31,32 @@ func TestBoltStoreContract(t *testing.T) {
 				t.Fatal(err)
 			}
 			s2, err := keyservice.OpenBolt(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s2
+		},
+	})
+}
+
+func TestBigtableStoreContract(t *testing.T) {
+	storetest.BigtableEmulator(t)
+	n := 0
+	storetest.Run(t, storetest.Harness{
+		Open: func(t *testing.T) keyservice.Store {
+			n++
+			s, err := keyservice.OpenBigtable(t.Context(), "proj", "inst", fmt.Sprintf("keys-%d", n), keyservice.BigtableOptions{CreateTable: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		},
+		Reopen: func(t *testing.T, s keyservice.Store) keyservice.Store {
+			table := s.(*keyservice.BigtableStore).Table()
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			s2, err := keyservice.OpenBigtable(t.Context(), "proj", "inst", table, keyservice.BigtableOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -55,6 +55,7 @@ func Run(t *testing.T, h Harness) {
 		name string
 		f    func(t *testing.T, h Harness)
 	}{
+		{"StoreRevisions", testStoreRevisions},
 		{"NewUserReadableAtOnce", testNewUser},
 		{"Batch", testBatch},
 		{"Scopes", testScopes},
@@ -137,6 +138,57 @@ func versions(uk keyservice.UserKeys, cat string) []int {
 		}
 	}
 	return out
+}
+
+// testStoreRevisions checks the Store contract itself: revisions,
+// compare-and-set, conflicts returning the current row, delete.
+func testStoreRevisions(t *testing.T, h Harness) {
+	st := h.open(t)
+	defer st.Close()
+	c := ctx(t)
+	items, err := st.Get(c, []string{"a", "b"})
+	if err != nil || len(items) != 2 || items[0].Found() || items[0].Key != "a" || items[1].Key != "b" {
+		t.Fatalf("Get(absent) = %+v, %v", items, err)
+	}
+	it, err := st.Put(c, "a", []byte("one"), 0)
+	if err != nil || it.Rev == 0 || string(it.Value) != "one" {
+		t.Fatalf("create = %+v, %v", it, err)
+	}
+	r1 := it.Rev
+	cur, err := st.Put(c, "a", []byte("other"), 0)
+	if !errors.Is(err, keyservice.ErrConflict) || cur.Rev != r1 || string(cur.Value) != "one" {
+		t.Fatalf("second create = %+v, %v; want ErrConflict and the current row", cur, err)
+	}
+	it, err = st.Put(c, "a", []byte("two"), r1)
+	if err != nil || it.Rev <= r1 || string(it.Value) != "two" {
+		t.Fatalf("update = %+v, %v", it, err)
+	}
+	r2 := it.Rev
+	cur, err = st.Put(c, "a", []byte("stale"), r1)
+	if !errors.Is(err, keyservice.ErrConflict) || cur.Rev != r2 || string(cur.Value) != "two" {
+		t.Fatalf("stale update = %+v, %v", cur, err)
+	}
+	cur, err = st.Put(c, "b", []byte("x"), 5)
+	if !errors.Is(err, keyservice.ErrConflict) || cur.Found() {
+		t.Fatalf("update of absent row = %+v, %v", cur, err)
+	}
+	items, err = st.Get(c, []string{"b", "a", "a"})
+	if err != nil || items[0].Found() || items[1].Rev != r2 || string(items[2].Value) != "two" {
+		t.Fatalf("Get = %+v, %v", items, err)
+	}
+	if err := st.Delete(c, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Delete(c, "never"); err != nil {
+		t.Fatalf("Delete(absent) = %v", err)
+	}
+	items, err = st.Get(c, []string{"a"})
+	if err != nil || items[0].Found() || items[0].Value != nil {
+		t.Fatalf("Get after delete = %+v, %v", items, err)
+	}
+	if _, err := st.Put(c, "a", []byte("again"), 0); err != nil {
+		t.Fatalf("create after delete: %v", err)
+	}
 }
 
 func testNewUser(t *testing.T, h Harness) {
