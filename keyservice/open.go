@@ -1,0 +1,104 @@
+package keyservice
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/api/option"
+)
+
+// OpenOption configures OpenStore.
+type OpenOption func(*openConfig)
+
+type openConfig struct {
+	mcAddrs   []string
+	mcWindow  time.Duration
+	mcNS      string
+	btOptions []option.ClientOption
+}
+
+// WithMemcached puts a [MemcachedStore] tier on addrs in front of the store,
+// with the given stale window (<= 0: DefaultStaleWindow). No addresses: no
+// tier.
+func WithMemcached(addrs []string, staleWindow time.Duration) OpenOption {
+	return func(c *openConfig) { c.mcAddrs, c.mcWindow = addrs, staleWindow }
+}
+
+// WithMemcachedNamespace sets the memcached key namespace (see
+// MemcachedStore.SetNamespace).
+func WithMemcachedNamespace(ns string) OpenOption {
+	return func(c *openConfig) { c.mcNS = ns }
+}
+
+// WithBigtableClientOptions passes client options (credentials, endpoint)
+// to the Bigtable clients.
+func WithBigtableClientOptions(opts ...option.ClientOption) OpenOption {
+	return func(c *openConfig) { c.btOptions = append(c.btOptions, opts...) }
+}
+
+// OpenStore opens a store by URL:
+//
+//	bolt:DIR                             embedded store in DIR (created if missing); the default
+//	memory:                              in-memory, lost on exit (tests, demos)
+//	bigtable://PROJECT/INSTANCE/TABLE    Cloud Bigtable (BIGTABLE_EMULATOR_HOST honoured);
+//	                                     add ?create=true to create the table and family if missing
+func OpenStore(ctx context.Context, storeURL string, opts ...OpenOption) (Store, error) {
+	var cfg openConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
+	st, err := openBase(ctx, storeURL, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if len(cfg.mcAddrs) > 0 {
+		mc, err := NewMemcached(st, cfg.mcAddrs, cfg.mcWindow)
+		if err != nil {
+			st.Close()
+			return nil, err
+		}
+		if cfg.mcNS != "" {
+			mc.SetNamespace(cfg.mcNS)
+		}
+		return mc, nil
+	}
+	return st, nil
+}
+
+func openBase(ctx context.Context, storeURL string, cfg openConfig) (Store, error) {
+	scheme, rest, ok := strings.Cut(storeURL, ":")
+	if !ok {
+		return nil, fmt.Errorf("%w: store URL %q: want bolt:DIR, memory: or bigtable://PROJECT/INSTANCE/TABLE", ErrInvalidArgument, storeURL)
+	}
+	switch scheme {
+	case "bolt":
+		dir := strings.TrimPrefix(rest, "//")
+		if dir == "" {
+			return nil, fmt.Errorf("%w: store URL %q: bolt needs a directory (bolt:DIR)", ErrInvalidArgument, storeURL)
+		}
+		return OpenBolt(dir)
+	case "memory", "mem":
+		return NewMemoryStore(), nil
+	case "bigtable":
+		u, err := url.Parse(storeURL)
+		if err != nil {
+			return nil, fmt.Errorf("%w: store URL %q: %v", ErrInvalidArgument, storeURL, err)
+		}
+		parts := strings.Split(strings.Trim(u.Path, "/"), "/")
+		if u.Host == "" || len(parts) != 2 || parts[0] == "" || parts[1] == "" {
+			return nil, fmt.Errorf("%w: store URL %q: want bigtable://PROJECT/INSTANCE/TABLE", ErrInvalidArgument, storeURL)
+		}
+		create := false
+		if v := u.Query().Get("create"); v != "" {
+			if create, err = strconv.ParseBool(v); err != nil {
+				return nil, fmt.Errorf("%w: store URL %q: create=%q is not a boolean", ErrInvalidArgument, storeURL, v)
+			}
+		}
+		return OpenBigtable(ctx, u.Host, parts[0], parts[1], BigtableOptions{CreateTable: create, ClientOptions: cfg.btOptions})
+	}
+	return nil, fmt.Errorf("%w: store URL %q: unknown scheme %q (want bolt, memory or bigtable)", ErrInvalidArgument, storeURL, scheme)
+}
