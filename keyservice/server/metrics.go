@@ -1,0 +1,47 @@
+package server
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+type metrics struct {
+	requests *prometheus.CounterVec   // method, code
+	latency  *prometheus.HistogramVec // method
+	keys     *prometheus.CounterVec   // method
+	users    *prometheus.CounterVec   // method, status
+	errors   *prometheus.CounterVec   // kind
+	inflight prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lockstream_keys_requests_total", Help: "Key service RPCs by method and code.",
+		}, []string{"method", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "lockstream_keys_request_duration_seconds",
+			Help:    "Key service RPC latency by method.",
+			Buckets: []float64{.0002, .0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"method"}),
+		keys: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lockstream_keys_keys_served_total", Help: "Derived keys returned, by method.",
+		}, []string{"method"}),
+		users: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lockstream_keys_users_total", Help: "Users or subjects answered, by method and status (ok, deleted, unknown).",
+		}, []string{"method", "status"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lockstream_keys_errors_total", Help: "Failed RPCs by kind (unauthenticated, permission_denied, invalid_argument, overloaded, deadline, unavailable, not_found, failed_precondition, internal).",
+		}, []string{"kind"}),
+		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "lockstream_keys_inflight_requests", Help: "RPCs being served.",
+		}),
+	}
+	reg.MustRegister(m.requests, m.latency, m.keys, m.users, m.errors, m.inflight)
+	return m
+}
+
+// registerRuntime adds the Go and process collectors to a fresh registry.
+func registerRuntime(reg prometheus.Registerer) {
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+}
