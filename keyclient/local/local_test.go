@@ -1,0 +1,73 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/lockstream/lockstream/keyclient"
+)
+
+func TestOpenLocalRoundTripAndShred(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv(MasterKeyEnv, "")
+	if _, err := keyclient.Open(context.Background(), "local:"+dir, keyclient.Options{Scope: "events"}); err == nil {
+		t.Fatal("opened without a master key")
+	}
+	p, created, err := InitMasterKey(dir)
+	if err != nil || !created {
+		t.Fatalf("init: %v %v", created, err)
+	}
+	if _, again, _ := InitMasterKey(dir); again {
+		t.Fatal("init overwrote the master key")
+	}
+	_ = p
+	ctx := context.Background()
+	c, err := keyclient.Open(ctx, "local:"+dir, keyclient.Options{Scope: "events"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, err := c.ForEncrypt(ctx, []string{"canary-local-1", "canary-local-2"}, []string{"contact", "location"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if enc[0].Err != nil || len(enc[0].Keys) != 2 || enc[0].UserID != "canary-local-1" {
+		t.Fatalf("encrypt: %+v", enc[0])
+	}
+	dec, err := c.ForDecrypt(ctx, []string{enc[1].Subject}, []string{"contact"})
+	if err != nil || dec[0].UserID != "" || !dec[0].Keys[0].Secret.Equal(enc[1].Keys[0].Secret) {
+		t.Fatalf("decrypt: %+v %v", dec, err)
+	}
+	if _, err := c.ForEncrypt(ctx, []string{""}, []string{"contact"}); !errors.Is(err, keyclient.ErrInvalidArgument) {
+		t.Fatalf("empty id: %v", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Shred with the core, reopen: the client reports the user deleted.
+	mk, err := MasterKey(dir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := OpenService(dir, mk, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.DeleteUser(ctx, "canary-local-1"); err != nil {
+		t.Fatal(err)
+	}
+	c2, err := New(svc, keyclient.Options{Scope: "events"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := c2.ForEncrypt(ctx, []string{"canary-local-1"}, []string{"contact"})
+	if err != nil || !errors.Is(res[0].Err, keyclient.ErrUserDeleted) {
+		t.Fatalf("after delete: %+v %v", res, err)
+	}
+	d, err := c2.ForDecrypt(ctx, []string{enc[0].Subject}, []string{"contact"})
+	if err != nil || !errors.Is(d[0].Err, keyclient.ErrUserDeleted) {
+		t.Fatalf("by subject after delete: %+v %v", d, err)
+	}
+	svc.Close()
+}
