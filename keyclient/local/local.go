@@ -215,11 +215,11 @@ func mapErr(err error) error {
 	case errors.Is(err, keyservice.ErrUnavailable), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return keyclient.Unavailable(err)
 	case errors.Is(err, keyservice.ErrUnknownUser):
-		return fmt.Errorf("%w: %w", keyclient.ErrUnknownUser, err)
+		return keyclient.ErrUnknownUser
 	case errors.Is(err, keyservice.ErrUnknownSubject):
-		return fmt.Errorf("%w: %w", keyclient.ErrUnknownSubject, err)
+		return keyclient.ErrUnknownSubject
 	case errors.Is(err, keyservice.ErrUserDeleted):
-		return fmt.Errorf("%w: %w", keyclient.ErrUserDeleted, err)
+		return keyclient.ErrUserDeleted
 	}
 	return fmt.Errorf("%w: %w", keyclient.ErrInternal, err)
 }

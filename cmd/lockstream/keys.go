@@ -1,0 +1,263 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/lockstream/lockstream/fieldcrypt"
+	"github.com/lockstream/lockstream/keyclient/local"
+	"github.com/lockstream/lockstream/keyservice"
+	"github.com/lockstream/lockstream/keyservice/server"
+)
+
+func init() { register(newKeysCmd) }
+
+// Environment variables the keys commands read.
+const (
+	envKeysURL    = "LOCKSTREAM_KEYS"        // default of --keys
+	envKeysSecret = "LOCKSTREAM_KEYS_SECRET" // default of --secret
+)
+
+// onKeysServing, when set (tests), is told the address `keys serve` listens on.
+var onKeysServing func(addr string)
+
+func newKeysCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "keys",
+		Short: "Run and administer the key service (keychains, crypto-shredding)",
+		Long: `Run the key service and administer keychains.
+
+Admin commands reach the service with --keys:
+  http(s)://HOST:PORT   a running "lockstream keys serve" (--secret or $LOCKSTREAM_KEYS_SECRET
+                        must belong to a service with "admin": true)
+  local:DIR             the embedded store in DIR, opened directly (no server may hold it);
+                        master key from --master-key-file, $LOCKSTREAM_MASTER_KEY or DIR/master.key
+
+User ids are personal data: they are never printed. Pass "-" instead of a user id to read it
+from stdin (keeps it out of shell history and process lists).`,
+	}
+	c.AddCommand(newKeysServeCmd(), newKeysInitCmd(), newKeysCreateUserCmd(), newKeysDeleteUserCmd(),
+		newKeysRevokeCmd(), newKeysRotateCmd(), newKeysShowCmd(), newKeysNewSecretCmd())
+	return c
+}
+
+// ---- serve ----
+
+type serveFlags struct {
+	listen, store, masterKeyFile, services, tlsCert, tlsKey, memcached, auditLog, afterDelete string
+	categories                                                                                 []string
+	staleWindow, requestTimeout                                                                time.Duration
+	maxConcurrent, maxBatch                                                                    int
+}
+
+func newKeysServeCmd() *cobra.Command {
+	var f serveFlags
+	c := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve the key service API (gRPC, gRPC-Web, Connect), /metrics and /healthz on one port",
+		Example: `  lockstream keys init --keys local:/var/lib/lockstream/keys   # once: generates the master key
+  lockstream keys serve --listen 127.0.0.1:7400 --store bolt:/var/lib/lockstream/keys \
+      --master-key-file /var/lib/lockstream/keys/master.key --services services.json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runServe(cmd, f) },
+	}
+	fl := c.Flags()
+	fl.StringVar(&f.listen, "listen", "127.0.0.1:7400", "address to listen on")
+	fl.StringVar(&f.store, "store", "", "key store: bolt:DIR | bigtable://PROJECT/INSTANCE/TABLE[?create=true] | memory: (required)")
+	fl.StringVar(&f.masterKeyFile, "master-key-file", "", "master key file (base64 of 32 bytes); default $LOCKSTREAM_MASTER_KEY")
+	fl.StringVar(&f.services, "services", "", "services file (JSON: who may call, with which rights; required)")
+	fl.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate (PEM); with --tls-key serves HTTPS")
+	fl.StringVar(&f.tlsKey, "tls-key", "", "TLS private key (PEM)")
+	fl.StringVar(&f.memcached, "memcached", "", "memcached tier in front of the store: host:port[,host:port…]")
+	fl.DurationVar(&f.staleWindow, "stale-window", keyservice.DefaultStaleWindow, "longest a row read from the store is served from a cache (in process and memcached); bounds how long a delete takes to reach every server")
+	fl.DurationVar(&f.requestTimeout, "request-timeout", server.DefaultRequestTimeout, "deadline of every RPC on the server side")
+	fl.IntVar(&f.maxConcurrent, "max-concurrent", server.DefaultMaxConcurrent, "RPCs served at once; more are refused with ResourceExhausted")
+	fl.IntVar(&f.maxBatch, "max-batch", keyservice.DefaultMaxBatch, "most ids in one request")
+	fl.StringSliceVar(&f.categories, "categories", nil, "PII categories served (default: "+strings.Join(keyservice.DefaultCategories, ",")+")")
+	fl.StringVar(&f.afterDelete, "after-delete", "deny", "what get-or-create does for a deleted user: deny (report deleted, forever) | new-keychain")
+	fl.StringVar(&f.auditLog, "audit-log", "", "append the audit log (JSON lines) to this file; default stderr")
+	return c
+}
+
+func serveMasterKey(file string) (fieldcrypt.Secret, error) {
+	if file != "" {
+		return keyservice.LoadMasterKey(file)
+	}
+	if _, ok := os.LookupEnv(local.MasterKeyEnv); ok {
+		return keyservice.MasterKeyFromEnv(local.MasterKeyEnv)
+	}
+	return fieldcrypt.Secret{}, fmt.Errorf("no master key: pass --master-key-file or set %s (create one with `lockstream keys init --keys local:DIR`)", local.MasterKeyEnv)
+}
+
+func runServe(cmd *cobra.Command, f serveFlags) error {
+	if f.store == "" {
+		return errors.New("--store is required (e.g. --store bolt:/var/lib/lockstream/keys)")
+	}
+	if f.services == "" {
+		return errors.New("--services is required (a JSON file listing the calling services; see keyservice/server/testdata/services.json)")
+	}
+	if (f.tlsCert == "") != (f.tlsKey == "") {
+		return errors.New("--tls-cert and --tls-key go together")
+	}
+	var policy keyservice.DeletePolicy
+	switch f.afterDelete {
+	case "deny":
+		policy = keyservice.DenyAfterDelete
+	case "new-keychain":
+		policy = keyservice.NewKeychainAfterDelete
+	default:
+		return fmt.Errorf("--after-delete %q: want deny or new-keychain", f.afterDelete)
+	}
+	services, err := server.LoadServices(f.services)
+	if err != nil {
+		return err
+	}
+	mk, err := serveMasterKey(f.masterKeyFile)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(cmdContext(cmd), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	var opts []keyservice.OpenOption
+	if f.memcached != "" {
+		opts = append(opts, keyservice.WithMemcached(strings.Split(f.memcached, ","), f.staleWindow))
+	}
+	openCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	store, err := keyservice.OpenStore(openCtx, f.store, opts...)
+	cancel()
+	if err != nil {
+		return err
+	}
+	svc, err := keyservice.New(store, keyservice.Options{
+		MasterKey: mk, Categories: f.categories, AfterDelete: policy, MaxBatch: f.maxBatch, StaleWindow: f.staleWindow,
+	})
+	if err != nil {
+		store.Close()
+		return err
+	}
+	defer svc.Close()
+
+	audit := io.Writer(cmd.ErrOrStderr())
+	if f.auditLog != "" {
+		af, err := os.OpenFile(f.auditLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			return fmt.Errorf("--audit-log: %w", err)
+		}
+		defer af.Close()
+		audit = af
+	}
+	srv, err := server.New(server.Config{
+		Service: svc, Services: services, Audit: audit,
+		RequestTimeout: f.requestTimeout, MaxConcurrent: f.maxConcurrent,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return fmt.Errorf("--listen: %w", err)
+	}
+	var tlsFiles *server.TLSFiles
+	scheme := "http"
+	if f.tlsCert != "" {
+		tlsFiles, scheme = &server.TLSFiles{CertFile: f.tlsCert, KeyFile: f.tlsKey}, "https"
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "lockstream keys: serving %s://%s (store %s, %d services, categories %s); /metrics /healthz /readyz on the same port\n",
+		scheme, ln.Addr(), redactStoreURL(f.store), len(services.Names()), strings.Join(svc.Options().Categories, ","))
+	if onKeysServing != nil {
+		onKeysServing(ln.Addr().String())
+	}
+	err = srv.Serve(ctx, ln, tlsFiles)
+	fmt.Fprintln(cmd.OutOrStdout(), "lockstream keys: stopped")
+	return err
+}
+
+// redactStoreURL drops any query (which could hold options) from a store URL
+// before printing it.
+func redactStoreURL(u string) string {
+	if i := strings.IndexByte(u, '?'); i >= 0 {
+		return u[:i]
+	}
+	return u
+}
+
+func cmdContext(cmd *cobra.Command) context.Context {
+	if ctx := cmd.Context(); ctx != nil {
+		return ctx
+	}
+	return context.Background()
+}
+
+// ---- init ----
+
+func newKeysInitCmd() *cobra.Command {
+	var keysURL string
+	c := &cobra.Command{
+		Use:   "init",
+		Short: "Create DIR/master.key for a local key store (local:DIR), once",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			dir, ok := strings.CutPrefix(keysURL, "local:")
+			if !ok || dir == "" {
+				return fmt.Errorf("init needs --keys local:DIR (got %q); a remote service is initialised by its operator", keysURL)
+			}
+			path, created, err := local.InitMasterKey(dir)
+			if err != nil {
+				return err
+			}
+			mk, err := keyservice.LoadMasterKey(path)
+			if err != nil {
+				return err
+			}
+			svc, err := local.OpenService(dir, mk, local.CategoriesFromEnv())
+			if err != nil {
+				return fmt.Errorf("open the store in %s with %s: %w", dir, path, err)
+			}
+			defer svc.Close()
+			out := cmd.OutOrStdout()
+			if !created {
+				fmt.Fprintf(out, "master key %s already exists and opens the store in %s; nothing to do\n", path, dir)
+				return nil
+			}
+			fmt.Fprintf(out, "wrote a new master key to %s (mode 0600) and initialised the store in %s\n", path, dir)
+			fmt.Fprintln(out, "Without this file the keys in the store cannot be read; with it and the store, anyone can.")
+			fmt.Fprintln(out, "In production keep it apart from the data (e.g. in a secret manager) and pass it with")
+			fmt.Fprintln(out, "--master-key-file or $LOCKSTREAM_MASTER_KEY.")
+			return nil
+		},
+	}
+	c.Flags().StringVar(&keysURL, "keys", os.Getenv(envKeysURL), "local:DIR")
+	return c
+}
+
+// ---- new-secret ----
+
+func newKeysNewSecretCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "new-secret",
+		Short: "Print a new random service secret and the secret_sha256 to put in the services file",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			b := make([]byte, 32)
+			if _, err := rand.Read(b); err != nil {
+				return err
+			}
+			s := base64.RawURLEncoding.EncodeToString(b)
+			fmt.Fprintf(cmd.OutOrStdout(), "secret:        %s\nsecret_sha256: %s\n", s, server.HashSecret(s))
+			return nil
+		},
+	}
+}
