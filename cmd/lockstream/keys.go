@@ -57,9 +57,9 @@ from stdin (keeps it out of shell history and process lists).`,
 
 type serveFlags struct {
 	listen, store, masterKeyFile, services, tlsCert, tlsKey, memcached, auditLog, afterDelete string
-	categories                                                                                 []string
-	staleWindow, requestTimeout                                                                time.Duration
-	maxConcurrent, maxBatch                                                                    int
+	categories                                                                                []string
+	staleWindow, requestTimeout                                                               time.Duration
+	maxConcurrent, maxBatch                                                                   int
 }
 
 func newKeysServeCmd() *cobra.Command {
