@@ -1,0 +1,292 @@
+package pipelines
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/metrics"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/x/beamx"
+
+	"github.com/lockstream/lockstream/layout"
+	"github.com/lockstream/lockstream/transforms"
+)
+
+// IngestConfig configures Ingest. Exactly one of Inputs and Subscription is set.
+type IngestConfig struct {
+	Inputs       []string // replay files (NDJSON of the input message shape)
+	Subscription string   // projects/P/subscriptions/S
+	Out          string   // output root (directory or gs://bucket/prefix)
+	KeysURL      string   // local:DIR, http(s)://host:port, registered:NAME
+
+	MaxPayload      int           // bytes; 0 = 1 MiB
+	BatchSize       int           // messages per batch (one key lookup each); 0 = DefaultBatchSize
+	IdleTimeout     time.Duration // Pub/Sub: stop after this long without messages; 0 = never
+	MaxMessages     int64         // Pub/Sub: stop after about this many; 0 = no limit
+	AllowedLateness time.Duration // hours close at end + this
+	KeyRetryBudget  time.Duration // 0 = transforms.DefaultKeyRetryBudget
+
+	RunID string // prefix of every file name this run writes; "" = random
+
+	// Progress, when set, gets a line every ProgressEvery (default 10s):
+	// events/s, written, dead-lettered, late, acked, hours closed.
+	Progress      io.Writer
+	ProgressEvery time.Duration
+}
+
+// DefaultBatchSize is the default IngestConfig.BatchSize.
+const DefaultBatchSize = 500
+
+// ErrConfig is wrapped by configuration errors (user errors).
+var ErrConfig = errors.New("pipelines: bad ingest configuration")
+
+func (c *IngestConfig) normalize() error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: %s", ErrConfig, fmt.Sprintf(format, a...))
+	}
+	if (len(c.Inputs) == 0) == (c.Subscription == "") {
+		return bad("give either input files or a subscription (exactly one)")
+	}
+	if c.Out == "" {
+		return bad("no output root")
+	}
+	if err := transforms.ValidateKeysURL(c.KeysURL); err != nil {
+		return bad("%v", err)
+	}
+	if c.MaxPayload < 0 {
+		return bad("max payload %d < 0", c.MaxPayload)
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = DefaultBatchSize
+	}
+	limit := transforms.MaxBatchSize
+	if c.Subscription != "" {
+		limit = transforms.MaxPullSize
+	}
+	if c.BatchSize < 1 || c.BatchSize > limit {
+		return bad("batch size %d not in 1..%d", c.BatchSize, limit)
+	}
+	if c.IdleTimeout < 0 || c.AllowedLateness < 0 || c.KeyRetryBudget < 0 || c.MaxMessages < 0 {
+		return bad("durations and counts must not be negative")
+	}
+	if c.Subscription == "" && (c.IdleTimeout > 0 || c.MaxMessages > 0) {
+		return bad("idle timeout and max messages apply to a subscription only")
+	}
+	if c.RunID == "" {
+		var b [6]byte
+		_, _ = rand.Read(b[:])
+		c.RunID = time.Now().UTC().Format("20060102T150405") + "_" + hex.EncodeToString(b[:])
+	}
+	if c.ProgressEvery <= 0 {
+		c.ProgressEvery = 10 * time.Second
+	}
+	return nil
+}
+
+// BuildIngest adds the ingest pipeline to s (exported for tests and for
+// runners that submit pipelines without running them here).
+func BuildIngest(s beam.Scope, cfg IngestConfig) error {
+	if err := cfg.normalize(); err != nil {
+		return err
+	}
+	buildIngest(s, cfg)
+	return nil
+}
+
+func buildIngest(s beam.Scope, cfg IngestConfig) {
+	var batches beam.PCollection
+	if cfg.Subscription != "" {
+		batches = transforms.ReadPubSub(s, transforms.PubSubConfig{
+			Subscription: cfg.Subscription, BatchSize: cfg.BatchSize,
+			IdleTimeout: cfg.IdleTimeout, MaxMessages: cfg.MaxMessages, RunID: cfg.RunID,
+		})
+	} else {
+		batches = transforms.ReadReplay(s, transforms.ReplayConfig{
+			Files: cfg.Inputs, BatchSize: cfg.BatchSize, RunID: cfg.RunID, Fallback: time.Now().UTC(),
+		})
+	}
+	notices := transforms.AnonymizeAndWrite(s, batches, transforms.WriteConfig{
+		Root: cfg.Out, KeysURL: cfg.KeysURL, MaxPayload: cfg.MaxPayload,
+		AllowedLateness: cfg.AllowedLateness, KeyRetryBudget: cfg.KeyRetryBudget,
+	})
+	transforms.CompleteHours(s, notices, transforms.CompleteConfig{
+		Root: cfg.Out, AllowedLateness: cfg.AllowedLateness, RunID: cfg.RunID,
+	})
+}
+
+// Ingest builds the ingest pipeline and runs it with the runner of the
+// --runner flag (prism by default), then returns its accounting.
+func Ingest(ctx context.Context, cfg IngestConfig) (*IngestResult, error) {
+	if err := cfg.normalize(); err != nil {
+		return nil, err
+	}
+	p, s := beam.NewPipelineWithRoot()
+	buildIngest(s, cfg)
+
+	start := time.Now()
+	stop := startProgress(cfg.Progress, cfg.ProgressEvery, start)
+	res, err := beamx.RunWithMetrics(ctx, p)
+	stop()
+	if err != nil {
+		return nil, fmt.Errorf("pipelines: ingest run %s: %w", cfg.RunID, err)
+	}
+	out := &IngestResult{RunID: cfg.RunID, Elapsed: time.Since(start)}
+	if res != nil {
+		out.Rows = accountingFromMetrics(res.Metrics())
+	}
+	return out, nil
+}
+
+// IngestResult is the accounting of one ingest run.
+type IngestResult struct {
+	RunID   string
+	Elapsed time.Duration
+	Rows    []AccountRow // by type, version, hour
+}
+
+// AccountRow is the accounting of one (type, version, hour) of a run:
+// In = Written + sum(Dead) + Late. Type "" collects messages whose type is
+// unknown (bad lines, unknown event types).
+type AccountRow struct {
+	Type    string
+	Version int
+	Hour    time.Time
+	In      int64
+	Written int64 // raw records (duplicates from redelivery included)
+	Dead    map[string]int64
+	Late    int64
+}
+
+// DeadTotal sums Dead.
+func (r AccountRow) DeadTotal() int64 {
+	var n int64
+	for _, c := range r.Dead {
+		n += c
+	}
+	return n
+}
+
+// Totals sums all rows.
+func (r *IngestResult) Totals() AccountRow {
+	t := AccountRow{Dead: map[string]int64{}}
+	for _, row := range r.Rows {
+		t.In += row.In
+		t.Written += row.Written
+		t.Late += row.Late
+		for k, v := range row.Dead {
+			t.Dead[k] += v
+		}
+	}
+	return t
+}
+
+func accountingFromMetrics(m metrics.Results) []AccountRow {
+	rows := map[transforms.HourKey3]*AccountRow{}
+	for _, c := range m.AllMetrics().Counters() {
+		if c.Namespace() != transforms.MetricsNamespace {
+			continue
+		}
+		p := strings.Split(c.Name(), "|")
+		if len(p) != 4 {
+			continue
+		}
+		v, _ := strconv.Atoi(p[2])
+		h, err := layout.ParseHour(p[3])
+		if err != nil {
+			continue
+		}
+		k := transforms.HourKey3{Type: p[1], Version: v, HourMillis: h.UnixMilli()}
+		r := rows[k]
+		if r == nil {
+			r = &AccountRow{Type: p[1], Version: v, Hour: h, Dead: map[string]int64{}}
+			rows[k] = r
+		}
+		n := c.Result()
+		switch kind := p[0]; {
+		case kind == transforms.CountIn:
+			r.In += n
+		case kind == transforms.CountWritten:
+			r.Written += n
+		case kind == transforms.CountLate:
+			r.Late += n
+		case strings.HasPrefix(kind, transforms.CountDead):
+			r.Dead[strings.TrimPrefix(kind, transforms.CountDead)] += n
+		}
+	}
+	out := make([]AccountRow, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, *r)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.Type != b.Type {
+			return a.Type < b.Type
+		}
+		if a.Version != b.Version {
+			return a.Version < b.Version
+		}
+		return a.Hour.Before(b.Hour)
+	})
+	return out
+}
+
+// WriteTable prints the accounting as a table.
+func (r *IngestResult) WriteTable(w io.Writer) {
+	fmt.Fprintf(w, "%-16s %-3s %-13s %9s %9s %9s %7s  %s\n", "TYPE", "V", "HOUR", "IN", "WRITTEN", "DEAD", "LATE", "DEAD BY REASON")
+	row := func(typ, v, hour string, a AccountRow) {
+		var reasons []string
+		for k, n := range a.Dead {
+			reasons = append(reasons, fmt.Sprintf("%s=%d", k, n))
+		}
+		sort.Strings(reasons)
+		fmt.Fprintf(w, "%-16s %-3s %-13s %9d %9d %9d %7d  %s\n", typ, v, hour, a.In, a.Written, a.DeadTotal(), a.Late, strings.Join(reasons, " "))
+	}
+	for _, a := range r.Rows {
+		typ, v := a.Type, strconv.Itoa(a.Version)
+		if typ == "" {
+			typ, v = "(unknown)", "-"
+		}
+		row(typ, v, layout.FormatHour(a.Hour), a)
+	}
+	row("TOTAL", "", "", r.Totals())
+	t := r.Totals()
+	if secs := r.Elapsed.Seconds(); secs > 0 {
+		fmt.Fprintf(w, "run %s: %d messages in %s (%.0f/s)\n", r.RunID, t.In, r.Elapsed.Round(time.Millisecond), float64(t.In)/secs)
+	}
+}
+
+func startProgress(w io.Writer, every time.Duration, start time.Time) (stop func()) {
+	if w == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		var last transforms.Progress
+		lastAt := start
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-t.C:
+				p := transforms.ReadProgress()
+				rate := float64(p.Messages-last.Messages) / now.Sub(lastAt).Seconds()
+				fmt.Fprintf(w, "ingest %s: %d messages (%.0f/s), %d written, %d dead-lettered, %d late, %d acked, %d hours closed\n",
+					now.Sub(start).Round(time.Second), p.Messages, rate, p.Written, p.DeadLetters, p.Late, p.Acked, p.HoursClosed)
+				last, lastAt = p, now
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
+}

@@ -1,0 +1,398 @@
+package transforms
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/hkdf"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/testing/ptest"
+	"github.com/linkedin/goavro/v2"
+
+	"github.com/lockstream/lockstream/blob"
+	"github.com/lockstream/lockstream/fieldcrypt"
+	"github.com/lockstream/lockstream/keyclient"
+	"github.com/lockstream/lockstream/layout"
+	"github.com/lockstream/lockstream/record"
+)
+
+func TestMain(m *testing.M) { ptest.MainWithDefault(m, "prism") }
+
+// testKeys is a deterministic in-memory key source (the keyclient tests
+// cover the real one). fail > 0 makes that many ForEncrypt calls fail.
+type testKeys struct {
+	calls atomic.Int64
+	fail  atomic.Int64
+}
+
+func (k *testKeys) answer(uid, sub string, cats []string) keyclient.UserKeys {
+	uk := keyclient.UserKeys{UserID: uid, Subject: sub}
+	for _, c := range cats {
+		b, _ := hkdf.Key(sha256.New, []byte("test root"), nil, sub+"|"+c, 32)
+		uk.Keys = append(uk.Keys, fieldcrypt.CategoryKey{Subject: sub, Category: c, Version: 1, Secret: fieldcrypt.NewSecret(b)})
+	}
+	return uk
+}
+
+func subjectOf(user string) string {
+	h := sha256.Sum256([]byte("subject:" + user))
+	return "s_" + hex.EncodeToString(h[:8])
+}
+
+func (k *testKeys) ForEncrypt(_ context.Context, users, cats []string) ([]keyclient.UserKeys, error) {
+	k.calls.Add(1)
+	if k.fail.Add(-1) >= 0 {
+		return nil, keyclient.ErrUnavailable
+	}
+	out := make([]keyclient.UserKeys, len(users))
+	for i, u := range users {
+		out[i] = k.answer(u, subjectOf(u), cats)
+	}
+	return out, nil
+}
+
+func (k *testKeys) ForDecrypt(_ context.Context, subs, cats []string) ([]keyclient.UserKeys, error) {
+	out := make([]keyclient.UserKeys, len(subs))
+	for i, s := range subs {
+		out[i] = k.answer("", s, cats)
+	}
+	return out, nil
+}
+
+var h6 = time.Date(2026, 11, 23, 6, 0, 0, 0, time.UTC)
+
+// input is generated replay traffic with recognizable canaries.
+type input struct {
+	lines    []string
+	canaries []string
+	valid    map[string]map[time.Time]int // type -> hour -> valid events
+}
+
+func playbackLine(i int, pt time.Time) (string, []string) {
+	user, ip, dev := fmt.Sprintf("canary-user-%04d", i), fmt.Sprintf("canary-ip-%04d", i), fmt.Sprintf("canary-device-%04d", i)
+	data := fmt.Sprintf(`{"event_id":"ev-%d","user_id":%q,"timestamp":"2026-11-23T06:11:59.000Z","track_id":"t1","ms_played":1234,"country":"SE","ip_address":%q,"device_id":%q}`, i, user, ip, dev)
+	m := record.Message{ID: fmt.Sprintf("m-%d", i), PublishTime: pt,
+		Attributes: map[string]string{record.AttrEventType: "PlaybackEvent", record.AttrSchemaVersion: "1"}, Data: []byte(data)}
+	line, _ := m.MarshalLine()
+	return string(line), []string{user, ip, dev}
+}
+
+func accountLine(i int, pt time.Time) (string, []string) {
+	user, email, name := fmt.Sprintf("canary-user-%04d", i), fmt.Sprintf("canary-mail-%04d@example.com", i), fmt.Sprintf("canary-name-%04d", i)
+	data := fmt.Sprintf(`{"event_id":"ac-%d","user_id":%q,"timestamp":1795414320000,"email":%q,"display_name":%q,"birth_year":1990}`, i, user, email, name)
+	m := record.Message{ID: fmt.Sprintf("a-%d", i), PublishTime: pt,
+		Attributes: map[string]string{record.AttrEventType: "AccountUpdate", record.AttrSchemaVersion: "1"}, Data: []byte(data)}
+	line, _ := m.MarshalLine()
+	return string(line), []string{user, email, name}
+}
+
+// genInput: n playback events over hours 06 and 07, a few account updates
+// in 06, two broken lines (lines 3 and 10), and one payload with an unknown
+// field (a dead letter whose canary must not leak).
+func genInput(n int) input {
+	in := input{valid: map[string]map[time.Time]int{"PlaybackEvent": {}, "AccountUpdate": {}}}
+	add := func(line string, can []string) {
+		in.lines = append(in.lines, line)
+		in.canaries = append(in.canaries, can...)
+	}
+	for i := 0; i < n; i++ {
+		if len(in.lines) == 2 || len(in.lines) == 9 {
+			in.lines = append(in.lines, `{"id":"broken", "data": canary-broken-line`)
+		}
+		pt := h6.Add(time.Duration(i) * 2 * time.Hour / time.Duration(n))
+		add(playbackLine(i, pt))
+		in.valid["PlaybackEvent"][record.Hour(pt)]++
+		if i%10 == 0 {
+			add(accountLine(i, pt))
+			in.valid["AccountUpdate"][record.Hour(pt)]++
+		}
+	}
+	bad := record.Message{ID: "m-bad", PublishTime: h6.Add(time.Minute),
+		Attributes: map[string]string{record.AttrEventType: "PlaybackEvent", record.AttrSchemaVersion: "1"},
+		Data:       []byte(`{"event_id":"bad","user_id":"canary-user-bad","secret":"canary-secret-field"}`)}
+	line, _ := bad.MarshalLine()
+	add(string(line), []string{"canary-user-bad", "canary-secret-field"})
+	return in
+}
+
+func writeLines(t *testing.T, lines []string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "in.ndjson")
+	if err := os.WriteFile(p, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+var keysSeq atomic.Int64
+
+func registerTestKeys(k *testKeys) string {
+	return RegisterKeys(fmt.Sprintf("transforms-test-%d", keysSeq.Add(1)), k)
+}
+
+func runIngest(t *testing.T, file, root, keysURL string, lateness time.Duration, retry time.Duration) beam.PipelineResult {
+	t.Helper()
+	p, s := beam.NewPipelineWithRoot()
+	batches := ReadReplay(s, ReplayConfig{Files: []string{file}, BatchSize: 7, RunID: "run1", Fallback: h6})
+	notices := AnonymizeAndWrite(s, batches, WriteConfig{Root: root, KeysURL: keysURL, AllowedLateness: lateness, KeyRetryBudget: retry})
+	CompleteHours(s, notices, CompleteConfig{Root: root, AllowedLateness: lateness, RunID: "run1"})
+	res, err := ptest.RunWithMetrics(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// readParts decodes every part file under dir with goavro and returns the
+// records' event ids.
+func readParts(t *testing.T, b blob.Bucket, dir string) []string {
+	t.Helper()
+	names, err := b.List(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, n := range names {
+		if !IsPart(n) {
+			continue
+		}
+		data, err := blob.ReadAll(context.Background(), b, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := goavro.NewOCFReader(bytes.NewReader(data))
+		if err != nil {
+			t.Fatalf("%s: goavro: %v", n, err)
+		}
+		if r.Codec().Schema() == "" || r.CompressionName() != goavro.CompressionDeflateLabel {
+			t.Fatalf("%s: codec %q", n, r.CompressionName())
+		}
+		for r.Scan() {
+			v, err := r.Read()
+			if err != nil {
+				t.Fatalf("%s: %v", n, err)
+			}
+			rec := v.(map[string]any)
+			if _, ok := rec["user_id"]; ok {
+				t.Fatalf("%s: user_id is in a raw record", n)
+			}
+			ids = append(ids, rec["event_id"].(string))
+		}
+	}
+	return ids
+}
+
+// scanCanaries fails if any canary appears in any byte under root.
+func scanCanaries(t *testing.T, root string, canaries []string) {
+	t.Helper()
+	files := 0
+	err := filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+		if err != nil || fi.IsDir() {
+			return err
+		}
+		files++
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		for _, c := range append(canaries, "canary-") {
+			if bytes.Contains(data, []byte(c)) {
+				return fmt.Errorf("plaintext %q in %s", c, p)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if files == 0 {
+		t.Fatal("no output files")
+	}
+}
+
+func counters(res beam.PipelineResult) map[string]int64 {
+	out := map[string]int64{}
+	for _, c := range res.Metrics().AllMetrics().Counters() {
+		if c.Namespace() == MetricsNamespace {
+			out[c.Name()] += c.Result()
+		}
+	}
+	return out
+}
+
+func TestReplayAnonymizeWriteComplete(t *testing.T) {
+	in := genInput(60)
+	file := writeLines(t, in.lines)
+	root := t.TempDir()
+	keys := &testKeys{}
+	res := runIngest(t, file, root, registerTestKeys(keys), 0, time.Second)
+	b, err := blob.Open(context.Background(), root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+
+	// Raw files per (type, hour), decoded by goavro, with exactly the valid events.
+	for typ, hours := range in.valid {
+		for hour, want := range hours {
+			ids := readParts(t, b, layout.RawDir(typ, 1, hour))
+			if len(ids) != want {
+				t.Errorf("%s %s: %d raw records, want %d", typ, layout.FormatHour(hour), len(ids), want)
+			}
+			m, err := ReadCompleteMarker(ctx, b, typ, 1, hour)
+			if err != nil {
+				t.Fatalf("%s %s: %v", typ, layout.FormatHour(hour), err)
+			}
+			if m.Records != int64(want) || m.EventType != typ || m.Hour != layout.FormatHour(hour) || len(m.Files) == 0 {
+				t.Errorf("marker %+v, want %d records", m, want)
+			}
+			for _, f := range m.Files {
+				if ok, _ := b.Exists(ctx, layout.RawDir(typ, 1, hour)+f); !ok {
+					t.Errorf("marker lists missing file %s", f)
+				}
+			}
+		}
+	}
+	m, _ := ReadCompleteMarker(ctx, b, "PlaybackEvent", 1, h6)
+	if m.DeadLettered["unknown_field"] != 1 {
+		t.Errorf("marker dead letters %v, want unknown_field=1", m.DeadLettered)
+	}
+
+	// Broken lines: bad_message dead letters with line numbers, no content.
+	var bad []record.Rejection
+	names, _ := b.List(ctx, layout.DeadLetterArea+"/")
+	for _, n := range names {
+		data, _ := blob.ReadAll(ctx, b, n)
+		sc := bufio.NewScanner(bytes.NewReader(data))
+		for sc.Scan() {
+			var r record.Rejection
+			if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+				t.Fatalf("%s: %v", n, err)
+			}
+			if r.Reason == record.ReasonBadMessage {
+				bad = append(bad, r)
+			}
+		}
+	}
+	if len(bad) != 2 || bad[0].Path != "in.ndjson:3" || bad[1].Path != "in.ndjson:10" {
+		t.Errorf("bad_message dead letters %+v, want lines 3 and 10", bad)
+	}
+
+	// Accounting counters: in = written + dead + late per (type, hour).
+	c := counters(res)
+	if got, want := c[CounterName(CountIn, "PlaybackEvent", 1, h6)], int64(in.valid["PlaybackEvent"][h6]+1); got != want {
+		t.Errorf("in PlaybackEvent 06 = %d, want %d (counters %v)", got, want, c)
+	}
+	if got := c[CounterName(CountDead+record.ReasonBadMessage, "", 0, h6)]; got != 2 {
+		t.Errorf("bad_message counter %d, want 2", got)
+	}
+	// One key lookup per batch (plus one for the payload keys of batches with rejections).
+	batches := int64((len(in.lines) + 6) / 7)
+	if n := keys.calls.Load(); n > batches+3 {
+		t.Errorf("%d key lookups for %d batches", n, batches)
+	}
+	scanCanaries(t, root, in.canaries)
+}
+
+func TestLateRouting(t *testing.T) {
+	in := genInput(40)
+	file := writeLines(t, in.lines)
+	root := t.TempDir()
+	b, _ := blob.Open(context.Background(), root)
+	// Hour 06 of PlaybackEvent was closed by an earlier run.
+	marker := []byte(`{"format_version":1,"event_type":"PlaybackEvent","schema_version":1,"hour":"2026-11-23T06","files":[],"records":0}`)
+	if err := blob.WriteAll(context.Background(), b, CompleteName("PlaybackEvent", 1, h6), marker); err != nil {
+		t.Fatal(err)
+	}
+	res := runIngest(t, file, root, registerTestKeys(&testKeys{}), 0, time.Second)
+
+	if ids := readParts(t, b, layout.RawDir("PlaybackEvent", 1, h6)); len(ids) != 0 {
+		t.Errorf("%d raw records in a closed hour", len(ids))
+	}
+	if ids := readParts(t, b, layout.LateDir("PlaybackEvent", 1, h6)); len(ids) != in.valid["PlaybackEvent"][h6] {
+		t.Errorf("%d late records, want %d", len(ids), in.valid["PlaybackEvent"][h6])
+	}
+	got, _ := blob.ReadAll(context.Background(), b, CompleteName("PlaybackEvent", 1, h6))
+	if !bytes.Equal(got, marker) {
+		t.Error("the existing marker was rewritten")
+	}
+	// The open hours still close normally.
+	h7 := h6.Add(time.Hour)
+	if ids := readParts(t, b, layout.RawDir("PlaybackEvent", 1, h7)); len(ids) != in.valid["PlaybackEvent"][h7] {
+		t.Errorf("hour 07: %d raw records, want %d", len(ids), in.valid["PlaybackEvent"][h7])
+	}
+	if _, err := ReadCompleteMarker(context.Background(), b, "PlaybackEvent", 1, h7); err != nil {
+		t.Error(err)
+	}
+	if c := counters(res); c[CounterName(CountLate, "PlaybackEvent", 1, h6)] != int64(in.valid["PlaybackEvent"][h6]) {
+		t.Errorf("late counter %d", c[CounterName(CountLate, "PlaybackEvent", 1, h6)])
+	}
+	scanCanaries(t, root, in.canaries)
+}
+
+func TestKeyUnavailableDeadLetters(t *testing.T) {
+	in := genInput(5)
+	file := writeLines(t, in.lines)
+	root := t.TempDir()
+	keys := &testKeys{}
+	keys.fail.Store(1 << 30) // the key service never answers
+	res := runIngest(t, file, root, registerTestKeys(keys), 0, 200*time.Millisecond)
+	c := counters(res)
+	if n := c[CounterName(CountDead+record.ReasonKeyUnavailable, "PlaybackEvent", 1, h6)]; n != int64(in.valid["PlaybackEvent"][h6])+1 {
+		t.Errorf("key_unavailable = %d, want %d (%v)", n, in.valid["PlaybackEvent"][h6]+1, c)
+	}
+	if n := c[CounterName(CountWritten, "PlaybackEvent", 1, h6)]; n != 0 {
+		t.Errorf("written = %d without keys", n)
+	}
+	if keys.calls.Load() < 4 {
+		t.Errorf("only %d attempts: no retries", keys.calls.Load())
+	}
+	scanCanaries(t, root, in.canaries)
+}
+
+func TestConstructionValidation(t *testing.T) {
+	for name, f := range map[string]func(){
+		"replay no files":   func() { ReadReplay(beam.NewPipeline().Root(), ReplayConfig{BatchSize: 1, RunID: "r"}) },
+		"replay batch size": func() { ReadReplay(beam.NewPipeline().Root(), ReplayConfig{Files: []string{"x"}, RunID: "r"}) },
+		"replay run id":     func() { ReadReplay(beam.NewPipeline().Root(), ReplayConfig{Files: []string{"x"}, BatchSize: 1, RunID: "a/b"}) },
+		"pubsub sub":        func() { ReadPubSub(beam.NewPipeline().Root(), PubSubConfig{Subscription: "s", BatchSize: 1, RunID: "r"}) },
+		"pubsub batch":      func() { ReadPubSub(beam.NewPipeline().Root(), PubSubConfig{Subscription: "projects/p/subscriptions/s", BatchSize: 5000, RunID: "r"}) },
+		"write keys":        func() { AnonymizeAndWrite(beam.NewPipeline().Root(), beam.PCollection{}, WriteConfig{Root: "x", KeysURL: "nope"}) },
+		"complete lateness": func() {
+			CompleteHours(beam.NewPipeline().Root(), beam.PCollection{}, CompleteConfig{Root: "x", AllowedLateness: -1, RunID: "r"})
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			defer func() {
+				if recover() == nil {
+					t.Error("no panic")
+				}
+			}()
+			f()
+		})
+	}
+}
+
+func TestOpenKeys(t *testing.T) {
+	if _, err := OpenKeys(context.Background(), "registered:nobody"); !errors.Is(err, ErrKeysURL) {
+		t.Errorf("unregistered name: %v", err)
+	}
+	k := &testKeys{}
+	url := registerTestKeys(k)
+	got, err := OpenKeys(context.Background(), url)
+	if err != nil || got != keyclient.Keys(k) {
+		t.Errorf("OpenKeys(%s) = %v, %v", url, got, err)
+	}
+}

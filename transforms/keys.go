@@ -1,0 +1,101 @@
+package transforms
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/lockstream/lockstream/fieldcrypt"
+	"github.com/lockstream/lockstream/keyclient"
+)
+
+// Key sources are opened once per process and URL and shared by every DoFn
+// instance: DoFns carry only the URL (it is serialized with the pipeline),
+// and "local:DIR" stores allow one opener per process.
+//
+// URL forms:
+//
+//	registered:NAME         a keyclient.Keys registered in this process with RegisterKeys (tests, benchmarks)
+//	local:DIR | http(s)://  opened with keyclient (see openKeyService)
+
+var keyRegistry struct {
+	mu      sync.Mutex
+	entries map[string]*keysEntry
+}
+
+type keysEntry struct {
+	once sync.Once
+	keys keyclient.Keys
+	err  error
+}
+
+// RegisterKeys makes k available to DoFns of this process under the URL
+// "registered:<name>", which it returns. Registering a name again replaces
+// it for DoFns set up afterwards.
+func RegisterKeys(name string, k keyclient.Keys) string {
+	url := "registered:" + name
+	keyRegistry.mu.Lock()
+	defer keyRegistry.mu.Unlock()
+	if keyRegistry.entries == nil {
+		keyRegistry.entries = map[string]*keysEntry{}
+	}
+	e := &keysEntry{keys: k}
+	e.once.Do(func() {})
+	keyRegistry.entries[url] = e
+	return url
+}
+
+// ErrKeysURL is wrapped by errors about an unusable keys URL.
+var ErrKeysURL = errors.New("transforms: keys URL")
+
+// ValidateKeysURL checks the form of a keys URL without opening it.
+func ValidateKeysURL(url string) error {
+	switch {
+	case strings.HasPrefix(url, "registered:") && len(url) > len("registered:"):
+	case strings.HasPrefix(url, "local:") && len(url) > len("local:"):
+	case strings.HasPrefix(url, "http://"), strings.HasPrefix(url, "https://"):
+	default:
+		return fmt.Errorf("%w %q: want local:DIR, http(s)://host:port or registered:NAME", ErrKeysURL, url)
+	}
+	return nil
+}
+
+// OpenKeys returns the process-wide key source for url, opening it on
+// first use.
+func OpenKeys(ctx context.Context, url string) (keyclient.Keys, error) {
+	if err := ValidateKeysURL(url); err != nil {
+		return nil, err
+	}
+	keyRegistry.mu.Lock()
+	if keyRegistry.entries == nil {
+		keyRegistry.entries = map[string]*keysEntry{}
+	}
+	e, ok := keyRegistry.entries[url]
+	if !ok {
+		if strings.HasPrefix(url, "registered:") {
+			keyRegistry.mu.Unlock()
+			return nil, fmt.Errorf("%w %q: nothing registered under that name in this process", ErrKeysURL, url)
+		}
+		e = &keysEntry{}
+		keyRegistry.entries[url] = e
+	}
+	keyRegistry.mu.Unlock()
+	e.once.Do(func() {
+		// The client outlives the context of the first DoFn's Setup.
+		e.keys, e.err = openKeyService(context.WithoutCancel(ctx), url)
+	})
+	return e.keys, e.err
+}
+
+var ciphers struct {
+	once  sync.Once
+	cache *fieldcrypt.Cache
+}
+
+// sharedCiphers is the process-wide cipher cache of the anonymizers.
+func sharedCiphers() *fieldcrypt.Cache {
+	ciphers.once.Do(func() { ciphers.cache = fieldcrypt.NewCache(100_000, 0) })
+	return ciphers.cache
+}
