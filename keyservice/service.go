@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -276,7 +277,14 @@ type policy struct {
 	cur, min int
 }
 
-const cachePolicies = "p:"
+// policyGen numbers each policy set read from the store, so a keychain can
+// remember that it already satisfies one (needsRoots).
+var policyGen atomic.Uint64
+
+const (
+	cachePolicies = "p:"
+	genKey        = "\x00gen" // not a category name: holds the generation of a policy map
+)
 
 func (s *Service) policies(ctx context.Context) (map[string]policy, error) {
 	if v, ok := s.cache.get(cachePolicies, s.now()); ok {
@@ -306,6 +314,7 @@ func (s *Service) policies(ctx context.Context) (map[string]policy, error) {
 			oldest = it.ReadAt
 		}
 	}
+	out[genKey] = policy{cur: int(policyGen.Add(1))}
 	s.cache.put(cachePolicies, out, s.expiry(oldest))
 	return out, nil
 }
@@ -320,6 +329,8 @@ type keychain struct {
 	rev     uint64
 	readAt  time.Time
 	prks    map[string]map[int][]byte
+	latest  map[string]int // highest version per category
+	okGen   atomic.Uint64  // policy generation this keychain needs no new roots for
 }
 
 func (k *keychain) deleted() bool { return k.row.Deleted != nil }
@@ -330,9 +341,11 @@ func (s *Service) openKeychain(it Item, subject string) (*keychain, error) {
 		return nil, err
 	}
 	kc.prks = make(map[string]map[int][]byte, len(kc.row.Roots))
+	kc.latest = make(map[string]int, len(kc.row.Roots))
 	for cat, vers := range kc.row.Roots {
 		m := make(map[int][]byte, len(vers))
 		for v, sealed := range vers {
+			kc.latest[cat] = max(kc.latest[cat], v)
 			root, err := s.kr.open(sealed, it.Key, cat, v)
 			if err != nil {
 				return nil, fmt.Errorf("keyservice: keychain row: %w", err)
@@ -434,6 +447,33 @@ func (s *Service) newRoots(rowKey string, row *keychainRow, pol map[string]polic
 		changed = true
 	}
 	return changed
+}
+
+// needsRoots reports, without allocating, whether newRoots would change
+// the keychain.
+func (s *Service) needsRoots(kc *keychain, pol map[string]policy) bool {
+	gen := uint64(pol[genKey].cur)
+	if gen != 0 && kc.okGen.Load() == gen {
+		return false
+	}
+	for _, cat := range s.catList {
+		if _, rv := kc.row.Revoked[cat]; rv {
+			continue
+		}
+		p := pol[cat]
+		mx := 0
+		for v := range kc.row.Roots[cat] {
+			if v < p.min {
+				return true
+			}
+			mx = max(mx, v)
+		}
+		if mx < p.cur {
+			return true
+		}
+	}
+	kc.okGen.Store(gen)
+	return false
 }
 
 func maxVersion(m map[int][]byte) int {
@@ -688,7 +728,7 @@ func (s *Service) byUser(ctx context.Context, scope string, userIDs, categories 
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(32)
 	for _, st := range uniq {
-		if st.err != nil {
+		if st.err != nil || !st.create && !s.needsRoots(st.kc, pol) {
 			continue
 		}
 		g.Go(func() error {
@@ -708,6 +748,8 @@ func (s *Service) byUser(ctx context.Context, scope string, userIDs, categories 
 			return err
 		})
 	}
+	// (Users needing no write never start a goroutine: the warm path is
+	// allocation-light.)
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
@@ -744,10 +786,7 @@ func (s *Service) currentKeys(scope string, st *userState, cats []string, pol ma
 			continue
 		}
 		vers := kc.prks[cat]
-		v := 0
-		for x := range vers {
-			v = max(v, x)
-		}
+		v := kc.latest[cat]
 		if v == 0 || v < pol[cat].cur {
 			return UserKeys{}, fmt.Errorf("keyservice: keychain lacks category %s version %d after update: %w", cat, pol[cat].cur, ErrUnavailable)
 		}
