@@ -71,7 +71,9 @@ func newConnectClient(baseURL, secret string, httpClient *http.Client) (keysv1co
 			return next(ctx, req)
 		}
 	})
-	return keysv1connect.NewKeyServiceClient(httpClient, strings.TrimRight(baseURL, "/"), connect.WithInterceptors(ic)), nil
+	return keysv1connect.NewKeyServiceClient(httpClient, strings.TrimRight(baseURL, "/"), connect.WithInterceptors(ic),
+		// Key bytes do not compress: do not ask the server to try.
+		connect.WithAcceptCompression("gzip", nil, nil)), nil
 }
 
 // GetOrCreate implements Transport.
