@@ -38,9 +38,11 @@ func (p DeletePolicy) String() string {
 	return fmt.Sprintf("DeletePolicy(%d)", int(p))
 }
 
-// DefaultCategories are the PII categories served when Options.Categories
-// is empty.
-var DefaultCategories = []string{"location", "device", "contact", "profile", "demographics", "content", "financial", "health"}
+// DefaultCategories are the categories served when Options.Categories is
+// empty: the PII categories of the schemas, plus "payload", which seals the
+// payloads of dead-lettered messages (record.PayloadCategory) so that they
+// die with the user's keychain too.
+var DefaultCategories = []string{"location", "device", "contact", "profile", "demographics", "content", "financial", "health", "payload"}
 
 // Defaults of Options.
 const (
