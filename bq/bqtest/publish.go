@@ -1,0 +1,87 @@
+package bqtest
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"sort"
+
+	"github.com/lockstream/lockstream/blob"
+	"github.com/lockstream/lockstream/layout"
+	"github.com/lockstream/lockstream/record"
+	"github.com/lockstream/lockstream/schemas"
+)
+
+// Published is one hour written by Publish, with the outcomes in it.
+type Published struct {
+	Hour     layout.Hour
+	Outcomes []record.Outcome
+}
+
+// Publish anonymizes msgs and writes every (type, version, hour) of the
+// accepted ones as a published dataset hour — part-00000.avro (OCF, deflate),
+// _MANIFEST.json and _SUCCESS — the way `hourly` lays it out. It is a test
+// stand-in for the hourly pipeline (no dedupe, no raw area); it fails if a
+// message is rejected.
+func Publish(ctx context.Context, b blob.Bucket, reg *schemas.Registry, a *record.Anonymizer, msgs []record.Message) ([]Published, error) {
+	outs, err := a.Anonymize(ctx, msgs)
+	if err != nil {
+		return nil, err
+	}
+	byHour := map[layout.Hour][]record.Outcome{}
+	for i, o := range outs {
+		if o.Reject != nil {
+			return nil, fmt.Errorf("bqtest: message %d rejected: %s at %s", i, o.Reject.Reason, o.Reject.Path)
+		}
+		h := layout.Hour{Type: o.EventType, Version: o.Version, Hour: o.Hour}
+		byHour[h] = append(byHour[h], o)
+	}
+	var hours []layout.Hour
+	for h := range byHour {
+		hours = append(hours, h)
+	}
+	sort.Slice(hours, func(i, j int) bool { return hours[i].String() < hours[j].String() })
+	var res []Published
+	for _, h := range hours {
+		s, err := reg.Lookup(h.Type, h.Version)
+		if err != nil {
+			return nil, err
+		}
+		dir := layout.DatasetDir(h.Type, h.Version, h.Hour)
+		const name = "part-00000.avro"
+		var buf bytes.Buffer
+		w, err := record.NewOCFWriter(&buf, s.Encrypted().JSON, record.SyncMarker(dir+name), record.CodecDeflate)
+		if err != nil {
+			return nil, err
+		}
+		for _, o := range byHour[h] {
+			if err := w.Append(o.Record); err != nil {
+				return nil, err
+			}
+		}
+		if err := w.Close(); err != nil {
+			return nil, err
+		}
+		sum := sha256.Sum256(buf.Bytes())
+		n := int64(len(byHour[h]))
+		man := layout.ManifestDoc{FormatVersion: 1, EventType: h.Type, SchemaVersion: h.Version, Hour: layout.FormatHour(h.Hour),
+			SchemaFingerprint: s.Encrypted().Fingerprint, Records: n,
+			Files:   []layout.ManifestFile{{Name: name, Records: n, Bytes: int64(buf.Len()), SHA256: hex.EncodeToString(sum[:])}},
+			Input:   layout.Accounting{RawFiles: 1, RawRecords: n, Published: n},
+			Lineage: layout.Lineage{InputHours: []string{layout.FormatHour(h.Hour)}, CodeVersion: "bqtest"}}
+		mj, _ := json.MarshalIndent(man, "", "  ")
+		for _, f := range []struct {
+			name string
+			data []byte
+		}{{dir + name, buf.Bytes()}, {dir + layout.Manifest, mj}, {dir + layout.Success, nil}} {
+			if err := blob.WriteAll(ctx, b, f.name, f.data); err != nil {
+				return nil, err
+			}
+		}
+		res = append(res, Published{Hour: h, Outcomes: byHour[h]})
+	}
+	return res, nil
+}

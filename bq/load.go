@@ -1,0 +1,460 @@
+package bq
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"cloud.google.com/go/bigquery"
+	"google.golang.org/api/googleapi"
+
+	"github.com/lockstream/lockstream/blob"
+	"github.com/lockstream/lockstream/layout"
+	"github.com/lockstream/lockstream/schemas"
+)
+
+// Bucket is what the loader needs of the storage holding published hours;
+// blob.Bucket (local directory or GCS) satisfies it.
+type Bucket interface {
+	Create(ctx context.Context, name string) (blob.Writer, error)
+	Open(ctx context.Context, name string) (io.ReadCloser, error)
+	Exists(ctx context.Context, name string) (bool, error)
+}
+
+var _ Bucket = (blob.Bucket)(nil)
+
+// Errors callers test with errors.Is.
+var (
+	// ErrNotPublished: the hour has no _SUCCESS marker yet. Retry after
+	// `hourly` published it.
+	ErrNotPublished = errors.New("bq: hour is not published")
+	// ErrManifest: _MANIFEST.json is missing, unreadable or does not describe
+	// this hour or this binary's schema. Permanent.
+	ErrManifest = errors.New("bq: manifest does not match")
+	// ErrTable: the destination table exists with another partitioning or
+	// an incompatible schema. Permanent until the table is fixed.
+	ErrTable = errors.New("bq: destination table does not fit")
+	// ErrLoadFailed is wrapped by every *JobError.
+	ErrLoadFailed = errors.New("bq: load job failed")
+	// ErrRowCount: the load job reported another row count than the
+	// manifest. No marker is written; a re-run reloads the partition.
+	ErrRowCount = errors.New("bq: loaded row count differs from the manifest")
+)
+
+// Retry rule for failed load jobs (the job ran and reported an error):
+// reasons in RetryableReasons are retried with a new job, up to
+// Loader.MaxAttempts jobs in all, waiting Loader.Backoff, then twice as long
+// each time. Every other reason — invalid, invalidQuery, notFound,
+// accessDenied, quotaExceeded, duplicate, stopped, or one we do not know — is
+// permanent and returned at once. jobs.insert itself is retried by the
+// client library (same job id, so idempotent).
+var RetryableReasons = []string{"backendError", "rateLimitExceeded", "internalError", "jobBackendError", "jobInternalError"}
+
+// JobError is a load job that finished with an error.
+type JobError struct {
+	JobID     string
+	Table     string
+	Attempt   int
+	Result    *bigquery.Error   // the job's errorResult
+	Errors    []*bigquery.Error // all errors the job reported
+	Retryable bool
+}
+
+func (e *JobError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "bq: load job %s into %s (attempt %d) failed", e.JobID, e.Table, e.Attempt)
+	if e.Result != nil {
+		fmt.Fprintf(&b, ": %s: %s", e.Result.Reason, e.Result.Message)
+	}
+	n := 0
+	for _, x := range e.Errors {
+		if x == nil || (e.Result != nil && x.Reason == e.Result.Reason && x.Message == e.Result.Message) {
+			continue
+		}
+		if n == 3 {
+			fmt.Fprintf(&b, " (and %d more)", len(e.Errors)-3)
+			break
+		}
+		fmt.Fprintf(&b, "; %s: %s", x.Reason, x.Message)
+		n++
+	}
+	if e.Retryable {
+		b.WriteString(" [retryable]")
+	}
+	return b.String()
+}
+
+func (e *JobError) Unwrap() []error {
+	if e.Result == nil {
+		return []error{ErrLoadFailed}
+	}
+	return []error{ErrLoadFailed, e.Result}
+}
+
+// IsRetryable reports whether err is a failed load job whose reason is in
+// RetryableReasons.
+func IsRetryable(err error) bool {
+	var je *JobError
+	return errors.As(err, &je) && je.Retryable
+}
+
+// Loader loads published hours into BigQuery.
+type Loader struct {
+	Client  *bigquery.Client
+	Dataset string
+	// Registry resolves event types; nil means schemas.Embedded().
+	Registry *schemas.Registry
+	// MaxAttempts is the most load jobs per hour (first one included);
+	// default 4 (three retries).
+	MaxAttempts int
+	// Backoff is the wait before the first retry, doubled for each next
+	// one; default 15 s.
+	Backoff time.Duration
+	// Sleep waits between retries; default a timer that honours ctx (tests
+	// replace it).
+	Sleep func(ctx context.Context, d time.Duration) error
+	// Now stamps markers; default time.Now.
+	Now func() time.Time
+	// Log gets one line per job; default slog.Default(). Lines hold table
+	// names, job ids, counts and BigQuery's error reasons — never data.
+	Log *slog.Logger
+}
+
+// LoadResult describes what LoadHour did.
+type LoadResult struct {
+	Hour      layout.Hour
+	Table     string // "project:dataset.Type_vN$YYYYMMDDHH"
+	JobID     string // the job that loaded the partition (from the marker when Skipped)
+	Attempts  int    // jobs issued by this call
+	Skipped   bool   // a marker said the hour was loaded: no job issued
+	Files     int
+	Records   int64 // rows in the manifest (= rows loaded)
+	Marker    string
+	SourceURI []string
+}
+
+// MarkerDoc is the content of the load marker.
+type MarkerDoc struct {
+	FormatVersion     int       `json:"format_version"`
+	Table             string    `json:"table"`
+	JobID             string    `json:"job_id"`
+	Location          string    `json:"location,omitempty"`
+	Records           int64     `json:"records"`
+	SchemaFingerprint string    `json:"schema_fingerprint"`
+	LoadedAt          time.Time `json:"loaded_at"`
+}
+
+// MarkerName is the load marker of one hour and destination dataset, next to
+// the hour's _SUCCESS: "<dir>/_BQ_LOADED.<project>.<dataset>.json". One
+// marker per destination, so the same hour can be loaded into a staging and
+// a production dataset.
+func MarkerName(h layout.Hour, project, dataset string) string {
+	return layout.DatasetDir(h.Type, h.Version, h.Hour) + "_BQ_LOADED." + project + "." + dataset + ".json"
+}
+
+// PartitionDecorator is the hourly partition suffix, "$YYYYMMDDHH".
+func PartitionDecorator(hour time.Time) string { return "$" + hour.UTC().Format("2006010215") }
+
+func (l *Loader) defaults() (*schemas.Registry, error) {
+	if l.Client == nil {
+		return nil, errors.New("bq: Loader.Client is nil")
+	}
+	if err := checkIDs(l.Client.Project(), l.Dataset); err != nil {
+		return nil, err
+	}
+	if l.Registry != nil {
+		return l.Registry, nil
+	}
+	return schemas.Embedded()
+}
+
+func (l *Loader) log() *slog.Logger {
+	if l.Log != nil {
+		return l.Log
+	}
+	return slog.Default()
+}
+
+// LoadHour loads one published hour (its manifest's files under gcsRoot,
+// "gs://bucket/prefix" — the GCS location of the root the bucket reads) into
+// the hour's partition of <dataset>.<Type>_v<N>, creating the table if
+// missing. It is idempotent: the partition is replaced (WRITE_TRUNCATE) and
+// a marker next to _SUCCESS makes a re-run issue no job at all.
+func (l *Loader) LoadHour(ctx context.Context, bucket Bucket, hour layout.Hour, gcsRoot string) (LoadResult, error) {
+	hour.Hour = hour.Hour.UTC().Truncate(time.Hour)
+	res := LoadResult{Hour: hour}
+	reg, err := l.defaults()
+	if err != nil {
+		return res, err
+	}
+	if !strings.HasPrefix(gcsRoot, "gs://") || len(gcsRoot) <= len("gs://") {
+		return res, fmt.Errorf("bq: GCS root %q must be gs://bucket[/prefix]", gcsRoot)
+	}
+	gcsRoot = strings.TrimSuffix(gcsRoot, "/")
+	s, err := reg.Lookup(hour.Type, hour.Version)
+	if err != nil {
+		return res, fmt.Errorf("bq: %s: %w", hour, err)
+	}
+	project := l.Client.Project()
+	table := TableName(hour.Type, hour.Version)
+	res.Table = fmt.Sprintf("%s:%s.%s%s", project, l.Dataset, table, PartitionDecorator(hour.Hour))
+	res.Marker = MarkerName(hour, project, l.Dataset)
+	dir := layout.DatasetDir(hour.Type, hour.Version, hour.Hour)
+
+	if ok, err := bucket.Exists(ctx, dir+layout.Success); err != nil {
+		return res, fmt.Errorf("bq: %s: %w", hour, err)
+	} else if !ok {
+		return res, fmt.Errorf("%w: %s (no %s%s)", ErrNotPublished, hour, dir, layout.Success)
+	}
+	if m, ok, err := readMarker(ctx, bucket, res.Marker); err != nil {
+		return res, err
+	} else if ok {
+		res.Skipped, res.JobID, res.Records = true, m.JobID, m.Records
+		return res, nil
+	}
+
+	man, err := readManifest(ctx, bucket, dir, hour, s)
+	if err != nil {
+		return res, err
+	}
+	res.Records, res.Files = man.Records, len(man.Files)
+	for _, f := range man.Files {
+		res.SourceURI = append(res.SourceURI, gcsRoot+"/"+dir+f.Name)
+	}
+	if len(res.SourceURI) > 0 {
+		if err := l.ensureTable(ctx, s, table); err != nil {
+			return res, err
+		}
+		if err := l.load(ctx, &res, table); err != nil {
+			return res, err
+		}
+	}
+	// An hour without files (no events) gets a marker and no job: its
+	// partition stays empty.
+	now := time.Now
+	if l.Now != nil {
+		now = l.Now
+	}
+	doc, _ := json.MarshalIndent(MarkerDoc{FormatVersion: 1, Table: res.Table, JobID: res.JobID, Records: res.Records,
+		SchemaFingerprint: s.Encrypted().Fingerprint, LoadedAt: now().UTC()}, "", "  ")
+	if err := writeAll(ctx, bucket, res.Marker, append(doc, '\n')); err != nil && !errors.Is(err, blob.ErrExist) {
+		// The partition is loaded; without the marker a re-run loads it
+		// again (WRITE_TRUNCATE: same rows, no duplicates).
+		return res, fmt.Errorf("bq: %s loaded by job %s, but writing the marker failed: %w", hour, res.JobID, err)
+	}
+	return res, nil
+}
+
+func readMarker(ctx context.Context, b Bucket, name string) (MarkerDoc, bool, error) {
+	var m MarkerDoc
+	ok, err := b.Exists(ctx, name)
+	if err != nil || !ok {
+		return m, false, err
+	}
+	data, err := readAll(ctx, b, name)
+	if err != nil {
+		return m, false, err
+	}
+	if err := json.Unmarshal(data, &m); err != nil {
+		return m, false, fmt.Errorf("bq: marker %s is unreadable (delete it to reload the hour): %w", name, err)
+	}
+	return m, true, nil
+}
+
+func writeAll(ctx context.Context, b Bucket, name string, data []byte) error {
+	w, err := b.Create(ctx, name)
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(data); err != nil {
+		w.Abort()
+		return fmt.Errorf("bq: write %s: %w", name, err)
+	}
+	return w.Close()
+}
+
+func readAll(ctx context.Context, b Bucket, name string) ([]byte, error) {
+	r, err := b.Open(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("bq: read %s: %w", name, err)
+	}
+	return data, nil
+}
+
+func readManifest(ctx context.Context, b Bucket, dir string, h layout.Hour, s *schemas.Schema) (*layout.ManifestDoc, error) {
+	data, err := readAll(ctx, b, dir+layout.Manifest)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrManifest, h, err)
+	}
+	var m layout.ManifestDoc
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrManifest, h, err)
+	}
+	switch {
+	case m.EventType != h.Type || m.SchemaVersion != h.Version || m.Hour != layout.FormatHour(h.Hour):
+		return nil, fmt.Errorf("%w: %s: manifest says %s v%d %s", ErrManifest, h, m.EventType, m.SchemaVersion, m.Hour)
+	case m.SchemaFingerprint != s.Encrypted().Fingerprint:
+		return nil, fmt.Errorf("%w: %s: schema fingerprint %s, this binary's encrypted schema is %s", ErrManifest, h, m.SchemaFingerprint, s.Encrypted().Fingerprint)
+	}
+	for _, f := range m.Files {
+		if f.Name == "" || strings.Contains(f.Name, "..") || strings.HasPrefix(f.Name, "/") {
+			return nil, fmt.Errorf("%w: %s: bad file name %q", ErrManifest, h, f.Name)
+		}
+	}
+	return &m, nil
+}
+
+// ensureTable creates the table if missing (hour-partitioned on _hour,
+// clustered on _subject) and checks an existing one fits.
+func (l *Loader) ensureTable(ctx context.Context, s *schemas.Schema, table string) error {
+	want, err := EncryptedTableSchema(s)
+	if err != nil {
+		return err
+	}
+	t := l.Client.Dataset(l.Dataset).Table(table)
+	md, err := t.Metadata(ctx)
+	if isStatus(err, http.StatusNotFound) {
+		err = t.Create(ctx, &bigquery.TableMetadata{
+			Name:             table,
+			Description:      fmt.Sprintf("lockstream %s (encrypted; schema fingerprint %s). Loaded hourly from GCS; decrypt through the views of `lockstream bq views`.", s, s.Encrypted().Fingerprint),
+			Schema:           want,
+			TimePartitioning: &bigquery.TimePartitioning{Type: bigquery.HourPartitioningType, Field: schemas.MetaHour},
+			Clustering:       &bigquery.Clustering{Fields: []string{schemas.MetaSubject}},
+			Labels:           map[string]string{"lockstream": "dataset"},
+		})
+		if err == nil {
+			l.log().Info("bq: created table", "table", l.Dataset+"."+table)
+			return nil
+		}
+		if !isStatus(err, http.StatusConflict) {
+			return fmt.Errorf("bq: create table %s.%s: %w", l.Dataset, table, err)
+		}
+		md, err = t.Metadata(ctx) // created concurrently: check it
+	}
+	if err != nil {
+		return fmt.Errorf("bq: table %s.%s: %w", l.Dataset, table, err)
+	}
+	return checkTable(md, want, l.Dataset+"."+table)
+}
+
+func checkTable(md *bigquery.TableMetadata, want bigquery.Schema, name string) error {
+	tp := md.TimePartitioning
+	if tp == nil || tp.Type != bigquery.HourPartitioningType || tp.Field != schemas.MetaHour {
+		return fmt.Errorf("%w: %s must be partitioned by HOUR on %s, it is %+v", ErrTable, name, schemas.MetaHour, tp)
+	}
+	have := map[string]*bigquery.FieldSchema{}
+	for _, f := range md.Schema {
+		have[f.Name] = f
+	}
+	for _, f := range want {
+		h, ok := have[f.Name]
+		if !ok {
+			return fmt.Errorf("%w: %s has no column %s", ErrTable, name, f.Name)
+		}
+		if h.Type != f.Type || (h.Required && !f.Required) {
+			return fmt.Errorf("%w: %s column %s is %s (required %v), want %s (required %v)", ErrTable, name, f.Name, h.Type, h.Required, f.Type, f.Required)
+		}
+	}
+	return nil
+}
+
+func isStatus(err error, code int) bool {
+	var ge *googleapi.Error
+	return errors.As(err, &ge) && ge.Code == code
+}
+
+func (l *Loader) load(ctx context.Context, res *LoadResult, table string) error {
+	maxAttempts, backoff := l.MaxAttempts, l.Backoff
+	if maxAttempts <= 0 {
+		maxAttempts = 4
+	}
+	if backoff <= 0 {
+		backoff = 15 * time.Second
+	}
+	sleep := l.Sleep
+	if sleep == nil {
+		sleep = sleepCtx
+	}
+	h := res.Hour
+	for attempt := 1; ; attempt++ {
+		res.Attempts = attempt
+		err := l.loadOnce(ctx, res, table)
+		if err == nil {
+			return nil
+		}
+		if !IsRetryable(err) || attempt >= maxAttempts {
+			return err
+		}
+		l.log().Warn("bq: load job failed, retrying", "hour", h.String(), "attempt", attempt, "in", backoff, "err", err)
+		if err := sleep(ctx, backoff); err != nil {
+			return err
+		}
+		backoff *= 2
+	}
+}
+
+func (l *Loader) loadOnce(ctx context.Context, res *LoadResult, table string) error {
+	h := res.Hour
+	ref := bigquery.NewGCSReference(res.SourceURI...)
+	ref.SourceFormat = bigquery.Avro
+	ld := l.Client.Dataset(l.Dataset).Table(table + PartitionDecorator(h.Hour)).LoaderFrom(ref)
+	ld.UseAvroLogicalTypes = true
+	ld.WriteDisposition = bigquery.WriteTruncate
+	// The table was created above with the right partitioning; a load must
+	// never create one with BigQuery's defaults.
+	ld.CreateDisposition = bigquery.CreateNever
+	ld.JobID = "lockstream_load_" + table + "_" + strings.TrimPrefix(PartitionDecorator(h.Hour), "$")
+	ld.AddJobIDSuffix = true
+	ld.Labels = map[string]string{"lockstream": "load"}
+	job, err := ld.Run(ctx)
+	if err != nil {
+		return fmt.Errorf("bq: %s: start load job: %w", h, err)
+	}
+	res.JobID = job.ID()
+	st, err := job.Wait(ctx)
+	if err != nil {
+		return fmt.Errorf("bq: %s: wait for load job %s: %w", h, job.ID(), err)
+	}
+	if jerr := st.Err(); jerr != nil {
+		je := &JobError{JobID: job.ID(), Table: res.Table, Attempt: res.Attempts, Errors: st.Errors}
+		var be *bigquery.Error
+		if errors.As(jerr, &be) {
+			je.Result = be
+			je.Retryable = slices.Contains(RetryableReasons, be.Reason)
+		} else {
+			je.Result = &bigquery.Error{Message: jerr.Error()}
+		}
+		return je
+	}
+	if st.Statistics == nil {
+		return nil
+	}
+	if ls, ok := st.Statistics.Details.(*bigquery.LoadStatistics); ok && ls.OutputRows != res.Records {
+		return fmt.Errorf("%w: %s: job %s loaded %d rows, manifest has %d", ErrRowCount, h, job.ID(), ls.OutputRows, res.Records)
+	}
+	l.log().Info("bq: loaded hour", "hour", h.String(), "table", res.Table, "job", job.ID(), "rows", res.Records, "files", res.Files)
+	return nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
