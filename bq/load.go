@@ -376,6 +376,24 @@ func isStatus(err error, code int) bool {
 }
 
 func (l *Loader) load(ctx context.Context, res *LoadResult, table string) error {
+	return l.retry(ctx, res, func() error {
+		ref := bigquery.NewGCSReference(res.SourceURI...)
+		ref.SourceFormat = bigquery.Avro
+		ld := l.Client.Dataset(l.Dataset).Table(table + PartitionDecorator(res.Hour.Hour)).LoaderFrom(ref)
+		ld.UseAvroLogicalTypes = true
+		ld.WriteDisposition = bigquery.WriteTruncate
+		// The table was created above with the right partitioning; a load
+		// must never create one with BigQuery's defaults.
+		ld.CreateDisposition = bigquery.CreateNever
+		ld.JobID = "lockstream_load_" + table + "_" + strings.TrimPrefix(PartitionDecorator(res.Hour.Hour), "$")
+		ld.AddJobIDSuffix = true
+		ld.Labels = map[string]string{"lockstream": "load"}
+		return l.runJob(ctx, res, ld, "load "+res.Hour.String())
+	})
+}
+
+// retry runs attempt (one job) under the retry rule (see RetryableReasons).
+func (l *Loader) retry(ctx context.Context, res *LoadResult, attempt func() error) error {
 	maxAttempts, backoff := l.MaxAttempts, l.Backoff
 	if maxAttempts <= 0 {
 		maxAttempts = 4
@@ -387,17 +405,16 @@ func (l *Loader) load(ctx context.Context, res *LoadResult, table string) error 
 	if sleep == nil {
 		sleep = sleepCtx
 	}
-	h := res.Hour
-	for attempt := 1; ; attempt++ {
-		res.Attempts = attempt
-		err := l.loadOnce(ctx, res, table)
+	for n := 1; ; n++ {
+		res.Attempts = n
+		err := attempt()
 		if err == nil {
 			return nil
 		}
-		if !IsRetryable(err) || attempt >= maxAttempts {
+		if !IsRetryable(err) || n >= maxAttempts {
 			return err
 		}
-		l.log().Warn("bq: load job failed, retrying", "hour", h.String(), "attempt", attempt, "in", backoff, "err", err)
+		l.log().Warn("bq: job failed, retrying", "table", res.Table, "attempt", n, "in", backoff, "err", err)
 		if err := sleep(ctx, backoff); err != nil {
 			return err
 		}
@@ -405,27 +422,18 @@ func (l *Loader) load(ctx context.Context, res *LoadResult, table string) error 
 	}
 }
 
-func (l *Loader) loadOnce(ctx context.Context, res *LoadResult, table string) error {
-	h := res.Hour
-	ref := bigquery.NewGCSReference(res.SourceURI...)
-	ref.SourceFormat = bigquery.Avro
-	ld := l.Client.Dataset(l.Dataset).Table(table + PartitionDecorator(h.Hour)).LoaderFrom(ref)
-	ld.UseAvroLogicalTypes = true
-	ld.WriteDisposition = bigquery.WriteTruncate
-	// The table was created above with the right partitioning; a load must
-	// never create one with BigQuery's defaults.
-	ld.CreateDisposition = bigquery.CreateNever
-	ld.JobID = "lockstream_load_" + table + "_" + strings.TrimPrefix(PartitionDecorator(h.Hour), "$")
-	ld.AddJobIDSuffix = true
-	ld.Labels = map[string]string{"lockstream": "load"}
+// runJob starts one load job, waits for it and turns its outcome into an
+// error: *JobError for a job that failed, ErrRowCount when BigQuery loaded
+// another number of rows than res.Records.
+func (l *Loader) runJob(ctx context.Context, res *LoadResult, ld *bigquery.Loader, what string) error {
 	job, err := ld.Run(ctx)
 	if err != nil {
-		return fmt.Errorf("bq: %s: start load job: %w", h, err)
+		return fmt.Errorf("bq: %s: start job: %w", what, err)
 	}
 	res.JobID = job.ID()
 	st, err := job.Wait(ctx)
 	if err != nil {
-		return fmt.Errorf("bq: %s: wait for load job %s: %w", h, job.ID(), err)
+		return fmt.Errorf("bq: %s: wait for job %s: %w", what, job.ID(), err)
 	}
 	if jerr := st.Err(); jerr != nil {
 		je := &JobError{JobID: job.ID(), Table: res.Table, Attempt: res.Attempts, Errors: st.Errors}
@@ -438,13 +446,12 @@ func (l *Loader) loadOnce(ctx context.Context, res *LoadResult, table string) er
 		}
 		return je
 	}
-	if st.Statistics == nil {
-		return nil
+	if st.Statistics != nil {
+		if ls, ok := st.Statistics.Details.(*bigquery.LoadStatistics); ok && ls.OutputRows != res.Records {
+			return fmt.Errorf("%w: %s: job %s loaded %d rows, want %d", ErrRowCount, what, job.ID(), ls.OutputRows, res.Records)
+		}
 	}
-	if ls, ok := st.Statistics.Details.(*bigquery.LoadStatistics); ok && ls.OutputRows != res.Records {
-		return fmt.Errorf("%w: %s: job %s loaded %d rows, manifest has %d", ErrRowCount, h, job.ID(), ls.OutputRows, res.Records)
-	}
-	l.log().Info("bq: loaded hour", "hour", h.String(), "table", res.Table, "job", job.ID(), "rows", res.Records, "files", res.Files)
+	l.log().Info("bq: job done", "what", what, "table", res.Table, "job", job.ID(), "rows", res.Records)
 	return nil
 }
 

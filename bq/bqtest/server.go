@@ -202,6 +202,10 @@ func (s *Server) route(r *http.Request, rec *Request) (int, any) {
 			return http.StatusConflict, apiError(409, "duplicate", "Already Exists: Table "+id)
 		}
 		t.Etag = "etag-1"
+		t.Type = "TABLE"
+		if t.View != nil {
+			t.Type = "VIEW"
+		}
 		s.tables[id] = &t
 		return http.StatusOK, &t
 	case len(p) == 5 && p[1] == "datasets" && p[3] == "tables":
