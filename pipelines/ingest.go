@@ -16,6 +16,7 @@ import (
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/metrics"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/x/beamx"
 
+	_ "github.com/lockstream/lockstream/keyclient/local" // the local: key service for single-machine runs
 	"github.com/lockstream/lockstream/layout"
 	"github.com/lockstream/lockstream/transforms"
 )
@@ -26,6 +27,7 @@ type IngestConfig struct {
 	Subscription string   // projects/P/subscriptions/S
 	Out          string   // output root (directory or gs://bucket/prefix)
 	KeysURL      string   // local:DIR, http(s)://host:port, registered:NAME
+	KeyScope     string   // key-derivation scope; "" = transforms.DefaultKeyScope
 
 	MaxPayload      int           // bytes; 0 = 1 MiB
 	BatchSize       int           // messages per batch (one key lookup each); 0 = DefaultBatchSize
@@ -114,7 +116,7 @@ func buildIngest(s beam.Scope, cfg IngestConfig) {
 		})
 	}
 	notices := transforms.AnonymizeAndWrite(s, batches, transforms.WriteConfig{
-		Root: cfg.Out, KeysURL: cfg.KeysURL, MaxPayload: cfg.MaxPayload,
+		Root: cfg.Out, KeysURL: cfg.KeysURL, KeyScope: cfg.KeyScope, MaxPayload: cfg.MaxPayload,
 		AllowedLateness: cfg.AllowedLateness, KeyRetryBudget: cfg.KeyRetryBudget,
 	})
 	transforms.CompleteHours(s, notices, transforms.CompleteConfig{

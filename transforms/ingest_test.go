@@ -366,10 +366,18 @@ func TestConstructionValidation(t *testing.T) {
 	for name, f := range map[string]func(){
 		"replay no files":   func() { ReadReplay(beam.NewPipeline().Root(), ReplayConfig{BatchSize: 1, RunID: "r"}) },
 		"replay batch size": func() { ReadReplay(beam.NewPipeline().Root(), ReplayConfig{Files: []string{"x"}, RunID: "r"}) },
-		"replay run id":     func() { ReadReplay(beam.NewPipeline().Root(), ReplayConfig{Files: []string{"x"}, BatchSize: 1, RunID: "a/b"}) },
-		"pubsub sub":        func() { ReadPubSub(beam.NewPipeline().Root(), PubSubConfig{Subscription: "s", BatchSize: 1, RunID: "r"}) },
-		"pubsub batch":      func() { ReadPubSub(beam.NewPipeline().Root(), PubSubConfig{Subscription: "projects/p/subscriptions/s", BatchSize: 5000, RunID: "r"}) },
-		"write keys":        func() { AnonymizeAndWrite(beam.NewPipeline().Root(), beam.PCollection{}, WriteConfig{Root: "x", KeysURL: "nope"}) },
+		"replay run id": func() {
+			ReadReplay(beam.NewPipeline().Root(), ReplayConfig{Files: []string{"x"}, BatchSize: 1, RunID: "a/b"})
+		},
+		"pubsub sub": func() {
+			ReadPubSub(beam.NewPipeline().Root(), PubSubConfig{Subscription: "s", BatchSize: 1, RunID: "r"})
+		},
+		"pubsub batch": func() {
+			ReadPubSub(beam.NewPipeline().Root(), PubSubConfig{Subscription: "projects/p/subscriptions/s", BatchSize: 5000, RunID: "r"})
+		},
+		"write keys": func() {
+			AnonymizeAndWrite(beam.NewPipeline().Root(), beam.PCollection{}, WriteConfig{Root: "x", KeysURL: "nope"})
+		},
 		"complete lateness": func() {
 			CompleteHours(beam.NewPipeline().Root(), beam.PCollection{}, CompleteConfig{Root: "x", AllowedLateness: -1, RunID: "r"})
 		},
@@ -386,12 +394,12 @@ func TestConstructionValidation(t *testing.T) {
 }
 
 func TestOpenKeys(t *testing.T) {
-	if _, err := OpenKeys(context.Background(), "registered:nobody"); !errors.Is(err, ErrKeysURL) {
+	if _, err := OpenKeys(context.Background(), "registered:nobody", ""); !errors.Is(err, ErrKeysURL) {
 		t.Errorf("unregistered name: %v", err)
 	}
 	k := &testKeys{}
 	url := registerTestKeys(k)
-	got, err := OpenKeys(context.Background(), url)
+	got, err := OpenKeys(context.Background(), url, "")
 	if err != nil || got != keyclient.Keys(k) {
 		t.Errorf("OpenKeys(%s) = %v, %v", url, got, err)
 	}

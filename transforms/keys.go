@@ -62,9 +62,13 @@ func ValidateKeysURL(url string) error {
 	return nil
 }
 
-// OpenKeys returns the process-wide key source for url, opening it on
-// first use.
-func OpenKeys(ctx context.Context, url string) (keyclient.Keys, error) {
+// OpenKeys returns the process-wide key source for url and scope (scope ""
+// means DefaultKeyScope; registered sources ignore it), opening it on first
+// use.
+func OpenKeys(ctx context.Context, url, scope string) (keyclient.Keys, error) {
+	if scope == "" {
+		scope = DefaultKeyScope
+	}
 	if err := ValidateKeysURL(url); err != nil {
 		return nil, err
 	}
@@ -72,19 +76,23 @@ func OpenKeys(ctx context.Context, url string) (keyclient.Keys, error) {
 	if keyRegistry.entries == nil {
 		keyRegistry.entries = map[string]*keysEntry{}
 	}
-	e, ok := keyRegistry.entries[url]
+	id := url
+	if !strings.HasPrefix(url, "registered:") {
+		id = url + "#" + scope
+	}
+	e, ok := keyRegistry.entries[id]
 	if !ok {
 		if strings.HasPrefix(url, "registered:") {
 			keyRegistry.mu.Unlock()
 			return nil, fmt.Errorf("%w %q: nothing registered under that name in this process", ErrKeysURL, url)
 		}
 		e = &keysEntry{}
-		keyRegistry.entries[url] = e
+		keyRegistry.entries[id] = e
 	}
 	keyRegistry.mu.Unlock()
 	e.once.Do(func() {
 		// The client outlives the context of the first DoFn's Setup.
-		e.keys, e.err = openKeyService(context.WithoutCancel(ctx), url)
+		e.keys, e.err = openKeyService(context.WithoutCancel(ctx), url, scope)
 	})
 	return e.keys, e.err
 }

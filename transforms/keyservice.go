@@ -2,14 +2,23 @@ package transforms
 
 import (
 	"context"
-	"fmt"
+	"os"
 
 	"github.com/lockstream/lockstream/keyclient"
 )
 
-// openKeyService opens a key-service client for "local:DIR" or
-// "http(s)://host:port". It is the one call into keyclient's constructor,
-// kept apart until keyclient.Open lands.
-var openKeyService = func(ctx context.Context, url string) (keyclient.Keys, error) {
-	return nil, fmt.Errorf("%w %q: this build has no key-service client (keyclient.Open is not linked yet)", ErrKeysURL, url)
+// KeysSecretEnv holds the service secret for a remote key service. It is
+// read by the workers when they open the client, so it is never part of the
+// serialized pipeline.
+const KeysSecretEnv = "LOCKSTREAM_KEYS_SECRET"
+
+// DefaultKeyScope is the key-derivation scope ingest uses unless told
+// otherwise; readers of the datasets (hourly's verification, view) must
+// use the same scope to decrypt.
+const DefaultKeyScope = "lockstream"
+
+// openKeyService opens a key-service client for "local:DIR" (when package
+// keyclient/local is linked in) or "http(s)://host:port".
+var openKeyService = func(ctx context.Context, url, scope string) (keyclient.Keys, error) {
+	return keyclient.Open(ctx, url, keyclient.Options{Scope: scope, Secret: os.Getenv(KeysSecretEnv)})
 }

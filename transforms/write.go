@@ -48,6 +48,7 @@ func CounterName(kind, eventType string, version int, hour time.Time) string {
 type WriteConfig struct {
 	Root       string // output root (blob.Open)
 	KeysURL    string // see OpenKeys
+	KeyScope   string // key-derivation scope; "" = DefaultKeyScope
 	MaxPayload int    // bytes; 0 = record.DefaultMaxPayload
 	// AllowedLateness: an event of hour H in a batch whose event time is at
 	// or past H's end plus this is late (its hour may be closed).
@@ -93,7 +94,7 @@ func AnonymizeAndWrite(s beam.Scope, batches beam.PCollection, cfg WriteConfig) 
 	}
 	s = s.Scope("transforms.AnonymizeAndWrite")
 	return beam.ParDo(s, &writeFn{
-		Root: cfg.Root, KeysURL: cfg.KeysURL, MaxPayload: cfg.MaxPayload,
+		Root: cfg.Root, KeysURL: cfg.KeysURL, KeyScope: cfg.KeyScope, MaxPayload: cfg.MaxPayload,
 		AllowedLatenessMs: cfg.AllowedLateness.Milliseconds(), KeyRetryBudgetMs: cfg.KeyRetryBudget.Milliseconds(),
 	}, batches)
 }
@@ -106,6 +107,7 @@ func HourKey(eventType string, version int, hour time.Time) string {
 type writeFn struct {
 	Root              string
 	KeysURL           string
+	KeyScope          string
 	MaxPayload        int
 	AllowedLatenessMs int64
 	KeyRetryBudgetMs  int64
@@ -124,7 +126,7 @@ func (fn *writeFn) Setup(ctx context.Context) error {
 	if fn.reg, err = schemas.Embedded(); err != nil {
 		return err
 	}
-	keys, err := OpenKeys(ctx, fn.KeysURL)
+	keys, err := OpenKeys(ctx, fn.KeysURL, fn.KeyScope)
 	if err != nil {
 		return err
 	}

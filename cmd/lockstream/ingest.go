@@ -1,0 +1,184 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/lockstream/lockstream/pipelines"
+	"github.com/lockstream/lockstream/transforms"
+)
+
+func init() { register(newIngestCmd) }
+
+// byteSize is a pflag value like "1MiB", "512KiB", "1000".
+type byteSize int
+
+func (b *byteSize) String() string { return fmt.Sprint(int(*b)) }
+func (b *byteSize) Type() string   { return "size" }
+func (b *byteSize) Set(s string) error {
+	units := []struct {
+		suffix string
+		mult   int
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1}}
+	mult := 1
+	num := strings.TrimSpace(s)
+	for _, u := range units {
+		if strings.HasSuffix(num, u.suffix) {
+			num, mult = strings.TrimSpace(strings.TrimSuffix(num, u.suffix)), u.mult
+			break
+		}
+	}
+	var n int
+	if _, err := fmt.Sscanf(num, "%d", &n); err != nil || n < 1 || fmt.Sprint(n) != num {
+		return fmt.Errorf("%q is not a size like 1MiB, 512KiB or 1048576", s)
+	}
+	*b = byteSize(n * mult)
+	return nil
+}
+
+type ingestFlags struct {
+	inputs       []string
+	subscription string
+	out          string
+	keys         string
+	keyScope     string
+	idle         time.Duration
+	maxMessages  int64
+	maxPayload   byteSize
+	lateness     time.Duration
+	batchSize    int
+	keyRetry     time.Duration
+	quiet        bool
+}
+
+func newIngestCmd() *cobra.Command {
+	f := ingestFlags{maxPayload: byteSize(1 << 20)}
+	c := &cobra.Command{
+		Use:   "ingest (--input FILE.ndjson | --subscription projects/P/subscriptions/S) --out ROOT --keys URL [flags] [beam runner flags]",
+		Short: "Anonymize input messages into the raw hourly layout (Beam pipeline; prism runner locally)",
+		Long: `Ingest reads Pub/Sub messages (or replay files of the same shape, one JSON message per line),
+encrypts every personal field with the user's key, and writes Avro files to
+  ROOT/raw/<type>/v<version>/<day>/<hour>/part-*.avro   (and _COMPLETE once the hour is closed)
+  ROOT/deadletter/<reason>/<day>/<hour>/*.ndjson        (rejected messages, payload sealed)
+  ROOT/late/<type>/v<version>/<day>/<hour>/part-*.avro  (events whose hour had closed)
+Pub/Sub messages are acknowledged only after their files are durable. It ends with an accounting
+table per (type, hour): in = written + dead-lettered + late.
+
+Keys: --keys local:DIR (embedded key service; master key from $LOCKSTREAM_MASTER_KEY or DIR/master.key)
+or http(s)://HOST:PORT (a "lockstream keys serve"; secret from $` + transforms.KeysSecretEnv + `).
+Pub/Sub honours $PUBSUB_EMULATOR_HOST.
+
+Beam flags pass through (--runner=prism is the default; e.g. --runner=dataflow --project=...).
+
+Examples:
+  lockstream ingest --input events.ndjson --out ./out --keys local:./keys
+  lockstream ingest --subscription projects/p/subscriptions/events --out gs://b/ls --keys https://keys:7400 \
+      --allowed-lateness 5m
+  lockstream ingest --subscription projects/p/subscriptions/events --out ./out --keys local:./keys --idle-timeout 30s`,
+		DisableFlagParsing: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runIngest(cmd, &f, args)
+		},
+	}
+	fl := c.Flags()
+	fl.StringArrayVar(&f.inputs, "input", nil, "replay file (NDJSON of the message shape); repeatable")
+	fl.StringVar(&f.subscription, "subscription", "", "Pub/Sub subscription projects/P/subscriptions/S")
+	fl.StringVar(&f.out, "out", "", "output root: a directory or gs://bucket/prefix (required)")
+	fl.StringVar(&f.keys, "keys", os.Getenv("LOCKSTREAM_KEYS"), "key service: local:DIR or http(s)://HOST:PORT (default $LOCKSTREAM_KEYS)")
+	fl.StringVar(&f.keyScope, "key-scope", transforms.DefaultKeyScope, "key-derivation scope (readers must use the same)")
+	fl.DurationVar(&f.idle, "idle-timeout", 0, "Pub/Sub: stop after no message arrived for this long, closing every open hour (0: run until cancelled)")
+	fl.Int64Var(&f.maxMessages, "max-messages", 0, "Pub/Sub: stop after about this many messages (0: no limit)")
+	fl.Var(&f.maxPayload, "max-payload", "largest payload accepted; larger ones are dead-lettered as oversized")
+	fl.DurationVar(&f.lateness, "allowed-lateness", 0, "an hour closes when the watermark passes its end plus this (e.g. 5m when streaming)")
+	fl.IntVar(&f.batchSize, "batch-size", pipelines.DefaultBatchSize, "messages per batch (one key lookup each; at most 1000 for Pub/Sub)")
+	fl.DurationVar(&f.keyRetry, "key-retry-budget", transforms.DefaultKeyRetryBudget, "how long a batch retries the key service before it is dead-lettered as key_unavailable")
+	fl.BoolVar(&f.quiet, "quiet", false, "no progress lines on stderr")
+	return c
+}
+
+// splitArgs separates this command's flags from Beam's (registered on the
+// standard flag set by the Beam packages).
+func splitArgs(own *pflag.FlagSet, args []string) (mine, beamArgs []string, help bool, err error) {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "-h" || a == "--help" || a == "-help" {
+			return nil, nil, true, nil
+		}
+		if !strings.HasPrefix(a, "-") || a == "-" || a == "--" {
+			return nil, nil, false, fmt.Errorf("unexpected argument %q (ingest takes only flags)", a)
+		}
+		name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if fl := own.Lookup(name); fl != nil {
+			mine = append(mine, a)
+			if !hasValue && fl.Value.Type() != "bool" && i+1 < len(args) {
+				i++
+				mine = append(mine, args[i])
+			}
+			continue
+		}
+		if fl := flag.CommandLine.Lookup(name); fl != nil {
+			beamArgs = append(beamArgs, a)
+			if bf, ok := fl.Value.(interface{ IsBoolFlag() bool }); !hasValue && !(ok && bf.IsBoolFlag()) && i+1 < len(args) {
+				i++
+				beamArgs = append(beamArgs, args[i])
+			}
+			continue
+		}
+		return nil, nil, false, fmt.Errorf("unknown flag %s (see lockstream ingest --help)", a)
+	}
+	return mine, beamArgs, false, nil
+}
+
+func runIngest(cmd *cobra.Command, f *ingestFlags, args []string) error {
+	mine, beamArgs, help, err := splitArgs(cmd.Flags(), args)
+	if help {
+		return cmd.Help()
+	}
+	if err != nil {
+		return err
+	}
+	if err := cmd.Flags().Parse(mine); err != nil {
+		return err
+	}
+	if err := flag.CommandLine.Parse(beamArgs); err != nil {
+		return fmt.Errorf("beam flags: %w", err)
+	}
+	switch {
+	case len(f.inputs) == 0 && f.subscription == "":
+		return errors.New("give --input FILE or --subscription projects/P/subscriptions/S")
+	case len(f.inputs) > 0 && f.subscription != "":
+		return errors.New("--input and --subscription exclude each other")
+	case f.out == "":
+		return errors.New("--out ROOT is required")
+	case f.keys == "":
+		return errors.New("--keys is required (local:DIR or http(s)://HOST:PORT; or set LOCKSTREAM_KEYS)")
+	case strings.HasPrefix(f.keys, "registered:"):
+		return errors.New("--keys: registered: sources exist only inside tests")
+	case f.subscription == "" && (f.idle > 0 || f.maxMessages > 0):
+		return errors.New("--idle-timeout and --max-messages apply to --subscription only")
+	}
+	beam.Init()
+
+	cfg := pipelines.IngestConfig{
+		Inputs: f.inputs, Subscription: f.subscription, Out: f.out, KeysURL: f.keys, KeyScope: f.keyScope,
+		MaxPayload: int(f.maxPayload), BatchSize: f.batchSize, IdleTimeout: f.idle, MaxMessages: f.maxMessages,
+		AllowedLateness: f.lateness, KeyRetryBudget: f.keyRetry,
+	}
+	if !f.quiet {
+		cfg.Progress = cmd.ErrOrStderr()
+	}
+	res, err := pipelines.Ingest(cmd.Context(), cfg)
+	if err != nil {
+		return err
+	}
+	res.WriteTable(cmd.OutOrStdout())
+	return nil
+}
