@@ -1,0 +1,385 @@
+package pipelines
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"runtime/debug"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/metrics"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/x/beamx"
+
+	"github.com/lockstream/lockstream/blob"
+	"github.com/lockstream/lockstream/layout"
+	"github.com/lockstream/lockstream/record"
+	"github.com/lockstream/lockstream/schemas"
+	"github.com/lockstream/lockstream/transforms"
+)
+
+// HourlyConfig configures Hourly: the publication of one (type, version, hour).
+type HourlyConfig struct {
+	Root     string
+	Type     string
+	Version  int
+	Hour     time.Time
+	Force    bool          // publish even without the raw _COMPLETE marker
+	Lookback time.Duration // drop event ids published in the previous hours within this (default 1h; 0 = default, <0 = none)
+	Shards   int           // dataset files (default DefaultShards)
+	KeyScope string        // recorded in the manifest's lineage
+	Log      io.Writer     // progress lines; nil = silent
+}
+
+// DefaultShards is the default number of dataset files of an hour.
+const DefaultShards = 4
+
+// Publication states of an hour.
+const (
+	StatePublished        = "published"
+	StateAlreadyPublished = "already-published"
+)
+
+// ErrNotReady is returned when an hour's raw _COMPLETE marker is missing
+// (and Force is off): the scheduler should try again later.
+var ErrNotReady = errors.New("pipelines: hour not complete yet (no raw _COMPLETE marker)")
+
+// HourlyResult is the outcome of one publication.
+type HourlyResult struct {
+	Hour     layout.Hour
+	State    string
+	Manifest layout.ManifestDoc
+	Removed  int // leftover objects of an unfinished earlier run that were removed
+	Elapsed  time.Duration
+}
+
+func (c *HourlyConfig) normalize() error {
+	if c.Root == "" || c.Type == "" || c.Version < 1 || c.Hour.IsZero() {
+		return fmt.Errorf("%w: hourly needs a root, a type, a version and an hour", ErrConfig)
+	}
+	c.Hour = c.Hour.UTC()
+	if !c.Hour.Equal(c.Hour.Truncate(time.Hour)) {
+		return fmt.Errorf("%w: %s is not the start of an hour", ErrConfig, c.Hour)
+	}
+	if c.Lookback == 0 {
+		c.Lookback = time.Hour
+	}
+	if c.Shards == 0 {
+		c.Shards = DefaultShards
+	}
+	if c.Shards < 1 || c.Shards > 10000 {
+		return fmt.Errorf("%w: shards %d not in 1..10000", ErrConfig, c.Shards)
+	}
+	reg, err := schemas.Embedded()
+	if err != nil {
+		return err
+	}
+	if _, err := reg.Lookup(c.Type, c.Version); err != nil {
+		return fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	return nil
+}
+
+// Hourly publishes one hour: it waits for nothing — without the raw
+// _COMPLETE marker it returns ErrNotReady unless Force — and a published
+// hour (its _SUCCESS exists) is left alone. Otherwise it removes the
+// leftovers of an unfinished earlier run, dedupes the raw and late records
+// of the hour (and drops event ids published within Lookback before), writes
+// the dataset files, then _MANIFEST.json, then _SUCCESS.
+func Hourly(ctx context.Context, cfg HourlyConfig) (*HourlyResult, error) {
+	if err := cfg.normalize(); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	h := layout.Hour{Type: cfg.Type, Version: cfg.Version, Hour: cfg.Hour}
+	res := &HourlyResult{Hour: h}
+	b, err := blob.Open(ctx, cfg.Root)
+	if err != nil {
+		return nil, err
+	}
+	dir := layout.DatasetDir(cfg.Type, cfg.Version, cfg.Hour)
+	if ok, err := b.Exists(ctx, dir+layout.Success); err != nil {
+		return nil, err
+	} else if ok {
+		res.State = StateAlreadyPublished
+		if m, err := ReadManifest(ctx, b, h); err == nil {
+			res.Manifest = *m
+		}
+		return res, nil
+	}
+	if !cfg.Force {
+		ok, err := b.Exists(ctx, transforms.CompleteName(cfg.Type, cfg.Version, cfg.Hour))
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, fmt.Errorf("%s: %w", h, ErrNotReady)
+		}
+	}
+	var parts []string
+	for _, d := range []string{layout.RawDir(cfg.Type, cfg.Version, cfg.Hour), layout.LateDir(cfg.Type, cfg.Version, cfg.Hour)} {
+		names, err := b.List(ctx, d)
+		if err != nil {
+			return nil, err
+		}
+		for _, n := range names {
+			if transforms.IsPart(n) {
+				parts = append(parts, n)
+			}
+		}
+	}
+	// No _SUCCESS: whatever is in the dataset directory is a crashed run's
+	// and was never published. Output is deterministic, so rewriting gives
+	// the same bytes.
+	left, err := b.List(ctx, dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range left {
+		if err := b.Delete(ctx, n); err != nil {
+			return nil, err
+		}
+	}
+	res.Removed = len(left)
+	if len(left) > 0 && cfg.Log != nil {
+		fmt.Fprintf(cfg.Log, "hourly %s: removed %d objects of an unfinished earlier run\n", h, len(left))
+	}
+	var lookback []string
+	inputHours := []string{layout.FormatHour(cfg.Hour)}
+	for back := time.Hour; cfg.Lookback > 0 && back <= cfg.Lookback; back += time.Hour {
+		prev := layout.Hour{Type: cfg.Type, Version: cfg.Version, Hour: cfg.Hour.Add(-back)}
+		m, err := ReadManifest(ctx, b, prev)
+		if errors.Is(err, blob.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		for _, f := range m.Files {
+			lookback = append(lookback, layout.DatasetDir(prev.Type, prev.Version, prev.Hour)+f.Name)
+		}
+		inputHours = append(inputHours, layout.FormatHour(prev.Hour))
+	}
+
+	acc := layout.Accounting{RawFiles: len(parts)}
+	if len(parts) > 0 {
+		p, s := beam.NewPipelineWithRoot()
+		if _, err := transforms.Publish(s, transforms.PublishConfig{Root: cfg.Root, Type: cfg.Type, Version: cfg.Version,
+			Hour: cfg.Hour, Shards: cfg.Shards, Lookback: lookback}, parts); err != nil {
+			return nil, err
+		}
+		pr, err := beamx.RunWithMetrics(ctx, p)
+		if err != nil {
+			return nil, fmt.Errorf("pipelines: hourly %s: %w", h, err)
+		}
+		if pr != nil {
+			publishAccounting(pr.Metrics(), &acc)
+		}
+	}
+	m, err := buildManifest(ctx, b, cfg, acc, inputHours)
+	if err != nil {
+		return nil, err
+	}
+	if m.Records != acc.Published {
+		return nil, fmt.Errorf("pipelines: hourly %s: files hold %d records, the pipeline published %d", h, m.Records, acc.Published)
+	}
+	data, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	if err := blob.WriteAll(ctx, b, dir+layout.Manifest, append(data, '\n')); err != nil {
+		return nil, err
+	}
+	if err := blob.WriteAll(ctx, b, dir+layout.Success, nil); err != nil {
+		return nil, err
+	}
+	res.State, res.Manifest, res.Elapsed = StatePublished, *m, time.Since(start)
+	return res, nil
+}
+
+func publishAccounting(m metrics.Results, acc *layout.Accounting) {
+	for _, c := range m.AllMetrics().Counters() {
+		if c.Namespace() != transforms.MetricsNamespaceHourly {
+			continue
+		}
+		n := c.Result()
+		switch c.Name() {
+		case transforms.CountRawRecords:
+			acc.RawRecords += n
+		case transforms.CountLateRecords:
+			acc.LateRecords += n
+		case transforms.CountDuplicates:
+			acc.DuplicatesDropped += n
+		case transforms.CountLookback:
+			acc.LookbackDropped += n
+		case transforms.CountPublished:
+			acc.Published += n
+		}
+	}
+}
+
+// buildManifest reads back every dataset file: count, size, checksum.
+func buildManifest(ctx context.Context, b blob.Bucket, cfg HourlyConfig, acc layout.Accounting, inputHours []string) (*layout.ManifestDoc, error) {
+	reg, err := schemas.Embedded()
+	if err != nil {
+		return nil, err
+	}
+	s, err := reg.Lookup(cfg.Type, cfg.Version)
+	if err != nil {
+		return nil, err
+	}
+	lay, err := record.NewLayout(s)
+	if err != nil {
+		return nil, err
+	}
+	dir := layout.DatasetDir(cfg.Type, cfg.Version, cfg.Hour)
+	names, err := b.List(ctx, dir)
+	if err != nil {
+		return nil, err
+	}
+	m := &layout.ManifestDoc{
+		FormatVersion: 1, EventType: cfg.Type, SchemaVersion: cfg.Version, Hour: layout.FormatHour(cfg.Hour),
+		SchemaFingerprint: s.Encrypted().Fingerprint, Input: acc, Files: []layout.ManifestFile{},
+		Lineage: layout.Lineage{InputHours: inputHours, CodeVersion: CodeVersion(), KeyScope: cfg.KeyScope},
+	}
+	for _, n := range names {
+		if !strings.HasSuffix(n, ".avro") {
+			continue
+		}
+		data, err := blob.ReadAll(ctx, b, n)
+		if err != nil {
+			return nil, err
+		}
+		count, err := countRecords(data, lay)
+		if err != nil {
+			return nil, fmt.Errorf("pipelines: verify %s: %w", n, err)
+		}
+		sum := sha256.Sum256(data)
+		m.Files = append(m.Files, layout.ManifestFile{Name: path.Base(n), Records: count, Bytes: int64(len(data)), SHA256: hex.EncodeToString(sum[:])})
+		m.Records += count
+	}
+	sort.Slice(m.Files, func(i, j int) bool { return m.Files[i].Name < m.Files[j].Name })
+	return m, nil
+}
+
+func countRecords(data []byte, lay *record.Layout) (int64, error) {
+	r, err := record.NewOCFReader(bytes.NewReader(data), lay.Skip())
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for {
+		_, err := r.Next()
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+		n++
+	}
+}
+
+// ReadManifest reads the manifest of a published hour (blob.ErrNotExist
+// when the hour is not published: no _SUCCESS).
+func ReadManifest(ctx context.Context, b blob.Bucket, h layout.Hour) (*layout.ManifestDoc, error) {
+	dir := layout.DatasetDir(h.Type, h.Version, h.Hour)
+	if ok, err := b.Exists(ctx, dir+layout.Success); err != nil {
+		return nil, err
+	} else if !ok {
+		return nil, fmt.Errorf("%w: %s", blob.ErrNotExist, dir+layout.Success)
+	}
+	data, err := blob.ReadAll(ctx, b, dir+layout.Manifest)
+	if err != nil {
+		return nil, err
+	}
+	var m layout.ManifestDoc
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, fmt.Errorf("pipelines: %s: %w", dir+layout.Manifest, err)
+	}
+	return &m, nil
+}
+
+// VerifyHour re-reads a published hour and checks every file against its
+// manifest (size, checksum).
+func VerifyHour(ctx context.Context, b blob.Bucket, h layout.Hour) error {
+	m, err := ReadManifest(ctx, b, h)
+	if err != nil {
+		return err
+	}
+	dir := layout.DatasetDir(h.Type, h.Version, h.Hour)
+	for _, f := range m.Files {
+		data, err := blob.ReadAll(ctx, b, dir+f.Name)
+		if err != nil {
+			return err
+		}
+		sum := sha256.Sum256(data)
+		if int64(len(data)) != f.Bytes || hex.EncodeToString(sum[:]) != f.SHA256 {
+			return fmt.Errorf("pipelines: %s%s does not match its manifest", dir, f.Name)
+		}
+	}
+	return nil
+}
+
+// RawHours lists the (type, version) pairs that have raw or late data for
+// an hour.
+func RawHours(ctx context.Context, b blob.Bucket, hour time.Time) ([]layout.Hour, error) {
+	reg, err := schemas.Embedded()
+	if err != nil {
+		return nil, err
+	}
+	var out []layout.Hour
+	for _, t := range reg.Types() {
+		for _, v := range reg.Versions(t) {
+			for _, d := range []string{layout.RawDir(t, v, hour), layout.LateDir(t, v, hour)} {
+				names, err := b.List(ctx, d)
+				if err != nil {
+					return nil, err
+				}
+				if len(names) > 0 {
+					out = append(out, layout.Hour{Type: t, Version: v, Hour: hour.UTC()})
+					break
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// CodeVersion names the build of this binary for lineage.
+func CodeVersion() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" {
+			return "lockstream@" + s.Value
+		}
+	}
+	return "lockstream@" + bi.Main.Version
+}
+
+// ReadDatasetEventIDs calls fn with the event id of every record of a
+// published hour.
+func ReadDatasetEventIDs(ctx context.Context, b blob.Bucket, h layout.Hour, fn func(id string)) error {
+	m, err := ReadManifest(ctx, b, h)
+	if err != nil {
+		return err
+	}
+	var files []string
+	for _, f := range m.Files {
+		files = append(files, layout.DatasetDir(h.Type, h.Version, h.Hour)+f.Name)
+	}
+	return transforms.ReadDatasetRecords(ctx, b, h.Type, h.Version, files, func(cols []record.Column, lay *record.Layout, _ []byte) {
+		fn(string(cols[lay.Dedupe].Bytes))
+	})
+}

@@ -1,0 +1,354 @@
+package transforms
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
+
+	"github.com/lockstream/lockstream/blob"
+	"github.com/lockstream/lockstream/layout"
+	"github.com/lockstream/lockstream/record"
+	"github.com/lockstream/lockstream/schemas"
+)
+
+// Publication of one (type, version, hour): read the raw (and late) part
+// files, dedupe by event id, write the immutable dataset files.
+//
+// One shuffle per event: every record is keyed by shard =
+// fnv32a(event id) mod Shards, so all copies of an event meet in one shard;
+// a shard sorts its records by (event id, publish time, bytes) and keeps the
+// first of each event id, which makes the output a pure function of the
+// input set — a re-run writes byte-identical files.
+
+func init() {
+	register.DoFn3x1[context.Context, string, func(int, []byte), error](&readPartsFn{})
+	register.DoFn4x1[context.Context, int, func(*[]byte) bool, func(string), error](&writeShardFn{})
+	register.Emitter2[int, []byte]()
+	register.Emitter1[string]()
+	register.Iter1[[]byte]()
+}
+
+// Metric names of the publication counters (namespace MetricsNamespaceHourly).
+const (
+	MetricsNamespaceHourly = "lockstream.hourly"
+	CountRawRecords        = "raw_records"
+	CountLateRecords       = "late_records"
+	CountDuplicates        = "duplicates_dropped"
+	CountLookback          = "lookback_dropped"
+	CountPublished         = "published"
+)
+
+// PublishConfig configures Publish.
+type PublishConfig struct {
+	Root     string
+	Type     string
+	Version  int
+	Hour     time.Time
+	Shards   int      // number of output files (>= 1)
+	Lookback []string // dataset part files of earlier hours whose event ids are dropped
+}
+
+// Validate checks the configuration when the transform is built.
+func (c *PublishConfig) Validate() error {
+	if c.Root == "" || c.Type == "" || c.Version < 1 || c.Hour.IsZero() {
+		return errors.New("transforms.Publish: Root, Type, Version and Hour are required")
+	}
+	if c.Shards < 1 || c.Shards > 10000 {
+		return fmt.Errorf("transforms.Publish: Shards %d not in 1..10000", c.Shards)
+	}
+	if !c.Hour.Equal(c.Hour.Truncate(time.Hour)) {
+		return errors.New("transforms.Publish: Hour is not the start of an hour")
+	}
+	return nil
+}
+
+// ShardName is the object name of dataset file i of n.
+func ShardName(eventType string, version int, hour time.Time, i, n int) string {
+	return layout.DatasetDir(eventType, version, hour) + fmt.Sprintf("part-%05d-of-%05d.avro", i, n)
+}
+
+// Publish reads the given raw/late part files and writes the deduplicated
+// dataset files of one hour. It returns the names of the files written.
+func Publish(s beam.Scope, cfg PublishConfig, parts []string) (beam.PCollection, error) {
+	if err := cfg.Validate(); err != nil {
+		return beam.PCollection{}, err
+	}
+	s = s.Scope("Publish")
+	files := beam.CreateList(s, parts)
+	keyed := beam.ParDo(s, &readPartsFn{Root: cfg.Root, Type: cfg.Type, Version: cfg.Version, Shards: cfg.Shards}, files)
+	grouped := beam.GroupByKey(s, keyed)
+	return beam.ParDo(s, &writeShardFn{Root: cfg.Root, Type: cfg.Type, Version: cfg.Version,
+		HourMillis: cfg.Hour.UnixMilli(), Shards: cfg.Shards, Lookback: cfg.Lookback}, grouped), nil
+}
+
+func openSchema(eventType string, version int) (*schemas.Schema, *record.Layout, error) {
+	reg, err := schemas.Embedded()
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := reg.Lookup(eventType, version)
+	if err != nil {
+		return nil, nil, err
+	}
+	l, err := record.NewLayout(s)
+	return s, l, err
+}
+
+// readPartsFn reads one part file and keys each record by its shard.
+type readPartsFn struct {
+	Root    string
+	Type    string
+	Version int
+	Shards  int
+
+	bucket blob.Bucket
+	lay    *record.Layout
+	cols   []record.Column
+}
+
+func (fn *readPartsFn) Setup(ctx context.Context) error {
+	var err error
+	if fn.bucket, err = blob.Open(ctx, fn.Root); err != nil {
+		return err
+	}
+	_, fn.lay, err = openSchema(fn.Type, fn.Version)
+	fn.cols = make([]record.Column, len(fn.lay.Enc.Fields))
+	return err
+}
+
+func (fn *readPartsFn) ProcessElement(ctx context.Context, name string, emit func(int, []byte)) error {
+	if err := fn.read(ctx, name, emit); err != nil {
+		return fmt.Errorf("transforms.Publish: %s: %w", name, err)
+	}
+	return nil
+}
+
+func (fn *readPartsFn) read(ctx context.Context, name string, emit func(int, []byte)) error {
+	r, err := fn.bucket.Open(ctx, name)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	or, err := record.NewOCFReader(r, fn.lay.Skip())
+	if err != nil {
+		return err
+	}
+	counter := CountRawRecords
+	if strings.HasPrefix(name, layout.LateArea+"/") {
+		counter = CountLateRecords
+	}
+	var n int64
+	for {
+		rec, err := or.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := record.DecodeColumns(fn.lay.Enc, rec, fn.cols); err != nil {
+			return err
+		}
+		emit(shardOf(fn.cols[fn.lay.Dedupe].Bytes, fn.Shards), bytes.Clone(rec))
+		n++
+	}
+	beam.NewCounter(MetricsNamespaceHourly, counter).Inc(ctx, n)
+	return nil
+}
+
+func shardOf(eventID []byte, n int) int {
+	h := fnv.New32a()
+	h.Write(eventID)
+	return int(h.Sum32() % uint32(n))
+}
+
+// writeShardFn dedupes one shard and writes its dataset file.
+type writeShardFn struct {
+	Root       string
+	Type       string
+	Version    int
+	HourMillis int64
+	Shards     int
+	Lookback   []string
+
+	bucket blob.Bucket
+	schema *schemas.Schema
+	lay    *record.Layout
+}
+
+func (fn *writeShardFn) Setup(ctx context.Context) error {
+	var err error
+	if fn.bucket, err = blob.Open(ctx, fn.Root); err != nil {
+		return err
+	}
+	fn.schema, fn.lay, err = openSchema(fn.Type, fn.Version)
+	return err
+}
+
+type keyedRecord struct {
+	id  string
+	pub int64
+	rec []byte
+}
+
+func (fn *writeShardFn) ProcessElement(ctx context.Context, shard int, recs func(*[]byte) bool, emit func(string)) error {
+	seen, err := lookbackIDs(ctx, fn.bucket, fn.Type, fn.Version, fn.Lookback, fn.Shards)
+	if err != nil {
+		return err
+	}
+	cols := make([]record.Column, len(fn.lay.Enc.Fields))
+	var all []keyedRecord
+	var rec []byte
+	for recs(&rec) {
+		if _, err := record.DecodeColumns(fn.lay.Enc, rec, cols); err != nil {
+			return fmt.Errorf("transforms.Publish: shard %d: %w", shard, err)
+		}
+		all = append(all, keyedRecord{id: string(cols[fn.lay.Dedupe].Bytes), pub: cols[fn.lay.PublishTime].Int, rec: rec})
+	}
+	sort.Slice(all, func(i, j int) bool {
+		a, b := &all[i], &all[j]
+		if a.id != b.id {
+			return a.id < b.id
+		}
+		if a.pub != b.pub {
+			return a.pub < b.pub
+		}
+		return bytes.Compare(a.rec, b.rec) < 0
+	})
+	name := ShardName(fn.Type, fn.Version, time.UnixMilli(fn.HourMillis).UTC(), shard, fn.Shards)
+	var buf bytes.Buffer
+	w, err := record.NewOCFWriter(&buf, fn.schema.Encrypted().JSON, record.SyncMarker(name), record.CodecDeflate)
+	if err != nil {
+		return err
+	}
+	var dups, back, published int64
+	for i := range all {
+		if i > 0 && all[i].id == all[i-1].id {
+			dups++
+			continue
+		}
+		if seen[shard][all[i].id] {
+			back++
+			continue
+		}
+		if err := w.Append(all[i].rec); err != nil {
+			return err
+		}
+		published++
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	beam.NewCounter(MetricsNamespaceHourly, CountDuplicates).Inc(ctx, dups)
+	beam.NewCounter(MetricsNamespaceHourly, CountLookback).Inc(ctx, back)
+	beam.NewCounter(MetricsNamespaceHourly, CountPublished).Inc(ctx, published)
+	if published == 0 {
+		return nil // every record was a lookback duplicate: no file
+	}
+	if err := blob.WriteAll(ctx, fn.bucket, name, buf.Bytes()); err != nil {
+		if !errors.Is(err, blob.ErrExist) {
+			return fmt.Errorf("transforms.Publish: write %s: %w", name, err)
+		}
+		// A retried bundle (or a crashed run's leftover the driver did not
+		// clean) already wrote it: it must be the same bytes.
+		old, rerr := blob.ReadAll(ctx, fn.bucket, name)
+		if rerr != nil {
+			return rerr
+		}
+		if sha256.Sum256(old) != sha256.Sum256(buf.Bytes()) {
+			return fmt.Errorf("transforms.Publish: %s exists with other content (sha256 %s)", name, hex.EncodeToString(sum(old)))
+		}
+	}
+	emit(name)
+	return nil
+}
+
+func sum(b []byte) []byte { s := sha256.Sum256(b); return s[:] }
+
+// lookbackIDs loads, once per process and file set, the event ids of the
+// lookback dataset files, split by shard.
+func lookbackIDs(ctx context.Context, b blob.Bucket, eventType string, version int, files []string, shards int) ([]map[string]bool, error) {
+	key := fmt.Sprint(b.Root(), eventType, version, shards, files)
+	lookbackCache.mu.Lock()
+	e, ok := lookbackCache.m[key]
+	if !ok {
+		e = &lookbackEntry{}
+		if lookbackCache.m == nil {
+			lookbackCache.m = map[string]*lookbackEntry{}
+		}
+		lookbackCache.m[key] = e
+	}
+	lookbackCache.mu.Unlock()
+	e.once.Do(func() {
+		e.ids = make([]map[string]bool, shards)
+		for i := range e.ids {
+			e.ids[i] = map[string]bool{}
+		}
+		e.err = ReadDatasetRecords(ctx, b, eventType, version, files, func(cols []record.Column, lay *record.Layout, _ []byte) {
+			id := cols[lay.Dedupe].Bytes
+			e.ids[shardOf(id, shards)][string(id)] = true
+		})
+	})
+	return e.ids, e.err
+}
+
+var lookbackCache struct {
+	mu sync.Mutex
+	m  map[string]*lookbackEntry
+}
+
+type lookbackEntry struct {
+	once sync.Once
+	ids  []map[string]bool
+	err  error
+}
+
+// ReadDatasetRecords calls fn for every record of the given OCF files of
+// one type and version, with its decoded columns.
+func ReadDatasetRecords(ctx context.Context, b blob.Bucket, eventType string, version int, files []string, fn func(cols []record.Column, lay *record.Layout, rec []byte)) error {
+	_, lay, err := openSchema(eventType, version)
+	if err != nil {
+		return err
+	}
+	cols := make([]record.Column, len(lay.Enc.Fields))
+	for _, name := range files {
+		r, err := b.Open(ctx, name)
+		if err != nil {
+			return err
+		}
+		or, err := record.NewOCFReader(r, lay.Skip())
+		if err != nil {
+			r.Close()
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		for {
+			rec, err := or.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				r.Close()
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			if _, err := record.DecodeColumns(lay.Enc, rec, cols); err != nil {
+				r.Close()
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			fn(cols, lay, rec)
+		}
+		r.Close()
+	}
+	return nil
+}

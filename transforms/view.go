@@ -1,0 +1,180 @@
+package transforms
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"path"
+	"strings"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
+	"github.com/linkedin/goavro/v2"
+
+	"github.com/lockstream/lockstream/blob"
+	"github.com/lockstream/lockstream/record"
+	"github.com/lockstream/lockstream/schemas"
+)
+
+func init() {
+	register.DoFn3x1[context.Context, string, func(string), error](&decryptFileFn{})
+}
+
+// Metric names of the view counters (namespace MetricsNamespaceView).
+const (
+	MetricsNamespaceView = "lockstream.view"
+	CountViewRecords     = "records"
+	CountViewShredded    = "shredded_records"
+	CountViewShredFields = "shredded_fields"
+	CountViewCorrupt     = "corrupt_records"
+	CountViewCorruptFlds = "corrupt_fields"
+	CountViewBad         = "unreadable_records"
+)
+
+// View output formats.
+const (
+	FormatNDJSON = "ndjson"
+	FormatAvro   = "avro"
+)
+
+// DecryptConfig configures DecryptFiles.
+type DecryptConfig struct {
+	Root     string // dataset root
+	Type     string
+	Version  int
+	KeysURL  string
+	KeyScope string
+	OutRoot  string // where the part outputs go (blob root)
+	OutName  string // object name prefix of the parts (e.g. "dir/")
+	Format   string
+	Batch    int // records per key lookup (default 500)
+}
+
+// Validate checks the configuration when the transform is built.
+func (c *DecryptConfig) Validate() error {
+	if c.Root == "" || c.Type == "" || c.Version < 1 || c.OutRoot == "" || c.OutName == "" {
+		return errors.New("transforms.DecryptFiles: Root, Type, Version, OutRoot and OutName are required")
+	}
+	if err := ValidateKeysURL(c.KeysURL); err != nil {
+		return fmt.Errorf("transforms.DecryptFiles: %w", err)
+	}
+	if c.Format != FormatNDJSON && c.Format != FormatAvro {
+		return fmt.Errorf("transforms.DecryptFiles: format %q (ndjson or avro)", c.Format)
+	}
+	if c.Batch < 0 {
+		return errors.New("transforms.DecryptFiles: Batch < 0")
+	}
+	return nil
+}
+
+// DecryptFiles decrypts dataset files (one part output per input file) and
+// returns the names of the parts it wrote.
+func DecryptFiles(s beam.Scope, cfg DecryptConfig, files []string) (beam.PCollection, error) {
+	if err := cfg.Validate(); err != nil {
+		return beam.PCollection{}, err
+	}
+	if cfg.Batch == 0 {
+		cfg.Batch = 500
+	}
+	s = s.Scope("DecryptFiles")
+	return beam.ParDo(s, &decryptFileFn{Cfg: cfg}, beam.CreateList(s, files)), nil
+}
+
+type decryptFileFn struct {
+	Cfg DecryptConfig
+
+	in, out blob.Bucket
+	schema  *schemas.Schema
+	codec   *goavro.Codec
+	dec     *record.Decryptor
+}
+
+func (fn *decryptFileFn) Setup(ctx context.Context) error {
+	var err error
+	if fn.in, err = blob.Open(ctx, fn.Cfg.Root); err != nil {
+		return err
+	}
+	if fn.out, err = blob.Open(ctx, fn.Cfg.OutRoot); err != nil {
+		return err
+	}
+	if fn.schema, _, err = openSchema(fn.Cfg.Type, fn.Cfg.Version); err != nil {
+		return err
+	}
+	vs, err := record.ViewSchema(fn.schema)
+	if err != nil {
+		return err
+	}
+	if fn.codec, err = goavro.NewCodec(string(vs)); err != nil {
+		return err
+	}
+	keys, err := OpenKeys(ctx, fn.Cfg.KeysURL, fn.Cfg.KeyScope)
+	if err != nil {
+		return err
+	}
+	fn.dec = record.NewDecryptor(keys, sharedCiphers())
+	return nil
+}
+
+func (fn *decryptFileFn) ProcessElement(ctx context.Context, name string, emit func(string)) error {
+	var recs [][]byte
+	if err := ReadDatasetRecords(ctx, fn.in, fn.Cfg.Type, fn.Cfg.Version, []string{name}, func(_ []record.Column, _ *record.Layout, rec []byte) {
+		recs = append(recs, bytes.Clone(rec))
+	}); err != nil {
+		return fmt.Errorf("transforms.DecryptFiles: %s: %w", name, err)
+	}
+	part := fn.Cfg.OutName + strings.TrimSuffix(path.Base(name), ".avro") + "." + fn.Cfg.Format
+	var buf bytes.Buffer
+	var ocf *goavro.OCFWriter
+	if fn.Cfg.Format == FormatAvro {
+		var err error
+		if ocf, err = goavro.NewOCFWriter(goavro.OCFConfig{W: &buf, Codec: fn.codec, CompressionName: goavro.CompressionDeflateLabel}); err != nil {
+			return err
+		}
+	}
+	count := func(n string, v int64) { beam.NewCounter(MetricsNamespaceView, n).Inc(ctx, v) }
+	for len(recs) > 0 {
+		n := min(fn.Cfg.Batch, len(recs))
+		plain, errs, err := fn.dec.Decrypt(ctx, fn.schema, recs[:n])
+		if err != nil {
+			return fmt.Errorf("transforms.DecryptFiles: %s: %w", name, err)
+		}
+		for i := range plain {
+			if errs[i] != nil {
+				count(CountViewBad, 1)
+				continue
+			}
+			p := &plain[i]
+			count(CountViewRecords, 1)
+			if len(p.Shredded) > 0 {
+				count(CountViewShredded, 1)
+				count(CountViewShredFields, int64(len(p.Shredded)))
+			}
+			if len(p.Corrupt) > 0 {
+				count(CountViewCorrupt, 1)
+				count(CountViewCorruptFlds, int64(len(p.Corrupt)))
+			}
+			if ocf != nil {
+				if err := ocf.Append([]any{p.Native(fn.schema)}); err != nil {
+					return fmt.Errorf("transforms.DecryptFiles: %s: encode: %w", name, err)
+				}
+				continue
+			}
+			line, err := p.MarshalJSON()
+			if err != nil {
+				return err
+			}
+			buf.Write(line)
+			buf.WriteByte('\n')
+		}
+		recs = recs[n:]
+	}
+	if err := fn.out.Delete(ctx, part); err != nil { // a retried bundle's earlier part
+		return err
+	}
+	if err := blob.WriteAll(ctx, fn.out, part, buf.Bytes()); err != nil {
+		return err
+	}
+	emit(part)
+	return nil
+}
