@@ -1,5 +1,5 @@
 // Package blob is the storage every writer and reader of lockstream goes
-// through: a local directory or (later) a GCS bucket, one code path.
+// through: a local directory or a GCS bucket, one code path.
 //
 // # Behavior
 //
@@ -17,8 +17,61 @@
 //     with [ErrNotExist].
 //   - List returns names in lexical order.
 //
+// # GCS
+//
+// [GCS] ([OpenGCS], or [Open] with a gs:// root) uses cloud.google.com/go/storage.
+// Without [WithGCSClient] it shares one process-wide client from
+// storage.NewClient, which honours STORAGE_EMULATOR_HOST and Application
+// Default Credentials. The root's prefix is prepended to every name; List
+// returns names relative to the root.
+//
+// Immutability: every object is created with the precondition
+// DoesNotExist (ifGenerationMatch=0). GCS refuses the create with 412 if
+// any live object has the name, and Close reports that as [ErrExist]; two
+// racing writers of one name cannot both win, and nothing overwrites a
+// published object. Each writer also stores a random token in the object's
+// metadata ("lockstream-writer"): when a create is refused or fails after
+// an earlier attempt of the same upload succeeded (response lost, client
+// retried), Close finds its own token and reports success instead of a
+// false ErrExist.
+//
+// Writing: a writer buffers the object (in memory up to
+// [DefaultGCSMemoryLimit] or [WithGCSMemoryLimit], then in a temporary file
+// in [WithGCSTempDir]) and computes its CRC32C. Close uploads it with
+// Writer.CRC32C + SendCRC32C, so GCS rejects data that does not match the
+// checksum (a corrupted or truncated upload); small objects go in one
+// multipart request, larger ones as a resumable upload in 16 MiB chunks.
+// After the upload Close checks the size and CRC32C the server reports and
+// deletes (that generation) and fails on a mismatch — a second line of
+// defence for servers that do not validate (fake-gcs-server v1.56 skips the
+// check for multi-chunk uploads and appends re-sent chunks).
+//
+// Retries: the client's default policy (RetryIdempotent, exponential
+// backoff, retrying 408, 429, 5xx and connection resets until the context
+// ends). Every call we make is idempotent and so retried: reads (Open,
+// Exists, List), the conditional create (upload start, each chunk, or the
+// one-request upload), and Delete, which reads the generation and deletes
+// with ifGenerationMatch. Nothing uses RetryAlways: an unconditional write
+// or delete is never retried. Tests shorten the backoff with
+// storage.Client.SetRetry.
+//
+// Crashed writers: nothing is sent before Close, so a writer that is
+// aborted, whose process dies, or whose Close fails leaves no object (an
+// interrupted resumable session is never finalised and expires on the
+// server after a week, invisible to Open and List). Abort cancels the
+// writer's context and removes its temporary file. A spilled writer that
+// crashes leaves its temporary file behind (named lockstream-gcs-*).
+//
+// [FaultyTransport] (faults.go) injects 503s, lost responses, torn and
+// corrupted uploads in front of a server, for tests of everything that
+// writes through this package; [NewFaultProxy] does the same as a reverse
+// proxy for other processes.
+//
 // # Failure modes
 //
 // Errors wrap the underlying I/O error with the object name (names are paths
-// chosen by lockstream, never user data).
+// chosen by lockstream, never user data). On GCS, an error from Close means
+// no object of this writer is visible — unless the check for its own object
+// failed too (the server unreachable until the context ended), in which
+// case a complete object may exist; never a partial one.
 package blob
