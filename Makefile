@@ -30,7 +30,7 @@ test-integration:
 
 ## bench: benchmarks that print numbers (never pass/fail on time).
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./fieldcrypt ./schemas ./anonymize ./keyservice/... ./keyclient/...
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./fieldcrypt ./schemas ./record ./keyservice/... ./keyclient/... ./pipelines
 
 ## fuzz: bounded fuzzing of the payload decoder.
 fuzz:
