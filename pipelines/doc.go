@@ -17,7 +17,7 @@
 // # Guarantees
 //
 //   - Per (type, hour): raw + late records = published + duplicates dropped
-//     + lookback dropped (manifest "input"); ingest: in = written +
+//   - lookback dropped (manifest "input"); ingest: in = written +
 //     dead-lettered + late (IngestResult).
 //   - No event id twice in a dataset, nor in two consecutive hours' datasets
 //     (lookback, default 1 h).
