@@ -16,9 +16,9 @@
 //
 // # Guarantees
 //
-//   - Per (type, hour): raw + late records = published + duplicates dropped
-//   - lookback dropped (manifest "input"); ingest: in = written +
-//     dead-lettered + late (IngestResult).
+//   - Per (type, hour), hourly: raw and late records = published plus
+//     duplicates dropped plus lookback dropped (manifest "input"); ingest:
+//     in = written plus dead-lettered plus late (IngestResult).
 //   - No event id twice in a dataset, nor in two consecutive hours' datasets
 //     (lookback, default 1 h).
 //   - A published hour is never rewritten; a re-run after a crash between
