@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"log"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -246,11 +247,12 @@ func unavailable(req *http.Request) *http.Response {
 // NewFaultProxy returns a reverse proxy to target (e.g. a fake-gcs-server
 // URL) that injects faults through ft, for clients in other processes
 // (point STORAGE_EMULATOR_HOST at it). A torn or failed upstream request
-// reaches the client as a 502. Resumable upload sessions only go through
-// the proxy if the server's Location header names it (fake-gcs-server:
-// Options.ExternalURL = the proxy's URL).
+// reaches the client as a 502. Resumable upload sessions go through the
+// proxy too when the server builds its Location header from the request's
+// Host (fake-gcs-server does, unless Options.ExternalURL is set).
 func NewFaultProxy(target *url.URL, ft *FaultyTransport) http.Handler {
 	p := httputil.NewSingleHostReverseProxy(target)
 	p.Transport = ft
+	p.ErrorLog = log.New(io.Discard, "", 0) // injected faults are expected; the client sees a 502
 	return p
 }
