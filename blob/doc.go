@@ -33,7 +33,7 @@
 // metadata ("lockstream-writer"): when a create is refused or fails after
 // an earlier attempt of the same upload succeeded (response lost, client
 // retried), Close finds its own token and reports success instead of a
-// false ErrExist.
+// false ErrExist — if the object is whole; a damaged one it deletes.
 //
 // Writing: a writer buffers the object (in memory up to
 // [DefaultGCSMemoryLimit] or [WithGCSMemoryLimit], then in a temporary file

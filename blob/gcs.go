@@ -300,12 +300,13 @@ func (w *gcsWriter) Close() error {
 	if w.ctx.Err() != nil {
 		return fmt.Errorf("blob: write %s: %w", w.name, err)
 	}
-	// The outcome of an upload that failed at the client may still be a
-	// complete object of ours: an attempt succeeded but its response was
-	// lost, and the retry then failed (412 from our own object, or another
-	// error). The token tells ours from another writer's object.
-	if w.isMine() {
-		return nil
+	// The outcome of an upload that failed at the client may still be an
+	// object of ours: an attempt succeeded but its response was lost, and
+	// the retry then failed (412 from our own object, 404 for a finished
+	// resumable session, or another error). The token tells ours from
+	// another writer's object; ours is kept only if it is whole.
+	if attrs, aerr := w.o.Attrs(w.ctx); aerr == nil && attrs.Metadata[writerTokenKey] == w.token {
+		return w.verify(attrs)
 	}
 	if isStatus(err, http.StatusPreconditionFailed) {
 		return fmt.Errorf("%w: %s", ErrExist, w.name)
