@@ -42,7 +42,6 @@ var crc32cTable = crc32.MakeTable(crc32.Castagnoli)
 // GCS is a Bucket on a Google Cloud Storage bucket and prefix.
 type GCS struct {
 	client   *storage.Client
-	owned    bool // client created by OpenGCS; Close closes it
 	bucket   *storage.BucketHandle
 	root     string // "gs://bucket/prefix" as normalised
 	prefix   string // "" or "prefix/"
