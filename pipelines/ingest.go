@@ -45,7 +45,7 @@ type IngestConfig struct {
 }
 
 // DefaultBatchSize is the default IngestConfig.BatchSize.
-const DefaultBatchSize = 500
+const DefaultBatchSize = 1000
 
 // ErrConfig is wrapped by configuration errors (user errors).
 var ErrConfig = errors.New("pipelines: bad ingest configuration")
@@ -115,6 +115,10 @@ func buildIngest(s beam.Scope, cfg IngestConfig) {
 			Files: cfg.Inputs, BatchSize: cfg.BatchSize, RunID: cfg.RunID, Fallback: time.Now().UTC(),
 		})
 	}
+	// Batches (not events) are redistributed, so that the anonymize+write
+	// stage runs in parallel bundles on every core: a few hundred elements
+	// per million events cross this shuffle.
+	batches = beam.Reshuffle(s, batches)
 	notices := transforms.AnonymizeAndWrite(s, batches, transforms.WriteConfig{
 		Root: cfg.Out, KeysURL: cfg.KeysURL, KeyScope: cfg.KeyScope, MaxPayload: cfg.MaxPayload,
 		AllowedLateness: cfg.AllowedLateness, KeyRetryBudget: cfg.KeyRetryBudget,

@@ -97,7 +97,7 @@ func (o *OCFWriter) flush() error {
 	if o.codec == CodecDeflate {
 		o.zbuf.Reset()
 		if o.zw == nil {
-			o.zw, _ = flate.NewWriter(&o.zbuf, flate.DefaultCompression)
+			o.zw, _ = flate.NewWriter(&o.zbuf, flate.BestSpeed) // ciphertexts do not compress; speed wins
 		} else {
 			o.zw.Reset(&o.zbuf)
 		}
