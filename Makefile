@@ -4,6 +4,7 @@ GO        ?= go
 PKGS      ?= ./...
 FUZZTIME  ?= 30s
 BENCHTIME ?= 1s
+BENCH_EVENTS ?= 200000
 DEMO_OUT  ?= ./demo-out
 
 .PHONY: all demo test test-race test-integration bench fuzz lint generate build clean
@@ -29,7 +30,7 @@ test-integration:
 	$(GO) test -race -timeout 30m -count=1 ./integration/...
 
 ## bench: benchmarks that print numbers (never pass/fail on time).
-bench:
+bench: 
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./fieldcrypt ./schemas ./record ./keyservice/... ./keyclient/... ./pipelines
 
 ## fuzz: bounded fuzzing of the payload decoder.

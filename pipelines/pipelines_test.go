@@ -31,11 +31,11 @@ var keysSeq atomic.Int64
 
 // register gives the pipelines of this process a fresh client name (no
 // cached keys) over the same fake key service.
-func register(k keyclient.Keys) string {
+func registerKeys(k keyclient.Keys) string {
 	return transforms.RegisterKeys(fmt.Sprintf("pipelines-test-%d", keysSeq.Add(1)), k)
 }
 
-func writeReplay(t *testing.T, path string, msgs []record.Message) {
+func writeReplay(t testing.TB, path string, msgs []record.Message) {
 	t.Helper()
 	var buf bytes.Buffer
 	for _, m := range msgs {
@@ -116,7 +116,7 @@ func TestIngestHourlyView(t *testing.T) {
 	in := filepath.Join(dir, "in.ndjson")
 	writeReplay(t, in, tr.Messages)
 	fake := keyclient.NewFake()
-	keys := register(fake)
+	keys := registerKeys(fake)
 
 	ing, err := Ingest(ctx, IngestConfig{Inputs: []string{in}, Out: root, KeysURL: keys, BatchSize: 100})
 	if err != nil {
@@ -224,7 +224,7 @@ func TestIngestHourlyView(t *testing.T) {
 		}
 	}
 	out := filepath.Join(dir, "view", "au.ndjson")
-	vr, err := View(ctx, ViewConfig{Root: root, Type: au.Type, Version: au.Version, Hour: au.Hour, Out: out, KeysURL: register(fake)})
+	vr, err := View(ctx, ViewConfig{Root: root, Type: au.Type, Version: au.Version, Hour: au.Hour, Out: out, KeysURL: registerKeys(fake)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +247,7 @@ func TestIngestHourlyView(t *testing.T) {
 	if !fake.DeleteUser(victimUser) {
 		t.Fatal("delete failed")
 	}
-	vr, err = View(ctx, ViewConfig{Root: root, Type: au.Type, Version: au.Version, Hour: au.Hour, Out: out, KeysURL: register(fake)})
+	vr, err = View(ctx, ViewConfig{Root: root, Type: au.Type, Version: au.Version, Hour: au.Hour, Out: out, KeysURL: registerKeys(fake)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +264,7 @@ func TestIngestHourlyView(t *testing.T) {
 	}
 	// Avro output too.
 	aout := filepath.Join(dir, "view", "au.avro")
-	if _, err := View(ctx, ViewConfig{Root: root, Type: au.Type, Version: au.Version, Hour: au.Hour, Out: aout, Format: "avro", KeysURL: register(fake)}); err != nil {
+	if _, err := View(ctx, ViewConfig{Root: root, Type: au.Type, Version: au.Version, Hour: au.Hour, Out: aout, Format: "avro", KeysURL: registerKeys(fake)}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(aout); err != nil {
