@@ -30,8 +30,9 @@ test-integration:
 	$(GO) test -race -timeout 30m -count=1 ./integration/...
 
 ## bench: benchmarks that print numbers (never pass/fail on time).
-bench: 
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./fieldcrypt ./schemas ./record ./keyservice/... ./keyclient/... ./pipelines
+## BENCH_EVENTS=1000000 gives the 1M-event end-to-end figure.
+bench:
+	LOCKSTREAM_BENCH_EVENTS=$(BENCH_EVENTS) $(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./fieldcrypt ./schemas ./record ./keyservice/... ./keyclient/... ./pipelines
 
 ## fuzz: bounded fuzzing of the payload decoder.
 fuzz:
