@@ -313,3 +313,21 @@ func readLines(t *testing.T, path string) []map[string]any {
 	}
 	return out
 }
+
+// A permanent key-service refusal (here: permission denied) stops the run
+// with the cause instead of dead-lettering every message as key_unavailable.
+func TestIngestFailsOnPermanentKeyError(t *testing.T) {
+	dir := t.TempDir()
+	tr := synth.Generate(synth.Config{Events: 50, Users: 5, Hours: 1, Seed: 5})
+	in := filepath.Join(dir, "in.ndjson")
+	writeReplay(t, in, tr.Messages)
+	fake := keyclient.NewFake()
+	fake.FailNext(1<<30, keyclient.ErrPermissionDenied)
+	_, err := Ingest(context.Background(), IngestConfig{Inputs: []string{in}, Out: filepath.Join(dir, "root"), KeysURL: registerKeys(fake)})
+	if err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Fatalf("err = %v, want the refusal", err)
+	}
+	if _, serr := os.Stat(filepath.Join(dir, "root", "raw")); serr == nil {
+		t.Fatal("raw data written despite the refusal")
+	}
+}

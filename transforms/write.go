@@ -16,6 +16,7 @@ import (
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
 
 	"github.com/lockstream/lockstream/blob"
+	"github.com/lockstream/lockstream/keyclient"
 	"github.com/lockstream/lockstream/layout"
 	"github.com/lockstream/lockstream/record"
 	"github.com/lockstream/lockstream/schemas"
@@ -322,6 +323,13 @@ func (fn *writeFn) anonymize(ctx context.Context, msgs []record.Message) ([]reco
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
+		}
+		if !keyclient.IsTransient(err) {
+			// Wrong secret, missing rights, unknown category: retrying cannot
+			// help and dead-lettering every message would bury the cause.
+			// Fail the bundle: nothing is written or acked, the run stops
+			// with this error, and the input can be replayed once fixed.
+			return nil, fmt.Errorf("lockstream: the key service refused a batch of %d messages (not retried): %w", len(msgs), err)
 		}
 		sleep := wait/2 + rand.N(wait/2+1)
 		if time.Now().Add(sleep).After(deadline) {
