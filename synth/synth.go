@@ -117,6 +117,9 @@ func Generate(cfg Config) *Traffic {
 	}
 	tr.Unique = cfg.Events
 	nLate := int(float64(cfg.Events) * cfg.LateRate)
+	if cfg.Hours < 2 {
+		nLate = 0 // late means published in a later hour of the span
+	}
 	for i := 0; i < nLate; i++ {
 		u := r.IntN(cfg.Users)
 		at := cfg.Start.Add(time.Duration(r.Int64N(int64(span - time.Hour))))
