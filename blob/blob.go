@@ -242,8 +242,19 @@ func (d *Dir) Delete(_ context.Context, name string) error {
 	return nil
 }
 
+// Creator and Opener are the halves of a Bucket that WriteAll and ReadAll
+// need (consumers may declare narrower interfaces than Bucket).
+type (
+	Creator interface {
+		Create(ctx context.Context, name string) (Writer, error)
+	}
+	Opener interface {
+		Open(ctx context.Context, name string) (io.ReadCloser, error)
+	}
+)
+
 // WriteAll creates name with data.
-func WriteAll(ctx context.Context, b Bucket, name string, data []byte) error {
+func WriteAll(ctx context.Context, b Creator, name string, data []byte) error {
 	w, err := b.Create(ctx, name)
 	if err != nil {
 		return err
@@ -256,7 +267,7 @@ func WriteAll(ctx context.Context, b Bucket, name string, data []byte) error {
 }
 
 // ReadAll reads a whole object.
-func ReadAll(ctx context.Context, b Bucket, name string) ([]byte, error) {
+func ReadAll(ctx context.Context, b Opener, name string) ([]byte, error) {
 	r, err := b.Open(ctx, name)
 	if err != nil {
 		return nil, err

@@ -269,28 +269,11 @@ func readMarker(ctx context.Context, b Bucket, name string) (MarkerDoc, bool, er
 }
 
 func writeAll(ctx context.Context, b Bucket, name string, data []byte) error {
-	w, err := b.Create(ctx, name)
-	if err != nil {
-		return err
-	}
-	if _, err := w.Write(data); err != nil {
-		w.Abort()
-		return fmt.Errorf("bq: write %s: %w", name, err)
-	}
-	return w.Close()
+	return blob.WriteAll(ctx, b, name, data)
 }
 
 func readAll(ctx context.Context, b Bucket, name string) ([]byte, error) {
-	r, err := b.Open(ctx, name)
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
-	data, err := io.ReadAll(r)
-	if err != nil {
-		return nil, fmt.Errorf("bq: read %s: %w", name, err)
-	}
-	return data, nil
+	return blob.ReadAll(ctx, b, name)
 }
 
 func readManifest(ctx context.Context, b Bucket, dir string, h layout.Hour, s *schemas.Schema) (*layout.ManifestDoc, error) {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"time"
@@ -62,18 +61,10 @@ Examples:
   lockstream hourly --root ./out --since 2026-11-23T00 --watch 5m     # no scheduler: poll`,
 		DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			mine, beamArgs, help, err := splitArgs(cmd.Flags(), args)
-			if help {
+			if help, err := parseWithBeamFlags(cmd, args); help {
 				return cmd.Help()
-			}
-			if err != nil {
+			} else if err != nil {
 				return err
-			}
-			if err := cmd.Flags().Parse(mine); err != nil {
-				return err
-			}
-			if err := flag.CommandLine.Parse(beamArgs); err != nil {
-				return fmt.Errorf("beam flags: %w", err)
 			}
 			beam.Init()
 			return runHourly(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), f)

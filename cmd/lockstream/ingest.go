@@ -137,19 +137,28 @@ func splitArgs(own *pflag.FlagSet, args []string) (mine, beamArgs []string, help
 	return mine, beamArgs, false, nil
 }
 
-func runIngest(cmd *cobra.Command, f *ingestFlags, args []string) error {
+// parseWithBeamFlags parses a pipeline command's own flags into its flag
+// set and passes the rest to Beam's (the standard flag set). help reports
+// that -h/--help was given.
+func parseWithBeamFlags(cmd *cobra.Command, args []string) (help bool, err error) {
 	mine, beamArgs, help, err := splitArgs(cmd.Flags(), args)
-	if help {
-		return cmd.Help()
-	}
-	if err != nil {
-		return err
+	if help || err != nil {
+		return help, err
 	}
 	if err := cmd.Flags().Parse(mine); err != nil {
-		return err
+		return false, err
 	}
 	if err := flag.CommandLine.Parse(beamArgs); err != nil {
-		return fmt.Errorf("beam flags: %w", err)
+		return false, fmt.Errorf("beam flags: %w", err)
+	}
+	return false, nil
+}
+
+func runIngest(cmd *cobra.Command, f *ingestFlags, args []string) error {
+	if help, err := parseWithBeamFlags(cmd, args); help {
+		return cmd.Help()
+	} else if err != nil {
+		return err
 	}
 	switch {
 	case len(f.inputs) == 0 && f.subscription == "":

@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 
@@ -36,18 +35,10 @@ Example:
   lockstream view --root ./out --hour 2026-11-23T06 --type AccountUpdate --out /secure/au.ndjson --keys local:./keys`,
 		DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			mine, beamArgs, help, err := splitArgs(cmd.Flags(), args)
-			if help {
+			if help, err := parseWithBeamFlags(cmd, args); help {
 				return cmd.Help()
-			}
-			if err != nil {
+			} else if err != nil {
 				return err
-			}
-			if err := cmd.Flags().Parse(mine); err != nil {
-				return err
-			}
-			if err := flag.CommandLine.Parse(beamArgs); err != nil {
-				return fmt.Errorf("beam flags: %w", err)
 			}
 			beam.Init()
 			if root == "" || hour == "" || typ == "" || out == "" || keys == "" {
