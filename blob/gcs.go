@@ -96,8 +96,10 @@ func defaultClient(ctx context.Context) (*storage.Client, error) {
 		return sharedClient, nil
 	}
 	// storage.NewClient honours STORAGE_EMULATOR_HOST (no auth, emulator
-	// endpoint) and Application Default Credentials otherwise.
-	c, err := storage.NewClient(context.WithoutCancel(ctx))
+	// endpoint) and Application Default Credentials otherwise. Reads go
+	// through the JSON API: GCS serves it like XML, and emulators such as
+	// fake-gcs-server answer only JSON reads.
+	c, err := storage.NewClient(context.WithoutCancel(ctx), storage.WithJSONReads())
 	if err != nil {
 		return nil, err
 	}
