@@ -23,7 +23,7 @@ demo:
 test: lint test-race
 
 test-race:
-	$(GO) test -race -timeout 30m $(PKGS)
+	$(GO) test -race -count=1 -timeout 30m $(PKGS)
 
 ## test-integration: the end-to-end and fault suites against real emulators.
 test-integration:

@@ -1,9 +1,12 @@
 package transforms
 
 import (
+	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"reflect"
+	"sort"
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -74,14 +77,158 @@ func FromRecord(m record.Message) BatchMessage {
 	return BatchMessage{ID: m.ID, PublishMillis: m.PublishTime.UnixMilli(), Attributes: m.Attributes, Data: m.Data}
 }
 
-// Batches are only encoded when a runner moves them between stages (the
-// sources fuse with the write stage); JSON keeps the coder obviously right.
-func encodeBatch(b Batch) ([]byte, error) { return json.Marshal(b) }
+// Batches cross one shuffle (the reshuffle that spreads them over every
+// core), so their coder is a compact binary one: a format byte, then every
+// field as uvarint-length-prefixed bytes or a varint, in declaration order.
+// Attributes are written sorted by key so equal batches encode equally.
+const batchFormat = 1
+
+func encodeBatch(b Batch) ([]byte, error) {
+	n := 64 + len(b.ID) + len(b.Subscription)
+	for _, m := range b.Messages {
+		n += 32 + len(m.ID) + len(m.Data)
+		for k, v := range m.Attributes {
+			n += 4 + len(k) + len(v)
+		}
+	}
+	for _, a := range b.AckIDs {
+		n += 2 + len(a)
+	}
+	p := make([]byte, 0, n)
+	p = append(p, batchFormat)
+	p = appendStr(p, b.ID)
+	p = binary.AppendUvarint(p, uint64(len(b.Messages)))
+	for _, m := range b.Messages {
+		p = appendStr(p, m.ID)
+		p = binary.AppendVarint(p, m.PublishMillis)
+		keys := make([]string, 0, len(m.Attributes))
+		for k := range m.Attributes {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		p = binary.AppendUvarint(p, uint64(len(keys)))
+		for _, k := range keys {
+			p = appendStr(p, k)
+			p = appendStr(p, m.Attributes[k])
+		}
+		p = binary.AppendUvarint(p, uint64(len(m.Data)))
+		p = append(p, m.Data...)
+	}
+	p = appendStr(p, b.Subscription)
+	p = binary.AppendUvarint(p, uint64(len(b.AckIDs)))
+	for _, a := range b.AckIDs {
+		p = appendStr(p, a)
+	}
+	p = binary.AppendUvarint(p, uint64(len(b.Bad)))
+	for _, x := range b.Bad {
+		p = appendStr(p, x.File)
+		p = binary.AppendVarint(p, x.Line)
+		p = appendStr(p, x.Cause)
+	}
+	return p, nil
+}
+
+func appendStr(p []byte, s string) []byte {
+	p = binary.AppendUvarint(p, uint64(len(s)))
+	return append(p, s...)
+}
+
+// batchReader decodes what encodeBatch wrote; the first error sticks.
+type batchReader struct {
+	p   []byte
+	err error
+}
+
+func (r *batchReader) uvarint() uint64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(r.p)
+	if n <= 0 {
+		r.err = errors.New("bad uvarint")
+		return 0
+	}
+	r.p = r.p[n:]
+	return v
+}
+
+func (r *batchReader) varint() int64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(r.p)
+	if n <= 0 {
+		r.err = errors.New("bad varint")
+		return 0
+	}
+	r.p = r.p[n:]
+	return v
+}
+
+func (r *batchReader) bytes() []byte {
+	l := r.uvarint()
+	if r.err != nil {
+		return nil
+	}
+	if l > uint64(len(r.p)) {
+		r.err = errors.New("truncated")
+		return nil
+	}
+	b := r.p[:l:l]
+	r.p = r.p[l:]
+	return b
+}
+
+func (r *batchReader) count() int {
+	c := r.uvarint()
+	if c > uint64(len(r.p)) { // every item takes at least one byte
+		r.err = errors.New("bad count")
+		return 0
+	}
+	return int(c)
+}
 
 func decodeBatch(p []byte) (Batch, error) {
+	if len(p) == 0 || p[0] != batchFormat {
+		return Batch{}, errors.New("transforms: decode batch: unknown format")
+	}
+	r := &batchReader{p: p[1:]}
 	var b Batch
-	if err := json.Unmarshal(p, &b); err != nil {
-		return Batch{}, fmt.Errorf("transforms: decode batch: %w", err)
+	b.ID = string(r.bytes())
+	if n := r.count(); n > 0 {
+		b.Messages = make([]BatchMessage, n)
+		for i := range b.Messages {
+			m := &b.Messages[i]
+			m.ID = string(r.bytes())
+			m.PublishMillis = r.varint()
+			if na := r.count(); na > 0 {
+				m.Attributes = make(map[string]string, na)
+				for range na {
+					k := string(r.bytes())
+					m.Attributes[k] = string(r.bytes())
+				}
+			}
+			m.Data = r.bytes()
+		}
+	}
+	b.Subscription = string(r.bytes())
+	if n := r.count(); n > 0 {
+		b.AckIDs = make([]string, n)
+		for i := range b.AckIDs {
+			b.AckIDs[i] = string(r.bytes())
+		}
+	}
+	if n := r.count(); n > 0 {
+		b.Bad = make([]BadLine, n)
+		for i := range b.Bad {
+			b.Bad[i] = BadLine{File: string(r.bytes()), Line: r.varint(), Cause: string(r.bytes())}
+		}
+	}
+	if r.err == nil && len(r.p) != 0 {
+		r.err = errors.New("trailing bytes")
+	}
+	if r.err != nil {
+		return Batch{}, fmt.Errorf("transforms: decode batch: %w", r.err)
 	}
 	return b, nil
 }
