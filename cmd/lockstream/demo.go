@@ -307,11 +307,11 @@ func demoPublish(ctx context.Context, env *demoEnv) error {
 	}
 	f := hourlyFlags{root: env.root, lookback: time.Hour, shards: 2, keyScope: transforms.DefaultKeyScope}
 	last := env.hours[len(env.hours)-1].Add(time.Hour)
-	if _, _, err := publishRange(ctx, b, env.out, env.log, f, env.hours[0], last, time.Hour); err != nil {
+	if _, _, err := publishRange(ctx, b, env.out, env.log, f, env.hours[0], last, time.Hour, nil); err != nil {
 		return err
 	}
 	fmt.Fprintln(env.out, "re-run of the same hours (idempotent: nothing is rewritten):")
-	_, _, err = publishRange(ctx, b, env.out, env.log, f, env.hours[0], env.hours[0].Add(time.Hour), time.Hour)
+	_, _, err = publishRange(ctx, b, env.out, env.log, f, env.hours[0], env.hours[0].Add(time.Hour), time.Hour, nil)
 	return err
 }
 

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -12,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/lockstream/lockstream/blob"
+	"github.com/lockstream/lockstream/bq"
 	"github.com/lockstream/lockstream/layout"
 	"github.com/lockstream/lockstream/pipelines"
 	"github.com/lockstream/lockstream/transforms"
@@ -33,6 +36,9 @@ type hourlyFlags struct {
 	shards                   int
 	keyScope                 string
 	watch                    time.Duration
+	bigquery                 string // dataset to load each published hour into ("" = none)
+	bq                       bqCommon
+	gcsRoot                  string
 }
 
 func newHourlyCmd() *cobra.Command {
@@ -88,6 +94,10 @@ func hourlyFlagSet(fl *pflag.FlagSet, f *hourlyFlags) {
 	fl.IntVar(&f.shards, "shards", pipelines.DefaultShards, "dataset files per hour (keep it fixed: it is part of the output)")
 	fl.StringVar(&f.keyScope, "key-scope", transforms.DefaultKeyScope, "key scope the data was written with (recorded in the lineage)")
 	fl.DurationVar(&f.watch, "watch", 0, "with --since: keep running, checking for newly closed hours this often")
+	fl.StringVar(&f.bigquery, "bigquery", "", "after publishing, load each hour into this BigQuery dataset (see lockstream bq load); needs --project")
+	fl.StringVar(&f.bq.project, "project", "", "GCP project of --bigquery (default $GOOGLE_CLOUD_PROJECT)")
+	fl.StringVar(&f.bq.endpoint, "bigquery-endpoint", "", "BigQuery API endpoint (a test server; no authentication is sent)")
+	fl.StringVar(&f.gcsRoot, "gcs-root", "", "with --bigquery and a local --root: the gs:// location of the same root")
 }
 
 func runHourly(ctx context.Context, stdout, stderr io.Writer, f hourlyFlags) error {
@@ -111,6 +121,24 @@ func runHourly(ctx context.Context, stdout, stderr io.Writer, f hourlyFlags) err
 	if err != nil {
 		return err
 	}
+	var loader *bq.Loader
+	if f.bigquery != "" {
+		if f.bq.project == "" {
+			f.bq.project = os.Getenv("GOOGLE_CLOUD_PROJECT")
+		}
+		if f.gcsRoot == "" {
+			f.gcsRoot = f.root
+		}
+		if !strings.HasPrefix(f.gcsRoot, "gs://") {
+			return errors.New("--bigquery loads from GCS: give a gs:// --root (or --gcs-root)")
+		}
+		client, err := f.bq.client(ctx)
+		if err != nil {
+			return err
+		}
+		defer client.Close()
+		loader = &bq.Loader{Client: client, Dataset: f.bigquery}
+	}
 	var from, to time.Time
 	if f.hour != "" {
 		if from, err = layout.ParseHour(f.hour); err != nil {
@@ -132,7 +160,7 @@ func runHourly(ctx context.Context, stdout, stderr io.Writer, f hourlyFlags) err
 		if end.IsZero() {
 			end = time.Now().UTC().Truncate(time.Hour)
 		}
-		published, notReady, err := publishRange(ctx, b, stdout, stderr, f, from, end, lookback)
+		published, notReady, err := publishRange(ctx, b, stdout, stderr, f, from, end, lookback, loader)
 		if err != nil {
 			return &exitError{code: 1, err: err}
 		}
@@ -153,7 +181,7 @@ func runHourly(ctx context.Context, stdout, stderr io.Writer, f hourlyFlags) err
 // publishRange publishes every (type, version) of every hour in [from, to).
 // A not-ready hour stops the range: later hours wait for it (lookback needs
 // the hours before to be published first).
-func publishRange(ctx context.Context, b blob.Bucket, stdout, stderr io.Writer, f hourlyFlags, from, to time.Time, lookback time.Duration) (published, notReady int, err error) {
+func publishRange(ctx context.Context, b blob.Bucket, stdout, stderr io.Writer, f hourlyFlags, from, to time.Time, lookback time.Duration, loader *bq.Loader) (published, notReady int, err error) {
 	wantType := map[string]bool{}
 	for _, t := range f.types {
 		wantType[t] = true
@@ -185,6 +213,16 @@ func publishRange(ctx context.Context, b blob.Bucket, stdout, stderr io.Writer, 
 			}
 			if res.State == pipelines.StatePublished {
 				published++
+			}
+			if loader != nil {
+				// Idempotent: an hour already loaded (its marker exists) issues no job.
+				lr, err := loader.LoadHour(ctx, b, h, f.gcsRoot)
+				if err != nil {
+					return published, notReady, fmt.Errorf("bigquery load %s: %w", h, err)
+				}
+				if !lr.Skipped {
+					fmt.Fprintf(stderr, "hourly %s: loaded %d rows into %s (job %s)\n", h, lr.Records, lr.Table, lr.JobID)
+				}
 			}
 			if !header {
 				fmt.Fprintf(stdout, "%-16s %-3s %-13s %-17s %9s %9s %9s %9s %7s\n", "TYPE", "V", "HOUR", "STATE", "IN", "PUBLISHED", "DUPS", "LOOKBACK", "LATE")
