@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
-	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/metrics"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/x/beamx"
 
 	"github.com/lockstream/lockstream/blob"
@@ -149,6 +148,15 @@ func Hourly(ctx context.Context, cfg HourlyConfig) (*HourlyResult, error) {
 		}
 	}
 	res.Removed = len(left)
+	stale, err := b.List(ctx, transforms.StatsDir(cfg.Type, cfg.Version, cfg.Hour))
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range stale {
+		if err := b.Delete(ctx, n); err != nil {
+			return nil, err
+		}
+	}
 	if len(left) > 0 && cfg.Log != nil {
 		fmt.Fprintf(cfg.Log, "hourly %s: removed %d objects of an unfinished earlier run\n", h, len(left))
 	}
@@ -176,12 +184,11 @@ func Hourly(ctx context.Context, cfg HourlyConfig) (*HourlyResult, error) {
 			Hour: cfg.Hour, Shards: cfg.Shards, Lookback: lookback}, parts); err != nil {
 			return nil, err
 		}
-		pr, err := beamx.RunWithMetrics(ctx, p)
-		if err != nil {
+		if _, err := beamx.RunWithMetrics(ctx, p); err != nil {
 			return nil, fmt.Errorf("pipelines: hourly %s: %w", h, err)
 		}
-		if pr != nil {
-			publishAccounting(pr.Metrics(), &acc)
+		if err := shardAccounting(ctx, b, cfg, &acc); err != nil {
+			return nil, err
 		}
 	}
 	m, err := buildManifest(ctx, b, cfg, acc, inputHours)
@@ -205,25 +212,38 @@ func Hourly(ctx context.Context, cfg HourlyConfig) (*HourlyResult, error) {
 	return res, nil
 }
 
-func publishAccounting(m metrics.Results, acc *layout.Accounting) {
-	for _, c := range m.AllMetrics().Counters() {
-		if c.Namespace() != transforms.MetricsNamespaceHourly {
-			continue
+// shardAccounting sums the shards' stats objects and removes them.
+func shardAccounting(ctx context.Context, b blob.Bucket, cfg HourlyConfig, acc *layout.Accounting) error {
+	names, err := b.List(ctx, transforms.StatsDir(cfg.Type, cfg.Version, cfg.Hour))
+	if err != nil {
+		return err
+	}
+	seen := map[int]bool{}
+	for _, n := range names {
+		data, err := blob.ReadAll(ctx, b, n)
+		if err != nil {
+			return err
 		}
-		n := c.Result()
-		switch c.Name() {
-		case transforms.CountRawRecords:
-			acc.RawRecords += n
-		case transforms.CountLateRecords:
-			acc.LateRecords += n
-		case transforms.CountDuplicates:
-			acc.DuplicatesDropped += n
-		case transforms.CountLookback:
-			acc.LookbackDropped += n
-		case transforms.CountPublished:
-			acc.Published += n
+		var st transforms.ShardStats
+		if err := json.Unmarshal(data, &st); err != nil {
+			return fmt.Errorf("pipelines: %s: %w", n, err)
+		}
+		if seen[st.Shard] {
+			return fmt.Errorf("pipelines: shard %d reported twice", st.Shard)
+		}
+		seen[st.Shard] = true
+		acc.RawRecords += st.Raw
+		acc.LateRecords += st.Late
+		acc.DuplicatesDropped += st.Duplicates
+		acc.LookbackDropped += st.Lookback
+		acc.Published += st.Published
+	}
+	for _, n := range names {
+		if err := b.Delete(ctx, n); err != nil {
+			return err
 		}
 	}
+	return nil
 }
 
 // buildManifest reads back every dataset file: count, size, checksum.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -72,6 +73,22 @@ func (c *PublishConfig) Validate() error {
 		return errors.New("transforms.Publish: Hour is not the start of an hour")
 	}
 	return nil
+}
+
+// ShardStats is the accounting of one shard of a publication.
+type ShardStats struct {
+	Shard      int   `json:"shard"`
+	Raw        int64 `json:"raw"`  // records read from raw part files
+	Late       int64 `json:"late"` // records read from late part files
+	Duplicates int64 `json:"duplicates"`
+	Lookback   int64 `json:"lookback"`
+	Published  int64 `json:"published"`
+}
+
+// StatsDir is where Publish leaves one ShardStats object per shard for the
+// driver (outside the dataset directory; removed once the manifest is out).
+func StatsDir(eventType string, version int, hour time.Time) string {
+	return "tmp/hourly/" + strings.TrimPrefix(layout.DatasetDir(eventType, version, hour), layout.DatasetsArea+"/")
 }
 
 // ShardName is the object name of dataset file i of n.
@@ -161,7 +178,12 @@ func (fn *readPartsFn) read(ctx context.Context, name string, emit func(int, []b
 		if _, err := record.DecodeColumns(fn.lay.Enc, rec, fn.cols); err != nil {
 			return err
 		}
-		emit(shardOf(fn.cols[fn.lay.Dedupe].Bytes, fn.Shards), bytes.Clone(rec))
+		tagged := make([]byte, 1+len(rec))
+		if counter == CountLateRecords {
+			tagged[0] = 1
+		}
+		copy(tagged[1:], rec)
+		emit(shardOf(fn.cols[fn.lay.Dedupe].Bytes, fn.Shards), tagged)
 		n++
 	}
 	beam.NewCounter(MetricsNamespaceHourly, counter).Inc(ctx, n)
@@ -210,8 +232,18 @@ func (fn *writeShardFn) ProcessElement(ctx context.Context, shard int, recs func
 	}
 	cols := make([]record.Column, len(fn.lay.Enc.Fields))
 	var all []keyedRecord
-	var rec []byte
-	for recs(&rec) {
+	var st ShardStats
+	var tagged []byte
+	for recs(&tagged) {
+		if len(tagged) == 0 {
+			return fmt.Errorf("transforms.Publish: shard %d: empty element", shard)
+		}
+		if tagged[0] == 1 {
+			st.Late++
+		} else {
+			st.Raw++
+		}
+		rec := tagged[1:]
 		if _, err := record.DecodeColumns(fn.lay.Enc, rec, cols); err != nil {
 			return fmt.Errorf("transforms.Publish: shard %d: %w", shard, err)
 		}
@@ -254,6 +286,22 @@ func (fn *writeShardFn) ProcessElement(ctx context.Context, shard int, recs func
 	beam.NewCounter(MetricsNamespaceHourly, CountDuplicates).Inc(ctx, dups)
 	beam.NewCounter(MetricsNamespaceHourly, CountLookback).Inc(ctx, back)
 	beam.NewCounter(MetricsNamespaceHourly, CountPublished).Inc(ctx, published)
+	st.Shard, st.Duplicates, st.Lookback, st.Published = shard, dups, back, published
+	// The accounting travels in a small stats object per shard, not in Beam
+	// metrics: runner metrics are for monitoring (prism was seen to lose
+	// counter updates of large bundles), the manifest must be exact.
+	hour := time.UnixMilli(fn.HourMillis).UTC()
+	statsName := StatsDir(fn.Type, fn.Version, hour) + fmt.Sprintf("shard-%05d.json", shard)
+	js, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	if err := fn.bucket.Delete(ctx, statsName); err != nil { // a retried bundle's
+		return err
+	}
+	if err := blob.WriteAll(ctx, fn.bucket, statsName, js); err != nil {
+		return fmt.Errorf("transforms.Publish: write %s: %w", statsName, err)
+	}
 	if published == 0 {
 		return nil // every record was a lookback duplicate: no file
 	}
