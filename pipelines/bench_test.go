@@ -151,8 +151,13 @@ func BenchmarkEndToEnd(b *testing.B) {
 		// lockstream: ingest, then hourly for every (type, hour).
 		root := filepath.Join(dir, fmt.Sprintf("real-%d", i))
 		t0 = time.Now()
-		if _, err := Ingest(ctx, IngestConfig{Inputs: []string{in}, Out: root, KeysURL: registerKeys(keyclient.NewFake())}); err != nil {
+		ing, err := Ingest(ctx, IngestConfig{Inputs: []string{in}, Out: root, KeysURL: registerKeys(keyclient.NewFake())})
+		if err != nil {
 			b.Fatal(err)
+		}
+		if tot := ing.Totals(); tot.In != int64(len(tr.Messages)) {
+			// Ingest's table comes from runner metrics; say so when they drift.
+			b.Errorf("ingest accounting saw %d of %d messages", tot.In, len(tr.Messages))
 		}
 		bk, err := blob.Open(ctx, root)
 		if err != nil {
