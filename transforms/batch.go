@@ -52,15 +52,19 @@ type BatchMessage struct {
 
 // BadLine locates a replay line that could not be parsed.
 type BadLine struct {
-	File  string `json:"file"` // the replay file's base name
-	Line  int64  `json:"line"` // 1-based
-	Cause string `json:"cause"`
+	File   string `json:"file"`   // the replay file's base name
+	Line   int64  `json:"line"`   // 1-based; 0 when unknown (in a later byte range of a large file)
+	Offset int64  `json:"offset"` // byte offset of the line
+	Cause  string `json:"cause"`
 }
 
 // ReplayFile is the element of the replay source: one input file.
 type ReplayFile struct {
 	Index int
 	Path  string
+	Part  int   // range number within the file
+	Start int64 // byte range [Start, End) of the lines read; End 0 = to the end
+	End   int64
 }
 
 // Records converts the batch's messages to record.Messages.
@@ -81,7 +85,7 @@ func FromRecord(m record.Message) BatchMessage {
 // core), so their coder is a compact binary one: a format byte, then every
 // field as uvarint-length-prefixed bytes or a varint, in declaration order.
 // Attributes are written sorted by key so equal batches encode equally.
-const batchFormat = 1
+const batchFormat = 2
 
 func encodeBatch(b Batch) ([]byte, error) {
 	n := 64 + len(b.ID) + len(b.Subscription)
@@ -123,6 +127,7 @@ func encodeBatch(b Batch) ([]byte, error) {
 	for _, x := range b.Bad {
 		p = appendStr(p, x.File)
 		p = binary.AppendVarint(p, x.Line)
+		p = binary.AppendVarint(p, x.Offset)
 		p = appendStr(p, x.Cause)
 	}
 	return p, nil
@@ -221,7 +226,7 @@ func decodeBatch(p []byte) (Batch, error) {
 	if n := r.count(); n > 0 {
 		b.Bad = make([]BadLine, n)
 		for i := range b.Bad {
-			b.Bad[i] = BadLine{File: string(r.bytes()), Line: r.varint(), Cause: string(r.bytes())}
+			b.Bad[i] = BadLine{File: string(r.bytes()), Line: r.varint(), Offset: r.varint(), Cause: string(r.bytes())}
 		}
 	}
 	if r.err == nil && len(r.p) != 0 {

@@ -13,7 +13,7 @@ func TestBatchCoder(t *testing.T) {
 			{ID: "m1", PublishMillis: 1795414320123, Attributes: map[string]string{"event_type": "PlaybackEvent", "schema_version": "1"}, Data: []byte(`{"a":1}`)},
 			{ID: "m2", PublishMillis: -5, Data: []byte{}},
 		}, Subscription: "projects/p/subscriptions/s", AckIDs: []string{"a1", "a2"},
-			Bad: []BadLine{{File: "in.ndjson", Line: 3, Cause: "record: not a message line"}}},
+			Bad: []BadLine{{File: "in.ndjson", Line: 3, Offset: 812, Cause: "record: not a message line"}}},
 	}
 	for i, b := range cases {
 		p, err := encodeBatch(b)

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -74,12 +76,40 @@ func ReadReplay(s beam.Scope, cfg ReplayConfig) beam.PCollection {
 		panic(err)
 	}
 	s = s.Scope("transforms.ReadReplay")
-	files := make([]any, len(cfg.Files))
+	var parts []any
 	for i, f := range cfg.Files {
-		files[i] = ReplayFile{Index: i, Path: f}
+		parts = append(parts, splitReplay(i, f, ReplayChunkBytes)...)
 	}
-	col := beam.Create(s, files...)
+	col := beam.Create(s, parts...)
+	if len(parts) > 1 {
+		// A handful of (file, byte range) elements cross this shuffle, so
+		// the ranges are read and anonymized in parallel bundles while
+		// memory stays bounded by the ranges in flight.
+		col = beam.Reshuffle(s, col)
+	}
 	return beam.ParDo(s, &replayFn{BatchSize: cfg.BatchSize, RunID: cfg.RunID, FallbackMillis: cfg.Fallback.UnixMilli()}, col)
+}
+
+// ReplayChunkBytes is the size of the byte ranges local replay files are
+// read in (in parallel).
+const ReplayChunkBytes = 16 << 20
+
+// splitReplay cuts a local file into byte ranges; other files (gs://) are
+// read whole.
+func splitReplay(index int, p string, chunk int64) []any {
+	whole := []any{ReplayFile{Index: index, Path: p}}
+	if strings.Contains(p, "://") && !strings.HasPrefix(p, "file://") {
+		return whole
+	}
+	st, err := os.Stat(strings.TrimPrefix(p, "file://"))
+	if err != nil || st.Size() <= chunk {
+		return whole // a missing file fails in the DoFn, with its name
+	}
+	var out []any
+	for part, start := 0, int64(0); start < st.Size(); part, start = part+1, start+chunk {
+		out = append(out, ReplayFile{Index: index, Path: p, Part: part, Start: start, End: min(start+chunk, st.Size())})
+	}
+	return out
 }
 
 type replayFn struct {
@@ -104,7 +134,27 @@ func (fn *replayFn) ProcessElement(ctx context.Context, f ReplayFile, emit func(
 	}
 	defer r.Close()
 
+	// A range [Start, End) holds the lines that start in it: skip the line
+	// that began before Start, stop at the first line starting at or after End.
+	var pos int64
+	if f.Start > 0 {
+		if sk, ok := r.(io.Seeker); ok {
+			if _, err := sk.Seek(f.Start-1, io.SeekStart); err != nil {
+				return fmt.Errorf("transforms: replay %s: %w", base, err)
+			}
+		} else if _, err := io.CopyN(io.Discard, r, f.Start-1); err != nil {
+			return fmt.Errorf("transforms: replay %s: %w", base, err)
+		}
+		pos = f.Start - 1
+	}
 	br := bufio.NewReaderSize(r, 1<<20)
+	if f.Start > 0 {
+		_, n, _, err := readLine(br) // the rest of the line before Start (or just its newline)
+		if err != nil && err != io.EOF {
+			return fmt.Errorf("transforms: replay %s: %w", base, err)
+		}
+		pos += n
+	}
 	var (
 		b       Batch
 		seq     int
@@ -122,19 +172,24 @@ func (fn *replayFn) ProcessElement(ctx context.Context, f ReplayFile, emit func(
 			ts = minTS
 			lastTS = minTS
 		}
-		b.ID = fn.RunID + "-f" + strconv.Itoa(f.Index) + "-" + strconv.Itoa(seq)
+		b.ID = fn.RunID + "-f" + strconv.Itoa(f.Index) + "p" + strconv.Itoa(f.Part) + "-" + strconv.Itoa(seq)
 		seq++
 		emit(mtime.FromMilliseconds(ts), b)
 		b = Batch{}
 		hasGood = false
 	}
 	for {
-		line, tooLong, err := readLine(br)
+		if f.End > 0 && pos >= f.End {
+			break
+		}
+		lineStart := pos
+		line, n, tooLong, err := readLine(br)
+		pos += n
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			return fmt.Errorf("transforms: replay %s line %d: %w", base, lineNo+1, err)
+			return fmt.Errorf("transforms: replay %s at byte %d: %w", base, lineStart, err)
 		}
 		lineNo++
 		if !tooLong && len(line) == 0 {
@@ -148,7 +203,11 @@ func (fn *replayFn) ProcessElement(ctx context.Context, f ReplayFile, emit func(
 		}
 		if err != nil {
 			// record.ParseLine errors never quote the line.
-			b.Bad = append(b.Bad, BadLine{File: base, Line: lineNo, Cause: err.Error()})
+			bl := BadLine{File: base, Offset: lineStart, Cause: err.Error()}
+			if f.Start == 0 {
+				bl.Line = lineNo // line numbers are known in a file's first range
+			}
+			b.Bad = append(b.Bad, bl)
 		} else {
 			pt := m.PublishTime.UnixMilli()
 			if !hasGood || pt < minTS {
@@ -167,10 +226,11 @@ func (fn *replayFn) ProcessElement(ctx context.Context, f ReplayFile, emit func(
 
 // readLine returns the next line without its newline; a line longer than
 // MaxLineBytes is consumed and reported as tooLong.
-func readLine(br *bufio.Reader) (line []byte, tooLong bool, err error) {
+func readLine(br *bufio.Reader) (line []byte, n int64, tooLong bool, err error) {
 	var buf []byte
 	for {
 		frag, err := br.ReadSlice('\n')
+		n += int64(len(frag))
 		if len(buf)+len(frag) > MaxLineBytes {
 			tooLong = true
 			buf = buf[:0]
@@ -182,14 +242,14 @@ func readLine(br *bufio.Reader) (line []byte, tooLong bool, err error) {
 		}
 		if err == io.EOF {
 			if len(buf) == 0 && !tooLong && len(frag) == 0 {
-				return nil, false, io.EOF
+				return nil, n, false, io.EOF
 			}
-			return trimEOL(buf), tooLong, nil
+			return trimEOL(buf), n, tooLong, nil
 		}
 		if err != nil {
-			return nil, false, err
+			return nil, n, false, err
 		}
-		return trimEOL(buf), tooLong, nil
+		return trimEOL(buf), n, tooLong, nil
 	}
 }
 

@@ -214,7 +214,7 @@ func (fn *writeFn) ProcessElement(ctx context.Context, ts beam.EventTime, b Batc
 	for _, bl := range b.Bad {
 		dk := deadKey{record.ReasonBadMessage, badHour}
 		dead[dk] = append(dead[dk], &record.Rejection{
-			Reason: record.ReasonBadMessage, Path: bl.File + ":" + strconv.FormatInt(bl.Line, 10), Rule: bl.Cause,
+			Reason: record.ReasonBadMessage, Path: badLinePath(bl), Rule: bl.Cause,
 			PublishTime: badHour,
 		})
 	}
@@ -308,6 +308,15 @@ type HourKey3 struct {
 	Type       string
 	Version    int
 	HourMillis int64
+}
+
+// badLinePath locates a bad replay line: "file:line", or "file@byte" in a
+// later byte range of a large file.
+func badLinePath(bl BadLine) string {
+	if bl.Line > 0 {
+		return bl.File + ":" + strconv.FormatInt(bl.Line, 10)
+	}
+	return bl.File + "@" + strconv.FormatInt(bl.Offset, 10)
 }
 
 // anonymize retries key-service errors with jittered exponential backoff
