@@ -90,7 +90,14 @@ func parseMasterKey(b []byte) (fieldcrypt.Secret, error) {
 type keyring struct {
 	wrap     cipher.AEAD // seals root keys
 	indexKey []byte      // HMAC key for user id index rows
-	hmacs    sync.Pool
+	hmacs    sync.Pool   // of *indexMAC keyed by indexKey
+}
+
+// indexMAC is a reusable HMAC-SHA256 state keyed by the index key, with a
+// scratch buffer: one lookup is Reset + Write + Sum, no hmac.New.
+type indexMAC struct {
+	h   hash.Hash
+	buf []byte
 }
 
 func newKeyring(master fieldcrypt.Secret) (*keyring, error) {
@@ -114,20 +121,29 @@ func newKeyring(master fieldcrypt.Secret) (*keyring, error) {
 		return nil, err
 	}
 	kr := &keyring{wrap: g, indexKey: ik}
-	kr.hmacs.New = func() any { return hmac.New(sha256.New, kr.indexKey) }
+	kr.hmacs.New = func() any { return &indexMAC{h: hmac.New(sha256.New, kr.indexKey), buf: make([]byte, 0, 128)} }
 	return kr, nil
+}
+
+// userSum is HMAC-SHA256(index key, user id).
+func (kr *keyring) userSum(userID string) (sum [sha256.Size]byte) {
+	m := kr.hmacs.Get().(*indexMAC)
+	m.h.Reset()
+	m.buf = append(m.buf[:0], userID...)
+	m.h.Write(m.buf)
+	m.buf = m.h.Sum(m.buf[:0])
+	copy(sum[:], m.buf)
+	if cap(m.buf) <= 4096 {
+		kr.hmacs.Put(m)
+	}
+	return sum
 }
 
 // userHash is hex(HMAC-SHA256(index key, user id)): what the store holds
 // instead of the user id.
 func (kr *keyring) userHash(userID string) string {
-	h := kr.hmacs.Get().(hash.Hash)
-	h.Reset()
-	h.Write([]byte(userID))
-	var sum [32]byte
-	out := hex.EncodeToString(h.Sum(sum[:0]))
-	kr.hmacs.Put(h)
-	return out
+	sum := kr.userSum(userID)
+	return hex.EncodeToString(sum[:])
 }
 
 func appendLP(dst []byte, s string) []byte {

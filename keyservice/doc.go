@@ -94,7 +94,8 @@
 // Every cache obeys one rule: a row read from the store is served for at
 // most Options.StaleWindow (default 5 s) after it was read from the store
 // of record, then read again. The in-process cache of decrypted keychains
-// and the memcached tier both key their expiry on that first read time, so
+// (which also memoizes the keys derived from each keychain, at most 64 per
+// keychain, dropped with its entry) and the memcached tier both key their expiry on that first read time, so
 // their sum is still bounded by one window. The node that deletes or
 // revokes drops its own cache entries and evicts the memcached entry at
 // once; any other node stops handing out keys of a deleted user, a revoked

@@ -47,6 +47,28 @@ func (c *lru) get(key string, now time.Time) (any, bool) {
 	return e.val, true
 }
 
+// getBytes is get with the key as bytes: the map lookup does not allocate
+// a string for it (the warm path builds keys in a stack buffer).
+func (c *lru) getBytes(key []byte, now time.Time) (any, bool) {
+	if c == nil {
+		return nil, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	el, ok := c.items[string(key)]
+	if !ok {
+		return nil, false
+	}
+	e := el.Value.(*lruEntry)
+	if !now.Before(e.expires) {
+		c.ll.Remove(el)
+		delete(c.items, e.key)
+		return nil, false
+	}
+	c.ll.MoveToFront(el)
+	return e.val, true
+}
+
 func (c *lru) put(key string, val any, expires time.Time) {
 	if c == nil {
 		return

@@ -2,10 +2,13 @@ package keyservice
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -116,6 +119,7 @@ type Service struct {
 	kr      *keyring
 	cats    map[string]bool
 	catList []string
+	catIdx  map[string]int // position in catList
 	cache   *lru
 	now     func() time.Time
 }
@@ -134,13 +138,14 @@ func New(store Store, opts Options) (*Service, error) {
 	if len(opts.Categories) == 0 {
 		opts.Categories = DefaultCategories
 	}
-	s := &Service{store: store, kr: kr, cats: map[string]bool{}}
+	s := &Service{store: store, kr: kr, cats: map[string]bool{}, catIdx: map[string]int{}}
 	for _, c := range opts.Categories {
 		if !validName(c) {
 			return nil, invalid("category name %q: want 1-64 bytes of [a-z0-9_-]", c)
 		}
 		if !s.cats[c] {
 			s.cats[c] = true
+			s.catIdx[c] = len(s.catList)
 			s.catList = append(s.catList, c)
 		}
 	}
@@ -324,18 +329,79 @@ func (s *Service) policies(ctx context.Context) (map[string]policy, error) {
 // ---- keychains ----
 
 // keychain is a decoded keychain row with its root keys opened (as HKDF
-// PRKs).
+// PRKs). It is immutable once published in the cache, except for okGen and
+// derived, which only memoize.
 type keychain struct {
 	subject string
 	row     keychainRow
 	rev     uint64
 	readAt  time.Time
 	prks    map[string]map[int][]byte
-	latest  map[string]int // highest version per category
-	okGen   atomic.Uint64  // policy generation this keychain needs no new roots for
+	vers    map[string][]int // versions with a root key per category, ascending
+	// latestAt is the highest version with a root key (0: none) of each
+	// configured category, by position in Service.catList: the warm path
+	// reads it without a map lookup per key.
+	latestAt []int
+	okGen    atomic.Uint64 // policy generation this keychain needs no new roots for
+	// derived memoizes keys derived from prks (copy-on-write). It lives and
+	// dies with this keychain, i.e. with its cache entry: same stale-window
+	// expiry, dropped at once when this node deletes or revokes.
+	derived atomic.Pointer[[]derivedKey]
 }
 
+// derivedKey is one memoized derive(prk, scope, category, version).
+type derivedKey struct {
+	scope, category string
+	version         int
+	key             fieldcrypt.Secret
+}
+
+// maxDerivedPerKeychain bounds the memoized keys of one keychain (scopes
+// are caller-supplied); keys beyond it are derived on every call.
+const maxDerivedPerKeychain = 64
+
 func (k *keychain) deleted() bool { return k.row.Deleted != nil }
+
+// key returns the key of (scope, category, version) derived from this
+// keychain's root key, memoized. The root key must exist.
+func (k *keychain) key(scope, category string, version int) (fieldcrypt.Secret, error) {
+	cur := k.derived.Load()
+	if cur != nil {
+		for i := range *cur {
+			if d := &(*cur)[i]; d.version == version && d.category == category && d.scope == scope {
+				return d.key, nil
+			}
+		}
+	}
+	prk := k.prks[category][version]
+	if prk == nil {
+		return fieldcrypt.Secret{}, fmt.Errorf("keyservice: keychain lacks category %s version %d: %w", category, version, ErrUnavailable)
+	}
+	sec, err := derive(prk, scope, category, version)
+	if err != nil {
+		return fieldcrypt.Secret{}, err
+	}
+	d := derivedKey{scope: strings.Clone(scope), category: strings.Clone(category), version: version, key: sec}
+	for {
+		var n int
+		if cur != nil {
+			n = len(*cur)
+		}
+		if n >= maxDerivedPerKeychain {
+			break
+		}
+		next := make([]derivedKey, n+1)
+		if cur != nil {
+			copy(next, *cur)
+		}
+		next[n] = d
+		if k.derived.CompareAndSwap(cur, &next) {
+			break
+		}
+		cur = k.derived.Load() // lost a race: another caller published first
+	}
+	return sec, nil
+}
 
 func (s *Service) openKeychain(it Item, subject string) (*keychain, error) {
 	kc := &keychain{subject: subject, rev: it.Rev, readAt: it.ReadAt}
@@ -343,11 +409,10 @@ func (s *Service) openKeychain(it Item, subject string) (*keychain, error) {
 		return nil, err
 	}
 	kc.prks = make(map[string]map[int][]byte, len(kc.row.Roots))
-	kc.latest = make(map[string]int, len(kc.row.Roots))
+	kc.vers = make(map[string][]int, len(kc.row.Roots))
 	for cat, vers := range kc.row.Roots {
 		m := make(map[int][]byte, len(vers))
 		for v, sealed := range vers {
-			kc.latest[cat] = max(kc.latest[cat], v)
 			root, err := s.kr.open(sealed, it.Key, cat, v)
 			if err != nil {
 				return nil, fmt.Errorf("keyservice: keychain row: %w", err)
@@ -359,6 +424,13 @@ func (s *Service) openKeychain(it Item, subject string) (*keychain, error) {
 			m[v] = prk
 		}
 		kc.prks[cat] = m
+		kc.vers[cat] = slices.Sorted(maps.Keys(m))
+	}
+	kc.latestAt = make([]int, len(s.catList))
+	for i, cat := range s.catList {
+		if v := kc.vers[cat]; len(v) > 0 {
+			kc.latestAt[i] = v[len(v)-1]
+		}
 	}
 	return kc, nil
 }
@@ -368,24 +440,28 @@ const (
 	cacheSubject = "s:"
 )
 
-// loadKeychains returns the keychains of subjects (nil for absent rows),
-// from the cache or the store.
-func (s *Service) loadKeychains(ctx context.Context, subjects []string, fresh bool) (map[string]*keychain, error) {
-	out := make(map[string]*keychain, len(subjects))
+// loadKeychains returns the keychains of subjects, in order (nil for absent
+// rows), from the cache or the store.
+func (s *Service) loadKeychains(ctx context.Context, subjects []string, fresh bool) ([]*keychain, error) {
+	out := make([]*keychain, len(subjects))
 	var miss []string
+	var missAt map[string][]int // subject -> positions in out; only on a miss
 	now := s.now()
-	for _, sub := range subjects {
-		if _, done := out[sub]; done {
-			continue
-		}
+	var kb [64]byte
+	for i, sub := range subjects {
 		if !fresh {
-			if v, ok := s.cache.get(cacheSubject+sub, now); ok {
-				out[sub] = v.(*keychain)
+			if v, ok := s.cache.getBytes(append(append(kb[:0], cacheSubject...), sub...), now); ok {
+				out[i] = v.(*keychain)
 				continue
 			}
 		}
-		out[sub] = nil
-		miss = append(miss, prefixSubject+sub)
+		if missAt == nil {
+			missAt = make(map[string][]int)
+		}
+		if _, dup := missAt[sub]; !dup {
+			miss = append(miss, prefixSubject+sub)
+		}
+		missAt[sub] = append(missAt[sub], i)
 	}
 	if len(miss) == 0 {
 		return out, nil
@@ -403,7 +479,9 @@ func (s *Service) loadKeychains(ctx context.Context, subjects []string, fresh bo
 		if err != nil {
 			return nil, err
 		}
-		out[sub] = kc
+		for _, i := range missAt[sub] {
+			out[i] = kc
+		}
 		s.cache.put(cacheSubject+sub, kc, s.expiry(kc.readAt))
 	}
 	return out, nil
@@ -583,7 +661,7 @@ func (s *Service) createUser(ctx context.Context, hash string, rev uint64, pol m
 		if err != nil {
 			return nil, err
 		}
-		kc := kcs[ir.Subject]
+		kc := kcs[0]
 		if kc != nil && !kc.deleted() {
 			s.cache.put(cacheUser+hash, ir.Subject, s.expiry(it.ReadAt))
 			return kc, nil
@@ -598,14 +676,22 @@ func (s *Service) createUser(ctx context.Context, hash string, rev uint64, pol m
 // ---- gets ----
 
 type userState struct {
-	hash    string
+	sum     [32]byte // HMAC of the user id
+	hash    string   // hex of sum: set when the store is read or written
 	subject string
 	kc      *keychain
 	err     error
 	// create: the index must be (re)written; createRev is its revision.
 	create    bool
 	createRev uint64
+	// answer, once built (duplicate ids get a copy).
+	answer   UserKeys
+	answered bool
 }
+
+// idPositions maps user ids to their state in one byUser call; pooled
+// (cleared after use) so the warm path does not build a map per request.
+var idPositions = sync.Pool{New: func() any { return make(map[string]int32) }}
 
 // GetOrCreate returns the keys of userIDs for categories (empty: every
 // configured category), creating keychains for new users. It is idempotent
@@ -643,20 +729,33 @@ func (s *Service) byUser(ctx context.Context, scope string, userIDs, categories 
 	if err != nil {
 		return nil, err
 	}
-	states := make(map[string]*userState, len(userIDs))
-	var uniq []*userState
+	// One state per distinct id; at[i] is the state of userIDs[i].
+	sts := make([]userState, 0, len(userIDs))
+	at := make([]int32, len(userIDs))
+	pos := idPositions.Get().(map[string]int32)
+	for i, id := range userIDs {
+		j, ok := pos[id]
+		if !ok {
+			j = int32(len(sts))
+			pos[id] = j
+			sts = append(sts, userState{sum: s.kr.userSum(id)})
+		}
+		at[i] = j
+	}
+	clear(pos)
+	idPositions.Put(pos)
+
 	var miss []string
 	now := s.now()
-	for _, id := range userIDs {
-		if _, ok := states[id]; ok {
-			continue
-		}
-		st := &userState{hash: s.kr.userHash(id)}
-		states[id] = st
-		uniq = append(uniq, st)
-		if v, ok := s.cache.get(cacheUser+st.hash, now); ok {
+	var kb [80]byte // "u:" + 64 hex digits
+	for i := range sts {
+		st := &sts[i]
+		key := append(kb[:0], cacheUser...)
+		key = hex.AppendEncode(key, st.sum[:])
+		if v, ok := s.cache.getBytes(key, now); ok {
 			st.subject = v.(string)
 		} else {
+			st.hash = string(key[len(cacheUser):])
 			miss = append(miss, prefixUser+st.hash)
 		}
 	}
@@ -669,7 +768,11 @@ func (s *Service) byUser(ctx context.Context, scope string, userIDs, categories 
 		for _, it := range items {
 			byHash[it.Key[len(prefixUser):]] = it
 		}
-		for _, st := range uniq {
+		for i := range sts {
+			st := &sts[i]
+			if st.hash == "" {
+				continue // from the cache
+			}
 			it, ok := byHash[st.hash]
 			if !ok {
 				continue
@@ -699,10 +802,10 @@ func (s *Service) byUser(ctx context.Context, scope string, userIDs, categories 
 			}
 		}
 	}
-	var subs []string
-	for _, st := range uniq {
-		if st.subject != "" {
-			subs = append(subs, st.subject)
+	subs := make([]string, 0, len(sts))
+	for i := range sts {
+		if sts[i].subject != "" {
+			subs = append(subs, sts[i].subject)
 		}
 	}
 	if len(subs) > 0 {
@@ -710,11 +813,13 @@ func (s *Service) byUser(ctx context.Context, scope string, userIDs, categories 
 		if err != nil {
 			return nil, err
 		}
-		for _, st := range uniq {
+		for i := range sts {
+			st := &sts[i]
 			if st.subject == "" {
 				continue
 			}
-			kc := kcs[st.subject]
+			kc := kcs[0]
+			kcs = kcs[1:]
 			switch {
 			case kc != nil && !kc.deleted():
 				st.kc = kc
@@ -727,11 +832,21 @@ func (s *Service) byUser(ctx context.Context, scope string, userIDs, categories 
 			}
 		}
 	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(32)
-	for _, st := range uniq {
+	// Users needing no write never start a goroutine (nor an errgroup):
+	// the warm path is allocation-light.
+	var g *errgroup.Group
+	var gctx context.Context
+	for i := range sts {
+		st := &sts[i]
 		if st.err != nil || !st.create && !s.needsRoots(st.kc, pol) {
 			continue
+		}
+		if g == nil {
+			g, gctx = errgroup.WithContext(ctx)
+			g.SetLimit(32)
+		}
+		if st.hash == "" {
+			st.hash = hex.EncodeToString(st.sum[:])
 		}
 		g.Go(func() error {
 			var err error
@@ -750,54 +865,66 @@ func (s *Service) byUser(ctx context.Context, scope string, userIDs, categories 
 			return err
 		})
 	}
-	// (Users needing no write never start a goroutine: the warm path is
-	// allocation-light.)
-	if err := g.Wait(); err != nil {
-		return nil, err
+	if g != nil {
+		if err := g.Wait(); err != nil {
+			return nil, err
+		}
 	}
+	// Position and current version of each category, once per call.
+	var buf [32]int
+	ci, cur := buf[:0:16], buf[16:16]
+	for _, cat := range cats {
+		ci, cur = append(ci, s.catIdx[cat]), append(cur, pol[cat].cur)
+	}
+	// One backing array for every key of the answer.
+	keys := make([]fieldcrypt.CategoryKey, 0, len(sts)*len(cats))
 	out := make([]UserKeys, len(userIDs))
-	done := make(map[*userState]UserKeys, len(uniq))
 	for i, id := range userIDs {
-		st := states[id]
-		uk, ok := done[st]
-		if !ok {
-			uk, err = s.currentKeys(scope, st, cats, pol)
+		st := &sts[at[i]]
+		if !st.answered {
+			st.answer, err = s.currentKeys(scope, st, cats, ci, cur, &keys)
 			if err != nil {
 				return nil, err
 			}
-			done[st] = uk
+			st.answered = true
+			out[i] = st.answer
 		} else {
-			uk.Keys = slices.Clone(uk.Keys)
-			uk.Revoked = slices.Clone(uk.Revoked)
+			out[i] = st.answer
+			out[i].Keys = slices.Clone(st.answer.Keys)
+			out[i].Revoked = slices.Clone(st.answer.Revoked)
 		}
-		uk.UserID = id
-		out[i] = uk
+		out[i].UserID = id
 	}
 	return out, nil
 }
 
-func (s *Service) currentKeys(scope string, st *userState, cats []string, pol map[string]policy) (UserKeys, error) {
+// currentKeys answers st with the current version of each category,
+// appending the keys to *keys. ci and cur are, aligned with cats, the
+// categories' positions in s.catList and their current versions.
+func (s *Service) currentKeys(scope string, st *userState, cats []string, ci, cur []int, keys *[]fieldcrypt.CategoryKey) (UserKeys, error) {
 	if st.err != nil {
 		return UserKeys{Err: st.err}, nil
 	}
 	kc := st.kc
-	uk := UserKeys{Subject: kc.subject, Keys: make([]fieldcrypt.CategoryKey, 0, len(cats))}
-	for _, cat := range cats {
+	start := len(*keys)
+	uk := UserKeys{Subject: kc.subject}
+	for i, cat := range cats {
 		if _, rv := kc.row.Revoked[cat]; rv {
 			uk.Revoked = append(uk.Revoked, cat)
 			continue
 		}
-		vers := kc.prks[cat]
-		v := kc.latest[cat]
-		if v == 0 || v < pol[cat].cur {
-			return UserKeys{}, fmt.Errorf("keyservice: keychain lacks category %s version %d after update: %w", cat, pol[cat].cur, ErrUnavailable)
+		v := kc.latestAt[ci[i]]
+		if v == 0 || v < cur[i] {
+			return UserKeys{}, fmt.Errorf("keyservice: keychain lacks category %s version %d after update: %w", cat, cur[i], ErrUnavailable)
 		}
-		k, err := derive(vers[v], scope, cat, v)
+		k, err := kc.key(scope, cat, v)
 		if err != nil {
 			return UserKeys{}, err
 		}
-		uk.Keys = append(uk.Keys, fieldcrypt.CategoryKey{Subject: kc.subject, Category: cat, Version: v, Secret: k})
+		*keys = append(*keys, fieldcrypt.CategoryKey{Subject: kc.subject, Category: cat, Version: v, Secret: k})
 	}
+	end := len(*keys)
+	uk.Keys = (*keys)[start:end:end] // full slice: a caller's append cannot overwrite the next user's keys
 	return uk, nil
 }
 
@@ -830,7 +957,7 @@ func (s *Service) GetBySubject(ctx context.Context, scope string, subjects, cate
 	}
 	out := make([]UserKeys, len(subjects))
 	for i, sub := range subjects {
-		kc := kcs[sub]
+		kc := kcs[i]
 		uk := UserKeys{Subject: sub}
 		switch {
 		case kc == nil:
@@ -843,12 +970,11 @@ func (s *Service) GetBySubject(ctx context.Context, scope string, subjects, cate
 					uk.Revoked = append(uk.Revoked, cat)
 					continue
 				}
-				vers := slices.Sorted(maps.Keys(kc.prks[cat]))
-				for _, v := range vers {
+				for _, v := range kc.vers[cat] {
 					if v < pol[cat].min {
 						continue
 					}
-					k, err := derive(kc.prks[cat][v], scope, cat, v)
+					k, err := kc.key(scope, cat, v)
 					if err != nil {
 						return nil, err
 					}

@@ -117,7 +117,9 @@ func (h *handler) keysResponse(method string, res []keyservice.UserKeys, bySubje
 		return nil, connect.NewError(connect.CodeInternal, errors.New("internal error: answer count mismatch"))
 	}
 	out := make([]*keysv1.UserKeys, len(res))
-	// One backing array for every Key of the answer.
+	// One backing array for the UserKeys and one for every Key of the
+	// answer (pre-sized: no per-user or per-key allocation).
+	users := make([]keysv1.UserKeys, len(res))
 	total := 0
 	for i := range res {
 		total += len(res[i].Keys)
@@ -127,7 +129,8 @@ func (h *handler) keysResponse(method string, res []keyservice.UserKeys, bySubje
 	var ok, deleted, unknown int
 	for i := range res {
 		r := &res[i]
-		u := &keysv1.UserKeys{Subject: r.Subject, Status: keysv1.Status_STATUS_OK}
+		u := &users[i]
+		u.Subject, u.Status = r.Subject, keysv1.Status_STATUS_OK
 		if bySubject {
 			u.Subject = ids[i]
 		}
@@ -154,8 +157,9 @@ func (h *handler) keysResponse(method string, res []keyservice.UserKeys, bySubje
 			n := len(r.Keys)
 			u.Keys = ptrs[:n:n]
 			for j, k := range r.Keys {
-				keys[j] = keysv1.Key{Category: k.Category, Version: int32(k.Version), Key: k.Secret.Expose()}
-				u.Keys[j] = &keys[j]
+				pk := &keys[j]
+				pk.Category, pk.Version, pk.Key = k.Category, int32(k.Version), k.Secret.Expose()
+				u.Keys[j] = pk
 			}
 			keys, ptrs = keys[n:], ptrs[n:]
 		}
