@@ -689,6 +689,10 @@ type userState struct {
 	answered bool
 }
 
+// userStates recycles the per-call state slices of byUser (cleared before
+// reuse: no keychain outlives its call through the pool).
+var userStates = sync.Pool{New: func() any { return new([]userState) }}
+
 // idPositions maps user ids to their state in one byUser call; pooled
 // (cleared after use) so the warm path does not build a map per request.
 var idPositions = sync.Pool{New: func() any { return make(map[string]int32) }}
@@ -730,7 +734,16 @@ func (s *Service) byUser(ctx context.Context, scope string, userIDs, categories 
 		return nil, err
 	}
 	// One state per distinct id; at[i] is the state of userIDs[i].
-	sts := make([]userState, 0, len(userIDs))
+	stp := userStates.Get().(*[]userState)
+	sts := (*stp)[:0]
+	if cap(sts) < len(userIDs) {
+		sts = make([]userState, 0, len(userIDs))
+	}
+	defer func() {
+		clear(sts) // the rest of the array is still zero from earlier calls
+		*stp = sts[:0]
+		userStates.Put(stp)
+	}()
 	at := make([]int32, len(userIDs))
 	pos := idPositions.Get().(map[string]int32)
 	for i, id := range userIDs {

@@ -7,7 +7,12 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
+	"runtime"
+	rtmetrics "runtime/metrics"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -24,7 +29,10 @@ import (
 // The load benchmarks run our own bounded load generator against a real
 // server on loopback (plain HTTP/1.1 + Connect protocol, binary protobuf;
 // bolt store; warm caches). They print numbers; nothing here fails on time.
-// Generator and server share the machine's cores.
+// Generator, client and server share one process (one heap, one GC) and the
+// machine's cores with whatever else runs there: runtimeStats reports, for
+// the measured interval, the scheduler latency, GC cycles and GC CPU share
+// behind the latency figures, and the load average at the start.
 
 const benchUsers = 10_000
 
@@ -183,15 +191,103 @@ func openLoop(b *testing.B, rate float64, batch, maxInFlight int, e *benchEnv) (
 	return float64(len(lat)) / el.Seconds(), lat, svc, drop.Load()
 }
 
+// runtimeStats reads what shares the CPU with the measured calls.
+type runtimeStats struct {
+	samples []rtmetrics.Sample
+	runqNS  int64 // OS run-queue wait of this process's threads (Linux)
+}
+
+// osRunqWait sums, over this process's threads, the time they were
+// runnable but waiting for a CPU in the kernel (/proc/self/task/*/schedstat,
+// second field): CPU taken by other processes, or by more runnable threads
+// than cores. Go's scheduler latency does not see it. 0 where unavailable.
+func osRunqWait() int64 {
+	files, _ := filepath.Glob("/proc/self/task/*/schedstat")
+	var sum int64
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		if fs := strings.Fields(string(b)); len(fs) >= 2 {
+			n, _ := strconv.ParseInt(fs[1], 10, 64)
+			sum += n
+		}
+	}
+	return sum
+}
+
+var runtimeMetricNames = []string{
+	"/sched/latencies:seconds",          // runnable -> running, every goroutine
+	"/gc/pauses:seconds",                // stop-the-world pauses
+	"/gc/cycles/total:gc-cycles",        // completed GC cycles
+	"/cpu/classes/gc/total:cpu-seconds", // GC CPU (marking, assists, pauses)
+	"/cpu/classes/total:cpu-seconds",    // all CPU available to the process
+}
+
+func readRuntimeStats() runtimeStats {
+	st := runtimeStats{samples: make([]rtmetrics.Sample, len(runtimeMetricNames))}
+	for i, n := range runtimeMetricNames {
+		st.samples[i].Name = n
+	}
+	rtmetrics.Read(st.samples)
+	st.runqNS = osRunqWait()
+	return st
+}
+
+// histP is the p-quantile (upper bucket bound, in ms) of the observations
+// histogram after has over before.
+func histP(before, after *rtmetrics.Float64Histogram, p float64) float64 {
+	var total uint64
+	for i := range after.Counts {
+		total += after.Counts[i] - before.Counts[i]
+	}
+	if total == 0 {
+		return 0
+	}
+	want, seen := uint64(float64(total)*p), uint64(0)
+	for i := range after.Counts {
+		seen += after.Counts[i] - before.Counts[i]
+		if seen > want {
+			return after.Buckets[i+1] * 1000
+		}
+	}
+	return after.Buckets[len(after.Buckets)-1] * 1000
+}
+
+// report adds the runtime figures of the interval since before: scheduler
+// latency p99 (how long a runnable goroutine — a request, the generator —
+// waited for a CPU), STW GC pause p99, GC cycles per second and the GC's
+// share of the process CPU. It logs what shares the CPU.
+func (before runtimeStats) report(b *testing.B, elapsed time.Duration) {
+	after := readRuntimeStats()
+	bs, as := before.samples, after.samples
+	b.ReportMetric(histP(bs[0].Value.Float64Histogram(), as[0].Value.Float64Histogram(), .99), "sched-p99-ms")
+	b.ReportMetric(histP(bs[1].Value.Float64Histogram(), as[1].Value.Float64Histogram(), .99), "gc-pause-p99-ms")
+	b.ReportMetric(float64(as[2].Value.Uint64()-bs[2].Value.Uint64())/elapsed.Seconds(), "gc/s")
+	if cpu := as[4].Value.Float64() - bs[4].Value.Float64(); cpu > 0 {
+		b.ReportMetric(100*(as[3].Value.Float64()-bs[3].Value.Float64())/cpu, "gc-cpu-%")
+	}
+	if before.runqNS > 0 {
+		b.ReportMetric(float64(osRunqWait()-before.runqNS)/1e6/elapsed.Seconds(), "os-runq-wait-ms/s")
+	}
+	load, _ := os.ReadFile("/proc/loadavg")
+	b.Logf("shares the CPU: load generator + client + server in one process (one GC), GOMAXPROCS=%d on %d CPUs, GOGC=%q GOMEMLIMIT=%q; 1/5/15-min load average before this run: %s",
+		runtime.GOMAXPROCS(0), runtime.NumCPU(), os.Getenv("GOGC"), os.Getenv("GOMEMLIMIT"), strings.Join(strings.Fields(string(load))[:min(3, len(strings.Fields(string(load))))], " "))
+}
+
 // BenchmarkBatch100 measures batch-of-100 get-or-create lookups (2
 // categories: 200 derived keys per RPC) at max load (closed loop, 16
-// workers) and at 50% of that rate (open loop).
+// workers) and at 50% of that rate (open loop; LOCKSTREAM_BENCH_RPS sets
+// the open-loop rate instead).
 func BenchmarkBatch100(b *testing.B) {
 	const batch = 100
 	keysPerRPC := float64(batch * len(benchCats))
 	b.Run("load=100%", func(b *testing.B) {
 		e := getBenchEnv(b)
+		rs, t0 := readRuntimeStats(), time.Now()
 		rate, lat := closedLoop(b, 16, batch, e)
+		rs.report(b, time.Since(t0))
 		benchMax.Store(int64(rate))
 		b.ReportMetric(rate*keysPerRPC, "keys/s")
 		b.ReportMetric(rate, "rpc/s")
@@ -200,11 +296,19 @@ func BenchmarkBatch100(b *testing.B) {
 	})
 	b.Run("load=50%", func(b *testing.B) {
 		e := getBenchEnv(b)
-		maxRate := float64(benchMax.Load())
-		if maxRate == 0 {
-			maxRate = 1000
+		target := float64(benchMax.Load()) / 2
+		if target == 0 {
+			target = 500
 		}
-		rate, lat, svc, dropped := openLoop(b, maxRate/2, batch, 256, e)
+		// LOCKSTREAM_BENCH_RPS fixes the rate instead (e.g. 1000 RPC/s =
+		// 200k keys/s, the throughput target), to compare builds at one load.
+		if v, err := strconv.ParseFloat(os.Getenv("LOCKSTREAM_BENCH_RPS"), 64); err == nil && v > 0 {
+			target = v
+		}
+		b.Logf("open loop at %.0f RPC/s", target)
+		rs, t0 := readRuntimeStats(), time.Now()
+		rate, lat, svc, dropped := openLoop(b, target, batch, 256, e)
+		rs.report(b, time.Since(t0))
 		b.ReportMetric(rate*keysPerRPC, "keys/s")
 		b.ReportMetric(rate, "rpc/s")
 		b.ReportMetric(percentile(lat, .50), "p50-ms")
@@ -222,6 +326,7 @@ func BenchmarkSingleKey(b *testing.B) {
 	lat := make([]time.Duration, b.N)
 	var next atomic.Int64
 	var wg sync.WaitGroup
+	rs := readRuntimeStats()
 	b.ResetTimer()
 	start := time.Now()
 	for range 16 {
@@ -244,6 +349,7 @@ func BenchmarkSingleKey(b *testing.B) {
 	wg.Wait()
 	el := time.Since(start)
 	b.StopTimer()
+	rs.report(b, el)
 	b.ReportMetric(float64(b.N)/el.Seconds(), "keys/s")
 	b.ReportMetric(percentile(lat, .50), "p50-ms")
 	b.ReportMetric(percentile(lat, .99), "p99-ms")
