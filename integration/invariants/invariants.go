@@ -1,0 +1,435 @@
+// Package invariants is the one checker every fault scenario ends with. It
+// reads a finished output root (after ingest and hourly) and checks the
+// invariants of DESIGN.md against what was sent:
+//
+//   - nothing lost: every distinct valid event sent is in exactly one
+//     published dataset, or in the late area of an hour that was already
+//     published, or dead-lettered with a reason; every invalid message is
+//     dead-lettered;
+//   - nothing duplicated: no event id twice in the published datasets of a
+//     type, across all its hours;
+//   - accounting balances: per ingest row in = written + dead + late, and per
+//     published hour raw + late = published + duplicates + lookback drops, and
+//     the manifest matches its objects and checksums;
+//   - no plaintext: no canary in any byte under the root or in the logs;
+//   - decryptability: given canaries decrypt in view output, shredded ones
+//     do not.
+//
+// A violation names the scenario and the invariant, never a plaintext value.
+package invariants
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/lockstream/lockstream/blob"
+	"github.com/lockstream/lockstream/layout"
+	"github.com/lockstream/lockstream/pipelines"
+	"github.com/lockstream/lockstream/record"
+	"github.com/lockstream/lockstream/schemas"
+	"github.com/lockstream/lockstream/transforms"
+)
+
+// Input is what a scenario sent and where its output is.
+type Input struct {
+	Scenario string
+	Root     string // output root: a directory or gs://bucket/prefix
+	// Sent is every message published, duplicates and malformed included,
+	// with the id the source assigned (Pub/Sub's message id after publish).
+	Sent     []record.Message
+	Canaries []string // plaintext that must occur in no output byte and no log
+	Logs     []byte   // captured logs of every component
+
+	// Ingest is the accounting of the ingest runs (leave nil when a run was
+	// killed and could not report).
+	Ingest []pipelines.AccountRow
+	// WantDead, when set, is the number of distinct dead-lettered messages
+	// expected per reason.
+	WantDead map[string]int64
+	// MaxPayload is the ingest limit (0: record.DefaultMaxPayload); larger
+	// messages count as invalid.
+	MaxPayload int
+
+	// With KeysURL, view decrypts every published hour: every Readable
+	// canary must be in its output and no Unreadable one.
+	KeysURL    string
+	KeyScope   string
+	Readable   []string
+	Unreadable []string
+}
+
+// Summary is what the checker found.
+type Summary struct {
+	Scenario   string
+	Sent       int   // messages sent
+	Valid      int   // distinct valid events sent
+	Invalid    int   // messages that must be dead-lettered
+	Published  int64 // records in published datasets
+	Hours      int   // published hours
+	Dead       int64 // distinct dead-lettered messages
+	Late       int64 // records waiting in the late area of a published hour
+	Dups       int64 // event ids published more than once
+	Lost       int64 // valid events or invalid messages found nowhere
+	Leaks      int64 // canary occurrences in outputs or logs
+	Violations []string
+}
+
+func (s *Summary) String() string {
+	return fmt.Sprintf("scenario %s: sent %d (valid %d, invalid %d) → published %d in %d hours, dead %d, late %d, dups %d, lost %d, leaks %d",
+		s.Scenario, s.Sent, s.Valid, s.Invalid, s.Published, s.Hours, s.Dead, s.Late, s.Dups, s.Lost, s.Leaks)
+}
+
+func (s *Summary) violate(invariant, format string, a ...any) {
+	if len(s.Violations) < 50 {
+		s.Violations = append(s.Violations, fmt.Sprintf("scenario %s: invariant %q violated: %s", s.Scenario, invariant, fmt.Sprintf(format, a...)))
+	}
+}
+
+// Require runs Check, logs the summary, and fails t with every violation.
+func Require(t testing.TB, ctx context.Context, in Input) *Summary {
+	t.Helper()
+	s, err := Check(ctx, in)
+	if err != nil {
+		t.Fatalf("scenario %s: checker: %v", in.Scenario, err)
+	}
+	t.Log(s.String())
+	if len(s.Violations) > 0 {
+		t.Fatalf("%d invariant violations:\n%s", len(s.Violations), strings.Join(s.Violations, "\n"))
+	}
+	return s
+}
+
+type eventKey struct{ typ, id string }
+
+// Check reads the output under in.Root and checks every invariant. Errors
+// are for a checker that cannot read; violations go into the Summary.
+func Check(ctx context.Context, in Input) (*Summary, error) {
+	s := &Summary{Scenario: in.Scenario, Sent: len(in.Sent)}
+	b, err := blob.Open(ctx, in.Root)
+	if err != nil {
+		return nil, err
+	}
+	names, err := b.List(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	if err := scanPlaintext(ctx, b, names, in, s); err != nil {
+		return nil, err
+	}
+	valid, invalid, err := classify(in)
+	if err != nil {
+		return nil, err
+	}
+	s.Valid, s.Invalid = len(valid), len(invalid)
+
+	published, hours, err := readPublished(ctx, b, names, s)
+	if err != nil {
+		return nil, err
+	}
+	late, err := readLate(ctx, b, names, hours)
+	if err != nil {
+		return nil, err
+	}
+	dead, err := readDead(ctx, b, names)
+	if err != nil {
+		return nil, err
+	}
+	s.Late, s.Dead = int64(len(late)), int64(len(dead))
+
+	// Nothing lost.
+	for k, ids := range valid {
+		if published[k] > 0 || late[k] {
+			continue
+		}
+		found := false
+		for _, id := range ids {
+			if dead[id] != "" {
+				found = true
+				break
+			}
+		}
+		if !found {
+			s.Lost++
+			s.violate("nothing lost", "%s event %s is in no dataset, late area or dead letter", k.typ, k.id)
+		}
+	}
+	for id := range invalid {
+		if dead[id] == "" {
+			s.Lost++
+			s.violate("nothing lost", "invalid message %s was not dead-lettered", id)
+		}
+	}
+	// Nothing duplicated, nothing invented.
+	for k, n := range published {
+		if n > 1 {
+			s.Dups += int64(n - 1)
+			s.violate("no duplicates", "%s event %s published %d times", k.typ, k.id, n)
+		}
+		if _, ok := valid[k]; !ok && in.Sent != nil {
+			s.violate("nothing invented", "%s event %s published but never sent", k.typ, k.id)
+		}
+	}
+	if in.WantDead != nil {
+		got := map[string]int64{}
+		for _, reason := range dead {
+			got[reason]++
+		}
+		for reason, want := range in.WantDead {
+			if got[reason] != want {
+				s.violate("dead letters by reason", "%d messages dead-lettered as %s, want %d", got[reason], reason, want)
+			}
+		}
+		for reason, n := range got {
+			if _, ok := in.WantDead[reason]; !ok {
+				s.violate("dead letters by reason", "%d unexpected messages dead-lettered as %s", n, reason)
+			}
+		}
+	}
+	for _, row := range in.Ingest {
+		if row.In != row.Written+row.DeadTotal()+row.Late {
+			s.violate("ingest accounting", "%s v%d %s: in %d != written %d + dead %d + late %d",
+				row.Type, row.Version, layout.FormatHour(row.Hour), row.In, row.Written, row.DeadTotal(), row.Late)
+		}
+	}
+	if in.KeysURL != "" {
+		if err := checkView(ctx, in, hours, s); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// scanPlaintext looks for every canary in every object and in the logs.
+func scanPlaintext(ctx context.Context, b blob.Bucket, names []string, in Input, s *Summary) error {
+	canaries := make([][]byte, 0, len(in.Canaries))
+	for _, c := range in.Canaries {
+		if c != "" {
+			canaries = append(canaries, []byte(c))
+		}
+	}
+	scan := func(where string, data []byte) {
+		for i, c := range canaries {
+			if n := bytes.Count(data, c); n > 0 {
+				s.Leaks += int64(n)
+				s.violate("no plaintext", "canary #%d occurs %d times in %s", i, n, where)
+			}
+		}
+	}
+	for _, n := range names {
+		data, err := blob.ReadAll(ctx, b, n)
+		if err != nil {
+			return err
+		}
+		scan(n, data)
+	}
+	scan("the logs", in.Logs)
+	return nil
+}
+
+// classify splits what was sent into valid events (by type and event id,
+// with the message ids that carried them) and invalid messages.
+func classify(in Input) (valid map[eventKey][]string, invalid map[string]bool, err error) {
+	reg, err := schemas.Embedded()
+	if err != nil {
+		return nil, nil, err
+	}
+	max := in.MaxPayload
+	if max <= 0 {
+		max = record.DefaultMaxPayload
+	}
+	valid, invalid = map[eventKey][]string{}, map[string]bool{}
+	var ev schemas.Event
+	for _, m := range in.Sent {
+		sch, err := reg.Resolve(m.EventType(), m.Attributes[record.AttrSchemaVersion])
+		if err != nil || len(m.Data) > max || sch.Decode(m.Data, &ev) != nil {
+			invalid[m.ID] = true
+			continue
+		}
+		k := eventKey{sch.Type, ev.Values[sch.DedupeIndex].Str}
+		valid[k] = append(valid[k], m.ID)
+	}
+	// A message id that also carried a valid event is not "invalid".
+	for _, ids := range valid {
+		for _, id := range ids {
+			delete(invalid, id)
+		}
+	}
+	return valid, invalid, nil
+}
+
+// readPublished reads the event ids of every published hour and checks
+// each hour's manifest against its objects and accounting.
+func readPublished(ctx context.Context, b blob.Bucket, names []string, s *Summary) (map[eventKey]int, map[layout.Hour]bool, error) {
+	published := map[eventKey]int{}
+	hours := map[layout.Hour]bool{}
+	for _, n := range names {
+		area, h, file, ok := layout.ParseDir(n)
+		if !ok || area != layout.DatasetsArea || file != layout.Success {
+			continue
+		}
+		hours[h] = true
+	}
+	s.Hours = len(hours)
+	for _, h := range sortedHours(hours) {
+		if err := pipelines.VerifyHour(ctx, b, h); err != nil {
+			s.violate("published hour matches its manifest", "%s: %v", h, err)
+			continue
+		}
+		m, err := pipelines.ReadManifest(ctx, b, h)
+		if err != nil {
+			return nil, nil, err
+		}
+		a := m.Input
+		if a.RawRecords+a.LateRecords != a.Published+a.DuplicatesDropped+a.LookbackDropped {
+			s.violate("hourly accounting", "%s: raw %d + late %d != published %d + duplicates %d + lookback %d",
+				h, a.RawRecords, a.LateRecords, a.Published, a.DuplicatesDropped, a.LookbackDropped)
+		}
+		var n int64
+		err = pipelines.ReadDatasetEventIDs(ctx, b, h, func(id string) {
+			published[eventKey{h.Type, id}]++
+			n++
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		if n != m.Records || n != a.Published {
+			s.violate("hourly accounting", "%s: %d records read, manifest says %d, accounting %d", h, n, m.Records, a.Published)
+		}
+		s.Published += n
+	}
+	return published, hours, nil
+}
+
+// readLate reads the event ids in late files of hours that are already
+// published (late files of an unpublished hour are read by its hourly run).
+func readLate(ctx context.Context, b blob.Bucket, names []string, published map[layout.Hour]bool) (map[eventKey]bool, error) {
+	late := map[eventKey]bool{}
+	byHour := map[layout.Hour][]string{}
+	for _, n := range names {
+		area, h, _, ok := layout.ParseDir(n)
+		if ok && area == layout.LateArea && transforms.IsPart(n) && published[h] {
+			byHour[h] = append(byHour[h], n)
+		}
+	}
+	for h, files := range byHour {
+		err := transforms.ReadDatasetRecords(ctx, b, h.Type, h.Version, files, func(cols []record.Column, lay *record.Layout, _ []byte) {
+			late[eventKey{h.Type, string(cols[lay.Dedupe].Bytes)}] = true
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return late, nil
+}
+
+// readDead maps each dead-lettered message id to its reason.
+func readDead(ctx context.Context, b blob.Bucket, names []string) (map[string]string, error) {
+	dead := map[string]string{}
+	for _, n := range names {
+		if !strings.HasPrefix(n, layout.DeadLetterArea+"/") || !strings.HasSuffix(n, transforms.DeadLetterExt) {
+			continue
+		}
+		data, err := blob.ReadAll(ctx, b, n)
+		if err != nil {
+			return nil, err
+		}
+		for _, line := range bytes.Split(data, []byte("\n")) {
+			if len(bytes.TrimSpace(line)) == 0 {
+				continue
+			}
+			var r record.Rejection
+			if err := json.Unmarshal(line, &r); err != nil {
+				return nil, fmt.Errorf("%s: %w", n, err)
+			}
+			dead[r.MessageID] = r.Reason
+		}
+	}
+	return dead, nil
+}
+
+// checkView decrypts every published hour and looks for the canaries.
+func checkView(ctx context.Context, in Input, hours map[layout.Hour]bool, s *Summary) error {
+	dir, err := os.MkdirTemp("", "lockstream-invariants-view-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	var all []byte
+	for i, h := range sortedHours(hours) {
+		out := filepath.Join(dir, fmt.Sprintf("view-%d.ndjson", i))
+		if _, err := pipelines.View(ctx, pipelines.ViewConfig{Root: in.Root, Type: h.Type, Version: h.Version, Hour: h.Hour,
+			Out: out, KeysURL: in.KeysURL, KeyScope: in.KeyScope}); err != nil {
+			return fmt.Errorf("view %s: %w", h, err)
+		}
+		data, err := os.ReadFile(out)
+		if err != nil {
+			return err
+		}
+		all = append(all, data...)
+	}
+	for i, c := range in.Readable {
+		if !bytes.Contains(all, []byte(c)) {
+			s.violate("live data decrypts", "readable canary #%d is not in the view output", i)
+		}
+	}
+	for i, c := range in.Unreadable {
+		if bytes.Contains(all, []byte(c)) {
+			s.violate("shred means unreadable", "shredded canary #%d decrypts in the view output", i)
+		}
+	}
+	return nil
+}
+
+func sortedHours(m map[layout.Hour]bool) []layout.Hour {
+	hs := make([]layout.Hour, 0, len(m))
+	for h := range m {
+		hs = append(hs, h)
+	}
+	sort.Slice(hs, func(i, j int) bool {
+		if hs[i].Type != hs[j].Type {
+			return hs[i].Type < hs[j].Type
+		}
+		if hs[i].Version != hs[j].Version {
+			return hs[i].Version < hs[j].Version
+		}
+		return hs[i].Hour.Before(hs[j].Hour)
+	})
+	return hs
+}
+
+// PublishAll runs hourly for every (type, version, hour) that has raw or
+// late data and is not yet published, with force (scenarios end with it, so
+// markers need not be there). cfg gives the root and any other options; its
+// type, version and hour are set per hour. It returns the hours it saw.
+func PublishAll(ctx context.Context, cfg pipelines.HourlyConfig) ([]layout.Hour, error) {
+	b, err := blob.Open(ctx, cfg.Root)
+	if err != nil {
+		return nil, err
+	}
+	names, err := b.List(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	set := map[layout.Hour]bool{}
+	for _, n := range names {
+		if area, h, _, ok := layout.ParseDir(n); ok && (area == layout.RawArea || area == layout.LateArea) && transforms.IsPart(n) {
+			set[h] = true
+		}
+	}
+	hours := sortedHours(set)
+	for _, h := range hours {
+		c := cfg
+		c.Type, c.Version, c.Hour, c.Force = h.Type, h.Version, h.Hour, true
+		if _, err := pipelines.Hourly(ctx, c); err != nil {
+			return nil, err
+		}
+	}
+	return hours, nil
+}
