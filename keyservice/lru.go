@@ -6,7 +6,10 @@ import (
 	"time"
 )
 
-// lru is a small LRU with per-entry expiry; safe for concurrent use.
+// lru is a small LRU with per-entry expiry; safe for concurrent use. An
+// expired entry is never returned by get; it stays (counted in the
+// capacity) until put replaces it, del removes it or it is evicted, so that
+// a refresh can see what it held (expired).
 type lru struct {
 	mu    sync.Mutex
 	cap   int
@@ -39,9 +42,7 @@ func (c *lru) get(key string, now time.Time) (any, bool) {
 	}
 	e := el.Value.(*lruEntry)
 	if !now.Before(e.expires) {
-		c.ll.Remove(el)
-		delete(c.items, key)
-		return nil, false
+		return nil, false // kept for expired(); replaced by put or evicted
 	}
 	c.ll.MoveToFront(el)
 	return e.val, true
@@ -61,12 +62,27 @@ func (c *lru) getBytes(key []byte, now time.Time) (any, bool) {
 	}
 	e := el.Value.(*lruEntry)
 	if !now.Before(e.expires) {
-		c.ll.Remove(el)
-		delete(c.items, e.key)
-		return nil, false
+		return nil, false // kept for expired(); replaced by put or evicted
 	}
 	c.ll.MoveToFront(el)
 	return e.val, true
+}
+
+// expired returns the value under key if it is there but expired (it is
+// never served; the caller may reuse work derived from it when what it
+// reads again from the store is byte-identical).
+func (c *lru) expired(key string, now time.Time) (any, bool) {
+	if c == nil {
+		return nil, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.items[key]; ok {
+		if e := el.Value.(*lruEntry); !now.Before(e.expires) {
+			return e.val, true
+		}
+	}
+	return nil, false
 }
 
 func (c *lru) put(key string, val any, expires time.Time) {

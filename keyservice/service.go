@@ -1,11 +1,13 @@
 package keyservice
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -270,12 +272,19 @@ func (s *Service) checkBatch(n int) error {
 // expiry is when a row read from the store at readAt (by the store's wall
 // clock) must be read again: StaleWindow after it was read, on this
 // Service's clock.
+//
+// Up to a fifth of the window is taken off at random, so rows read together
+// (a warm-up, a burst of new users) do not all expire together and make every
+// request of one instant go to the store: that burst was the whole p99 of the
+// load benchmark (31 ms at 500 RPC/s with, 3.6 ms without refreshes). The
+// bound only gets shorter.
 func (s *Service) expiry(readAt time.Time) time.Time {
 	age := time.Duration(0)
 	if !readAt.IsZero() {
 		age = max(0, time.Since(readAt))
 	}
-	return s.now().Add(s.opts.StaleWindow - age)
+	jitter := time.Duration(rand.Int64N(int64(s.opts.StaleWindow)/5 + 1))
+	return s.now().Add(s.opts.StaleWindow - age - jitter)
 }
 
 // ---- policies ----
@@ -334,6 +343,7 @@ func (s *Service) policies(ctx context.Context) (map[string]policy, error) {
 type keychain struct {
 	subject string
 	row     keychainRow
+	raw     []byte // the row as stored (sealed root keys only), to recognise it unchanged
 	rev     uint64
 	readAt  time.Time
 	prks    map[string]map[int][]byte
@@ -404,7 +414,7 @@ func (k *keychain) key(scope, category string, version int) (fieldcrypt.Secret, 
 }
 
 func (s *Service) openKeychain(it Item, subject string) (*keychain, error) {
-	kc := &keychain{subject: subject, rev: it.Rev, readAt: it.ReadAt}
+	kc := &keychain{subject: subject, raw: bytes.Clone(it.Value), rev: it.Rev, readAt: it.ReadAt}
 	if err := decodeRow(it, &kc.row); err != nil {
 		return nil, err
 	}
@@ -432,6 +442,24 @@ func (s *Service) openKeychain(it Item, subject string) (*keychain, error) {
 			kc.latestAt[i] = v[len(v)-1]
 		}
 	}
+	return kc, nil
+}
+
+// reopenKeychain is openKeychain for a row read again after its cache
+// entry expired: when the row is byte-identical to the expired entry's, the
+// opened root keys and memoized derived keys are reused (a refresh then
+// costs a store read, not a decryption per root key and an HKDF per derived
+// key); the new keychain carries the new read time and revision.
+func (s *Service) reopenKeychain(it Item, subject string, now time.Time) (*keychain, error) {
+	v, ok := s.cache.expired(cacheSubject+subject, now)
+	old, _ := v.(*keychain)
+	if !ok || old == nil || old.subject != subject || !bytes.Equal(old.raw, it.Value) {
+		return s.openKeychain(it, subject)
+	}
+	kc := &keychain{subject: subject, row: old.row, raw: old.raw, rev: it.Rev, readAt: it.ReadAt,
+		prks: old.prks, vers: old.vers, latestAt: old.latestAt}
+	kc.okGen.Store(old.okGen.Load())
+	kc.derived.Store(old.derived.Load())
 	return kc, nil
 }
 
@@ -472,10 +500,11 @@ func (s *Service) loadKeychains(ctx context.Context, subjects []string, fresh bo
 	}
 	for _, it := range items {
 		if !it.Found() {
+			s.cache.del(cacheSubject + it.Key[len(prefixSubject):]) // an expired entry of a shredded keychain
 			continue
 		}
 		sub := it.Key[len(prefixSubject):]
-		kc, err := s.openKeychain(it, sub)
+		kc, err := s.reopenKeychain(it, sub, now)
 		if err != nil {
 			return nil, err
 		}
@@ -485,6 +514,16 @@ func (s *Service) loadKeychains(ctx context.Context, subjects []string, fresh bo
 		s.cache.put(cacheSubject+sub, kc, s.expiry(kc.readAt))
 	}
 	return out, nil
+}
+
+// dropShredded removes what an expired cache entry still holds for a user
+// the store reports absent or deleted: the index entry and the keychain it
+// pointed to (expired entries are never served, but should not keep opened
+// root keys of a shredded user in memory until evicted).
+func (s *Service) dropShredded(hash string, now time.Time) {
+	if v, ok := s.cache.expired(cacheUser+hash, now); ok {
+		s.forget(hash, v.(string))
+	}
 }
 
 func (s *Service) forget(hash, subject string) {
@@ -792,6 +831,7 @@ func (s *Service) byUser(ctx context.Context, scope string, userIDs, categories 
 			}
 			switch {
 			case !it.Found():
+				s.dropShredded(st.hash, now)
 				if create {
 					st.create = true
 				} else {
@@ -803,6 +843,7 @@ func (s *Service) byUser(ctx context.Context, scope string, userIDs, categories 
 					return nil, err
 				}
 				if ir.Deleted != nil {
+					s.dropShredded(st.hash, now)
 					if create && s.opts.AfterDelete == NewKeychainAfterDelete {
 						st.create, st.createRev = true, it.Rev
 					} else {

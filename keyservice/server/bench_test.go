@@ -29,8 +29,10 @@ import (
 // The load benchmarks run our own bounded load generator against a real
 // server on loopback (plain HTTP/1.1 + Connect protocol, binary protobuf;
 // bolt store; warm caches). They print numbers; nothing here fails on time.
-// Generator, client and server share one process (one heap, one GC) and the
-// machine's cores with whatever else runs there: runtimeStats reports, for
+// By default the server is `lockstream keys serve` in its own process, as
+// deployed (LOCKSTREAM_BENCH_SERVER=inprocess serves from this process: one
+// heap, one GC). Either way they share the machine's cores with whatever
+// else runs there: runtimeStats reports, for
 // the measured interval, the scheduler latency, GC cycles and GC CPU share
 // behind the latency figures, and the load average at the start.
 
@@ -56,22 +58,31 @@ func getBenchEnv(b *testing.B) *benchEnv {
 		if err != nil {
 			b.Fatal(err)
 		}
-		st, err := keyservice.OpenBolt(dir)
-		if err != nil {
-			b.Fatal(err)
+		var url string
+		if benchServerMode() == "process" {
+			u, _, err := startServerProcess(dir) // lives for the whole benchmark process
+			if err != nil {
+				b.Fatal(err)
+			}
+			url = u
+		} else {
+			st, err := keyservice.OpenBolt(dir)
+			if err != nil {
+				b.Fatal(err)
+			}
+			svc, err := keyservice.New(st, keyservice.Options{MasterKey: masterKey(b), Categories: testCats})
+			if err != nil {
+				b.Fatal(err)
+			}
+			s, err := New(Config{Service: svc, Services: testServices(b), Audit: io.Discard,
+				Log: slog.New(slog.NewTextHandler(io.Discard, nil)), MaxConcurrent: 1024})
+			if err != nil {
+				b.Fatal(err)
+			}
+			url = httptest.NewServer(s.Handler()).URL // lives for the whole benchmark process
 		}
-		svc, err := keyservice.New(st, keyservice.Options{MasterKey: masterKey(b), Categories: testCats})
-		if err != nil {
-			b.Fatal(err)
-		}
-		s, err := New(Config{Service: svc, Services: testServices(b), Audit: io.Discard,
-			Log: slog.New(slog.NewTextHandler(io.Discard, nil)), MaxConcurrent: 1024})
-		if err != nil {
-			b.Fatal(err)
-		}
-		srv := httptest.NewServer(s.Handler()) // lives for the whole benchmark process
-		e := &benchEnv{url: srv.URL}
-		e.client = keysv1connect.NewKeyServiceClient(keyclient.DefaultHTTPClient(), srv.URL, connect.WithInterceptors(bearer(secretWide)))
+		e := &benchEnv{url: url}
+		e.client = keysv1connect.NewKeyServiceClient(keyclient.DefaultHTTPClient(), url, connect.WithInterceptors(bearer(secretWide)))
 		for i := range benchUsers {
 			e.users = append(e.users, fmt.Sprintf("bench-user-%06d", i))
 		}
@@ -272,8 +283,12 @@ func (before runtimeStats) report(b *testing.B, elapsed time.Duration) {
 		b.ReportMetric(float64(osRunqWait()-before.runqNS)/1e6/elapsed.Seconds(), "os-runq-wait-ms/s")
 	}
 	load, _ := os.ReadFile("/proc/loadavg")
-	b.Logf("shares the CPU: load generator + client + server in one process (one GC), GOMAXPROCS=%d on %d CPUs, GOGC=%q GOMEMLIMIT=%q; 1/5/15-min load average before this run: %s",
-		runtime.GOMAXPROCS(0), runtime.NumCPU(), os.Getenv("GOGC"), os.Getenv("GOMEMLIMIT"), strings.Join(strings.Fields(string(load))[:min(3, len(strings.Fields(string(load))))], " "))
+	where := "load generator + client + server in one process (one GC)"
+	if benchServerMode() == "process" {
+		where = "load generator + client in this process, `lockstream keys serve` in its own (runtime figures are this process's)"
+	}
+	b.Logf("shares the CPU: %s, GOMAXPROCS=%d on %d CPUs, GOGC=%q GOMEMLIMIT=%q; 1/5/15-min load average before this run: %s",
+		where, runtime.GOMAXPROCS(0), runtime.NumCPU(), os.Getenv("GOGC"), os.Getenv("GOMEMLIMIT"), strings.Join(strings.Fields(string(load))[:min(3, len(strings.Fields(string(load))))], " "))
 }
 
 // BenchmarkBatch100 measures batch-of-100 get-or-create lookups (2
@@ -285,9 +300,11 @@ func BenchmarkBatch100(b *testing.B) {
 	keysPerRPC := float64(batch * len(benchCats))
 	b.Run("load=100%", func(b *testing.B) {
 		e := getBenchEnv(b)
+		hist, _ := serverHistogram(e.url)
 		rs, t0 := readRuntimeStats(), time.Now()
 		rate, lat := closedLoop(b, 16, batch, e)
 		rs.report(b, time.Since(t0))
+		reportServerShare(b, e.url, hist)
 		benchMax.Store(int64(rate))
 		b.ReportMetric(rate*keysPerRPC, "keys/s")
 		b.ReportMetric(rate, "rpc/s")
@@ -306,9 +323,11 @@ func BenchmarkBatch100(b *testing.B) {
 			target = v
 		}
 		b.Logf("open loop at %.0f RPC/s", target)
+		hist, _ := serverHistogram(e.url)
 		rs, t0 := readRuntimeStats(), time.Now()
 		rate, lat, svc, dropped := openLoop(b, target, batch, 256, e)
 		rs.report(b, time.Since(t0))
+		reportServerShare(b, e.url, hist)
 		b.ReportMetric(rate*keysPerRPC, "keys/s")
 		b.ReportMetric(rate, "rpc/s")
 		b.ReportMetric(percentile(lat, .50), "p50-ms")
