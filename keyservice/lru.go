@@ -3,6 +3,7 @@ package keyservice
 import (
 	"container/list"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -11,6 +12,8 @@ import (
 // capacity) until put replaces it, del removes it or it is evicted, so that
 // a refresh can see what it held (expired).
 type lru struct {
+	hits, misses atomic.Uint64 // get and getBytes answers (an expired entry is a miss)
+
 	mu    sync.Mutex
 	cap   int
 	ll    *list.List
@@ -37,13 +40,21 @@ func (c *lru) get(key string, now time.Time) (any, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	el, ok := c.items[key]
+	return c.answer(el, ok, now)
+}
+
+// answer finishes get and getBytes (c.mu held).
+func (c *lru) answer(el *list.Element, ok bool, now time.Time) (any, bool) {
 	if !ok {
+		c.misses.Add(1)
 		return nil, false
 	}
 	e := el.Value.(*lruEntry)
 	if !now.Before(e.expires) {
+		c.misses.Add(1)
 		return nil, false // kept for expired(); replaced by put or evicted
 	}
+	c.hits.Add(1)
 	c.ll.MoveToFront(el)
 	return e.val, true
 }
@@ -57,15 +68,7 @@ func (c *lru) getBytes(key []byte, now time.Time) (any, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	el, ok := c.items[string(key)]
-	if !ok {
-		return nil, false
-	}
-	e := el.Value.(*lruEntry)
-	if !now.Before(e.expires) {
-		return nil, false // kept for expired(); replaced by put or evicted
-	}
-	c.ll.MoveToFront(el)
-	return e.val, true
+	return c.answer(el, ok, now)
 }
 
 // expired returns the value under key if it is there but expired (it is

@@ -55,6 +55,10 @@ func TestRefreshReusesUnchangedKeychain(t *testing.T) {
 	if err := peer.DeleteUser(ctx, users[2]); err != nil {
 		t.Fatal(err)
 	}
+	warm := node.CacheStats()
+	if warm.ProcessHits == 0 || warm.ProcessMisses == 0 || warm.Memcached {
+		t.Fatalf("cache stats after a cold and a warm call: %+v", warm)
+	}
 	advance(window)
 	got, err := node.GetByUser(ctx, "svc", users, cats)
 	if err != nil {
@@ -62,6 +66,9 @@ func TestRefreshReusesUnchangedKeychain(t *testing.T) {
 	}
 	if len(got[0].Keys) != 2 || len(got[1].Keys) != 1 || got[2].Err == nil {
 		t.Fatalf("after refresh: %+v", got)
+	}
+	if st := node.CacheStats(); st.ProcessMisses <= warm.ProcessMisses {
+		t.Fatalf("expired entries not counted as misses: %+v then %+v", warm, st)
 	}
 	same := func(a, b map[string]map[int][]byte) bool {
 		return reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()

@@ -1360,5 +1360,29 @@ func (s *Service) ShowSubject(ctx context.Context, subject string) (KeychainInfo
 	return info, nil
 }
 
+// CacheStats counts cache answers since the Service started: the
+// in-process cache (keychains, user index, policies) and, when the store is
+// a memcached tier, memcached's.
+type CacheStats struct {
+	ProcessHits, ProcessMisses                      uint64
+	MemcachedHits, MemcachedMisses, MemcachedErrors uint64
+	Memcached                                       bool // the store has a memcached tier
+}
+
+// CacheStats reads the cache counters.
+func (s *Service) CacheStats() CacheStats {
+	var st CacheStats
+	if s.cache != nil {
+		st.ProcessHits, st.ProcessMisses = s.cache.hits.Load(), s.cache.misses.Load()
+	}
+	if m, ok := s.store.(interface {
+		Stats() (hits, misses, errs uint64)
+	}); ok {
+		st.Memcached = true
+		st.MemcachedHits, st.MemcachedMisses, st.MemcachedErrors = m.Stats()
+	}
+	return st
+}
+
 // Close closes the store.
 func (s *Service) Close() error { return s.store.Close() }

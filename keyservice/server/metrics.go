@@ -1,6 +1,7 @@
 package server
 
 import (
+	"github.com/lockstream/lockstream/keyservice"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -39,6 +40,36 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	reg.MustRegister(m.requests, m.latency, m.keys, m.users, m.errors, m.inflight)
 	return m
+}
+
+// cacheCollector exports the service's cache counters:
+// lockstream_keys_cache_requests_total{tier="process"|"memcached",result="hit"|"miss"|"error"}.
+// Hit rate = rate(hit) / rate(hit+miss) per tier.
+type cacheCollector struct {
+	svc  *keyservice.Service
+	desc *prometheus.Desc
+}
+
+func newCacheCollector(svc *keyservice.Service) *cacheCollector {
+	return &cacheCollector{svc: svc, desc: prometheus.NewDesc("lockstream_keys_cache_requests_total",
+		"Key service cache lookups by tier (process: in-memory keychains, user index and policies; memcached: the shared tier) and result.",
+		[]string{"tier", "result"}, nil)}
+}
+
+func (c *cacheCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *cacheCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.svc.CacheStats()
+	emit := func(tier, result string, n uint64) {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(n), tier, result)
+	}
+	emit("process", "hit", st.ProcessHits)
+	emit("process", "miss", st.ProcessMisses)
+	if st.Memcached {
+		emit("memcached", "hit", st.MemcachedHits)
+		emit("memcached", "miss", st.MemcachedMisses)
+		emit("memcached", "error", st.MemcachedErrors)
+	}
 }
 
 // registerRuntime adds the Go and process collectors to a fresh registry.

@@ -101,6 +101,9 @@ func New(cfg Config) (*Server, error) {
 		metrics: newMetrics(cfg.Registry),
 		sem:     make(chan struct{}, cfg.MaxConcurrent),
 	}
+	if err := cfg.Registry.Register(newCacheCollector(cfg.Service)); err != nil {
+		return nil, fmt.Errorf("server: registering cache metrics: %w", err)
+	}
 	mux := http.NewServeMux()
 	path, h := keysv1connect.NewKeyServiceHandler(&handler{s: s},
 		connect.WithInterceptors(s.interceptor()),

@@ -433,6 +433,8 @@ func TestMetricsAndHealth(t *testing.T) {
 		`lockstream_keys_users_total{method="GetOrCreateKeys",status="ok"} 2`,
 		`lockstream_keys_errors_total{kind="unauthenticated"} 1`,
 		`lockstream_keys_request_duration_seconds_bucket{method="GetOrCreateKeys",le="+Inf"} 2`,
+		`lockstream_keys_cache_requests_total{result="miss",tier="process"}`,
+		`lockstream_keys_cache_requests_total{result="hit",tier="process"}`,
 		`go_goroutines`,
 	} {
 		if !strings.Contains(body, want) {
