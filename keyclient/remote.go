@@ -2,10 +2,13 @@ package keyclient
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -43,16 +46,49 @@ func NewRemote(baseURL string, opts Options) (*Client, error) {
 	return New(t, opts)
 }
 
+// CAFileEnv names a PEM file of extra CA certificates that DefaultHTTPClient
+// trusts besides the system's, for a key service behind a private CA
+// (`keys serve --tls-cert` with a certificate that CA signed).
+const CAFileEnv = "LOCKSTREAM_KEYS_CA_FILE"
+
 // DefaultHTTPClient returns an HTTP client with keep-alive connections sized
-// for many concurrent batch RPCs. Deadlines come from contexts, not from the
-// client.
+// for many concurrent batch RPCs; it also trusts the CAs in $CAFileEnv.
+// Deadlines come from contexts, not from the client.
 func DefaultHTTPClient() *http.Client {
+	c, err := httpClient(os.Getenv(CAFileEnv))
+	if err != nil {
+		// Fail at the first call with a clear message rather than silently
+		// falling back to the system roots.
+		return &http.Client{Transport: failingTransport{err}}
+	}
+	return c
+}
+
+type failingTransport struct{ err error }
+
+func (f failingTransport) RoundTrip(*http.Request) (*http.Response, error) { return nil, f.err }
+
+func httpClient(caFile string) (*http.Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("keyclient: $%s: %w", CAFileEnv, err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("keyclient: $%s: %s holds no PEM certificate", CAFileEnv, caFile)
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
 	tr.MaxIdleConns = 256
 	tr.MaxIdleConnsPerHost = 128
 	tr.IdleConnTimeout = 90 * time.Second
 	tr.DialContext = (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext
-	return &http.Client{Transport: tr}
+	return &http.Client{Transport: tr}, nil
 }
 
 func newConnectClient(baseURL, secret string, httpClient *http.Client) (keysv1connect.KeyServiceClient, error) {
