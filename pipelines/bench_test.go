@@ -134,13 +134,13 @@ func BenchmarkEndToEnd(b *testing.B) {
 	in := filepath.Join(dir, "in.ndjson")
 	writeReplay(b, in, tr.Messages)
 	msgs := float64(len(tr.Messages))
-	var pass, real time.Duration
+	var pass, real, ingestT time.Duration
 	for i := 0; b.Loop(); i++ {
 		// Baseline.
 		proot := filepath.Join(dir, fmt.Sprintf("pass-%d", i))
 		t0 := time.Now()
 		p, s := beam.NewPipelineWithRoot()
-		batches := transforms.ReadReplay(s, transforms.ReplayConfig{Files: []string{in}, BatchSize: DefaultBatchSize, RunID: fmt.Sprintf("pass%d", i), Fallback: time.Now()})
+		batches := transforms.ReadReplay(s, transforms.ReplayConfig{Files: []string{in}, BatchSize: DefaultReplayBatchSize, RunID: fmt.Sprintf("pass%d", i), Fallback: time.Now()})
 		names := beam.ParDo(s, &passWriteFn{Root: proot}, beam.Reshuffle(s, batches))
 		keyed := beam.ParDo(s, &passReadFn{Root: proot, Shards: DefaultShards}, beam.Reshuffle(s, names))
 		beam.ParDo0(s, &passShardFn{Root: proot}, beam.GroupByKey(s, keyed))
@@ -162,6 +162,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		ingestT += time.Since(t0)
 		if tot := ing.Totals(); tot.In != int64(len(tr.Messages)) {
 			// Ingest's table comes from runner metrics; say so when they drift.
 			b.Errorf("ingest accounting saw %d of %d messages", tot.In, len(tr.Messages))
@@ -187,5 +188,8 @@ func BenchmarkEndToEnd(b *testing.B) {
 	b.ReportMetric(msgs*runs/real.Seconds(), "events/s")
 	b.ReportMetric(msgs*runs/pass.Seconds(), "baseline-events/s")
 	b.ReportMetric(real.Seconds()/pass.Seconds(), "ratio")
+	b.ReportMetric(ingestT.Seconds()/runs, "ingest-s")
+	b.ReportMetric((real-ingestT).Seconds()/runs, "hourly-s")
+	b.ReportMetric(pass.Seconds()/runs, "baseline-s")
 	b.Logf("%d messages per run; peak RSS of the benchmark process (both pipelines): %s", len(tr.Messages), vmHWM())
 }

@@ -98,7 +98,7 @@ Examples:
 	fl.Int64Var(&f.maxMessages, "max-messages", 0, "Pub/Sub: stop after about this many messages (0: no limit)")
 	fl.Var(&f.maxPayload, "max-payload", "largest payload accepted; larger ones are dead-lettered as oversized")
 	fl.DurationVar(&f.lateness, "allowed-lateness", 0, "an hour closes when the watermark passes its end plus this (e.g. 5m when streaming)")
-	fl.IntVar(&f.batchSize, "batch-size", pipelines.DefaultBatchSize, "messages per batch (one key lookup each; at most 1000 for Pub/Sub)")
+	fl.IntVar(&f.batchSize, "batch-size", 0, fmt.Sprintf("messages per batch: one key lookup, and one fsynced file per (type, hour), each (0: %d for files, %d for Pub/Sub, its most)", pipelines.DefaultReplayBatchSize, pipelines.DefaultBatchSize))
 	fl.DurationVar(&f.keyRetry, "key-retry-budget", transforms.DefaultKeyRetryBudget, "how long a batch retries the key service before it is dead-lettered as key_unavailable")
 	fl.BoolVar(&f.quiet, "quiet", false, "no progress lines on stderr")
 	return c
