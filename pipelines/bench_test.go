@@ -171,15 +171,19 @@ func BenchmarkEndToEnd(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		var cfgs []HourlyConfig
 		for hr := time.Date(2026, 11, 23, 6, 0, 0, 0, time.UTC); hr.Before(time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)); hr = hr.Add(time.Hour) {
 			hs, err := RawHours(ctx, bk, hr)
 			if err != nil {
 				b.Fatal(err)
 			}
 			for _, h := range hs {
-				if _, err := Hourly(ctx, HourlyConfig{Root: root, Type: h.Type, Version: h.Version, Hour: h.Hour}); err != nil {
-					b.Fatal(err)
-				}
+				cfgs = append(cfgs, HourlyConfig{Root: root, Type: h.Type, Version: h.Version, Hour: h.Hour})
+			}
+		}
+		for _, o := range HourlyMany(ctx, cfgs) {
+			if o.Err != nil {
+				b.Fatal(o.Err)
 			}
 		}
 		real += time.Since(t0)

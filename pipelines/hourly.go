@@ -94,25 +94,99 @@ func (c *HourlyConfig) normalize() error {
 // of the hour (and drops event ids published within Lookback before), writes
 // the dataset files, then _MANIFEST.json, then _SUCCESS.
 func Hourly(ctx context.Context, cfg HourlyConfig) (*HourlyResult, error) {
+	out := HourlyMany(ctx, []HourlyConfig{cfg})
+	return out[0].Result, out[0].Err
+}
+
+// HourlyOutcome is the result of one HourlyMany entry.
+type HourlyOutcome struct {
+	Result *HourlyResult // nil when Err is set
+	Err    error
+}
+
+// HourlyMany is Hourly for several (type, version, hour)s: those of one
+// hour are published by one Beam job (a job costs far more to start than a
+// small hour costs to run), hours go in time order, since an hour's lookback
+// reads the datasets of the hours before it. The i-th outcome belongs to
+// cfgs[i]; an entry that fails (not ready, bad configuration) does not stop
+// the others, but a failed Beam job fails every entry it carried.
+func HourlyMany(ctx context.Context, cfgs []HourlyConfig) []HourlyOutcome {
+	out := make([]HourlyOutcome, len(cfgs))
+	byHour := map[time.Time][]int{}
+	var hours []time.Time
+	for i, cfg := range cfgs {
+		h := cfg.Hour.UTC()
+		if _, ok := byHour[h]; !ok {
+			hours = append(hours, h)
+		}
+		byHour[h] = append(byHour[h], i)
+	}
+	sort.Slice(hours, func(i, j int) bool { return hours[i].Before(hours[j]) })
+	for _, hr := range hours {
+		var jobs []*hourJob
+		var at []int
+		for _, i := range byHour[hr] {
+			j, err := prepareHour(ctx, cfgs[i])
+			switch {
+			case err != nil:
+				out[i].Err = err
+			case j.res.State == StateAlreadyPublished:
+				out[i].Result = j.res
+			default:
+				jobs, at = append(jobs, j), append(at, i)
+			}
+		}
+		if err := runHourJobs(ctx, jobs); err != nil {
+			for _, i := range at {
+				out[i].Err = err
+			}
+			continue
+		}
+		for k, j := range jobs {
+			if err := j.finish(ctx); err != nil {
+				out[at[k]].Err = err
+			} else {
+				out[at[k]].Result = j.res
+			}
+		}
+	}
+	return out
+}
+
+// hourJob is one hour being published: what prepareHour found.
+type hourJob struct {
+	cfg        HourlyConfig
+	b          blob.Bucket
+	res        *HourlyResult
+	parts      []string // raw and late part files
+	lookback   []string // dataset files of the hours within Lookback
+	inputHours []string
+	start      time.Time
+}
+
+// prepareHour checks an hour (published? ready?), lists its inputs and
+// lookback files, and removes what an unfinished earlier run left.
+func prepareHour(ctx context.Context, cfg HourlyConfig) (*hourJob, error) {
 	if err := cfg.normalize(); err != nil {
 		return nil, err
 	}
-	start := time.Now()
+	j := &hourJob{cfg: cfg, start: time.Now()}
 	h := layout.Hour{Type: cfg.Type, Version: cfg.Version, Hour: cfg.Hour}
-	res := &HourlyResult{Hour: h}
+	j.res = &HourlyResult{Hour: h}
 	b, err := blob.Open(ctx, cfg.Root)
 	if err != nil {
 		return nil, err
 	}
+	j.b = b
 	dir := layout.DatasetDir(cfg.Type, cfg.Version, cfg.Hour)
 	if ok, err := b.Exists(ctx, dir+layout.Success); err != nil {
 		return nil, err
 	} else if ok {
-		res.State = StateAlreadyPublished
+		j.res.State = StateAlreadyPublished
 		if m, err := ReadManifest(ctx, b, h); err == nil {
-			res.Manifest = *m
+			j.res.Manifest = *m
 		}
-		return res, nil
+		return j, nil
 	}
 	if !cfg.Force {
 		ok, err := b.Exists(ctx, transforms.CompleteName(cfg.Type, cfg.Version, cfg.Hour))
@@ -123,7 +197,6 @@ func Hourly(ctx context.Context, cfg HourlyConfig) (*HourlyResult, error) {
 			return nil, fmt.Errorf("%s: %w", h, ErrNotReady)
 		}
 	}
-	var parts []string
 	for _, d := range []string{layout.RawDir(cfg.Type, cfg.Version, cfg.Hour), layout.LateDir(cfg.Type, cfg.Version, cfg.Hour)} {
 		names, err := b.List(ctx, d)
 		if err != nil {
@@ -131,7 +204,7 @@ func Hourly(ctx context.Context, cfg HourlyConfig) (*HourlyResult, error) {
 		}
 		for _, n := range names {
 			if transforms.IsPart(n) {
-				parts = append(parts, n)
+				j.parts = append(j.parts, n)
 			}
 		}
 	}
@@ -147,7 +220,7 @@ func Hourly(ctx context.Context, cfg HourlyConfig) (*HourlyResult, error) {
 			return nil, err
 		}
 	}
-	res.Removed = len(left)
+	j.res.Removed = len(left)
 	stale, err := b.List(ctx, transforms.StatsDir(cfg.Type, cfg.Version, cfg.Hour))
 	if err != nil {
 		return nil, err
@@ -160,8 +233,7 @@ func Hourly(ctx context.Context, cfg HourlyConfig) (*HourlyResult, error) {
 	if len(left) > 0 && cfg.Log != nil {
 		fmt.Fprintf(cfg.Log, "hourly %s: removed %d objects of an unfinished earlier run\n", h, len(left))
 	}
-	var lookback []string
-	inputHours := []string{layout.FormatHour(cfg.Hour)}
+	j.inputHours = []string{layout.FormatHour(cfg.Hour)}
 	for back := time.Hour; cfg.Lookback > 0 && back <= cfg.Lookback; back += time.Hour {
 		prev := layout.Hour{Type: cfg.Type, Version: cfg.Version, Hour: cfg.Hour.Add(-back)}
 		m, err := ReadManifest(ctx, b, prev)
@@ -172,44 +244,67 @@ func Hourly(ctx context.Context, cfg HourlyConfig) (*HourlyResult, error) {
 			return nil, err
 		}
 		for _, f := range m.Files {
-			lookback = append(lookback, layout.DatasetDir(prev.Type, prev.Version, prev.Hour)+f.Name)
+			j.lookback = append(j.lookback, layout.DatasetDir(prev.Type, prev.Version, prev.Hour)+f.Name)
 		}
-		inputHours = append(inputHours, layout.FormatHour(prev.Hour))
+		j.inputHours = append(j.inputHours, layout.FormatHour(prev.Hour))
 	}
+	return j, nil
+}
 
-	acc := layout.Accounting{RawFiles: len(parts)}
-	if len(parts) > 0 {
-		p, s := beam.NewPipelineWithRoot()
+// runHourJobs runs the Publish transforms of jobs (those with input) as one
+// Beam job.
+func runHourJobs(ctx context.Context, jobs []*hourJob) error {
+	p, s := beam.NewPipelineWithRoot()
+	var names []string
+	for _, j := range jobs {
+		if len(j.parts) == 0 {
+			continue
+		}
+		cfg := j.cfg
 		if _, err := transforms.Publish(s, transforms.PublishConfig{Root: cfg.Root, Type: cfg.Type, Version: cfg.Version,
-			Hour: cfg.Hour, Shards: cfg.Shards, Lookback: lookback}, parts); err != nil {
-			return nil, err
+			Hour: cfg.Hour, Shards: cfg.Shards, Lookback: j.lookback}, j.parts); err != nil {
+			return err
 		}
-		if _, err := beamx.RunWithMetrics(ctx, p); err != nil {
-			return nil, fmt.Errorf("pipelines: hourly %s: %w", h, err)
-		}
+		names = append(names, j.res.Hour.String())
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	if _, err := beamx.RunWithMetrics(ctx, p); err != nil {
+		return fmt.Errorf("pipelines: hourly %s: %w", strings.Join(names, ", "), err)
+	}
+	return nil
+}
+
+// finish writes the manifest, then _SUCCESS, of a job whose Publish ran.
+func (j *hourJob) finish(ctx context.Context) error {
+	cfg, b, h := j.cfg, j.b, j.res.Hour
+	acc := layout.Accounting{RawFiles: len(j.parts)}
+	if len(j.parts) > 0 {
 		if err := shardAccounting(ctx, b, cfg, &acc); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	m, err := buildManifest(ctx, b, cfg, acc, inputHours)
+	m, err := buildManifest(ctx, b, cfg, acc, j.inputHours)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if m.Records != acc.Published {
-		return nil, fmt.Errorf("pipelines: hourly %s: files hold %d records, the pipeline published %d", h, m.Records, acc.Published)
+		return fmt.Errorf("pipelines: hourly %s: files hold %d records, the pipeline published %d", h, m.Records, acc.Published)
 	}
 	data, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
-		return nil, err
+		return err
 	}
+	dir := layout.DatasetDir(cfg.Type, cfg.Version, cfg.Hour)
 	if err := blob.WriteAll(ctx, b, dir+layout.Manifest, append(data, '\n')); err != nil {
-		return nil, err
+		return err
 	}
 	if err := blob.WriteAll(ctx, b, dir+layout.Success, nil); err != nil {
-		return nil, err
+		return err
 	}
-	res.State, res.Manifest, res.Elapsed = StatePublished, *m, time.Since(start)
-	return res, nil
+	j.res.State, j.res.Manifest, j.res.Elapsed = StatePublished, *m, time.Since(j.start)
+	return nil
 }
 
 // shardAccounting sums the shards' stats objects and removes them.

@@ -192,16 +192,25 @@ func publishRange(ctx context.Context, b blob.Bucket, stdout, stderr io.Writer, 
 		if err != nil {
 			return published, notReady, err
 		}
+		var cfgs []pipelines.HourlyConfig
 		for _, h := range hs {
 			if len(wantType) > 0 && !wantType[h.Type] || f.version > 0 && h.Version != f.version {
 				continue
 			}
-			res, err := pipelines.Hourly(ctx, pipelines.HourlyConfig{Root: f.root, Type: h.Type, Version: h.Version, Hour: h.Hour,
+			cfgs = append(cfgs, pipelines.HourlyConfig{Root: f.root, Type: h.Type, Version: h.Version, Hour: h.Hour,
 				Force: f.force, Lookback: lookback, Shards: f.shards, KeyScope: f.keyScope, Log: stderr})
+		}
+		// The types of one hour are published by one Beam job.
+		outcomes := pipelines.HourlyMany(ctx, cfgs)
+		stop := false
+		for k, o := range outcomes {
+			h := layout.Hour{Type: cfgs[k].Type, Version: cfgs[k].Version, Hour: cfgs[k].Hour}
+			res, err := o.Result, o.Err
 			if errors.Is(err, pipelines.ErrNotReady) {
 				fmt.Fprintf(stderr, "hourly %s: not ready (no raw _COMPLETE yet)\n", h)
 				notReady++
-				return published, notReady, nil
+				stop = true // later hours wait for this one
+				continue
 			}
 			if err != nil {
 				return published, notReady, err
@@ -231,6 +240,9 @@ func publishRange(ctx context.Context, b blob.Bucket, stdout, stderr io.Writer, 
 			a := res.Manifest.Input
 			fmt.Fprintf(stdout, "%-16s %-3d %-13s %-17s %9d %9d %9d %9d %7d\n", h.Type, h.Version, layout.FormatHour(h.Hour), res.State,
 				a.RawRecords+a.LateRecords, res.Manifest.Records, a.DuplicatesDropped, a.LookbackDropped, a.LateRecords)
+		}
+		if stop {
+			return published, notReady, nil
 		}
 	}
 	if !header {

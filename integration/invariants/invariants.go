@@ -424,11 +424,14 @@ func PublishAll(ctx context.Context, cfg pipelines.HourlyConfig) ([]layout.Hour,
 		}
 	}
 	hours := sortedHours(set)
-	for _, h := range hours {
-		c := cfg
-		c.Type, c.Version, c.Hour, c.Force = h.Type, h.Version, h.Hour, true
-		if _, err := pipelines.Hourly(ctx, c); err != nil {
-			return nil, err
+	cfgs := make([]pipelines.HourlyConfig, len(hours))
+	for i, h := range hours {
+		cfgs[i] = cfg
+		cfgs[i].Type, cfgs[i].Version, cfgs[i].Hour, cfgs[i].Force = h.Type, h.Version, h.Hour, true
+	}
+	for i, o := range pipelines.HourlyMany(ctx, cfgs) {
+		if o.Err != nil {
+			return nil, fmt.Errorf("hourly %s: %w", hours[i], o.Err)
 		}
 	}
 	return hours, nil
