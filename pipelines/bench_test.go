@@ -75,11 +75,19 @@ func (fn *passReadFn) ProcessElement(ctx context.Context, name string, emit func
 	if err != nil {
 		return err
 	}
+	// Like transforms.Publish: one element per (file, shard), not per line.
+	batches := make([][]byte, fn.Shards)
 	for _, line := range strings.Split(strings.TrimSuffix(string(data), "\n"), "\n") {
 		id, _, _ := strings.Cut(line, "\t")
 		h := fnv.New32a()
 		h.Write([]byte(id))
-		emit(int(h.Sum32()%uint32(fn.Shards)), []byte(line))
+		sh := int(h.Sum32() % uint32(fn.Shards))
+		batches[sh] = append(append(batches[sh], line...), '\n')
+	}
+	for sh, b := range batches {
+		if len(b) > 0 {
+			emit(sh, b)
+		}
 	}
 	return nil
 }
@@ -97,8 +105,7 @@ func (fn *passShardFn) ProcessElement(ctx context.Context, shard int, lines func
 	}
 	var l []byte
 	for lines(&l) {
-		w.Write(l)
-		w.Write([]byte{'\n'})
+		w.Write(l) // a batch of newline-terminated lines
 	}
 	return w.Close()
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -123,7 +124,10 @@ func openSchema(eventType string, version int) (*schemas.Schema, *record.Layout,
 	return s, l, err
 }
 
-// readPartsFn reads one part file and keys each record by its shard.
+// readPartsFn reads one part file and emits, per shard, one element holding
+// all of the file's records of that shard (framed: see appendFramed). A
+// shuffle costs per element, not per byte: one element per (file, shard)
+// instead of one per record made the shuffle of an hour a few dozen elements.
 type readPartsFn struct {
 	Root    string
 	Type    string
@@ -163,9 +167,11 @@ func (fn *readPartsFn) read(ctx context.Context, name string, emit func(int, []b
 		return err
 	}
 	counter := CountRawRecords
-	if strings.HasPrefix(name, layout.LateArea+"/") {
+	late := strings.HasPrefix(name, layout.LateArea+"/")
+	if late {
 		counter = CountLateRecords
 	}
+	batches := make([][]byte, fn.Shards)
 	var n int64
 	for {
 		rec, err := or.Next()
@@ -178,15 +184,44 @@ func (fn *readPartsFn) read(ctx context.Context, name string, emit func(int, []b
 		if _, err := record.DecodeColumns(fn.lay.Enc, rec, fn.cols); err != nil {
 			return err
 		}
-		tagged := make([]byte, 1+len(rec))
-		if counter == CountLateRecords {
-			tagged[0] = 1
-		}
-		copy(tagged[1:], rec)
-		emit(shardOf(fn.cols[fn.lay.Dedupe].Bytes, fn.Shards), tagged)
+		sh := shardOf(fn.cols[fn.lay.Dedupe].Bytes, fn.Shards)
+		batches[sh] = appendFramed(batches[sh], late, rec)
 		n++
 	}
+	for sh, b := range batches {
+		if len(b) > 0 {
+			emit(sh, b)
+		}
+	}
 	beam.NewCounter(MetricsNamespaceHourly, counter).Inc(ctx, n)
+	return nil
+}
+
+// appendFramed appends one record to a shard batch: a uvarint of the
+// record's length+1, a flag byte (1 = from the late area), the record.
+func appendFramed(b []byte, late bool, rec []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(rec))+1)
+	flag := byte(0)
+	if late {
+		flag = 1
+	}
+	return append(append(b, flag), rec...)
+}
+
+// forEachFramed calls fn with every record of a shard batch; the record
+// aliases b.
+func forEachFramed(b []byte, fn func(late bool, rec []byte) error) error {
+	for len(b) > 0 {
+		n, k := binary.Uvarint(b)
+		if k <= 0 || n == 0 || uint64(len(b)-k) < n {
+			return errors.New("malformed shard batch")
+		}
+		b = b[k:]
+		if err := fn(b[0] == 1, b[1:n]); err != nil {
+			return err
+		}
+		b = b[n:]
+	}
 	return nil
 }
 
@@ -233,21 +268,23 @@ func (fn *writeShardFn) ProcessElement(ctx context.Context, shard int, recs func
 	cols := make([]record.Column, len(fn.lay.Enc.Fields))
 	var all []keyedRecord
 	var st ShardStats
-	var tagged []byte
-	for recs(&tagged) {
-		if len(tagged) == 0 {
-			return fmt.Errorf("transforms.Publish: shard %d: empty element", shard)
-		}
-		if tagged[0] == 1 {
-			st.Late++
-		} else {
-			st.Raw++
-		}
-		rec := tagged[1:]
-		if _, err := record.DecodeColumns(fn.lay.Enc, rec, cols); err != nil {
+	var batch []byte
+	for recs(&batch) {
+		err := forEachFramed(batch, func(late bool, rec []byte) error {
+			if late {
+				st.Late++
+			} else {
+				st.Raw++
+			}
+			if _, err := record.DecodeColumns(fn.lay.Enc, rec, cols); err != nil {
+				return err
+			}
+			all = append(all, keyedRecord{id: string(cols[fn.lay.Dedupe].Bytes), pub: cols[fn.lay.PublishTime].Int, rec: rec})
+			return nil
+		})
+		if err != nil {
 			return fmt.Errorf("transforms.Publish: shard %d: %w", shard, err)
 		}
-		all = append(all, keyedRecord{id: string(cols[fn.lay.Dedupe].Bytes), pub: cols[fn.lay.PublishTime].Int, rec: rec})
 	}
 	sort.Slice(all, func(i, j int) bool {
 		a, b := &all[i], &all[j]
