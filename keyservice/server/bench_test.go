@@ -60,11 +60,11 @@ func getBenchEnv(b *testing.B) *benchEnv {
 		}
 		var url string
 		if benchServerMode() == "process" {
-			u, _, err := startServerProcess(dir) // lives for the whole benchmark process
+			u, stop, err := startServerProcess(dir) // lives until TestMain stops it
 			if err != nil {
 				b.Fatal(err)
 			}
-			url = u
+			url, stopBenchServer = u, func() { stop(); os.RemoveAll(dir) }
 		} else {
 			st, err := keyservice.OpenBolt(dir)
 			if err != nil {

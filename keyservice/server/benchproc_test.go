@@ -15,9 +15,24 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
+
+// TestMain stops a benchmark's server process when the package's tests and
+// benchmarks are done.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if stopBenchServer != nil {
+		stopBenchServer()
+	}
+	os.Exit(code)
+}
+
+// stopBenchServer stops the `keys serve` process the load benchmarks
+// started, if any.
+var stopBenchServer func()
 
 // benchServerMode says where the load benchmarks' server runs:
 // LOCKSTREAM_BENCH_SERVER=process (default) starts `lockstream keys serve`
@@ -75,6 +90,8 @@ func startServerProcess(dir string) (url string, stop func(), err error) {
 		args = append([]string{"taskset", "-c", cpus}, args...)
 	}
 	cmd := exec.Command(args[0], args[1:]...)
+	// The server dies with the benchmark process (TestMain also stops it).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return "", nil, err
