@@ -39,21 +39,26 @@ var ErrBadLine = errors.New("record: not a message line")
 
 // ParseLine parses one replay-file line. Its errors never quote the line.
 func ParseLine(line []byte) (Message, error) {
-	var w wireMessage
-	if err := json.Unmarshal(line, &w); err != nil {
-		return Message{}, fmt.Errorf("%w: not a JSON object of the message shape", ErrBadLine)
+	w, data, ok := scanLine(line)
+	if !ok {
+		if err := json.Unmarshal(line, &w); err != nil {
+			return Message{}, fmt.Errorf("%w: not a JSON object of the message shape", ErrBadLine)
+		}
+		if w.Data != nil {
+			data = []byte(*w.Data)
+		}
 	}
 	if w.ID == "" {
 		return Message{}, fmt.Errorf("%w: missing id", ErrBadLine)
 	}
-	if w.Data == nil {
+	if data == nil {
 		return Message{}, fmt.Errorf("%w: missing data", ErrBadLine)
 	}
 	t, err := time.Parse(time.RFC3339Nano, w.PublishTime)
 	if err != nil {
 		return Message{}, fmt.Errorf("%w: publish_time is not RFC 3339", ErrBadLine)
 	}
-	return Message{ID: w.ID, PublishTime: t.UTC(), Attributes: w.Attributes, Data: []byte(*w.Data)}, nil
+	return Message{ID: w.ID, PublishTime: t.UTC(), Attributes: w.Attributes, Data: data}, nil
 }
 
 // MarshalLine formats m as one replay-file line (without the newline).
