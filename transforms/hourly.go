@@ -374,6 +374,13 @@ func lookbackIDs(ctx context.Context, b blob.Bucket, eventType string, version i
 			lookbackCache.m = map[string]*lookbackEntry{}
 		}
 		lookbackCache.m[key] = e
+		// A long-running process (hourly --watch) publishes hour after
+		// hour: keep the id sets of the latest few only.
+		lookbackCache.order = append(lookbackCache.order, key)
+		if len(lookbackCache.order) > maxLookbackSets {
+			delete(lookbackCache.m, lookbackCache.order[0])
+			lookbackCache.order = lookbackCache.order[1:]
+		}
 	}
 	lookbackCache.mu.Unlock()
 	e.once.Do(func() {
@@ -389,9 +396,14 @@ func lookbackIDs(ctx context.Context, b blob.Bucket, eventType string, version i
 	return e.ids, e.err
 }
 
+// maxLookbackSets bounds the lookback id sets kept per process: enough for
+// every (type, version) of one hour's job and the next.
+const maxLookbackSets = 64
+
 var lookbackCache struct {
-	mu sync.Mutex
-	m  map[string]*lookbackEntry
+	mu    sync.Mutex
+	m     map[string]*lookbackEntry
+	order []string // insertion order, for eviction
 }
 
 type lookbackEntry struct {
