@@ -48,7 +48,7 @@
 // streaming buffer; the load swaps the table atomically. Its cost: every
 // export reads the subjects of all published hours.
 //
-// Views. [ViewSQL] generates, from the encrypted schema alone, a view that
+// Views. [ViewSQL] generates, from the encrypted schemas alone, a view that
 // passes non-PII and metadata columns through and turns each PII column
 // into
 //
@@ -57,8 +57,11 @@
 // (SAFE.DETERMINISTIC_DECRYPT_BYTES for deterministic fields), with the keys
 // table LEFT JOINed once per (category, deterministic) on _subject, and the
 // plaintext converted back (SAFE_CONVERT_BYTES_TO_STRING for strings,
-// SAFE_CAST(… AS INT64) of that for int/long, bytes as is). [Views.Apply]
-// creates or patches <Type>_v<N>_decrypted for every registered schema.
+// SAFE_CAST(… AS INT64) of that for int/long, bytes as is). One view per
+// event type covers every version: a SELECT per version table, UNION ALL,
+// over the union of the versions' columns (a column a version lacks is a
+// typed NULL in its rows) plus _schema_version. [Views.Apply] creates or
+// patches <Type>_decrypted for every registered type.
 //
 // # Guarantees
 //

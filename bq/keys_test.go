@@ -42,10 +42,10 @@ func TestKeysExportAndShredThroughTheAPI(t *testing.T) {
 	if err != nil || len(gone) != 0 {
 		t.Fatal(err, gone)
 	}
-	// 3 subjects x 5 categories (location, device, contact, profile,
-	// demographics), AES-GCM only in the shipped schemas.
-	if len(rows) != 15 {
-		t.Fatalf("%d rows", len(rows))
+	// One row per subject and category the schemas use (AES-GCM only in
+	// the shipped schemas).
+	if cats := KeyUses(f.reg).Categories(); len(rows) != 3*len(cats) {
+		t.Fatalf("%d rows for 3 subjects and categories %v", len(rows), cats)
 	}
 	f.srv.OnJob = func(n int, _ *bqv2.Job) bqtest.Outcome {
 		if n == 0 {
@@ -112,7 +112,7 @@ func TestKeysExportAndShredThroughTheAPI(t *testing.T) {
 		t.Fatalf("after shred: %v", f.srv.Ops())
 	}
 	body := string(reqs[0].Media)
-	if strings.Contains(body, f.keys.SubjectOf("bob")) || !strings.Contains(body, f.keys.SubjectOf("alice")) || strings.Count(body, "\n") != 10 {
+	if strings.Contains(body, f.keys.SubjectOf("bob")) || !strings.Contains(body, f.keys.SubjectOf("alice")) || strings.Count(body, "\n") != 2*len(KeyUses(f.reg).Categories()) {
 		t.Fatalf("after shred the keys table body is:\n%s", body)
 	}
 }
@@ -124,10 +124,16 @@ func TestViewsApplyCreatesThenUpdates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []string{"analyst.AccountUpdate_v1_decrypted", "analyst.PlaybackEvent_v1_decrypted"}; !slices.Equal(names, want) {
-		t.Fatalf("views %v", names)
+	// One view per event type, every version in it.
+	var want, wantOps []string
+	for _, typ := range f.reg.Types() {
+		want = append(want, "analyst."+ViewName(typ))
+		wantOps = append(wantOps, "tables.get", "tables.insert")
 	}
-	if got, want := f.srv.Ops(), []string{"tables.get", "tables.insert", "tables.get", "tables.insert"}; !slices.Equal(got, want) {
+	if !slices.Equal(names, want) {
+		t.Fatalf("views %v, want %v", names, want)
+	}
+	if got := f.srv.Ops(); !slices.Equal(got, wantOps) {
 		t.Fatalf("ops %v", got)
 	}
 	for _, r := range f.srv.Requests() {
@@ -138,17 +144,27 @@ func TestViewsApplyCreatesThenUpdates(t *testing.T) {
 			t.Fatalf("view definition %s", r.Body)
 		}
 		name := r.Table.TableReference.TableId
-		s, _ := f.reg.Lookup(strings.TrimSuffix(strings.Split(name, "_v")[0], ""), 1)
-		want, _ := ViewSQL(s, TableRef{testProject, testDataset, TableName(s.Type, 1)}, v.Keys)
+		typ := strings.TrimSuffix(name, "_decrypted")
+		want, _ := ViewSQL(f.reg, typ, func(v int) TableRef { return TableRef{testProject, testDataset, TableName(typ, v)} }, v.Keys)
 		if r.Table.View.Query != want {
 			t.Fatalf("view %s query differs from ViewSQL", name)
+		}
+		for _, ver := range f.reg.Versions(typ) {
+			if !strings.Contains(want, "`"+testProject+"."+testDataset+"."+TableName(typ, ver)+"`") {
+				t.Fatalf("view %s does not read version %d", name, ver)
+			}
 		}
 	}
 	f.srv.Reset()
 	if _, err := v.Apply(f.ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := f.srv.Ops(), []string{"tables.get", "tables.patch", "tables.get", "tables.patch"}; !slices.Equal(got, want) {
+	for i := range wantOps {
+		if wantOps[i] == "tables.insert" {
+			wantOps[i] = "tables.patch"
+		}
+	}
+	if got := f.srv.Ops(); !slices.Equal(got, wantOps) {
 		t.Fatalf("second apply ops %v", got)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -21,6 +22,7 @@ import (
 	"github.com/lockstream/lockstream/keyclient"
 	"github.com/lockstream/lockstream/record"
 	"github.com/lockstream/lockstream/schemas"
+	"github.com/lockstream/lockstream/synth"
 )
 
 // lookupAvsc is a test-only event type with deterministic (AES-SIV) fields,
@@ -88,9 +90,36 @@ type sqlColumn struct {
 	aadLit   string // the CONCAT literal, unescaped
 }
 
-// parseView reads a generated view back: joins by alias and the decrypting
-// select items by output column.
-func parseView(t *testing.T, sql string) map[string]sqlColumn {
+var (
+	reNull    = regexp.MustCompile("^  CAST\\(NULL AS (\\w+)\\) AS `(\\w+)`,$")
+	reVersion = regexp.MustCompile("^  (\\d+) AS `" + ViewColumnVersion + "`$")
+	rePass    = regexp.MustCompile("^  t\\.`(\\w+)`,$")
+)
+
+// parseView reads a generated type view back, one SELECT per version (split
+// at "UNION ALL"): joins by alias and the decrypting select items by output
+// column, by version. It fails unless every SELECT has the same columns in
+// the same order (UNION ALL pairs them by position).
+func parseView(t *testing.T, sql string) map[int]map[string]sqlColumn {
+	t.Helper()
+	out := map[int]map[string]sqlColumn{}
+	var firstOrder []string
+	for _, block := range strings.Split(sql, "\nUNION ALL\n") {
+		cols, version, order := parseSelect(t, block)
+		if _, dup := out[version]; dup || version == 0 {
+			t.Fatalf("version %d twice or missing in:\n%s", version, sql)
+		}
+		out[version] = cols
+		if firstOrder == nil {
+			firstOrder = order
+		} else if !slices.Equal(order, firstOrder) {
+			t.Fatalf("version %d has columns %v, another %v", version, order, firstOrder)
+		}
+	}
+	return out
+}
+
+func parseSelect(t *testing.T, sql string) (cols map[string]sqlColumn, version int, order []string) {
 	t.Helper()
 	joins := map[string]sqlJoin{}
 	var items [][]string
@@ -105,11 +134,26 @@ func parseView(t *testing.T, sql string) map[string]sqlColumn {
 		} else if strings.HasPrefix(line, "LEFT JOIN") {
 			t.Fatalf("unreadable join: %s", line)
 		}
+		switch m := reVersion.FindStringSubmatch(line); {
+		case m != nil:
+			version, _ = strconv.Atoi(m[1])
+			order = append(order, ViewColumnVersion)
+			continue
+		}
+		if m := reNull.FindStringSubmatch(line); m != nil {
+			order = append(order, m[2])
+			continue
+		}
+		if m := rePass.FindStringSubmatch(line); m != nil {
+			order = append(order, m[1])
+			continue
+		}
 		if m := reItem.FindStringSubmatch(line); m != nil {
 			items = append(items, m[1:])
+			order = append(order, m[2])
 		}
 	}
-	cols := map[string]sqlColumn{}
+	cols = map[string]sqlColumn{}
 	for _, it := range items {
 		expr, name := it[0], it[1]
 		c := sqlColumn{conv: "bytes"}
@@ -130,7 +174,7 @@ func parseView(t *testing.T, sql string) map[string]sqlColumn {
 		c.fn, c.join, c.ctColumn, c.aadLit = m[1], j, m[3], lit
 		cols[name] = c
 	}
-	return cols
+	return cols, version, order
 }
 
 // keysTable is the keys table as BigQuery would hold it after loading our
@@ -272,6 +316,16 @@ func TestViewSQLDecryptsWhatTheAnonymizerWrote(t *testing.T) {
 			lookupMsg("l2", "bob", "bob@example.com", nil, 7),
 		},
 	}
+	// Every other (type, version) of the registry — later versions, types
+	// declared only by an .avsc file — gets messages made from its schema.
+	handMade := map[string]bool{"PlaybackEvent/1": true, "AccountUpdate/1": true, "LookupEvent/1": true}
+	var generic []*schemas.Schema
+	for _, s := range reg.All() {
+		if !handMade[fmt.Sprintf("%s/%d", s.Type, s.Version)] {
+			generic = append(generic, s)
+			batches[0] = append(batches[0], synth.FromSchema(s, 1, "alice", hour06), synth.FromSchema(s, 2, "bob", hour06))
+		}
+	}
 	// Rotate every category once: the second batch is under version 2, so
 	// the exported keysets must hold both versions.
 	var rotated []string
@@ -284,6 +338,9 @@ func TestViewSQLDecryptsWhatTheAnonymizerWrote(t *testing.T) {
 		accountMsg("a3", "alice", "alice+new@example.com", "Ålice ünïcode", "2001", hour06),
 		lookupMsg("l3", "bob", "bob@example.com", []byte("tok"), 1<<40),
 	})
+	for _, s := range generic {
+		batches[1] = append(batches[1], synth.FromSchema(s, 3, "alice", hour06.Add(time.Minute)))
+	}
 	var rows []viewRow
 	subjects := map[string]string{}
 	for _, batch := range batches {
@@ -329,39 +386,43 @@ func TestViewSQLDecryptsWhatTheAnonymizerWrote(t *testing.T) {
 		return TableRef{Project: testProject, Dataset: testDataset, Table: TableName(s.Type, s.Version)}
 	}
 	keysRef := TableRef{Project: testProject, Dataset: "restricted", Table: "lockstream_keys"}
-	for _, s := range reg.All() {
-		sql, err := ViewSQL(s, src(s), keysRef)
+	for _, typ := range reg.Types() {
+		sql, err := ViewSQL(reg, typ, func(v int) TableRef { s, _ := reg.Lookup(typ, v); return src(s) }, keysRef)
 		if err != nil {
 			t.Fatal(err)
 		}
-		cols := parseView(t, sql)
-		n := 0
-		for _, f := range s.Encrypted().Fields {
-			if f.PII == nil {
-				if _, ok := cols[f.Name]; ok {
-					t.Fatalf("%s: non-PII column %s is decrypted", s, f.Name)
+		byVersion := parseView(t, sql)
+		for _, v := range reg.Versions(typ) {
+			s, _ := reg.Lookup(typ, v)
+			cols := byVersion[v]
+			n := 0
+			for _, f := range s.Encrypted().Fields {
+				if f.PII == nil {
+					if _, ok := cols[f.Name]; ok {
+						t.Fatalf("%s: non-PII column %s is decrypted", s, f.Name)
+					}
+					if !strings.Contains(sql, "  t.`"+f.Name+"`") {
+						t.Fatalf("%s: column %s does not pass through", s, f.Name)
+					}
+					continue
 				}
-				if !strings.Contains(sql, "  t.`"+f.Name+"`") {
-					t.Fatalf("%s: column %s does not pass through", s, f.Name)
+				n++
+				c, ok := cols[f.Name]
+				if !ok {
+					t.Fatalf("%s: PII column %s is not decrypted by the view:\n%s", s, f.Name, sql)
 				}
-				continue
+				if c.ctColumn != f.Name || c.join.table != "`lockstream-test.restricted.lockstream_keys`" {
+					t.Fatalf("%s.%s decrypts column %s with keys from %s", s, f.Name, c.ctColumn, c.join.table)
+				}
 			}
-			n++
-			c, ok := cols[f.Name]
-			if !ok {
-				t.Fatalf("%s: PII column %s is not decrypted by the view:\n%s", s, f.Name, sql)
+			if n != len(cols) || n == 0 {
+				t.Fatalf("%s: %d decrypted columns in SQL, %d PII fields", s, len(cols), n)
 			}
-			if c.ctColumn != f.Name || c.join.table != "`lockstream-test.restricted.lockstream_keys`" {
-				t.Fatalf("%s.%s decrypts column %s with keys from %s", s, f.Name, c.ctColumn, c.join.table)
+			if !strings.Contains(sql, "FROM `lockstream-test.events."+TableName(s.Type, s.Version)+"` AS t\n") {
+				t.Fatalf("%s: wrong source table:\n%s", s, sql)
 			}
+			views[s] = cols
 		}
-		if n != len(cols) || n == 0 {
-			t.Fatalf("%s: %d decrypted columns in SQL, %d PII fields", s, len(cols), n)
-		}
-		if !strings.Contains(sql, "FROM `lockstream-test.events."+TableName(s.Type, s.Version)+"` AS t\n") {
-			t.Fatalf("%s: wrong source table:\n%s", s, sql)
-		}
-		views[s] = cols
 	}
 
 	var subs []string

@@ -93,3 +93,27 @@ func TestCheckCompatible(t *testing.T) {
 		}
 	})
 }
+
+// TestIncompatibleVersionFailsCheckAll: a new version of a real schema that
+// changes a field's type (PlaybackEvent.ms_played long -> string) is what
+// CI's CheckAll over the repository's schemas rejects, naming the field,
+// before any producer sends it.
+func TestIncompatibleVersionFailsCheckAll(t *testing.T) {
+	v1, err := embedded.ReadFile("avro/PlaybackEvent.v1.avsc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := strings.Replace(strings.Replace(string(v1), `"version": 1,`, `"version": 3,`, 1),
+		`{"name": "ms_played", "type": "long",`, `{"name": "ms_played", "type": "string",`, 1)
+	if bad == string(v1) || !strings.Contains(bad, `"ms_played", "type": "string"`) {
+		t.Fatal("test setup: the field type was not changed")
+	}
+	r, err := Load(mapFS(map[string]string{"PlaybackEvent.v1.avsc": string(v1), "PlaybackEvent.v3.avsc": bad}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = r.CheckAll()
+	if !errors.Is(err, ErrIncompatible) || !strings.Contains(err.Error(), "ms_played") {
+		t.Fatalf("CheckAll = %v, want an incompatibility naming ms_played", err)
+	}
+}

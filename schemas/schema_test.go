@@ -16,8 +16,11 @@ func TestEmbeddedMatchesDesign(t *testing.T) {
 	if r2, _ := Embedded(); r2 != r {
 		t.Error("Embedded is not cached")
 	}
-	if got := r.Types(); !slices.Equal(got, []string{"AccountUpdate", "PlaybackEvent"}) {
-		t.Fatalf("Types = %v", got)
+	// DESIGN.md's two types; more may be declared (by .avsc files alone).
+	for _, typ := range []string{"AccountUpdate", "PlaybackEvent"} {
+		if !slices.Contains(r.Types(), typ) {
+			t.Fatalf("Types = %v, lacks %s", r.Types(), typ)
+		}
 	}
 	type want struct {
 		name     string
@@ -36,10 +39,10 @@ func TestEmbeddedMatchesDesign(t *testing.T) {
 			want{"birth_year", KindInt, true, "demographics"})},
 	} {
 		t.Run(tc.typ, func(t *testing.T) {
-			if vs := r.Versions(tc.typ); !slices.Equal(vs, []int{1}) {
+			if vs := r.Versions(tc.typ); vs[0] != 1 {
 				t.Fatalf("Versions = %v", vs)
 			}
-			s, err := r.Latest(tc.typ)
+			s, err := r.Lookup(tc.typ, 1)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -103,7 +106,7 @@ func TestResolve(t *testing.T) {
 	}{
 		{"Nope", "1", ReasonUnknownEventType, ErrUnknownEventType},
 		{"secret@example.com", "1", ReasonUnknownEventType, ErrUnknownEventType},
-		{"PlaybackEvent", "2", ReasonUnknownVersion, ErrUnknownVersion},
+		{"PlaybackEvent", "99", ReasonUnknownVersion, ErrUnknownVersion},
 		{"PlaybackEvent", "01", ReasonUnknownVersion, ErrUnknownVersion},
 		{"PlaybackEvent", "x", ReasonUnknownVersion, ErrUnknownVersion},
 		{"PlaybackEvent", "", ReasonUnknownVersion, ErrUnknownVersion},

@@ -303,8 +303,10 @@ revoked categories) give NULL. --keys-table is TABLE (in --dataset), DATASET.TAB
 				return err
 			}
 			if printSQL {
-				for _, s := range reg.All() {
-					q, err := bq.ViewSQL(s, bq.TableRef{Project: common.project, Dataset: dataset, Table: bq.TableName(s.Type, s.Version)}, keys)
+				for _, typ := range reg.Types() {
+					q, err := bq.ViewSQL(reg, typ, func(v int) bq.TableRef {
+						return bq.TableRef{Project: common.project, Dataset: dataset, Table: bq.TableName(typ, v)}
+					}, keys)
 					if err != nil {
 						return err
 					}
