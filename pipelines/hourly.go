@@ -34,7 +34,7 @@ type HourlyConfig struct {
 	Force    bool          // publish even without the raw _COMPLETE marker
 	Lookback time.Duration // drop event ids published in the previous hours within this (default 1h; 0 = default, <0 = none)
 	Shards   int           // dataset files (default DefaultShards)
-	KeyScope string        // recorded in the manifest's lineage
+	KeyScope string        // recorded in the manifest's lineage ("" = transforms.DefaultKeyScope)
 	Log      io.Writer     // progress lines; nil = silent
 }
 
@@ -70,6 +70,9 @@ func (c *HourlyConfig) normalize() error {
 	}
 	if c.Lookback == 0 {
 		c.Lookback = time.Hour
+	}
+	if c.KeyScope == "" {
+		c.KeyScope = transforms.DefaultKeyScope
 	}
 	if c.Shards == 0 {
 		c.Shards = DefaultShards

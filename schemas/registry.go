@@ -84,7 +84,27 @@ func Load(fsys fs.FS) (*Registry, error) {
 		return nil, err
 	}
 	sort.Strings(r.types)
+	for _, t := range r.types {
+		var first *Schema
+		for _, v := range r.Versions(t) {
+			s := r.byType[t][v]
+			if first == nil {
+				first = s
+			} else if s.Retention != first.Retention {
+				return nil, &LoadError{File: s.file, Rule: fmt.Sprintf(`"retention" differs from %s's: every version of a type keeps its data as long`, first.file)}
+			}
+		}
+	}
 	return r, nil
+}
+
+// Retention returns the retention of an event type (zero: not declared,
+// keep forever).
+func (r *Registry) Retention(eventType string) Retention {
+	for _, s := range r.byType[eventType] {
+		return s.Retention
+	}
+	return Retention{}
 }
 
 // Lookup returns one version of one event type. Errors wrap ErrUnknownEventType

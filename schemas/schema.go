@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/linkedin/goavro/v2"
@@ -69,6 +70,19 @@ func KnownCategory(c string) bool {
 	return ok
 }
 
+// Retention is how long a type's data is kept, from the end of its hour:
+// the record attribute "retention": {"raw_days": N, "published_days": M}.
+// Raw covers the raw and late areas (encrypted records before
+// publication), Published the datasets. Zero (no attribute) keeps data
+// forever: `lockstream retention` deletes nothing of such a type. Every
+// version of a type declares the same values (Load checks it).
+type Retention struct {
+	Raw, Published time.Duration
+}
+
+// Declared reports whether the type declares a retention.
+func (r Retention) Declared() bool { return r.Raw > 0 && r.Published > 0 }
+
 // PII is the "pii" annotation of a field.
 type PII struct {
 	Category      string // one of Categories()
@@ -105,6 +119,7 @@ type Schema struct {
 	SubjectIndex  int    // index of the subject field (pii.subject), always a required string
 	DedupeIndex   int    // index of the dedupe_key field, always a required non-PII string
 	UnknownFields string // "reject" (default) or "ignore": what Decode does with members not in the schema
+	Retention     Retention
 
 	source    []byte
 	file      string
@@ -171,7 +186,13 @@ type rawRecord struct {
 	Version       json.RawMessage `json:"version"`
 	DedupeKey     *string         `json:"dedupe_key"`
 	UnknownFields *string         `json:"unknown_fields"`
+	Retention     *rawRetention   `json:"retention"`
 	Fields        []rawField      `json:"fields"`
+}
+
+type rawRetention struct {
+	RawDays       *int `json:"raw_days"`
+	PublishedDays *int `json:"published_days"`
 }
 
 type rawField struct {
@@ -233,6 +254,12 @@ func parseSchema(file string, src []byte) (*Schema, error) {
 		default:
 			return nil, fail("", `"unknown_fields" must be "reject" or "ignore", got %q`, *rr.UnknownFields)
 		}
+	}
+	if r := rr.Retention; r != nil {
+		if r.RawDays == nil || r.PublishedDays == nil || *r.RawDays < 1 || *r.PublishedDays < 1 {
+			return nil, fail("", `"retention" must be {"raw_days": N, "published_days": M} with N, M >= 1`)
+		}
+		s.Retention = Retention{Raw: time.Duration(*r.RawDays) * 24 * time.Hour, Published: time.Duration(*r.PublishedDays) * 24 * time.Hour}
 	}
 	if len(rr.Fields) == 0 {
 		return nil, fail("", "record has no fields")

@@ -239,3 +239,31 @@ func TestEveryRepoSchemaEmbedded(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestRetentionDeclared: every shipped type declares how long its raw and
+// published data are kept; a bad declaration, or versions that disagree,
+// fail the load.
+func TestRetentionDeclared(t *testing.T) {
+	r, err := Embedded()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, typ := range r.Types() {
+		if ret := r.Retention(typ); !ret.Declared() || ret.Raw > ret.Published {
+			t.Errorf("%s: retention %+v", typ, ret)
+		}
+	}
+	v1, _ := embedded.ReadFile("avro/PlaybackEvent.v1.avsc")
+	for name, src := range map[string]string{
+		"zero days":    strings.Replace(string(v1), `"raw_days": 14`, `"raw_days": 0`, 1),
+		"no published": strings.Replace(string(v1), `, "published_days": 400`, ``, 1),
+	} {
+		if _, err := Load(mapFS(map[string]string{"PlaybackEvent.v1.avsc": src})); err == nil || !strings.Contains(err.Error(), "retention") {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	v2 := strings.Replace(strings.Replace(string(v1), `"version": 1,`, `"version": 2,`, 1), `"raw_days": 14`, `"raw_days": 15`, 1)
+	if _, err := Load(mapFS(map[string]string{"PlaybackEvent.v1.avsc": string(v1), "PlaybackEvent.v2.avsc": v2})); err == nil || !strings.Contains(err.Error(), "every version") {
+		t.Errorf("disagreeing versions: %v", err)
+	}
+}

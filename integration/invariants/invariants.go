@@ -286,6 +286,7 @@ func readPublished(ctx context.Context, b blob.Bucket, names []string, s *Summar
 		if err != nil {
 			return nil, nil, err
 		}
+		checkLineage(s, h, m, hours)
 		a := m.Input
 		if a.RawRecords+a.LateRecords != a.Published+a.DuplicatesDropped+a.LookbackDropped {
 			s.violate("hourly accounting", "%s: raw %d + late %d != published %d + duplicates %d + lookback %d",
@@ -305,6 +306,38 @@ func readPublished(ctx context.Context, b blob.Bucket, names []string, s *Summar
 		s.Published += n
 	}
 	return published, hours, nil
+}
+
+// checkLineage: a manifest traces its dataset back to its inputs — the
+// schema it was written with (fingerprint of the registry's encrypted
+// schema), the code version, the key scope, and the input hours: the hour
+// itself first, then only published hours of the same type and version
+// before it (the lookback).
+func checkLineage(s *Summary, h layout.Hour, m *layout.ManifestDoc, published map[layout.Hour]bool) {
+	reg, err := schemas.Embedded()
+	if err != nil {
+		s.violate("lineage", "%v", err)
+		return
+	}
+	sch, err := reg.Lookup(h.Type, h.Version)
+	if err != nil {
+		s.violate("lineage", "%s: %v", h, err)
+		return
+	}
+	l := m.Lineage
+	if m.SchemaFingerprint != sch.Encrypted().Fingerprint || l.CodeVersion == "" || l.KeyScope == "" {
+		s.violate("lineage", "%s: fingerprint %q (registry %q), code version %q, key scope %q", h, m.SchemaFingerprint, sch.Encrypted().Fingerprint, l.CodeVersion, l.KeyScope)
+	}
+	if len(l.InputHours) == 0 || l.InputHours[0] != layout.FormatHour(h.Hour) {
+		s.violate("lineage", "%s: input hours %v do not start with the hour itself", h, l.InputHours)
+		return
+	}
+	for _, in := range l.InputHours[1:] {
+		t, err := layout.ParseHour(in)
+		if err != nil || !t.Before(h.Hour) || !published[layout.Hour{Type: h.Type, Version: h.Version, Hour: t}] {
+			s.violate("lineage", "%s: lookback input hour %s is not an earlier published hour", h, in)
+		}
+	}
 }
 
 // readLate reads the event ids in late files of hours that are already

@@ -2,6 +2,7 @@ package invariants
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -103,4 +104,27 @@ func TestCheckerPassesAndCatches(t *testing.T) {
 	dups := in
 	dups.Scenario, dups.Root, dups.KeysURL = "dups", root2, ""
 	expect("dups", "no duplicates", dups)
+
+	// A manifest whose lineage lost its code version and schema fingerprint.
+	manifests, _ := filepath.Glob(filepath.Join(root2, "datasets", "*", "v1", "*", "*", "_MANIFEST.json"))
+	if len(manifests) == 0 {
+		t.Fatal("no manifest to tamper with")
+	}
+	data, err := os.ReadFile(manifests[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(data, &m); err != nil {
+		t.Fatal(err)
+	}
+	m["schema_fingerprint"] = "0000"
+	m["lineage"].(map[string]any)["code_version"] = ""
+	data, _ = json.Marshal(m)
+	if err := os.WriteFile(manifests[0], data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lineage := dups
+	lineage.Scenario = "lineage"
+	expect("lineage", "lineage", lineage)
 }
