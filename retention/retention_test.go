@@ -79,7 +79,9 @@ func checkRetention(t *testing.T, b blob.Bucket) {
 		got = append(got, it.String())
 	}
 	dead := func(h time.Time) string { return "deadletter/malformed_json " + layout.FormatHour(h) }
-	hr := func(area, typ string, h time.Time) string { return area + " " + layout.Hour{Type: typ, Version: 1, Hour: h}.String() }
+	hr := func(area, typ string, h time.Time) string {
+		return area + " " + layout.Hour{Type: typ, Version: 1, Hour: h}.String()
+	}
 	want := []string{
 		// Dead letters go after the longest raw retention (AccountUpdate's 30 days).
 		dead(pbPubOld), dead(pbPubNew), dead(auRawOld),
