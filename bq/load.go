@@ -299,6 +299,29 @@ func readManifest(ctx context.Context, b Bucket, dir string, h layout.Hour, s *s
 	return &m, nil
 }
 
+// TableExists reports whether the table of s exists, and checks that an
+// existing one fits (partitioning, columns); it changes nothing.
+func (l *Loader) TableExists(ctx context.Context, s *schemas.Schema) (bool, error) {
+	want, err := EncryptedTableSchema(s)
+	if err != nil {
+		return false, err
+	}
+	table := TableName(s.Type, s.Version)
+	md, err := l.Client.Dataset(l.Dataset).Table(table).Metadata(ctx)
+	if isStatus(err, http.StatusNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("bq: table %s.%s: %w", l.Dataset, table, err)
+	}
+	return true, checkTable(md, want, l.Dataset+"."+table)
+}
+
+// EnsureTable creates the table of s if it is missing, as LoadHour would.
+func (l *Loader) EnsureTable(ctx context.Context, s *schemas.Schema) error {
+	return l.ensureTable(ctx, s, TableName(s.Type, s.Version))
+}
+
 // ensureTable creates the table if missing (hour-partitioned on _hour,
 // clustered on _subject) and checks an existing one fits.
 func (l *Loader) ensureTable(ctx context.Context, s *schemas.Schema, table string) error {

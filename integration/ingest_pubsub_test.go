@@ -6,11 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -32,44 +29,7 @@ func TestMain(m *testing.M) { ptest.MainWithDefault(m, "prism") }
 
 // pubsubEmulator makes PUBSUB_EMULATOR_HOST point at a running emulator:
 // the one in the environment (.ci/run starts one), or one started here.
-func pubsubEmulator(t *testing.T) {
-	t.Helper()
-	if os.Getenv("PUBSUB_EMULATOR_HOST") != "" {
-		return
-	}
-	var bin string
-	for _, root := range []string{os.Getenv("LOCKSTREAM_GCLOUD_SDK"), "/usr/lib/google-cloud-sdk", "/usr/share/google-cloud-sdk"} {
-		p := filepath.Join(root, "platform", "pubsub-emulator", "bin", "cloud-pubsub-emulator")
-		if _, err := os.Stat(p); root != "" && err == nil {
-			bin = p
-			break
-		}
-	}
-	if bin == "" {
-		if os.Getenv("LOCKSTREAM_SKIP_EMULATORS") == "1" {
-			t.Skip("LOCKSTREAM_SKIP_EMULATORS=1 and no Pub/Sub emulator")
-		}
-		t.Fatal("Pub/Sub emulator not found: install the gcloud SDK (platform/pubsub-emulator) or set PUBSUB_EMULATOR_HOST")
-	}
-	port := storetest.FreePort(t)
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	cmd := exec.Command(bin, "--host=127.0.0.1", "--port="+strconv.Itoa(port))
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	for deadline := time.Now().Add(60 * time.Second); ; {
-		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("Pub/Sub emulator did not start")
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	t.Setenv("PUBSUB_EMULATOR_HOST", addr)
-}
+func pubsubEmulator(t *testing.T) { storetest.PubSubEmulator(t) }
 
 // TestIngestFromPubSubEmulator publishes traffic with duplicates and
 // malformed messages to the real Pub/Sub emulator, forces redeliveries by

@@ -55,7 +55,7 @@ func newBQCmd() *cobra.Command {
 
   load         load published hours into <dataset>.<Type>_v<N> (hour partitions, idempotent)
   export-keys  replace the restricted keys table with the live keys of every subject in the datasets
-  views        create or update <Type>_v<N>_decrypted views (SAFE.AEAD.DECRYPT_BYTES over the keys table)
+  views        create or update one <Type>_decrypted view per type, all versions (SAFE.AEAD.DECRYPT_BYTES over the keys table)
 
 Credentials: Application Default Credentials (gcloud auth application-default login, or a service
 account on GCE/Dataflow). A shred reaches BigQuery when export-keys runs next; BigQuery time travel

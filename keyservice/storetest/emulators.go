@@ -39,7 +39,7 @@ func FreePort(t testing.TB) int {
 
 func waitTCP(t testing.TB, addr string, cmd *exec.Cmd, done <-chan struct{}) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(90 * time.Second) // the Pub/Sub emulator is a JVM
 	for time.Now().Before(deadline) {
 		select {
 		case <-done:
@@ -53,7 +53,7 @@ func waitTCP(t testing.TB, addr string, cmd *exec.Cmd, done <-chan struct{}) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("%s did not listen on %s within 30s", filepath.Base(cmd.Path), addr)
+	t.Fatalf("%s did not listen on %s within 90s", filepath.Base(cmd.Path), addr)
 }
 
 // start runs bin with args, stops it when the test ends, and waits until
@@ -75,13 +75,26 @@ func start(t testing.TB, addr, bin string, args ...string) {
 }
 
 // CBTEmulatorPath finds the Bigtable emulator of the gcloud SDK:
-// $SDK/platform/bigtable-emulator/cbtemulator, with SDK from
-// `gcloud info --format=value(installation.sdk_root)`, $CLOUDSDK_ROOT or
-// the usual install locations.
+// $SDK/platform/bigtable-emulator/cbtemulator.
 func CBTEmulatorPath() (string, error) {
+	return sdkPath(filepath.Join("platform", "bigtable-emulator", "cbtemulator"), "gcloud components install bigtable, or apt-get install google-cloud-cli-bigtable-emulator")
+}
+
+// PubSubEmulatorPath finds the Pub/Sub emulator of the gcloud SDK:
+// $SDK/platform/pubsub-emulator/bin/cloud-pubsub-emulator (Java).
+func PubSubEmulatorPath() (string, error) {
+	return sdkPath(filepath.Join("platform", "pubsub-emulator", "bin", "cloud-pubsub-emulator"), "gcloud components install pubsub-emulator, or apt-get install google-cloud-cli-pubsub-emulator")
+}
+
+// sdkPath finds rel under the gcloud SDK root: $LOCKSTREAM_GCLOUD_SDK (set
+// by .ci/run), $CLOUDSDK_ROOT, `gcloud info --format=value(installation.sdk_root)`
+// or the usual install locations.
+func sdkPath(rel, install string) (string, error) {
 	var roots []string
-	if r := os.Getenv("CLOUDSDK_ROOT"); r != "" {
-		roots = append(roots, r)
+	for _, env := range []string{"LOCKSTREAM_GCLOUD_SDK", "CLOUDSDK_ROOT"} {
+		if r := os.Getenv(env); r != "" {
+			roots = append(roots, r)
+		}
 	}
 	if g, err := exec.LookPath("gcloud"); err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -94,12 +107,32 @@ func CBTEmulatorPath() (string, error) {
 	}
 	roots = append(roots, "/usr/lib/google-cloud-sdk", "/usr/share/google-cloud-sdk", "/google-cloud-sdk", "/opt/google-cloud-sdk")
 	for _, r := range roots {
-		p := filepath.Join(r, "platform", "bigtable-emulator", "cbtemulator")
+		p := filepath.Join(r, rel)
 		if _, err := os.Stat(p); err == nil {
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("cbtemulator not found under %v (install the gcloud SDK component: gcloud components install bigtable, or apt-get install google-cloud-cli-bigtable-emulator)", roots)
+	return "", fmt.Errorf("%s not found under %v (%s)", filepath.Base(rel), roots, install)
+}
+
+// PubSubEmulator makes PUBSUB_EMULATOR_HOST point at a running Pub/Sub
+// emulator for the rest of the test and returns its address: the one
+// already in PUBSUB_EMULATOR_HOST (.ci/run starts one), or one the helper
+// starts on a free port (and stops at the end of the test).
+func PubSubEmulator(t testing.TB) string {
+	t.Helper()
+	if h := os.Getenv("PUBSUB_EMULATOR_HOST"); h != "" {
+		return h
+	}
+	bin, err := PubSubEmulatorPath()
+	if err != nil {
+		skipOrFail(t, "Pub/Sub emulator: %v", err)
+	}
+	port := FreePort(t)
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	start(t, addr, bin, "--host=127.0.0.1", "--port="+strconv.Itoa(port))
+	t.Setenv("PUBSUB_EMULATOR_HOST", addr)
+	return addr
 }
 
 // BigtableEmulator makes BIGTABLE_EMULATOR_HOST point at a running Bigtable
