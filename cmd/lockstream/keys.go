@@ -49,7 +49,17 @@ User ids are personal data: they are never printed. Pass "-" instead of a user i
 from stdin (keeps it out of shell history and process lists).`,
 	}
 	c.AddCommand(newKeysServeCmd(), newKeysInitCmd(), newKeysCreateUserCmd(), newKeysDeleteUserCmd(),
-		newKeysRevokeCmd(), newKeysRotateCmd(), newKeysShowCmd(), newKeysNewSecretCmd())
+		newKeysRevokeCmd(), newKeysRotateCmd(), newKeysShowCmd(), newKeysNewSecretCmd(), newKeysExportBQCmd())
+	return c
+}
+
+// newKeysExportBQCmd is `bq export-keys` under the name the key service's
+// operators look for: the same command, flags and behaviour.
+func newKeysExportBQCmd() *cobra.Command {
+	c := newBQExportKeysCmd()
+	c.Use = strings.Replace(c.Use, "export-keys", "export-bq", 1)
+	c.Example = strings.ReplaceAll(c.Example, "bq export-keys", "keys export-bq")
+	c.Short += " (same as `lockstream bq export-keys`)"
 	return c
 }
 

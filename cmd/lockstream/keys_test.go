@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"github.com/lockstream/lockstream/keyclient"
 	"github.com/lockstream/lockstream/keyservice"
 	"github.com/lockstream/lockstream/keyservice/server"
@@ -171,5 +173,30 @@ func TestKeysCLIServed(t *testing.T) {
 	}
 	if strings.Contains(string(audit), "canary") {
 		t.Fatal("audit names the user")
+	}
+}
+
+// TestKeysExportBQIsBQExportKeys: `keys export-bq` is `bq export-keys` under
+// another name: the same flags and the same behaviour.
+func TestKeysExportBQIsBQExportKeys(t *testing.T) {
+	flags := func(args ...string) string {
+		t.Helper()
+		root := newRootCmd()
+		c, _, err := root.Find(args)
+		if err != nil || c.Name() != args[len(args)-1] {
+			t.Fatalf("%v: %v", args, err)
+		}
+		var names []string
+		c.Flags().VisitAll(func(f *pflag.Flag) { names = append(names, f.Name+"="+f.DefValue) })
+		return strings.Join(names, " ")
+	}
+	if a, b := flags("keys", "export-bq"), flags("bq", "export-keys"); a != b || a == "" {
+		t.Fatalf("flags differ:\n%s\n%s", a, b)
+	}
+	ctx := context.Background()
+	_, errA := runCLI(t, ctx, "", "keys", "export-bq", "--project", "p")
+	_, errB := runCLI(t, ctx, "", "bq", "export-keys", "--project", "p")
+	if errA == nil || errB == nil || errA.Error() != errB.Error() {
+		t.Fatalf("errors differ: %v / %v", errA, errB)
 	}
 }
