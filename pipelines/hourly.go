@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
-	"github.com/apache/beam/sdks/v2/go/pkg/beam/x/beamx"
 
 	"github.com/lockstream/lockstream/blob"
 	"github.com/lockstream/lockstream/layout"
@@ -218,6 +217,9 @@ func prepareHour(ctx context.Context, cfg HourlyConfig) (*hourJob, error) {
 	if err != nil {
 		return nil, err
 	}
+	if IsDryRun() {
+		left = nil // a dry run changes nothing, leftovers included
+	}
 	for _, n := range left {
 		if err := b.Delete(ctx, n); err != nil {
 			return nil, err
@@ -227,6 +229,9 @@ func prepareHour(ctx context.Context, cfg HourlyConfig) (*hourJob, error) {
 	stale, err := b.List(ctx, transforms.StatsDir(cfg.Type, cfg.Version, cfg.Hour))
 	if err != nil {
 		return nil, err
+	}
+	if IsDryRun() {
+		stale = nil
 	}
 	for _, n := range stale {
 		if err := b.Delete(ctx, n); err != nil {
@@ -273,7 +278,10 @@ func runHourJobs(ctx context.Context, jobs []*hourJob) error {
 	if len(names) == 0 {
 		return nil
 	}
-	if _, err := beamx.RunWithMetrics(ctx, p); err != nil {
+	if _, err := run(ctx, p); err != nil {
+		if errors.Is(err, ErrDryRun) {
+			return err
+		}
 		return fmt.Errorf("pipelines: hourly %s: %w", strings.Join(names, ", "), err)
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"sort"
@@ -54,6 +55,26 @@ const (
 	DefaultBatchSize       = 1000 // Pub/Sub
 	DefaultReplayBatchSize = 5000 // replay files
 )
+
+// ErrDryRun is returned after a dry run (the Dataflow runner's --dry_run):
+// the job was built, validated and printed, not run; nothing was written.
+var ErrDryRun = errors.New("pipelines: dry run: the job was built and printed, not submitted")
+
+// IsDryRun reports whether the runner flags ask for a dry run.
+func IsDryRun() bool {
+	f := flag.Lookup("dry_run")
+	return f != nil && f.Value.String() == "true"
+}
+
+// run runs p on the --runner flag's runner (prism by default); a dry run
+// returns ErrDryRun.
+func run(ctx context.Context, p *beam.Pipeline) (beam.PipelineResult, error) {
+	res, err := beamx.RunWithMetrics(ctx, p)
+	if err == nil && IsDryRun() {
+		return nil, ErrDryRun
+	}
+	return res, err
+}
 
 // ErrConfig is wrapped by configuration errors (user errors).
 var ErrConfig = errors.New("pipelines: bad ingest configuration")
@@ -152,8 +173,11 @@ func Ingest(ctx context.Context, cfg IngestConfig) (*IngestResult, error) {
 
 	start := time.Now()
 	stop := startProgress(cfg.Progress, cfg.ProgressEvery, start)
-	res, err := beamx.RunWithMetrics(ctx, p)
+	res, err := run(ctx, p)
 	stop()
+	if errors.Is(err, ErrDryRun) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, fmt.Errorf("pipelines: ingest run %s: %w", cfg.RunID, err)
 	}

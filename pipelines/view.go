@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
-	"github.com/apache/beam/sdks/v2/go/pkg/beam/x/beamx"
 	"github.com/linkedin/goavro/v2"
 
 	"github.com/lockstream/lockstream/blob"
@@ -100,7 +99,10 @@ func View(ctx context.Context, cfg ViewConfig) (*ViewResult, error) {
 			KeysURL: cfg.KeysURL, KeyScope: cfg.KeyScope, OutRoot: outRoot, OutName: partPrefix, Format: cfg.Format}, files); err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 		}
-		pr, err := beamx.RunWithMetrics(ctx, p)
+		pr, err := run(ctx, p)
+		if errors.Is(err, ErrDryRun) {
+			return nil, err
+		}
 		if err != nil {
 			return nil, fmt.Errorf("pipelines: view %s: %w", h, err)
 		}

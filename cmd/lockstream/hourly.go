@@ -206,6 +206,9 @@ func publishRange(ctx context.Context, b blob.Bucket, stdout, stderr io.Writer, 
 		for k, o := range outcomes {
 			h := layout.Hour{Type: cfgs[k].Type, Version: cfgs[k].Version, Hour: cfgs[k].Hour}
 			res, err := o.Result, o.Err
+			if errors.Is(err, pipelines.ErrDryRun) {
+				return published, notReady, dryRunDone(stderr)
+			}
 			if errors.Is(err, pipelines.ErrNotReady) {
 				fmt.Fprintf(stderr, "hourly %s: not ready (no raw _COMPLETE yet)\n", h)
 				notReady++

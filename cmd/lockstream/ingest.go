@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"time"
@@ -151,6 +152,13 @@ func parseWithBeamFlags(cmd *cobra.Command, args []string) (help bool, err error
 	if err := flag.CommandLine.Parse(beamArgs); err != nil {
 		return false, fmt.Errorf("beam flags: %w", err)
 	}
+	// --project means one GCP project to a command (hourly's BigQuery) and
+	// to the Dataflow runner alike.
+	if f := cmd.Flags().Lookup("project"); f != nil && f.Changed && flag.CommandLine.Lookup("project") != nil {
+		if err := flag.CommandLine.Set("project", f.Value.String()); err != nil {
+			return false, err
+		}
+	}
 	return false, nil
 }
 
@@ -185,9 +193,19 @@ func runIngest(cmd *cobra.Command, f *ingestFlags, args []string) error {
 		cfg.Progress = cmd.ErrOrStderr()
 	}
 	res, err := pipelines.Ingest(cmd.Context(), cfg)
+	if errors.Is(err, pipelines.ErrDryRun) {
+		return dryRunDone(cmd.ErrOrStderr())
+	}
 	if err != nil {
 		return err
 	}
 	res.WriteTable(cmd.OutOrStdout())
+	return nil
+}
+
+// dryRunDone reports a finished dry run (Beam's --dry_run with
+// --runner=dataflow): the job was built, validated and printed above.
+func dryRunDone(w io.Writer) error {
+	fmt.Fprintln(w, "dry run: the Dataflow job above was built and validated, not submitted; nothing was read, written or published")
 	return nil
 }

@@ -50,6 +50,9 @@ Example:
 			}
 			res, err := pipelines.View(cmd.Context(), pipelines.ViewConfig{Root: root, Type: typ, Version: version, Hour: h,
 				Out: out, Format: format, KeysURL: keys, KeyScope: scope})
+			if errors.Is(err, pipelines.ErrDryRun) {
+				return dryRunDone(cmd.ErrOrStderr())
+			}
 			if err != nil {
 				return err
 			}
