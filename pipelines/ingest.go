@@ -325,8 +325,8 @@ func startProgress(w io.Writer, every time.Duration, start time.Time) (stop func
 			case now := <-t.C:
 				p := transforms.ReadProgress()
 				rate := float64(p.Messages-last.Messages) / now.Sub(lastAt).Seconds()
-				fmt.Fprintf(w, "ingest %s: %d messages (%.0f/s), %d written, %d dead-lettered, %d late, %d acked, %d hours closed\n",
-					now.Sub(start).Round(time.Second), p.Messages, rate, p.Written, p.DeadLetters, p.Late, p.Acked, p.HoursClosed)
+				fmt.Fprintf(w, "ingest %s: %d messages (%.0f/s), %d written, %d dead-lettered, %d late, %d acked (%d ack failures), %d held for redelivery, %d hours closed\n",
+					now.Sub(start).Round(time.Second), p.Messages, rate, p.Written, p.DeadLetters, p.Late, p.Acked, p.AckFailed, p.Held, p.HoursClosed)
 				last, lastAt = p, now
 			}
 		}

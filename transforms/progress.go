@@ -11,11 +11,13 @@ type Progress struct {
 	DeadLetters int64 // messages dead-lettered
 	Late        int64 // records written to late/
 	Acked       int64 // Pub/Sub messages acknowledged
+	AckFailed   int64 // Pub/Sub messages written whose acknowledgement failed (redelivered, deduplicated)
+	Held        int64 // Pub/Sub messages handed back unwritten (key service unavailable): redelivered later
 	HoursClosed int64 // _COMPLETE markers written
 }
 
 var progress struct {
-	messages, written, dead, late, acked, closed atomic.Int64
+	messages, written, dead, late, acked, ackFailed, held, closed atomic.Int64
 }
 
 // ReadProgress returns the process-wide counters.
@@ -26,6 +28,8 @@ func ReadProgress() Progress {
 		DeadLetters: progress.dead.Load(),
 		Late:        progress.late.Load(),
 		Acked:       progress.acked.Load(),
+		AckFailed:   progress.ackFailed.Load(),
+		Held:        progress.held.Load(),
 		HoursClosed: progress.closed.Load(),
 	}
 }

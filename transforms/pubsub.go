@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"math"
 	"reflect"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	vkit "cloud.google.com/go/pubsub/v2/apiv1"
@@ -248,21 +250,29 @@ func nack(ctx context.Context, c *vkit.SubscriptionAdminClient, sub string, rms 
 	_ = c.ModifyAckDeadline(ctx, &pubsubpb.ModifyAckDeadlineRequest{Subscription: sub, AckIds: ids, AckDeadlineSeconds: 0})
 }
 
-var subscriberClient struct {
-	once   sync.Once
-	client *vkit.SubscriptionAdminClient
-	err    error
+var subscriberClients struct {
+	mu sync.Mutex
+	m  map[string]*vkit.SubscriptionAdminClient // by $PUBSUB_EMULATOR_HOST ("" = Google Cloud)
 }
 
-// subscriber returns the process-wide low-level subscriber client.
+// subscriber returns the process-wide low-level subscriber client for the
+// Pub/Sub service in use (one per emulator address: tests start several).
 func subscriber(ctx context.Context) (*vkit.SubscriptionAdminClient, error) {
-	subscriberClient.once.Do(func() {
-		subscriberClient.client, subscriberClient.err = vkit.NewSubscriptionAdminClient(context.WithoutCancel(ctx))
-		if subscriberClient.err != nil {
-			subscriberClient.err = fmt.Errorf("transforms: pubsub client: %w", subscriberClient.err)
-		}
-	})
-	return subscriberClient.client, subscriberClient.err
+	host := os.Getenv("PUBSUB_EMULATOR_HOST")
+	subscriberClients.mu.Lock()
+	defer subscriberClients.mu.Unlock()
+	if c := subscriberClients.m[host]; c != nil {
+		return c, nil
+	}
+	c, err := vkit.NewSubscriptionAdminClient(context.WithoutCancel(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("transforms: pubsub client: %w", err)
+	}
+	if subscriberClients.m == nil {
+		subscriberClients.m = map[string]*vkit.SubscriptionAdminClient{}
+	}
+	subscriberClients.m[host] = c
+	return c, nil
 }
 
 // ackChunk bounds ack ids per request (the API limit is by request size).
@@ -279,6 +289,11 @@ func acknowledge(ctx context.Context, sub string, ids []string) error {
 		j := min(i+ackChunk, len(ids))
 		var lastErr error
 		for attempt := 0; attempt < 4; attempt++ {
+			if f := ackFault.Load(); f != nil {
+				if lastErr = (*f)(ids[i:j]); lastErr != nil {
+					continue
+				}
+			}
 			actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			lastErr = c.Acknowledge(actx, &pubsubpb.AcknowledgeRequest{Subscription: sub, AckIds: ids[i:j]})
 			cancel()
@@ -294,6 +309,39 @@ func acknowledge(ctx context.Context, sub string, ids []string) error {
 	return nil
 }
 
+// ackFault, when set, is called before each Acknowledge attempt; an error
+// fails that attempt (fault-injection tests: SetAckFault).
+var ackFault atomic.Pointer[func(ids []string) error]
+
+// SetAckFault makes acknowledgements fail when f returns an error, for
+// fault-injection tests; nil removes it. Not for production use.
+func SetAckFault(f func(ids []string) error) {
+	if f == nil {
+		ackFault.Store(nil)
+		return
+	}
+	ackFault.Store(&f)
+}
+
+// release hands messages back to Pub/Sub unacknowledged (ack deadline 0):
+// they are redelivered after the subscription's retry backoff.
+func release(ctx context.Context, sub string, ids []string) error {
+	c, err := subscriber(ctx)
+	if err != nil {
+		return err
+	}
+	for i := 0; i < len(ids); i += ackChunk {
+		j := min(i+ackChunk, len(ids))
+		mctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := c.ModifyAckDeadline(mctx, &pubsubpb.ModifyAckDeadlineRequest{Subscription: sub, AckIds: ids[i:j], AckDeadlineSeconds: 0})
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Lease extension: while a batch is being written, its messages' ack
 // deadlines are pushed out every leaseEvery by leaseSeconds.
 const (
@@ -302,7 +350,7 @@ const (
 )
 
 // keepLeases extends the ack deadlines of ids until the returned stop is
-// called.
+// called (stop may be called more than once).
 func keepLeases(ctx context.Context, sub string, ids []string) (stop func()) {
 	c, err := subscriber(ctx)
 	if err != nil {
@@ -333,5 +381,6 @@ func keepLeases(ctx context.Context, sub string, ids []string) (stop func()) {
 			}
 		}
 	}()
-	return func() { close(done); wg.Wait() }
+	var once sync.Once
+	return func() { once.Do(func() { close(done); wg.Wait() }) }
 }

@@ -160,7 +160,17 @@ func (fn *writeFn) ProcessElement(ctx context.Context, ts beam.EventTime, b Batc
 		stopLease = keepLeases(ctx, b.Subscription, b.AckIDs)
 		defer stopLease()
 	}
-	outs, err := fn.anonymize(ctx, msgs)
+	outs, err := fn.anonymize(ctx, msgs, len(b.AckIDs) > 0)
+	if errors.Is(err, errHeld) {
+		// Pub/Sub keeps the messages: hand them back unwritten and unacked
+		// (deadline 0), to be redelivered once the key service is back.
+		stopLease()
+		if err := release(ctx, b.Subscription, b.AckIDs); err != nil {
+			log.Warnf(ctx, "lockstream: release %d held messages on %s (they come back when their lease expires): %v", len(b.AckIDs), b.Subscription, err)
+		}
+		progress.held.Add(int64(len(b.AckIDs)))
+		return nil
+	}
 	if err != nil {
 		return err // context cancelled: the bundle fails, nothing is acked
 	}
@@ -254,10 +264,14 @@ func (fn *writeFn) ProcessElement(ctx context.Context, ts beam.EventTime, b Batc
 	}
 	if len(b.AckIDs) > 0 {
 		if err := acknowledge(ctx, b.Subscription, b.AckIDs); err != nil {
-			// Not acked: Pub/Sub redelivers, raw gets duplicates that hourly drops.
-			return err
+			// The output is durable; only the ack failed. Pub/Sub redelivers
+			// these messages, raw gets duplicates that hourly drops: nothing
+			// is lost, so the run goes on.
+			log.Warnf(ctx, "lockstream: %d messages written but not acknowledged (they will be redelivered and deduplicated): %v", len(b.AckIDs), err)
+			progress.ackFailed.Add(int64(len(b.AckIDs)))
+		} else {
+			progress.acked.Add(int64(len(b.AckIDs)))
 		}
-		progress.acked.Add(int64(len(b.AckIDs)))
 	}
 
 	// Account and notify.
@@ -319,9 +333,17 @@ func badLinePath(bl BadLine) string {
 	return bl.File + "@" + strconv.FormatInt(bl.Offset, 10)
 }
 
+// errHeld: a batch the source can redeliver was not written because the
+// key service stayed unavailable for the whole retry budget.
+var errHeld = errors.New("transforms: key service unavailable: batch held for redelivery")
+
 // anonymize retries key-service errors with jittered exponential backoff
-// within the budget, then dead-letters the batch as key_unavailable.
-func (fn *writeFn) anonymize(ctx context.Context, msgs []record.Message) ([]record.Outcome, error) {
+// within the budget. Then a batch the source can redeliver (Pub/Sub) is
+// held (errHeld): nothing is written or lost, the messages come back; any
+// other batch (replay files) is dead-lettered as key_unavailable, without
+// payload (it cannot be sealed without a key): replay the file once the
+// service is back, hourly drops what was already written.
+func (fn *writeFn) anonymize(ctx context.Context, msgs []record.Message, redeliverable bool) ([]record.Outcome, error) {
 	budget := time.Duration(fn.KeyRetryBudgetMs) * time.Millisecond
 	deadline := time.Now().Add(budget)
 	wait := 50 * time.Millisecond
@@ -341,6 +363,10 @@ func (fn *writeFn) anonymize(ctx context.Context, msgs []record.Message) ([]reco
 			return nil, fmt.Errorf("lockstream: the key service refused a batch of %d messages (not retried): %w", len(msgs), err)
 		}
 		sleep := wait/2 + rand.N(wait/2+1)
+		if time.Now().Add(sleep).After(deadline) && redeliverable {
+			log.Warnf(ctx, "lockstream: key service unavailable for a batch of %d messages after %d attempts; holding them for redelivery: %v", len(msgs), attempt, err)
+			return nil, errHeld
+		}
 		if time.Now().Add(sleep).After(deadline) {
 			// The error text names no user (record's errors carry counts only).
 			log.Warnf(ctx, "lockstream: key service unavailable for a batch of %d messages after %d attempts; dead-lettering them as %s: %v",

@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -53,6 +54,9 @@ type Input struct {
 	// WantDead, when set, is the number of distinct dead-lettered messages
 	// expected per reason.
 	WantDead map[string]int64
+	// NoDead lists reasons that must not occur at all (e.g. key_unavailable
+	// when the source can redeliver).
+	NoDead []string
 	// MaxPayload is the ingest limit (0: record.DefaultMaxPayload); larger
 	// messages count as invalid.
 	MaxPayload int
@@ -189,6 +193,13 @@ func Check(ctx context.Context, in Input) (*Summary, error) {
 		for reason, n := range got {
 			if _, ok := in.WantDead[reason]; !ok {
 				s.violate("dead letters by reason", "%d unexpected messages dead-lettered as %s", n, reason)
+			}
+		}
+	}
+	if len(in.NoDead) > 0 {
+		for id, reason := range dead {
+			if slices.Contains(in.NoDead, reason) {
+				s.violate("dead letters by reason", "message %s dead-lettered as %s", id, reason)
 			}
 		}
 	}
