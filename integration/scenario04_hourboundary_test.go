@@ -52,8 +52,8 @@ func TestScenario04_HourBoundary(t *testing.T) {
 	h6 := time.Date(2026, 11, 23, 6, 0, 0, 0, time.UTC)
 	h7 := h6.Add(time.Hour)
 	first := []record.Message{
-		boundaryEvent("m-last", "ev-last", h7.Add(-time.Millisecond)), // 06:59:59.999 → hour 06
-		boundaryEvent("m-first", "ev-first", h7),                      // 07:00:00.000 → hour 07
+		boundaryEvent("m-last", "ev-last", h7.Add(-time.Millisecond)),  // 06:59:59.999 → hour 06
+		boundaryEvent("m-first", "ev-first", h7),                       // 07:00:00.000 → hour 07
 		boundaryEvent("m-retry-1", "ev-retry", h7.Add(-2*time.Second)), // published at 06:59:58…
 		boundaryEvent("m-retry-2", "ev-retry", h7.Add(time.Second)),    // …retried at 07:00:01 with a new message id
 		boundaryEvent("m-mid6", "ev-mid6", h6.Add(30*time.Minute)),
