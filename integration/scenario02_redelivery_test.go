@@ -1,0 +1,96 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+
+	"github.com/lockstream/lockstream/integration/invariants"
+	"github.com/lockstream/lockstream/keyclient"
+	"github.com/lockstream/lockstream/pipelines"
+	"github.com/lockstream/lockstream/synth"
+	"github.com/lockstream/lockstream/transforms"
+)
+
+// TestScenario02_RedeliveryStormAndAckFailures: on the real Pub/Sub
+// emulator, 30% of the messages are pulled and nacked once before ingest
+// (a redelivery storm), and while ingest runs a third of its
+// acknowledgements fail (every retry of them), so those messages come back
+// after they were written. After hourly: 0 duplicates, nothing lost, the
+// accounting balances.
+func TestScenario02_RedeliveryStormAndAckFailures(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	sub, publish, ps := scenarioPubSub(t, ctx, "storm")
+	tr := synth.Generate(synth.Config{Events: 2000, Users: 60, Hours: 2, Seed: 202})
+	sent := publish(tr.Messages)
+
+	// The storm: pull and nack 30% once.
+	client := ps.SubscriptionAdminClient
+	nacked := 0
+	for nacked < len(sent)*3/10 {
+		resp, err := client.Pull(ctx, &pubsubpb.PullRequest{Subscription: sub, MaxMessages: int32(min(500, len(sent)*3/10-nacked))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, m := range resp.ReceivedMessages {
+			ids = append(ids, m.AckId)
+		}
+		if err := client.ModifyAckDeadline(ctx, &pubsubpb.ModifyAckDeadlineRequest{Subscription: sub, AckIds: ids, AckDeadlineSeconds: 0}); err != nil {
+			t.Fatal(err)
+		}
+		nacked += len(ids)
+	}
+
+	// Ack failures: every third batch's acknowledgement fails on every
+	// attempt (decided once per batch, by its first ack id).
+	var mu sync.Mutex
+	decided := map[string]bool{}
+	batches, failed := 0, 0
+	transforms.SetAckFault(func(ids []string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		fail, ok := decided[ids[0]]
+		if !ok {
+			batches++
+			fail = batches%3 == 0
+			decided[ids[0]] = fail
+			if fail {
+				failed += len(ids)
+			}
+		}
+		if fail {
+			return errors.New("injected: acknowledge lost")
+		}
+		return nil
+	})
+	defer transforms.SetAckFault(nil)
+
+	root := t.TempDir()
+	keys := transforms.RegisterKeys("scenario02", keyclient.NewFake())
+	logs := &lockedBuffer{}
+	res, err := pipelines.Ingest(ctx, pipelines.IngestConfig{Subscription: sub, Out: root, KeysURL: keys, BatchSize: 200,
+		IdleTimeout: 30 * time.Second, Progress: logs, ProgressEvery: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	transforms.SetAckFault(nil)
+	if failed == 0 {
+		t.Fatal("no acknowledgement failed: the fault was not injected")
+	}
+	tot := res.Totals()
+	t.Logf("nacked %d of %d before ingest; %d acknowledgements failed; ingest saw %d messages (redeliveries included)", nacked, len(sent), failed, tot.In)
+	if tot.In <= int64(len(sent)) {
+		t.Fatalf("ingest saw %d messages for %d sent: the failed acks caused no redelivery", tot.In, len(sent))
+	}
+	if _, err := invariants.PublishAll(ctx, pipelines.HourlyConfig{Root: root}); err != nil {
+		t.Fatal(err)
+	}
+	invariants.Require(t, ctx, invariants.Input{Scenario: "02-redelivery-storm", Root: root, Sent: sent, Canaries: tr.Canaries,
+		Logs: logs.Bytes(), Ingest: res.Rows})
+}
