@@ -61,8 +61,9 @@ type Input struct {
 	// messages count as invalid.
 	MaxPayload int
 
-	// With KeysURL, view decrypts every published hour: every Readable
-	// canary must be in its output and no Unreadable one.
+	// With KeysURL, view decrypts every published hour (NDJSON): every
+	// Readable canary must be a string value in its output and no
+	// Unreadable one.
 	KeysURL    string
 	KeyScope   string
 	Readable   []string
@@ -418,13 +419,15 @@ func checkView(ctx context.Context, in Input, hours map[layout.Hour]bool, s *Sum
 		}
 		all = append(all, data...)
 	}
+	// Whole JSON string values: "10.1.0.1" must not match inside "10.1.0.10".
+	quoted := func(c string) []byte { q, _ := json.Marshal(c); return q }
 	for i, c := range in.Readable {
-		if !bytes.Contains(all, []byte(c)) {
+		if !bytes.Contains(all, quoted(c)) {
 			s.violate("live data decrypts", "readable canary #%d is not in the view output", i)
 		}
 	}
 	for i, c := range in.Unreadable {
-		if bytes.Contains(all, []byte(c)) {
+		if bytes.Contains(all, quoted(c)) {
 			s.violate("shred means unreadable", "shredded canary #%d decrypts in the view output", i)
 		}
 	}
