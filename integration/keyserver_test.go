@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -33,6 +34,7 @@ type scenarioKeyServer struct {
 	handler http.Handler
 	delay   atomic.Pointer[func() time.Duration]
 	log     *lockedBuffer
+	latency latencyLog
 
 	mu  sync.Mutex
 	srv *http.Server
@@ -87,10 +89,12 @@ func startScenarioKeyServer(t *testing.T, cfg server.Config, wrap func(keyservic
 	}
 	inner := s.Handler()
 	k.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
 		if d := k.delay.Load(); d != nil {
 			time.Sleep((*d)())
 		}
 		inner.ServeHTTP(w, r)
+		k.latency.add(time.Since(start))
 	})
 	k.addr = "127.0.0.1:" + strconv.Itoa(storetest.FreePort(t))
 	k.start(t)
@@ -134,6 +138,28 @@ func (k *scenarioKeyServer) stop() {
 		k.srv.Close()
 		k.srv = nil
 	}
+}
+
+// latencyLog keeps the server's request latencies, to compare windows.
+type latencyLog struct {
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+func (l *latencyLog) add(d time.Duration) { l.mu.Lock(); l.d = append(l.d, d); l.mu.Unlock() }
+
+// drain returns the p99 of the latencies since the last drain (0 if none)
+// and how many there were.
+func (l *latencyLog) drain() (p99 time.Duration, n int) {
+	l.mu.Lock()
+	d := l.d
+	l.d = nil
+	l.mu.Unlock()
+	if len(d) == 0 {
+		return 0, 0
+	}
+	slices.Sort(d)
+	return d[len(d)*99/100], len(d)
 }
 
 // slowStore makes every store call take d: a server whose work takes time
