@@ -1,6 +1,7 @@
 package invariants
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"os"
@@ -81,6 +82,39 @@ func TestCheckerPassesAndCatches(t *testing.T) {
 	leak := in
 	leak.Scenario, leak.Logs = "leak", []byte("log line with "+tr.Canaries[1])
 	expect("leak", "no plaintext", leak)
+
+	// Plaintext inside a deflated Avro block is not in the stored bytes;
+	// the checker decompresses container files before it scans them.
+	var ocf bytes.Buffer
+	w, err := record.NewOCFWriter(&ocf, []byte(`"string"`), record.SyncMarker("leak"), record.CodecDeflate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 50 {
+		if err := w.Append([]byte("a record written in plaintext: " + tr.Canaries[1])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(ocf.Bytes(), []byte(tr.Canaries[1])) {
+		t.Fatal("test setup: the canary is visible in the compressed bytes")
+	}
+	leakDir := t.TempDir()
+	if err := os.CopyFS(leakDir, os.DirFS(root)); err != nil {
+		t.Fatal(err)
+	}
+	leakFile := filepath.Join(leakDir, "raw", "PlaybackEvent", "v1", "2020-01-01", "00", "part-leak.avro")
+	if err := os.MkdirAll(filepath.Dir(leakFile), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(leakFile, ocf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	compressed := in
+	compressed.Scenario, compressed.Root, compressed.KeysURL = "compressed-leak", leakDir, ""
+	expect("compressed-leak", "no plaintext", compressed)
 
 	lost := in
 	extra := tr.Messages[0]
