@@ -5,7 +5,9 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -71,6 +73,10 @@ func TestScenario03_IngestKilledAndRestarted(t *testing.T) {
 	}
 	first.Wait()
 	killedAt := parts()
+	killedRuns := sigkillRawRuns(t, root)
+	if n := sigkillRawRecords(t, ctx, root); n >= int64(len(sent)) {
+		t.Fatalf("the first run wrote %d records of %d before the kill: the subscription was drained already", n, len(sent))
+	}
 
 	// Second run: drains the subscription. The killed run's messages come
 	// back when their leases (extended to 60 s while a batch is written)
@@ -92,25 +98,95 @@ func TestScenario03_IngestKilledAndRestarted(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, h := range hours {
-		m, err := transforms.ReadCompleteMarker(ctx, b, h.Type, h.Version, h.Hour)
-		if err != nil {
-			t.Fatalf("%s: no _COMPLETE after the drained run: %v", h, err)
-		}
-		var records int64
-		for _, f := range m.Files {
-			name := layout.RawDir(h.Type, h.Version, h.Hour) + f
-			err := transforms.ReadDatasetRecords(ctx, b, h.Type, h.Version, []string{name}, func([]record.Column, *record.Layout, []byte) { records++ })
-			if err != nil {
-				t.Fatalf("%s: marker lists %s: %v", h, f, err)
-			}
-		}
-		if records != m.Records {
-			t.Fatalf("%s: marker claims %d records in its files, they hold %d", h, m.Records, records)
-		}
+		sigkillCheckMarker(t, ctx, b, h, killedRuns)
 	}
 	invariants.Require(t, ctx, invariants.Input{Scenario: "03-sigkill-restart", Root: root, Sent: sent, Canaries: tr.Canaries,
 		Logs: logs.Bytes(), KeysURL: keys, Readable: []string{synth.IP(0), synth.IP(1)}})
 	if strings.Contains(logs.String(), "panic") {
 		t.Fatalf("a run panicked:\n%s", logs.String())
+	}
+}
+
+// sigkillPartRun is the run id in a raw part's name
+// (part-<run id>-<batch>.avro).
+func sigkillPartRun(name string) string {
+	run, _, _ := strings.Cut(strings.TrimPrefix(path.Base(name), transforms.PartPrefix), "-")
+	return run
+}
+
+// sigkillRawRuns lists the run ids that wrote raw parts under root.
+func sigkillRawRuns(t *testing.T, root string) map[string]bool {
+	t.Helper()
+	runs := map[string]bool{}
+	filepath.Walk(filepath.Join(root, layout.RawArea), func(p string, fi os.FileInfo, err error) error {
+		if err == nil && transforms.IsPart(p) {
+			runs[sigkillPartRun(p)] = true
+		}
+		return nil
+	})
+	return runs
+}
+
+// sigkillRawRecords counts the records in the raw parts under root.
+func sigkillRawRecords(t *testing.T, ctx context.Context, root string) int64 {
+	t.Helper()
+	b, err := blob.Open(ctx, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, err := b.List(ctx, layout.RawArea+"/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, name := range names {
+		if _, h, _, ok := layout.ParseDir(name); ok && transforms.IsPart(name) {
+			err := transforms.ReadDatasetRecords(ctx, b, h.Type, h.Version, []string{name}, func([]record.Column, *record.Layout, []byte) { n++ })
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return n
+}
+
+// sigkillCheckMarker checks what an hour's _COMPLETE claims against its raw
+// directory: it exists once the restarted run drained; every file it lists
+// exists and the records it claims are in them; every raw file of the
+// closing run is listed (no on-time data was written after it closed the
+// hour), and any other raw file was written by the killed run, which ended
+// before the marker (a marker of the killed run leaves no later raw file).
+func sigkillCheckMarker(t *testing.T, ctx context.Context, b blob.Bucket, h layout.Hour, killedRuns map[string]bool) {
+	t.Helper()
+	m, err := transforms.ReadCompleteMarker(ctx, b, h.Type, h.Version, h.Hour)
+	if err != nil {
+		t.Fatalf("%s: no _COMPLETE after the drained run: %v", h, err)
+	}
+	var records int64
+	for _, f := range m.Files {
+		name := layout.RawDir(h.Type, h.Version, h.Hour) + f
+		err := transforms.ReadDatasetRecords(ctx, b, h.Type, h.Version, []string{name}, func([]record.Column, *record.Layout, []byte) { records++ })
+		if err != nil {
+			t.Fatalf("%s: marker lists %s: %v", h, f, err)
+		}
+	}
+	if records != m.Records {
+		t.Fatalf("%s: marker claims %d records in its files, they hold %d", h, m.Records, records)
+	}
+	names, err := b.List(ctx, layout.RawDir(h.Type, h.Version, h.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range names {
+		if !transforms.IsPart(name) {
+			continue
+		}
+		run := sigkillPartRun(name)
+		switch {
+		case run == m.RunID && !slices.Contains(m.Files, path.Base(name)):
+			t.Errorf("%s: %s was written by run %s after that run closed the hour", h, path.Base(name), run)
+		case run != m.RunID && (!killedRuns[run] || killedRuns[m.RunID]):
+			t.Errorf("%s: %s of run %s is on-time data the marker of run %s does not cover", h, path.Base(name), run, m.RunID)
+		}
 	}
 }
