@@ -269,10 +269,12 @@ func runHourJobs(ctx context.Context, jobs []*hourJob) error {
 			continue
 		}
 		cfg := j.cfg
-		if _, err := transforms.Publish(s, transforms.PublishConfig{Root: cfg.Root, Type: cfg.Type, Version: cfg.Version,
-			Hour: cfg.Hour, Shards: cfg.Shards, Lookback: j.lookback}, j.parts); err != nil {
+		files, err := transforms.Publish(s, transforms.PublishConfig{Root: cfg.Root, Type: cfg.Type, Version: cfg.Version,
+			Hour: cfg.Hour, Shards: cfg.Shards, Lookback: j.lookback}, j.parts)
+		if err != nil {
 			return err
 		}
+		transforms.EndBranch(s, files)
 		names = append(names, j.res.Hour.String())
 	}
 	if len(names) == 0 {

@@ -95,10 +95,12 @@ func View(ctx context.Context, cfg ViewConfig) (*ViewResult, error) {
 	partPrefix := ".parts-" + outName + "/"
 	if len(files) > 0 {
 		p, sc := beam.NewPipelineWithRoot()
-		if _, err := transforms.DecryptFiles(sc, transforms.DecryptConfig{Root: cfg.Root, Type: cfg.Type, Version: cfg.Version,
-			KeysURL: cfg.KeysURL, KeyScope: cfg.KeyScope, OutRoot: outRoot, OutName: partPrefix, Format: cfg.Format}, files); err != nil {
+		parts, err := transforms.DecryptFiles(sc, transforms.DecryptConfig{Root: cfg.Root, Type: cfg.Type, Version: cfg.Version,
+			KeysURL: cfg.KeysURL, KeyScope: cfg.KeyScope, OutRoot: outRoot, OutName: partPrefix, Format: cfg.Format}, files)
+		if err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 		}
+		transforms.EndBranch(sc, parts)
 		pr, err := run(ctx, p)
 		if errors.Is(err, ErrDryRun) {
 			return nil, err
