@@ -10,12 +10,15 @@ import (
 	"fmt"
 	"io"
 	"path"
+	"runtime"
 	"runtime/debug"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/lockstream/lockstream/blob"
 	"github.com/lockstream/lockstream/layout"
@@ -378,21 +381,34 @@ func buildManifest(ctx context.Context, b blob.Bucket, cfg HourlyConfig, acc lay
 		SchemaFingerprint: s.Encrypted().Fingerprint, Input: acc, Files: []layout.ManifestFile{},
 		Lineage: layout.Lineage{InputHours: inputHours, CodeVersion: CodeVersion(), KeyScope: cfg.KeyScope},
 	}
+	// Every file is read back and decoded: on all cores, as the files
+	// are independent.
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.GOMAXPROCS(0))
 	for _, n := range names {
 		if !strings.HasSuffix(n, ".avro") {
 			continue
 		}
-		data, err := blob.ReadAll(ctx, b, n)
-		if err != nil {
-			return nil, err
-		}
-		count, err := countRecords(data, lay)
-		if err != nil {
-			return nil, fmt.Errorf("pipelines: verify %s: %w", n, err)
-		}
-		sum := sha256.Sum256(data)
-		m.Files = append(m.Files, layout.ManifestFile{Name: path.Base(n), Records: count, Bytes: int64(len(data)), SHA256: hex.EncodeToString(sum[:])})
-		m.Records += count
+		g.Go(func() error {
+			data, err := blob.ReadAll(gctx, b, n)
+			if err != nil {
+				return err
+			}
+			count, err := countRecords(data, lay)
+			if err != nil {
+				return fmt.Errorf("pipelines: verify %s: %w", n, err)
+			}
+			sum := sha256.Sum256(data)
+			mu.Lock()
+			defer mu.Unlock()
+			m.Files = append(m.Files, layout.ManifestFile{Name: path.Base(n), Records: count, Bytes: int64(len(data)), SHA256: hex.EncodeToString(sum[:])})
+			m.Records += count
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
 	}
 	sort.Slice(m.Files, func(i, j int) bool { return m.Files[i].Name < m.Files[j].Name })
 	return m, nil
