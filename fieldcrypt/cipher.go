@@ -35,16 +35,22 @@ type Cipher struct {
 	aead    tink.AEAD
 
 	// AES-SIV costs ~5 µs to build through a keyset and most categories
-	// never use it, so it is built on first use.
+	// never use it, so it is built on first use, its key too (expanded
+	// from the HKDF pseudo-random key, which is dropped then).
 	sivOnce sync.Once
-	sivKey  Secret
+	prk     Secret
 	daead   tink.DeterministicAEAD
 	sivErr  error
 }
 
-// NewCipher builds both primitives of a category key.
+// NewCipher builds the AES-GCM primitive of a category key (AES-SIV waits
+// for its first use).
 func NewCipher(k CategoryKey) (*Cipher, error) {
-	gcmKey, sivKey, err := AlgorithmKeys(k)
+	prk, err := extract(k)
+	if err != nil {
+		return nil, err
+	}
+	gcmKey, err := expandGCM(prk)
 	if err != nil {
 		return nil, err
 	}
@@ -56,13 +62,18 @@ func NewCipher(k CategoryKey) (*Cipher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fieldcrypt: build aes-gcm: %w", err)
 	}
-	return &Cipher{version: k.Version, aead: aeadPrim, sivKey: sivKey}, nil
+	return &Cipher{version: k.Version, aead: aeadPrim, prk: prk}, nil
 }
 
 func (c *Cipher) deterministic() (tink.DeterministicAEAD, error) {
 	c.sivOnce.Do(func() {
-		c.daead, c.sivErr = newSIV(c.sivKey, c.version)
-		c.sivKey = Secret{}
+		sivKey, err := expandSIV(c.prk)
+		c.prk = Secret{}
+		if err != nil {
+			c.sivErr = err
+			return
+		}
+		c.daead, c.sivErr = newSIV(sivKey, c.version)
 	})
 	return c.daead, c.sivErr
 }

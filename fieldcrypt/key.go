@@ -93,16 +93,44 @@ func (k CategoryKey) String() string {
 // AlgorithmKeys derives the per-algorithm keys of a category key:
 // 32 bytes for AES-256-GCM and 64 bytes for AES-SIV (see the package doc).
 func AlgorithmKeys(k CategoryKey) (gcm, siv Secret, err error) {
-	if err := k.Validate(); err != nil {
+	prk, err := extract(k)
+	if err != nil {
 		return Secret{}, Secret{}, err
 	}
-	g, err := hkdf.Key(sha256.New, k.Secret.b, nil, infoGCM, 32)
-	if err != nil {
-		return Secret{}, Secret{}, fmt.Errorf("fieldcrypt: derive gcm key: %w", err)
+	if gcm, err = expandGCM(prk); err != nil {
+		return Secret{}, Secret{}, err
 	}
-	s, err := hkdf.Key(sha256.New, k.Secret.b, nil, infoSIV, 64)
-	if err != nil {
-		return Secret{}, Secret{}, fmt.Errorf("fieldcrypt: derive siv key: %w", err)
+	if siv, err = expandSIV(prk); err != nil {
+		return Secret{}, Secret{}, err
 	}
-	return Secret{b: g}, Secret{b: s}, nil
+	return gcm, siv, nil
+}
+
+// extract is the HKDF-Extract step (SHA-256, no salt) shared by both
+// algorithm keys: HKDF(secret, info) = Expand(Extract(secret), info).
+func extract(k CategoryKey) (prk Secret, err error) {
+	if err := k.Validate(); err != nil {
+		return Secret{}, err
+	}
+	b, err := hkdf.Extract(sha256.New, k.Secret.b, nil)
+	if err != nil {
+		return Secret{}, fmt.Errorf("fieldcrypt: derive keys: %w", err)
+	}
+	return Secret{b: b}, nil
+}
+
+func expandGCM(prk Secret) (Secret, error) {
+	g, err := hkdf.Expand(sha256.New, prk.b, infoGCM, 32)
+	if err != nil {
+		return Secret{}, fmt.Errorf("fieldcrypt: derive gcm key: %w", err)
+	}
+	return Secret{b: g}, nil
+}
+
+func expandSIV(prk Secret) (Secret, error) {
+	s, err := hkdf.Expand(sha256.New, prk.b, infoSIV, 64)
+	if err != nil {
+		return Secret{}, fmt.Errorf("fieldcrypt: derive siv key: %w", err)
+	}
+	return Secret{b: s}, nil
 }
