@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"sort"
 	"strconv"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/log"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/lockstream/lockstream/blob"
 	"github.com/lockstream/lockstream/keyclient"
@@ -115,7 +117,7 @@ type writeFn struct {
 
 	bucket blob.Bucket
 	reg    *schemas.Registry
-	anon   *record.Anonymizer
+	anons  []*record.Anonymizer // one per core: a batch is anonymized in parallel slices
 	closed *closedCache
 }
 
@@ -131,8 +133,11 @@ func (fn *writeFn) Setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if fn.anon, err = record.NewAnonymizer(fn.reg, keys, record.Options{MaxPayload: fn.MaxPayload, Ciphers: sharedCiphers()}); err != nil {
-		return err
+	fn.anons = make([]*record.Anonymizer, runtime.GOMAXPROCS(0))
+	for i := range fn.anons {
+		if fn.anons[i], err = record.NewAnonymizer(fn.reg, keys, record.Options{MaxPayload: fn.MaxPayload, Ciphers: sharedCiphers()}); err != nil {
+			return err
+		}
 	}
 	fn.closed = closedHours(fn.Root)
 	return nil
@@ -348,7 +353,7 @@ func (fn *writeFn) anonymize(ctx context.Context, msgs []record.Message, redeliv
 	deadline := time.Now().Add(budget)
 	wait := 50 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		outs, err := fn.anon.Anonymize(ctx, msgs)
+		outs, err := fn.anonymizeSlices(ctx, msgs)
 		if err == nil {
 			return outs, nil
 		}
@@ -380,6 +385,39 @@ func (fn *writeFn) anonymize(ctx context.Context, msgs []record.Message, redeliv
 		}
 		wait = min(wait*2, 5*time.Second)
 	}
+}
+
+// minSlice is the fewest messages worth a goroutine (and a key lookup) of
+// their own.
+const minSlice = 500
+
+// anonymizeSlices anonymizes msgs in up to one slice per core, in parallel:
+// prism may hand one bundle many batches while the other core idles, and
+// Anonymize is most of a batch's CPU. Each slice makes its own (batched,
+// cached) key lookup.
+func (fn *writeFn) anonymizeSlices(ctx context.Context, msgs []record.Message) ([]record.Outcome, error) {
+	n := min(len(fn.anons), len(msgs)/minSlice)
+	if n <= 1 {
+		return fn.anons[0].Anonymize(ctx, msgs)
+	}
+	outs := make([]record.Outcome, 0, len(msgs))
+	parts := make([][]record.Outcome, n)
+	g, gctx := errgroup.WithContext(ctx)
+	for i := range n {
+		lo, hi := i*len(msgs)/n, (i+1)*len(msgs)/n
+		g.Go(func() error {
+			var err error
+			parts[i], err = fn.anons[i].Anonymize(gctx, msgs[lo:hi])
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	for _, p := range parts {
+		outs = append(outs, p...)
+	}
+	return outs, nil
 }
 
 // writeOCF writes one OCF file of pre-encoded records. A file of that name
