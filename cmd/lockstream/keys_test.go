@@ -200,3 +200,11 @@ func TestKeysExportBQIsBQExportKeys(t *testing.T) {
 		t.Fatalf("errors differ: %v / %v", errA, errB)
 	}
 }
+
+func TestKeysServeGCPercent(t *testing.T) {
+	ctx := context.Background()
+	_, err := runCLI(t, ctx, "", "keys", "serve", "--gc-percent", "5", "--store", "memory:", "--services", "x.json")
+	if err == nil || !strings.Contains(err.Error(), "--gc-percent 5: want at least 10") {
+		t.Fatalf("got %v, want the --gc-percent error", err)
+	}
+}
