@@ -147,12 +147,12 @@ func buildIngest(s beam.Scope, cfg IngestConfig) {
 			Files: cfg.Inputs, BatchSize: cfg.BatchSize, RunID: cfg.RunID, Fallback: time.Now().UTC(),
 		})
 	}
-	// Batches (not events) are redistributed, so that the anonymize+write
-	// stage runs in parallel bundles on every core. For replay files too:
-	// their byte ranges are read in parallel already, but a bundle of
-	// ranges runs read+anonymize+write serially; reshuffled batches cut
-	// ingest of 1M events from 12.8 s to 11.3 s (BenchmarkEndToEnd).
-	batches = beam.Reshuffle(s, batches)
+	if cfg.Subscription != "" {
+		// Pulled batches (not events) are redistributed, so that the
+		// anonymize+write stage runs in parallel bundles on every core.
+		// (Replay files are split into byte ranges before they are read.)
+		batches = beam.Reshuffle(s, batches)
+	}
 	notices := transforms.AnonymizeAndWrite(s, batches, transforms.WriteConfig{
 		Root: cfg.Out, KeysURL: cfg.KeysURL, KeyScope: cfg.KeyScope, MaxPayload: cfg.MaxPayload,
 		AllowedLateness: cfg.AllowedLateness, KeyRetryBudget: cfg.KeyRetryBudget,
