@@ -155,6 +155,39 @@ func (fn *replayFn) ProcessElement(ctx context.Context, f ReplayFile, emit func(
 		}
 		pos += n
 	}
+
+	// Reading and parsing run one batch ahead, on their own goroutine, of
+	// the emit, which runs the fused anonymize and write stages: the
+	// parse (a sixth of ingest's CPU) overlaps them instead of taking turns.
+	type item struct {
+		ts int64
+		b  Batch
+	}
+	items := make(chan item, 1)
+	done := make(chan struct{})
+	defer close(done) // a panicking emit stops the reader too
+	errc := make(chan error, 1)
+	go func() {
+		defer close(items)
+		errc <- fn.parse(br, f, base, pos, func(ts int64, b Batch) bool {
+			select {
+			case items <- item{ts, b}:
+				return true
+			case <-done:
+				return false
+			}
+		})
+	}()
+	for it := range items {
+		emit(mtime.FromMilliseconds(it.ts), it.b)
+	}
+	return <-errc
+}
+
+// parse reads the lines of range f from br (at byte pos of the file) into
+// batches and hands each to send with its event time; it stops early, with
+// no error, when send returns false.
+func (fn *replayFn) parse(br *bufio.Reader, f ReplayFile, base string, pos int64, send func(int64, Batch) bool) error {
 	var (
 		b       Batch
 		seq     int
@@ -163,9 +196,9 @@ func (fn *replayFn) ProcessElement(ctx context.Context, f ReplayFile, emit func(
 		minTS   int64
 		hasGood bool
 	)
-	flush := func() {
+	flush := func() bool {
 		if len(b.Messages) == 0 && len(b.Bad) == 0 {
-			return
+			return true
 		}
 		ts := lastTS
 		if hasGood {
@@ -174,9 +207,10 @@ func (fn *replayFn) ProcessElement(ctx context.Context, f ReplayFile, emit func(
 		}
 		b.ID = fn.RunID + "-f" + strconv.Itoa(f.Index) + "p" + strconv.Itoa(f.Part) + "-" + strconv.Itoa(seq)
 		seq++
-		emit(mtime.FromMilliseconds(ts), b)
+		ok := send(ts, b)
 		b = Batch{}
 		hasGood = false
+		return ok
 	}
 	for {
 		if f.End > 0 && pos >= f.End {
@@ -217,7 +251,9 @@ func (fn *replayFn) ProcessElement(ctx context.Context, f ReplayFile, emit func(
 			b.Messages = append(b.Messages, FromRecord(m))
 		}
 		if len(b.Messages)+len(b.Bad) >= fn.BatchSize {
-			flush()
+			if !flush() {
+				return nil
+			}
 		}
 	}
 	flush()
