@@ -73,8 +73,8 @@ func TestScenario03_IngestKilledAndRestarted(t *testing.T) {
 	}
 	first.Wait()
 	killedAt := parts()
-	killedRuns := sigkillRawRuns(t, root)
-	if n := sigkillRawRecords(t, ctx, root); n >= int64(len(sent)) {
+	killedRuns, n := sigkillRaw(t, ctx, root)
+	if n >= int64(len(sent)) {
 		t.Fatalf("the first run wrote %d records of %d before the kill: the subscription was drained already", n, len(sent))
 	}
 
@@ -114,21 +114,9 @@ func sigkillPartRun(name string) string {
 	return run
 }
 
-// sigkillRawRuns lists the run ids that wrote raw parts under root.
-func sigkillRawRuns(t *testing.T, root string) map[string]bool {
-	t.Helper()
-	runs := map[string]bool{}
-	filepath.Walk(filepath.Join(root, layout.RawArea), func(p string, fi os.FileInfo, err error) error {
-		if err == nil && transforms.IsPart(p) {
-			runs[sigkillPartRun(p)] = true
-		}
-		return nil
-	})
-	return runs
-}
-
-// sigkillRawRecords counts the records in the raw parts under root.
-func sigkillRawRecords(t *testing.T, ctx context.Context, root string) int64 {
+// sigkillRaw reads the raw parts under root: the run ids that wrote them
+// and the records they hold.
+func sigkillRaw(t *testing.T, ctx context.Context, root string) (runs map[string]bool, records int64) {
 	t.Helper()
 	b, err := blob.Open(ctx, root)
 	if err != nil {
@@ -138,16 +126,17 @@ func sigkillRawRecords(t *testing.T, ctx context.Context, root string) int64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var n int64
+	runs = map[string]bool{}
 	for _, name := range names {
 		if _, h, _, ok := layout.ParseDir(name); ok && transforms.IsPart(name) {
-			err := transforms.ReadDatasetRecords(ctx, b, h.Type, h.Version, []string{name}, func([]record.Column, *record.Layout, []byte) { n++ })
+			runs[sigkillPartRun(name)] = true
+			err := transforms.ReadDatasetRecords(ctx, b, h.Type, h.Version, []string{name}, func([]record.Column, *record.Layout, []byte) { records++ })
 			if err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
-	return n
+	return runs, records
 }
 
 // sigkillCheckMarker checks what an hour's _COMPLETE claims against its raw
