@@ -14,7 +14,6 @@ import (
 	"runtime/debug"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -382,11 +381,11 @@ func buildManifest(ctx context.Context, b blob.Bucket, cfg HourlyConfig, acc lay
 		Lineage: layout.Lineage{InputHours: inputHours, CodeVersion: CodeVersion(), KeyScope: cfg.KeyScope},
 	}
 	// Every file is read back and decoded: on all cores, as the files
-	// are independent.
-	var mu sync.Mutex
+	// are independent. Each goroutine fills its own slot.
+	files := make([]layout.ManifestFile, len(names))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(runtime.GOMAXPROCS(0))
-	for _, n := range names {
+	for i, n := range names {
 		if !strings.HasSuffix(n, ".avro") {
 			continue
 		}
@@ -400,15 +399,18 @@ func buildManifest(ctx context.Context, b blob.Bucket, cfg HourlyConfig, acc lay
 				return fmt.Errorf("pipelines: verify %s: %w", n, err)
 			}
 			sum := sha256.Sum256(data)
-			mu.Lock()
-			defer mu.Unlock()
-			m.Files = append(m.Files, layout.ManifestFile{Name: path.Base(n), Records: count, Bytes: int64(len(data)), SHA256: hex.EncodeToString(sum[:])})
-			m.Records += count
+			files[i] = layout.ManifestFile{Name: path.Base(n), Records: count, Bytes: int64(len(data)), SHA256: hex.EncodeToString(sum[:])}
 			return nil
 		})
 	}
 	if err := g.Wait(); err != nil {
 		return nil, err
+	}
+	for _, f := range files {
+		if f.Name != "" {
+			m.Files = append(m.Files, f)
+			m.Records += f.Records
+		}
 	}
 	sort.Slice(m.Files, func(i, j int) bool { return m.Files[i].Name < m.Files[j].Name })
 	return m, nil
