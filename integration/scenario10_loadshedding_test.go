@@ -34,8 +34,9 @@ type loadResult struct {
 // driven by our loopback load generator at 2x the rate it sustained in a
 // closed loop: it sheds the excess at once with ResourceExhausted and a
 // message saying it is overloaded, serves the rest, and recovers when the
-// load drops. A pipeline ingesting during the overload backs off and loses
-// nothing (no key_unavailable dead letters, invariants hold).
+// load drops (a closed loop of as many callers as it admits is shed none).
+// A pipeline ingesting during the overload backs off and loses nothing (no
+// key_unavailable dead letters, invariants hold).
 func TestScenario10_LoadShedding(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
@@ -65,18 +66,25 @@ func TestScenario10_LoadShedding(t *testing.T) {
 		}
 	}
 	runtime.GC() // what earlier tests (the soak) left is collected before capacity is measured
-	// Capacity: a closed loop with as many workers as the server admits.
-	closed := &loadResult{}
-	start := time.Now()
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Go(func() {
-			for time.Since(start) < 2*time.Second {
-				call(closed)
-			}
-		})
+	// closedLoop runs as many workers as the server admits, each calling
+	// again as soon as its call returns, for d.
+	closedLoop := func(d time.Duration) *loadResult {
+		r := &loadResult{}
+		start := time.Now()
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() {
+				for time.Since(start) < d {
+					call(r)
+				}
+			})
+		}
+		wg.Wait()
+		return r
 	}
-	wg.Wait()
+	// Capacity: what the closed loop sustains.
+	start := time.Now()
+	closed := closedLoop(2 * time.Second)
 	capacity := float64(closed.ok.Load()) / time.Since(start).Seconds()
 	// openLoop starts calls at rate for d, on a 5 ms tick (sleeping per
 	// call cannot keep up with short intervals), each in its own goroutine.
@@ -114,24 +122,37 @@ func TestScenario10_LoadShedding(t *testing.T) {
 	}()
 	over := openLoop(2*capacity, 4*time.Second)
 	got := <-done
-	// The load drops (the pipeline is done too) to a quarter: at half, a
-	// 4-slot server without a queue still shed a few calls in one run of
-	// ~280 whenever a GC stall under -race let 5 pile up.
-	runtime.GC() // the overload's and the pipeline's garbage is collected before, not during, the recovery phase
-	after := openLoop(capacity/4, 2*time.Second)
+	// The load drops (the pipeline is done too). Recovery is proved with
+	// a closed loop of as many workers as the server admits: at most that
+	// many calls are ever in flight (a slot is released before the
+	// response is written), so a server that recovered sheds none of
+	// them, whatever GC or scheduler stalls do to the timing; a slot that
+	// the overload leaked would shed some. The open loop at a quarter of
+	// capacity is reported, not asserted: without a queue, a stall under
+	// -race lets a fifth call arrive before one of four ends (CI saw 1 of
+	// 114 and 7 of 124 shed that way).
+	runtime.GC()
+	after := closedLoop(time.Second)
+	quarter := openLoop(capacity/4, 2*time.Second)
 	if got.err != nil {
 		t.Fatal(got.err)
 	}
-	t.Logf("capacity %.0f RPC/s; at 2x: %d served, %d shed, %d other errors; at 0.25x after: %d served, %d shed",
-		capacity, over.ok.Load(), over.shed.Load(), over.other.Load(), after.ok.Load(), after.shed.Load())
+	t.Logf("capacity %.0f RPC/s (closed loop of 4: %d shed); at 2x: %d served, %d shed, %d other errors; after: closed loop of 4 %d served, %d shed; open loop at 0.25x %d served, %d shed",
+		capacity, closed.shed.Load(), over.ok.Load(), over.shed.Load(), over.other.Load(), after.ok.Load(), after.shed.Load(), quarter.ok.Load(), quarter.shed.Load())
+	if closed.shed.Load() != 0 || closed.other.Load() != 0 {
+		t.Fatalf("closed loop of 4 before the overload: %d shed, %d errors; the server admits 4 at once", closed.shed.Load(), closed.other.Load())
+	}
 	if over.shed.Load() == 0 || over.ok.Load() == 0 || over.other.Load() != 0 {
 		t.Fatalf("at 2x capacity: %d served, %d shed, %d other errors; want some of each of the first two, none of the last", over.ok.Load(), over.shed.Load(), over.other.Load())
 	}
 	if msg, _ := over.shedMsg.Load().(string); !strings.Contains(msg, "overloaded") || !strings.Contains(msg, "retry with backoff") {
 		t.Fatalf("shed error says %q", msg)
 	}
-	if after.shed.Load() != 0 || after.other.Load() != 0 {
-		t.Fatalf("no recovery: %d shed, %d errors at a quarter of capacity", after.shed.Load(), after.other.Load())
+	if after.ok.Load() == 0 || after.shed.Load() != 0 || after.other.Load() != 0 {
+		t.Fatalf("no recovery: a closed loop of 4 after the overload got %d served, %d shed, %d errors", after.ok.Load(), after.shed.Load(), after.other.Load())
+	}
+	if quarter.other.Load() != 0 {
+		t.Fatalf("open loop at a quarter of capacity: %d errors other than shedding", quarter.other.Load())
 	}
 	if _, err := invariants.PublishAll(ctx, pipelines.HourlyConfig{Root: root}); err != nil {
 		t.Fatal(err)
