@@ -2,7 +2,6 @@ package keyservice
 
 import (
 	"bytes"
-	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -39,7 +38,7 @@ func TestRefreshReusesUnchangedKeychain(t *testing.T) {
 	}
 	cached := func(i int) *keychain {
 		t.Helper()
-		v, ok := node.cache.get(cacheSubject+res[i].Subject, clock())
+		v, ok := node.cache.get(subjectKey(res[i].Subject), clock())
 		if !ok {
 			t.Fatalf("%s: not cached", users[i])
 		}
@@ -70,17 +69,17 @@ func TestRefreshReusesUnchangedKeychain(t *testing.T) {
 	if st := node.CacheStats(); st.ProcessMisses <= warm.ProcessMisses {
 		t.Fatalf("expired entries not counted as misses: %+v then %+v", warm, st)
 	}
-	same := func(a, b map[string]map[int][]byte) bool {
-		return reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
+	same := func(a, b []rootKey) bool {
+		return len(a) > 0 && len(b) > 0 && &a[0] == &b[0]
 	}
 	kept := cached(0)
-	if kept == before[0] || !same(kept.prks, before[0].prks) || kept.derived.Load() != before[0].derived.Load() {
+	if kept == before[0] || !same(kept.roots, before[0].roots) || kept.derived.Load() != before[0].derived.Load() {
 		t.Fatal("unchanged keychain was not reused (a new entry sharing the opened roots and memo)")
 	}
-	if rev := cached(1); same(rev.prks, before[1].prks) {
+	if rev := cached(1); same(rev.roots, before[1].roots) {
 		t.Fatal("a keychain changed in the store reused the old opened roots")
 	}
-	if _, ok := node.cache.expired(cacheSubject+res[2].Subject, clock().Add(time.Hour)); ok {
+	if _, ok := node.cache.expired(subjectKey(res[2].Subject), clock().Add(time.Hour)); ok {
 		t.Fatal("the expired entry of a deleted keychain is still held")
 	}
 	for range 100 {

@@ -3,6 +3,7 @@ package keyservice
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -297,13 +298,11 @@ type policy struct {
 // remember that it already satisfies one (needsRoots).
 var policyGen atomic.Uint64
 
-const (
-	cachePolicies = "p:"
-	genKey        = "\x00gen" // not a category name: holds the generation of a policy map
-)
+// genKey is not a category name: it holds the generation of a policy map.
+const genKey = "\x00gen"
 
 func (s *Service) policies(ctx context.Context) (map[string]policy, error) {
-	if v, ok := s.cache.get(cachePolicies, s.now()); ok {
+	if v, ok := s.cache.get(policiesKey, s.now()); ok {
 		return v.(map[string]policy), nil
 	}
 	keys := make([]string, len(s.catList))
@@ -331,59 +330,86 @@ func (s *Service) policies(ctx context.Context) (map[string]policy, error) {
 		}
 	}
 	out[genKey] = policy{cur: int(policyGen.Add(1))}
-	s.cache.put(cachePolicies, out, s.expiry(oldest))
+	s.cache.put(policiesKey, out, s.expiry(oldest))
 	return out, nil
 }
 
 // ---- keychains ----
 
-// keychain is a decoded keychain row with its root keys opened (as HKDF
-// PRKs). It is immutable once published in the cache, except for okGen and
-// derived, which only memoize.
+// keychain is a keychain row with its root keys opened (as HKDF PRKs), in
+// the form the cache keeps: apart from a few strings and the memo of
+// derived keys it holds no pointers, so that a cache of many keychains
+// costs the garbage collector little to scan (maps of maps of the decoded
+// row did: a 10k-user cache was ~135 MB of pointers whose marking, every
+// few seconds, was the load bench's p99). It is immutable once published
+// in the cache, except for okGen and derived, which only memoize.
 type keychain struct {
 	subject string
-	row     keychainRow
-	raw     []byte // the row as stored (sealed root keys only), to recognise it unchanged
+	raw     []byte // the row as stored (sealed root keys only): decoded again to update it; recognises it unchanged
 	rev     uint64
 	readAt  time.Time
-	prks    map[string]map[int][]byte
-	vers    map[string][]int // versions with a root key per category, ascending
-	// latestAt is the highest version with a root key (0: none) of each
-	// configured category, by position in Service.catList: the warm path
-	// reads it without a map lookup per key.
-	latestAt []int
-	okGen    atomic.Uint64 // policy generation this keychain needs no new roots for
-	// derived memoizes keys derived from prks (copy-on-write). It lives and
+	gone    bool // a tombstone: the keychain was deleted
+	// cats holds, by position in Service.catList, each configured
+	// category's revocation and the versions with a root key; categories
+	// of the row that are no longer configured are only in raw.
+	cats  []catRoots
+	roots []rootKey     // sorted by category position, then version
+	okGen atomic.Uint64 // policy generation this keychain needs no new roots for
+	// derived memoizes keys derived from roots (copy-on-write). It lives and
 	// dies with this keychain, i.e. with its cache entry: same stale-window
 	// expiry, dropped at once when this node deletes or revokes.
 	derived atomic.Pointer[[]derivedKey]
 }
 
+// catRoots is one configured category of a keychain.
+type catRoots struct {
+	revoked        bool
+	oldest, latest int // lowest and highest version with a root key; 0: none
+}
+
+// rootKey is one opened root key: HKDF-Extract of it (the PRK).
+type rootKey struct {
+	cat, version int // cat: position in Service.catList
+	prk          [sha256.Size]byte
+}
+
 // derivedKey is one memoized derive(prk, scope, category, version).
 type derivedKey struct {
-	scope, category string
-	version         int
-	key             fieldcrypt.Secret
+	scope        string
+	cat, version int // cat: position in Service.catList
+	key          fieldcrypt.Secret
 }
 
 // maxDerivedPerKeychain bounds the memoized keys of one keychain (scopes
 // are caller-supplied); keys beyond it are derived on every call.
 const maxDerivedPerKeychain = 64
 
-func (k *keychain) deleted() bool { return k.row.Deleted != nil }
+func (k *keychain) deleted() bool { return k.gone }
+
+// prk returns the opened root key of (category position ci, version), or
+// nil.
+func (k *keychain) prk(ci, version int) []byte {
+	for i := range k.roots {
+		if r := &k.roots[i]; r.cat == ci && r.version == version {
+			return r.prk[:]
+		}
+	}
+	return nil
+}
 
 // key returns the key of (scope, category, version) derived from this
-// keychain's root key, memoized. The root key must exist.
-func (k *keychain) key(scope, category string, version int) (fieldcrypt.Secret, error) {
+// keychain's root key, memoized; ci is category's position in
+// Service.catList. The root key must exist.
+func (k *keychain) key(scope string, ci int, category string, version int) (fieldcrypt.Secret, error) {
 	cur := k.derived.Load()
 	if cur != nil {
 		for i := range *cur {
-			if d := &(*cur)[i]; d.version == version && d.category == category && d.scope == scope {
+			if d := &(*cur)[i]; d.version == version && d.cat == ci && d.scope == scope {
 				return d.key, nil
 			}
 		}
 	}
-	prk := k.prks[category][version]
+	prk := k.prk(ci, version)
 	if prk == nil {
 		return fieldcrypt.Secret{}, fmt.Errorf("keyservice: keychain lacks category %s version %d: %w", category, version, ErrUnavailable)
 	}
@@ -391,7 +417,7 @@ func (k *keychain) key(scope, category string, version int) (fieldcrypt.Secret, 
 	if err != nil {
 		return fieldcrypt.Secret{}, err
 	}
-	d := derivedKey{scope: strings.Clone(scope), category: strings.Clone(category), version: version, key: sec}
+	d := derivedKey{scope: strings.Clone(scope), cat: ci, version: version, key: sec}
 	for {
 		var n int
 		if cur != nil {
@@ -414,14 +440,25 @@ func (k *keychain) key(scope, category string, version int) (fieldcrypt.Secret, 
 }
 
 func (s *Service) openKeychain(it Item, subject string) (*keychain, error) {
-	kc := &keychain{subject: subject, raw: bytes.Clone(it.Value), rev: it.Rev, readAt: it.ReadAt}
-	if err := decodeRow(it, &kc.row); err != nil {
+	var row keychainRow
+	if err := decodeRow(it, &row); err != nil {
 		return nil, err
 	}
-	kc.prks = make(map[string]map[int][]byte, len(kc.row.Roots))
-	kc.vers = make(map[string][]int, len(kc.row.Roots))
-	for cat, vers := range kc.row.Roots {
-		m := make(map[int][]byte, len(vers))
+	kc := &keychain{subject: subject, raw: bytes.Clone(it.Value), rev: it.Rev, readAt: it.ReadAt,
+		gone: row.Deleted != nil, cats: make([]catRoots, len(s.catList))}
+	n := 0
+	for cat, vers := range row.Roots {
+		if _, ok := s.catIdx[cat]; ok {
+			n += len(vers)
+		}
+	}
+	kc.roots = make([]rootKey, 0, n)
+	for cat, vers := range row.Roots {
+		ci, ok := s.catIdx[cat]
+		if !ok {
+			continue // no longer configured: never asked for
+		}
+		c := &kc.cats[ci]
 		for v, sealed := range vers {
 			root, err := s.kr.open(sealed, it.Key, cat, v)
 			if err != nil {
@@ -431,15 +468,24 @@ func (s *Service) openKeychain(it Item, subject string) (*keychain, error) {
 			if err != nil {
 				return nil, err
 			}
-			m[v] = prk
+			r := rootKey{cat: ci, version: v}
+			copy(r.prk[:], prk)
+			kc.roots = append(kc.roots, r)
+			if c.oldest == 0 || v < c.oldest {
+				c.oldest = v
+			}
+			c.latest = max(c.latest, v)
 		}
-		kc.prks[cat] = m
-		kc.vers[cat] = slices.Sorted(maps.Keys(m))
 	}
-	kc.latestAt = make([]int, len(s.catList))
-	for i, cat := range s.catList {
-		if v := kc.vers[cat]; len(v) > 0 {
-			kc.latestAt[i] = v[len(v)-1]
+	slices.SortFunc(kc.roots, func(a, b rootKey) int {
+		if a.cat != b.cat {
+			return a.cat - b.cat
+		}
+		return a.version - b.version
+	})
+	for cat := range row.Revoked {
+		if ci, ok := s.catIdx[cat]; ok {
+			kc.cats[ci].revoked = true
 		}
 	}
 	return kc, nil
@@ -451,22 +497,17 @@ func (s *Service) openKeychain(it Item, subject string) (*keychain, error) {
 // costs a store read, not a decryption per root key and an HKDF per derived
 // key); the new keychain carries the new read time and revision.
 func (s *Service) reopenKeychain(it Item, subject string, now time.Time) (*keychain, error) {
-	v, ok := s.cache.expired(cacheSubject+subject, now)
+	v, ok := s.cache.expired(subjectKey(subject), now)
 	old, _ := v.(*keychain)
 	if !ok || old == nil || old.subject != subject || !bytes.Equal(old.raw, it.Value) {
 		return s.openKeychain(it, subject)
 	}
-	kc := &keychain{subject: subject, row: old.row, raw: old.raw, rev: it.Rev, readAt: it.ReadAt,
-		prks: old.prks, vers: old.vers, latestAt: old.latestAt}
+	kc := &keychain{subject: subject, raw: old.raw, rev: it.Rev, readAt: it.ReadAt,
+		gone: old.gone, cats: old.cats, roots: old.roots}
 	kc.okGen.Store(old.okGen.Load())
 	kc.derived.Store(old.derived.Load())
 	return kc, nil
 }
-
-const (
-	cacheUser    = "u:"
-	cacheSubject = "s:"
-)
 
 // loadKeychains returns the keychains of subjects, in order (nil for absent
 // rows), from the cache or the store.
@@ -475,10 +516,9 @@ func (s *Service) loadKeychains(ctx context.Context, subjects []string, fresh bo
 	var miss []string
 	var missAt map[string][]int // subject -> positions in out; only on a miss
 	now := s.now()
-	var kb [64]byte
 	for i, sub := range subjects {
 		if !fresh {
-			if v, ok := s.cache.getBytes(append(append(kb[:0], cacheSubject...), sub...), now); ok {
+			if v, ok := s.cache.get(subjectKey(sub), now); ok {
 				out[i] = v.(*keychain)
 				continue
 			}
@@ -500,7 +540,7 @@ func (s *Service) loadKeychains(ctx context.Context, subjects []string, fresh bo
 	}
 	for _, it := range items {
 		if !it.Found() {
-			s.cache.del(cacheSubject + it.Key[len(prefixSubject):]) // an expired entry of a shredded keychain
+			s.cache.del(subjectKey(it.Key[len(prefixSubject):])) // an expired entry of a shredded keychain
 			continue
 		}
 		sub := it.Key[len(prefixSubject):]
@@ -511,7 +551,7 @@ func (s *Service) loadKeychains(ctx context.Context, subjects []string, fresh bo
 		for _, i := range missAt[sub] {
 			out[i] = kc
 		}
-		s.cache.put(cacheSubject+sub, kc, s.expiry(kc.readAt))
+		s.cache.put(subjectKey(sub), kc, s.expiry(kc.readAt))
 	}
 	return out, nil
 }
@@ -521,17 +561,17 @@ func (s *Service) loadKeychains(ctx context.Context, subjects []string, fresh bo
 // pointed to (expired entries are never served, but should not keep opened
 // root keys of a shredded user in memory until evicted).
 func (s *Service) dropShredded(hash string, now time.Time) {
-	if v, ok := s.cache.expired(cacheUser+hash, now); ok {
+	if v, ok := s.cache.expired(userKeyHex(hash), now); ok {
 		s.forget(hash, v.(string))
 	}
 }
 
 func (s *Service) forget(hash, subject string) {
 	if hash != "" {
-		s.cache.del(cacheUser + hash)
+		s.cache.del(userKeyHex(hash))
 	}
 	if subject != "" {
-		s.cache.del(cacheSubject + subject)
+		s.cache.del(subjectKey(subject))
 	}
 }
 
@@ -575,19 +615,13 @@ func (s *Service) needsRoots(kc *keychain, pol map[string]policy) bool {
 	if gen != 0 && kc.okGen.Load() == gen {
 		return false
 	}
-	for _, cat := range s.catList {
-		if _, rv := kc.row.Revoked[cat]; rv {
+	for ci, cat := range s.catList {
+		c := &kc.cats[ci]
+		if c.revoked {
 			continue
 		}
 		p := pol[cat]
-		mx := 0
-		for v := range kc.row.Roots[cat] {
-			if v < p.min {
-				return true
-			}
-			mx = max(mx, v)
-		}
-		if mx < p.cur {
+		if c.oldest != 0 && c.oldest < p.min || c.latest < p.cur {
 			return true
 		}
 	}
@@ -603,16 +637,6 @@ func maxVersion(m map[int][]byte) int {
 	return mx
 }
 
-func cloneRow(r keychainRow) keychainRow {
-	c := r
-	c.Roots = make(map[string]map[int][]byte, len(r.Roots))
-	for k, v := range r.Roots {
-		c.Roots[k] = maps.Clone(v)
-	}
-	c.Revoked = maps.Clone(r.Revoked)
-	return c
-}
-
 const maxAttempts = 8
 
 var errContention = fmt.Errorf("%w: too much write contention on one row, retry", ErrUnavailable)
@@ -624,8 +648,11 @@ func (s *Service) ensureRoots(ctx context.Context, kc *keychain, pol map[string]
 		if kc.deleted() {
 			return kc, nil
 		}
-		row := cloneRow(kc.row)
 		rowKey := prefixSubject + kc.subject
+		var row keychainRow // decoded afresh: the update must not touch the cached keychain
+		if err := decodeRow(Item{Key: rowKey, Value: kc.raw}, &row); err != nil {
+			return nil, err
+		}
 		if !s.newRoots(rowKey, &row, pol) {
 			return kc, nil
 		}
@@ -640,7 +667,7 @@ func (s *Service) ensureRoots(ctx context.Context, kc *keychain, pol map[string]
 		if oerr != nil {
 			return nil, oerr
 		}
-		s.cache.put(cacheSubject+kc.subject, nkc, s.expiry(nkc.readAt))
+		s.cache.put(subjectKey(kc.subject), nkc, s.expiry(nkc.readAt))
 		if err == nil {
 			return nkc, nil
 		}
@@ -673,8 +700,8 @@ func (s *Service) createUser(ctx context.Context, hash string, rev uint64, pol m
 			if err != nil {
 				return nil, err
 			}
-			s.cache.put(cacheUser+hash, sub, s.expiry(it.ReadAt))
-			s.cache.put(cacheSubject+sub, kc, s.expiry(kit.ReadAt))
+			s.cache.put(userKeyHex(hash), sub, s.expiry(it.ReadAt))
+			s.cache.put(subjectKey(sub), kc, s.expiry(kit.ReadAt))
 			return kc, nil
 		}
 		// Lost (or failed): nobody can know this subject; remove it.
@@ -702,7 +729,7 @@ func (s *Service) createUser(ctx context.Context, hash string, rev uint64, pol m
 		}
 		kc := kcs[0]
 		if kc != nil && !kc.deleted() {
-			s.cache.put(cacheUser+hash, ir.Subject, s.expiry(it.ReadAt))
+			s.cache.put(userKeyHex(hash), ir.Subject, s.expiry(it.ReadAt))
 			return kc, nil
 		}
 		if s.opts.AfterDelete == DenyAfterDelete {
@@ -742,17 +769,46 @@ var idPositions = sync.Pool{New: func() any { return make(map[string]int32) }}
 // per category and version win; losers adopt them), and a created user is
 // readable at once by every Service on the same store.
 func (s *Service) GetOrCreate(ctx context.Context, scope string, userIDs, categories []string) ([]UserKeys, error) {
-	return s.byUser(ctx, scope, userIDs, categories, true)
+	return s.byUser(ctx, scope, userIDs, categories, true, &Answer{})
+}
+
+// GetOrCreateInto is GetOrCreate answering in a's buffers, which a server
+// reuses from one request to the next (a.Reset): the warm path then
+// allocates no result per request. a.Users is the answer; it and the keys
+// it holds are valid until a is reset or used again.
+func (s *Service) GetOrCreateInto(ctx context.Context, scope string, userIDs, categories []string, a *Answer) error {
+	_, err := s.byUser(ctx, scope, userIDs, categories, true, a)
+	return err
+}
+
+// GetByUserInto is GetByUser answering in a's buffers (see GetOrCreateInto).
+func (s *Service) GetByUserInto(ctx context.Context, scope string, userIDs, categories []string, a *Answer) error {
+	_, err := s.byUser(ctx, scope, userIDs, categories, false, a)
+	return err
+}
+
+// Answer holds the result of a batch lookup in buffers that can be reused
+// for the next one.
+type Answer struct {
+	Users []UserKeys // one per requested id, in order
+	keys  []fieldcrypt.CategoryKey
+}
+
+// Reset empties a for reuse, dropping its references to keys and ids.
+func (a *Answer) Reset() {
+	clear(a.Users[:cap(a.Users)])
+	clear(a.keys[:cap(a.keys)])
+	a.Users, a.keys = a.Users[:0], a.keys[:0]
 }
 
 // GetByUser is GetOrCreate without creating users: a user without keychain
 // is reported as ErrUnknownUser. (Root keys of a rotated category are still
 // created lazily for existing users.)
 func (s *Service) GetByUser(ctx context.Context, scope string, userIDs, categories []string) ([]UserKeys, error) {
-	return s.byUser(ctx, scope, userIDs, categories, false)
+	return s.byUser(ctx, scope, userIDs, categories, false, &Answer{})
 }
 
-func (s *Service) byUser(ctx context.Context, scope string, userIDs, categories []string, create bool) ([]UserKeys, error) {
+func (s *Service) byUser(ctx context.Context, scope string, userIDs, categories []string, create bool, a *Answer) ([]UserKeys, error) {
 	if err := validScope(scope); err != nil {
 		return nil, err
 	}
@@ -799,15 +855,12 @@ func (s *Service) byUser(ctx context.Context, scope string, userIDs, categories 
 
 	var miss []string
 	now := s.now()
-	var kb [80]byte // "u:" + 64 hex digits
 	for i := range sts {
 		st := &sts[i]
-		key := append(kb[:0], cacheUser...)
-		key = hex.AppendEncode(key, st.sum[:])
-		if v, ok := s.cache.getBytes(key, now); ok {
+		if v, ok := s.cache.get(userKey(st.sum), now); ok {
 			st.subject = v.(string)
 		} else {
-			st.hash = string(key[len(cacheUser):])
+			st.hash = hex.EncodeToString(st.sum[:])
 			miss = append(miss, prefixUser+st.hash)
 		}
 	}
@@ -852,7 +905,7 @@ func (s *Service) byUser(ctx context.Context, scope string, userIDs, categories 
 					continue
 				}
 				st.subject = ir.Subject
-				s.cache.put(cacheUser+st.hash, ir.Subject, s.expiry(it.ReadAt))
+				s.cache.put(userKey(st.sum), ir.Subject, s.expiry(it.ReadAt))
 			}
 		}
 	}
@@ -930,9 +983,17 @@ func (s *Service) byUser(ctx context.Context, scope string, userIDs, categories 
 	for _, cat := range cats {
 		ci, cur = append(ci, s.catIdx[cat]), append(cur, pol[cat].cur)
 	}
-	// One backing array for every key of the answer.
-	keys := make([]fieldcrypt.CategoryKey, 0, len(sts)*len(cats))
-	out := make([]UserKeys, len(userIDs))
+	// One backing array for every key of the answer (a's, when large
+	// enough: a reused Answer allocates nothing here).
+	keys := a.keys[:0]
+	if n := len(sts) * len(cats); cap(keys) < n {
+		keys = make([]fieldcrypt.CategoryKey, 0, n)
+	}
+	out := a.Users[:0]
+	if cap(out) < len(userIDs) {
+		out = make([]UserKeys, len(userIDs))
+	}
+	out = out[:len(userIDs)]
 	for i, id := range userIDs {
 		st := &sts[at[i]]
 		if !st.answered {
@@ -949,6 +1010,7 @@ func (s *Service) byUser(ctx context.Context, scope string, userIDs, categories 
 		}
 		out[i].UserID = id
 	}
+	a.Users, a.keys = out, keys
 	return out, nil
 }
 
@@ -963,15 +1025,16 @@ func (s *Service) currentKeys(scope string, st *userState, cats []string, ci, cu
 	start := len(*keys)
 	uk := UserKeys{Subject: kc.subject}
 	for i, cat := range cats {
-		if _, rv := kc.row.Revoked[cat]; rv {
+		c := &kc.cats[ci[i]]
+		if c.revoked {
 			uk.Revoked = append(uk.Revoked, cat)
 			continue
 		}
-		v := kc.latestAt[ci[i]]
+		v := c.latest
 		if v == 0 || v < cur[i] {
 			return UserKeys{}, fmt.Errorf("keyservice: keychain lacks category %s version %d after update: %w", cat, cur[i], ErrUnavailable)
 		}
-		k, err := kc.key(scope, cat, v)
+		k, err := kc.key(scope, ci[i], cat, v)
 		if err != nil {
 			return UserKeys{}, err
 		}
@@ -1020,19 +1083,20 @@ func (s *Service) GetBySubject(ctx context.Context, scope string, subjects, cate
 			uk.Err = ErrUserDeleted
 		default:
 			for _, cat := range cats {
-				if _, rv := kc.row.Revoked[cat]; rv {
+				ci := s.catIdx[cat]
+				if kc.cats[ci].revoked {
 					uk.Revoked = append(uk.Revoked, cat)
 					continue
 				}
-				for _, v := range kc.vers[cat] {
-					if v < pol[cat].min {
+				for _, r := range kc.roots {
+					if r.cat != ci || r.version < pol[cat].min {
 						continue
 					}
-					k, err := kc.key(scope, cat, v)
+					k, err := kc.key(scope, ci, cat, r.version)
 					if err != nil {
 						return nil, err
 					}
-					uk.Keys = append(uk.Keys, fieldcrypt.CategoryKey{Subject: sub, Category: cat, Version: v, Secret: k})
+					uk.Keys = append(uk.Keys, fieldcrypt.CategoryKey{Subject: sub, Category: cat, Version: r.version, Secret: k})
 				}
 			}
 		}
@@ -1240,7 +1304,7 @@ func (s *Service) updatePolicy(ctx context.Context, category string, f func(p *p
 		return policyRow{}, err
 	}
 	key := prefixPolicy + category
-	defer s.cache.del(cachePolicies)
+	defer s.cache.del(policiesKey)
 	for range maxAttempts {
 		items, err := s.store.Get(ctx, []string{key})
 		if err != nil {
