@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -67,10 +69,10 @@ func newKeysExportBQCmd() *cobra.Command {
 // ---- serve ----
 
 type serveFlags struct {
-	listen, store, masterKeyFile, services, tlsCert, tlsKey, memcached, auditLog, afterDelete string
-	categories                                                                                []string
-	staleWindow, requestTimeout                                                               time.Duration
-	maxConcurrent, maxBatch, gcPercent                                                        int
+	listen, store, masterKeyFile, services, tlsCert, tlsKey, memcached, auditLog, afterDelete, debugListen string
+	categories                                                                                             []string
+	staleWindow, requestTimeout                                                                            time.Duration
+	maxConcurrent, maxBatch, gcPercent                                                                     int
 }
 
 // defaultServeGCPercent is the server's GC target (as GOGC). The server's
@@ -107,6 +109,7 @@ func newKeysServeCmd() *cobra.Command {
 	fl.StringSliceVar(&f.categories, "categories", nil, "PII categories served (default: "+strings.Join(keyservice.DefaultCategories, ",")+")")
 	fl.StringVar(&f.afterDelete, "after-delete", "deny", "what get-or-create does for a deleted user: deny (report deleted, forever) | new-keychain")
 	fl.StringVar(&f.auditLog, "audit-log", "", "append the audit log (JSON lines) to this file; default stderr")
+	fl.StringVar(&f.debugListen, "debug-listen", "", "also serve Go's profiler (/debug/pprof/: CPU, heap, execution trace) on this address, e.g. 127.0.0.1:7401; keep it off public interfaces (profiles can hold key bytes)")
 	fl.IntVar(&f.gcPercent, "gc-percent", defaultServeGCPercent, "Go GC target percentage (as $GOGC, which wins when set and this flag is not): higher trades memory for throughput and tail latency")
 	return c
 }
@@ -196,6 +199,16 @@ func runServe(cmd *cobra.Command, f serveFlags) error {
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)
 	}
+	if f.debugListen != "" {
+		dl, err := net.Listen("tcp", f.debugListen)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("--debug-listen: %w", err)
+		}
+		go func() { _ = http.Serve(dl, pprofMux()) }()
+		defer dl.Close()
+		fmt.Fprintf(cmd.OutOrStdout(), "lockstream keys: profiler on http://%s/debug/pprof/\n", dl.Addr())
+	}
 	var tlsFiles *server.TLSFiles
 	scheme := "http"
 	if f.tlsCert != "" {
@@ -209,6 +222,18 @@ func runServe(cmd *cobra.Command, f serveFlags) error {
 	err = srv.Serve(ctx, ln, tlsFiles)
 	fmt.Fprintln(cmd.OutOrStdout(), "lockstream keys: stopped")
 	return err
+}
+
+// pprofMux serves net/http/pprof's handlers (registered on a mux of its
+// own, not on http.DefaultServeMux).
+func pprofMux() *http.ServeMux {
+	m := http.NewServeMux()
+	m.HandleFunc("/debug/pprof/", pprof.Index)
+	m.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	m.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	m.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	m.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return m
 }
 
 // redactStoreURL drops any query (which could hold options) from a store URL

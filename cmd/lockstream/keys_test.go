@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -119,9 +121,16 @@ func TestKeysCLIServed(t *testing.T) {
 	defer func() { onKeysServing = nil }()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
+	dl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	debugAddr := dl.Addr().String()
+	dl.Close()
 	go func() {
 		_, err := runCLI(t, ctx, "", "keys", "serve", "--listen", "127.0.0.1:0", "--store", "bolt:"+filepath.Join(dir, "store"),
-			"--master-key-file", mkFile, "--services", svcFile, "--audit-log", auditFile, "--request-timeout", "1s")
+			"--master-key-file", mkFile, "--services", svcFile, "--audit-log", auditFile, "--request-timeout", "1s",
+			"--debug-listen", debugAddr)
 		done <- err
 	}()
 	var addr string
@@ -133,6 +142,13 @@ func TestKeysCLIServed(t *testing.T) {
 		t.Fatal("serve did not start")
 	}
 	url := "http://" + addr
+	// The profiler is on --debug-listen only, never on the API port.
+	if resp, err := http.Get("http://" + debugAddr + "/debug/pprof/cmdline"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("profiler on --debug-listen: %v %v", err, resp)
+	}
+	if resp, err := http.Get(url + "/debug/pprof/cmdline"); err != nil || resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("profiler on the API port: %v %v", err, resp)
+	}
 
 	kc, err := keyclient.NewRemote(url, keyclient.Options{Scope: "events", Secret: encSecret})
 	if err != nil {

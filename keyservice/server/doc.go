@@ -54,34 +54,42 @@
 //
 // # Tuning the server process
 //
-// The warm path allocates little (memoized derived keys, pooled state) but
-// the live heap is dominated by the keychain cache (keyservice
-// Options.CacheSize), so with the default GOGC=100 the GC runs often and
-// each concurrent mark takes a quarter of GOMAXPROCS for tens of
-// milliseconds — on 2 cores the largest source of tail latency we could
-// control. Give the process a memory budget rather than a fixed GOGC: set
-// GOMEMLIMIT to about 70–80% of the container's memory and raise GOGC (e.g.
-// GOGC=400, or GOGC=off with GOMEMLIMIT so the limit alone paces the GC),
-// then watch go_gc_duration_seconds and go_memstats_heap_inuse_bytes on
-// /metrics. Measured on the 2-core bench (BenchmarkBatch100, one process,
-// shared machine): GOGC=400 cut GC cycles at 50% load from ~6/s to ~1/s,
-// the GC's CPU share from ~8% to ~2%, and p90 from 5.7 to 1.9 ms. The
-// binary does not hardcode either value: they depend on the container.
+// Tail latency on a small machine comes from the garbage collector and from
+// the OS scheduler more than from the work itself, so the server is built
+// to give the GC little to do:
 //
-// The other tail was the store refresh: every cached row expires a stale
-// window after it was read, and rows read together expire together, so
-// every few seconds a burst of requests went to the store and re-opened
-// root keys (p99 31 ms at 500 RPC/s against 3.6 ms with refreshes
-// disabled). Expiry is now spread over the last fifth of the window, and a
-// row read again unchanged reuses its opened keys (keyservice
-// reopenKeychain). BenchmarkBatch100 runs the server as its own
-// `lockstream keys serve` process and reports the share of RPCs the server
-// answered within 2 and 5 ms by its own histogram (server-le5ms-%): on the
-// shared 2-core machine at 50% of max load that share is above 99% while
-// the generator's end-to-end p99 stays above 5 ms, because generator and
-// client share the two cores with the server (with the server pinned to a
-// core of its own, LOCKSTREAM_BENCH_SERVER_CPUS=0 and the bench under
-// `taskset -c 1`, 100% of its answers took under 2 ms).
+//   - the keychain cache holds opened keychains in a pointer-free form
+//     (keyservice: raw row bytes, root keys in a flat array): a 10k-user
+//     cache went from ~135 MB of maps to mark to ~35 MB, mostly not scanned;
+//   - the cache's reads take no lock (keyservice lru: a concurrent map and
+//     CLOCK eviction), so a reader preempted by the OS blocks nobody;
+//   - a key RPC's answer (the service's keys, then their protobuf messages)
+//     is built in buffers reused once the response is written (recycle.go):
+//     ~45 KB less garbage per batch of 100;
+//   - cached rows expire spread over the last fifth of the stale window, and
+//     a row read again unchanged reuses its opened keys, so refreshes do
+//     not come in bursts (they did: p99 31 ms at 500 RPC/s).
+//
+// The live heap is dominated by the keychain cache (keyservice
+// Options.CacheSize). Give the process a memory budget rather than rely on
+// GOGC=100: `keys serve --gc-percent` defaults to 400 (a heap up to 5x the
+// live one); in a container set GOMEMLIMIT to about 70–80% of its memory,
+// and watch go_gc_duration_seconds and go_memstats_heap_inuse_bytes on
+// /metrics. `keys serve --debug-listen 127.0.0.1:PORT` serves Go's profiler
+// (CPU, heap, allocations, execution trace) for this kind of work.
+//
+// Measured with BenchmarkBatch100 (the server as its own `lockstream keys
+// serve` process on a bolt store, our load generator in the benchmark
+// process, both on the same 2 cores): before the three changes above, at
+// 50% of max load the server collected every ~3 s with a mark of ~150 ms,
+// and the generator saw p99 46–165 ms (60 ms with GC off it was 5.8 ms);
+// after them the server answers 99.9–100% of RPCs within 5 ms by its own
+// histogram (server-le5ms-%), also at full load, and the generator's
+// end-to-end p99 is 4–8 ms: what is left is mostly the OS sharing two
+// cores between two processes, and the GC cycle every few seconds. The
+// benchmark reports the cores each side kept busy and the server's GC rate
+// next to the latencies; LOCKSTREAM_BENCH_SERVER_CPUS=0 with the benchmark
+// under `taskset -c 1` gives each its own core.
 //
 // # Guarantees
 //

@@ -112,20 +112,19 @@ func toConnect(err error) error {
 	return connect.NewError(code, errors.New(strings.TrimPrefix(err.Error(), "keyservice: ")))
 }
 
-func (h *handler) keysResponse(method string, res []keyservice.UserKeys, bySubject bool, ids []string) ([]*keysv1.UserKeys, error) {
+func (h *handler) keysResponse(ctx context.Context, method string, res []keyservice.UserKeys, bySubject bool, ids []string) ([]*keysv1.UserKeys, error) {
 	if len(res) != len(ids) {
 		return nil, connect.NewError(connect.CodeInternal, errors.New("internal error: answer count mismatch"))
 	}
-	out := make([]*keysv1.UserKeys, len(res))
 	// One backing array for the UserKeys and one for every Key of the
-	// answer (pre-sized: no per-user or per-key allocation).
-	users := make([]keysv1.UserKeys, len(res))
+	// answer (pre-sized: no per-user or per-key allocation), reused from
+	// an earlier request's answer once that was written (see recycle).
 	total := 0
 	for i := range res {
 		total += len(res[i].Keys)
 	}
-	keys := make([]keysv1.Key, total)
-	ptrs := make([]*keysv1.Key, total)
+	ab := answerFrom(ctx)
+	out, users, keys, ptrs := ab.sized(len(res), total)
 	var ok, deleted, unknown int
 	for i := range res {
 		r := &res[i]
@@ -183,11 +182,11 @@ func (h *handler) GetOrCreateKeys(ctx context.Context, req *connect.Request[keys
 	if err := h.authzKeys(ctx, req.Peer().Addr, "GetOrCreateKeys", false, m.Scope, m.Categories, len(m.UserIds)); err != nil {
 		return nil, err
 	}
-	res, err := h.s.svc.GetOrCreate(ctx, m.Scope, m.UserIds, m.Categories)
-	if err != nil {
+	ab := answerFrom(ctx)
+	if err := h.s.svc.GetOrCreateInto(ctx, m.Scope, m.UserIds, m.Categories, &ab.svc); err != nil {
 		return nil, toConnect(err)
 	}
-	out, err := h.keysResponse("GetOrCreateKeys", res, false, m.UserIds)
+	out, err := h.keysResponse(ctx, "GetOrCreateKeys", ab.svc.Users, false, m.UserIds)
 	if err != nil {
 		return nil, err
 	}
@@ -199,11 +198,11 @@ func (h *handler) GetKeysByUser(ctx context.Context, req *connect.Request[keysv1
 	if err := h.authzKeys(ctx, req.Peer().Addr, "GetKeysByUser", false, m.Scope, m.Categories, len(m.UserIds)); err != nil {
 		return nil, err
 	}
-	res, err := h.s.svc.GetByUser(ctx, m.Scope, m.UserIds, m.Categories)
-	if err != nil {
+	ab := answerFrom(ctx)
+	if err := h.s.svc.GetByUserInto(ctx, m.Scope, m.UserIds, m.Categories, &ab.svc); err != nil {
 		return nil, toConnect(err)
 	}
-	out, err := h.keysResponse("GetKeysByUser", res, false, m.UserIds)
+	out, err := h.keysResponse(ctx, "GetKeysByUser", ab.svc.Users, false, m.UserIds)
 	if err != nil {
 		return nil, err
 	}
@@ -219,7 +218,7 @@ func (h *handler) GetKeysBySubject(ctx context.Context, req *connect.Request[key
 	if err != nil {
 		return nil, toConnect(err)
 	}
-	out, err := h.keysResponse("GetKeysBySubject", res, true, m.Subjects)
+	out, err := h.keysResponse(ctx, "GetKeysBySubject", res, true, m.Subjects)
 	if err != nil {
 		return nil, err
 	}

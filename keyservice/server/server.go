@@ -112,7 +112,7 @@ func New(cfg Config) (*Server, error) {
 		// (it was the largest cost in BenchmarkBatch100) and saves nothing.
 		connect.WithCompressMinBytes(math.MaxInt32),
 	)
-	mux.Handle(path, h)
+	mux.Handle(path, recycle(h))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{Registry: cfg.Registry}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", s.ready)
