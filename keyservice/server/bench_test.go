@@ -1,10 +1,12 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -15,10 +17,12 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/lockstream/lockstream/keyclient"
 	"github.com/lockstream/lockstream/keyservice"
@@ -28,7 +32,8 @@ import (
 
 // The load benchmarks run our own bounded load generator against a real
 // server on loopback (plain HTTP/1.1 + Connect protocol, binary protobuf;
-// bolt store; warm caches). They print numbers; nothing here fails on time.
+// bolt store; warm caches; requests pre-encoded unless
+// LOCKSTREAM_BENCH_CLIENT=connect, see benchGenerator). They print numbers; nothing here fails on time.
 // By default the server is `lockstream keys serve` in its own process, as
 // deployed (LOCKSTREAM_BENCH_SERVER=inprocess serves from this process: one
 // heap, one GC). Either way they share the machine's cores with whatever
@@ -43,6 +48,8 @@ var benchCats = []string{"location", "device"}
 type benchEnv struct {
 	url    string
 	client keysv1connect.KeyServiceClient
+	http   *http.Client
+	gen    string // generator of the running sub-benchmark; "" = benchGenerator()
 	users  []string
 }
 
@@ -81,8 +88,8 @@ func getBenchEnv(b *testing.B) *benchEnv {
 			}
 			url = httptest.NewServer(s.Handler()).URL // lives for the whole benchmark process
 		}
-		e := &benchEnv{url: url}
-		e.client = keysv1connect.NewKeyServiceClient(keyclient.DefaultHTTPClient(), url, connect.WithInterceptors(bearer(secretWide)))
+		e := &benchEnv{url: url, http: keyclient.DefaultHTTPClient()}
+		e.client = keysv1connect.NewKeyServiceClient(e.http, url, connect.WithInterceptors(bearer(secretWide)))
 		for i := range benchUsers {
 			e.users = append(e.users, fmt.Sprintf("bench-user-%06d", i))
 		}
@@ -109,7 +116,79 @@ func (e *benchEnv) batch(i, n int) []string {
 	return e.users[start : start+n]
 }
 
+// call makes one batch lookup of users (e.batch) with the generator e.gen
+// ("" is benchGenerator's).
 func (e *benchEnv) call(ctx context.Context, users []string) error {
+	if e.gen == "wire" || e.gen == "" && benchGenerator() == "wire" {
+		return e.wireCall(ctx, users)
+	}
+	return e.connectCall(ctx, users)
+}
+
+// benchGenerator is how the load generator makes its calls:
+// LOCKSTREAM_BENCH_CLIENT=connect uses the generated Connect client (it
+// marshals every request and unmarshals every response: as much CPU as the
+// server's own work, on the same 2 cores); the default "wire" sends
+// request bodies encoded once and reads each response whole without
+// decoding it (every 64th is decoded and checked), as a load generator
+// like wrk does, so the cores go to the server being measured.
+func benchGenerator() string {
+	if os.Getenv("LOCKSTREAM_BENCH_CLIENT") == "connect" {
+		return "connect"
+	}
+	return "wire"
+}
+
+var (
+	wireBodies sync.Map // first user index -> encoded request
+	wireBufs   = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+	wireCalls  atomic.Int64
+)
+
+// wireCall posts one GetOrCreateKeys request in the Connect protocol
+// (binary protobuf over HTTP/1.1) and reads the whole response.
+func (e *benchEnv) wireCall(ctx context.Context, users []string) error {
+	body, ok := wireBodies.Load(users[0])
+	if !ok {
+		enc, err := proto.Marshal(&keysv1.GetOrCreateKeysRequest{Scope: scope, UserIds: users, Categories: benchCats})
+		if err != nil {
+			return err
+		}
+		body, _ = wireBodies.LoadOrStore(users[0], enc)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.url+keysv1connect.KeyServiceGetOrCreateKeysProcedure, bytes.NewReader(body.([]byte)))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/proto")
+	req.Header.Set("Authorization", "Bearer "+secretWide)
+	resp, err := e.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	buf := wireBufs.Get().(*bytes.Buffer)
+	defer wireBufs.Put(buf)
+	buf.Reset()
+	if _, err := buf.ReadFrom(resp.Body); err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("HTTP %d: %.200s", resp.StatusCode, buf.Bytes())
+	}
+	if wireCalls.Add(1)%64 == 0 {
+		var m keysv1.GetOrCreateKeysResponse
+		if err := proto.Unmarshal(buf.Bytes(), &m); err != nil {
+			return err
+		}
+		if len(m.Results) != len(users) {
+			return fmt.Errorf("%d results for %d users", len(m.Results), len(users))
+		}
+	}
+	return nil
+}
+
+func (e *benchEnv) connectCall(ctx context.Context, users []string) error {
 	resp, err := e.client.GetOrCreateKeys(ctx, connect.NewRequest(&keysv1.GetOrCreateKeysRequest{Scope: scope, UserIds: users, Categories: benchCats}))
 	if err != nil {
 		return err
@@ -206,6 +285,16 @@ func openLoop(b *testing.B, rate float64, batch, maxInFlight int, e *benchEnv) (
 type runtimeStats struct {
 	samples []rtmetrics.Sample
 	runqNS  int64 // OS run-queue wait of this process's threads (Linux)
+	cpu     time.Duration
+}
+
+// processCPU is the user+system CPU time of this process so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // osRunqWait sums, over this process's threads, the time they were
@@ -243,6 +332,7 @@ func readRuntimeStats() runtimeStats {
 	}
 	rtmetrics.Read(st.samples)
 	st.runqNS = osRunqWait()
+	st.cpu = processCPU()
 	return st
 }
 
@@ -282,10 +372,17 @@ func (before runtimeStats) report(b *testing.B, elapsed time.Duration) {
 	if before.runqNS > 0 {
 		b.ReportMetric(float64(osRunqWait()-before.runqNS)/1e6/elapsed.Seconds(), "os-runq-wait-ms/s")
 	}
+	// The cores this process (generator, plus the server when in process)
+	// kept busy.
+	b.ReportMetric((processCPU()-before.cpu).Seconds()/elapsed.Seconds(), "cores")
 	load, _ := os.ReadFile("/proc/loadavg")
-	where := "load generator + client + server in one process (one GC)"
+	gen := benchGenerator()
+	if benchE != nil && benchE.gen != "" {
+		gen = benchE.gen
+	}
+	where := "load generator (" + gen + ") + server in one process (one GC)"
 	if benchServerMode() == "process" {
-		where = "load generator + client in this process, `lockstream keys serve` in its own (runtime figures are this process's)"
+		where = "load generator (" + gen + ") in this process, `lockstream keys serve` in its own (runtime figures are this process's)"
 	}
 	b.Logf("shares the CPU: %s, GOMAXPROCS=%d on %d CPUs, GOGC=%q GOMEMLIMIT=%q; 1/5/15-min load average before this run: %s",
 		where, runtime.GOMAXPROCS(0), runtime.NumCPU(), os.Getenv("GOGC"), os.Getenv("GOMEMLIMIT"), strings.Join(strings.Fields(string(load))[:min(3, len(strings.Fields(string(load))))], " "))
@@ -294,12 +391,15 @@ func (before runtimeStats) report(b *testing.B, elapsed time.Duration) {
 // BenchmarkBatch100 measures batch-of-100 get-or-create lookups (2
 // categories: 200 derived keys per RPC) at max load (closed loop, 16
 // workers) and at 50% of that rate (open loop; LOCKSTREAM_BENCH_RPS sets
-// the open-loop rate instead).
+// the open-loop rate instead), with the wire generator (benchGenerator);
+// then at the same 50% rate through the generated Connect client, whose
+// own CPU shares the cores with the server.
 func BenchmarkBatch100(b *testing.B) {
 	const batch = 100
 	keysPerRPC := float64(batch * len(benchCats))
 	b.Run("load=100%", func(b *testing.B) {
 		e := getBenchEnv(b)
+		e.gen = ""
 		hist, _ := serverHistogram(e.url)
 		rs, t0 := readRuntimeStats(), time.Now()
 		rate, lat := closedLoop(b, 16, batch, e)
@@ -311,32 +411,40 @@ func BenchmarkBatch100(b *testing.B) {
 		b.ReportMetric(percentile(lat, .50), "p50-ms")
 		b.ReportMetric(percentile(lat, .99), "p99-ms")
 	})
-	b.Run("load=50%", func(b *testing.B) {
-		e := getBenchEnv(b)
-		target := float64(benchMax.Load()) / 2
-		if target == 0 {
-			target = 500
+	half := func(gen string) func(b *testing.B) {
+		return func(b *testing.B) {
+			e := getBenchEnv(b)
+			e.gen = gen
+			defer func() { e.gen = "" }()
+			target := float64(benchMax.Load()) / 2
+			if target == 0 {
+				target = 500
+			}
+			// LOCKSTREAM_BENCH_RPS fixes the rate instead (e.g. 1000 RPC/s =
+			// 200k keys/s, the throughput target), to compare builds at one load.
+			if v, err := strconv.ParseFloat(os.Getenv("LOCKSTREAM_BENCH_RPS"), 64); err == nil && v > 0 {
+				target = v
+			}
+			b.Logf("open loop at %.0f RPC/s", target)
+			hist, _ := serverHistogram(e.url)
+			rs, t0 := readRuntimeStats(), time.Now()
+			rate, lat, svc, dropped := openLoop(b, target, batch, 256, e)
+			rs.report(b, time.Since(t0))
+			reportServerShare(b, e.url, hist)
+			b.ReportMetric(rate*keysPerRPC, "keys/s")
+			b.ReportMetric(rate, "rpc/s")
+			b.ReportMetric(percentile(lat, .50), "p50-ms")
+			b.ReportMetric(percentile(lat, .99), "p99-ms")
+			b.ReportMetric(float64(dropped), "dropped")
+			// From the actual send, without the generator's own scheduling lag.
+			b.ReportMetric(percentile(svc, .99), "p99-sent-ms")
+			b.ReportMetric(percentile(lat, .90), "p90-ms")
 		}
-		// LOCKSTREAM_BENCH_RPS fixes the rate instead (e.g. 1000 RPC/s =
-		// 200k keys/s, the throughput target), to compare builds at one load.
-		if v, err := strconv.ParseFloat(os.Getenv("LOCKSTREAM_BENCH_RPS"), 64); err == nil && v > 0 {
-			target = v
-		}
-		b.Logf("open loop at %.0f RPC/s", target)
-		hist, _ := serverHistogram(e.url)
-		rs, t0 := readRuntimeStats(), time.Now()
-		rate, lat, svc, dropped := openLoop(b, target, batch, 256, e)
-		rs.report(b, time.Since(t0))
-		reportServerShare(b, e.url, hist)
-		b.ReportMetric(rate*keysPerRPC, "keys/s")
-		b.ReportMetric(rate, "rpc/s")
-		b.ReportMetric(percentile(lat, .50), "p50-ms")
-		b.ReportMetric(percentile(lat, .99), "p99-ms")
-		b.ReportMetric(float64(dropped), "dropped")
-		// From the actual send, without the generator's own scheduling lag.
-		b.ReportMetric(percentile(svc, .99), "p99-sent-ms")
-		b.ReportMetric(percentile(lat, .90), "p90-ms")
-	})
+	}
+	b.Run("load=50%", half(""))
+	if benchGenerator() != "connect" {
+		b.Run("load=50%,client=connect", half("connect"))
+	}
 }
 
 // BenchmarkSingleKey measures the one-user, one-category path.

@@ -86,6 +86,12 @@ func startServerProcess(dir string) (url string, stop func(), err error) {
 	// LOCKSTREAM_BENCH_SERVER_CPUS=0 pins the server to those CPUs (taskset);
 	// run the benchmark itself under `taskset -c 1` to give generator and
 	// server a core each instead of both sharing both.
+	// LOCKSTREAM_BENCH_SERVER_PPROF=127.0.0.1:7401 serves the server's
+	// profiler there (keys serve --debug-listen), to profile or trace it
+	// during a run.
+	if addr := os.Getenv("LOCKSTREAM_BENCH_SERVER_PPROF"); addr != "" {
+		args = append(args, "--debug-listen", addr)
+	}
 	if cpus := os.Getenv("LOCKSTREAM_BENCH_SERVER_CPUS"); cpus != "" {
 		args = append([]string{"taskset", "-c", cpus}, args...)
 	}
@@ -125,7 +131,9 @@ func startServerProcess(dir string) (url string, stop func(), err error) {
 }
 
 // serverHistogram reads the server's own latency histogram of
-// GetOrCreateKeys from /metrics: cumulative counts by upper bound ("le").
+// GetOrCreateKeys from /metrics: cumulative counts by upper bound ("le"),
+// with the server process's GC cycles and CPU seconds and the time read
+// ("at").
 func serverHistogram(url string) (map[string]float64, error) {
 	resp, err := http.Get(url + "/metrics")
 	if err != nil {
@@ -138,7 +146,16 @@ func serverHistogram(url string) (map[string]float64, error) {
 	}
 	out := map[string]float64{}
 	const prefix = `lockstream_keys_request_duration_seconds_bucket{method="GetOrCreateKeys",le="`
+	out["at"] = float64(time.Now().UnixNano()) / 1e9
 	for _, line := range strings.Split(string(body), "\n") {
+		// The server process's GC cycles and CPU (Go and process collectors).
+		for _, name := range []string{"go_gc_duration_seconds_count", "process_cpu_seconds_total"} {
+			if v, ok := strings.CutPrefix(line, name+" "); ok {
+				if n, err := strconv.ParseFloat(v, 64); err == nil {
+					out[name] = n
+				}
+			}
+		}
 		rest, ok := strings.CutPrefix(line, prefix)
 		if !ok {
 			continue
@@ -157,9 +174,10 @@ func serverHistogram(url string) (map[string]float64, error) {
 }
 
 // reportServerShare reports the share of the interval's RPCs the server
-// itself answered within 5 ms (its histogram, between before and after):
-// with the end-to-end p99 it says whether a tail is the server's or the
-// generator's and client's.
+// itself answered within 2 and 5 ms (its histogram, between before and
+// after): with the end-to-end p99 it says whether a tail is the server's or
+// the generator's and client's. It adds the server's GC cycles per second
+// and, when it is its own process, the cores it kept busy.
 func reportServerShare(b *testing.B, url string, before map[string]float64) {
 	after, err := serverHistogram(url)
 	if err != nil || before == nil {
@@ -169,5 +187,13 @@ func reportServerShare(b *testing.B, url string, before map[string]float64) {
 	if total > 0 {
 		b.ReportMetric(100*(after["0.005"]-before["0.005"])/total, "server-le5ms-%")
 		b.ReportMetric(100*(after["0.002"]-before["0.002"])/total, "server-le2ms-%")
+	}
+	if el := after["at"] - before["at"]; el > 0 {
+		if n, ok := after["go_gc_duration_seconds_count"]; ok {
+			b.ReportMetric((n-before["go_gc_duration_seconds_count"])/el, "server-gc/s")
+		}
+		if c, ok := after["process_cpu_seconds_total"]; ok && benchServerMode() == "process" {
+			b.ReportMetric((c-before["process_cpu_seconds_total"])/el, "server-cores")
+		}
 	}
 }
