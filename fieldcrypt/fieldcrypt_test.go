@@ -231,6 +231,71 @@ func TestCache(t *testing.T) {
 	}
 }
 
+// TestCacheMemoizedKeys: copies of a memoized key get the cipher built for
+// it without a lookup; a copy whose material or version was changed never
+// does (it gets its own cipher, which decrypts only its own ciphertexts);
+// eviction, expiry and ForgetSubject empty the slot.
+func TestCacheMemoizedKeys(t *testing.T) {
+	now := time.Unix(0, 0)
+	c := NewCache(1, time.Minute)
+	c.SetClock(func() time.Time { return now })
+	a := testKey(t, "s_a", "contact", 1).Memoized()
+	ca, _ := c.Cipher(a)
+	copyOfA := a
+	_, misses := c.Stats()
+	if got, _ := c.Cipher(copyOfA); got != ca {
+		t.Fatal("a copy of a memoized key got another cipher")
+	}
+	if _, m := c.Stats(); m != misses {
+		t.Fatal("a memoized hit was a miss")
+	}
+	if a.memo.p.Load() == nil {
+		t.Fatal("the slot was not filled")
+	}
+
+	// Changed material or version behind the same slot: looked up afresh.
+	other := a
+	other.Secret = testKey(t, "s_a", "contact", 1).Secret
+	co, _ := c.Cipher(other)
+	if co == ca {
+		t.Fatal("a key with other material got the memoized cipher")
+	}
+	aad := AAD("T", "f", "s_a")
+	ct, _ := co.Encrypt([]byte("x"), aad, false)
+	if _, err := mustCipher(t, a).Decrypt(ct, aad, false); err == nil {
+		t.Fatal("the other key's ciphertext decrypts under a")
+	}
+	v2 := a
+	v2.Version = 2
+	if cv, _ := c.Cipher(v2); cv == ca || cv.version != 2 {
+		t.Fatal("a key with another version got the memoized cipher")
+	}
+
+	// Eviction (capacity 1) empties the slot.
+	b := testKey(t, "s_b", "contact", 1).Memoized()
+	c2 := NewCache(1, 0)
+	cb, _ := c2.Cipher(b)
+	c2.Cipher(testKey(t, "s_c", "contact", 1))
+	if b.memo.p.Load() != nil {
+		t.Fatal("eviction left the slot filled")
+	}
+	if got, _ := c2.Cipher(b); got == cb {
+		t.Fatal("evicted cipher served through the slot")
+	}
+	// ForgetSubject empties it.
+	c2.ForgetSubject("s_b")
+	if b.memo.p.Load() != nil {
+		t.Fatal("ForgetSubject left the slot filled")
+	}
+	// Expiry: a filled slot past the TTL is not served.
+	d := testKey(t, "s_d", "contact", 1).Memoized()
+	cd, _ := c.Cipher(d)
+	now = now.Add(2 * time.Minute)
+	if got, _ := c.Cipher(d); got == cd {
+		t.Fatal("expired cipher served through the slot")
+	}
+}
+
 func BenchmarkNewCipher(b *testing.B) {
 	k := testKey(b, "s_a", "contact", 1)
 	for b.Loop() {

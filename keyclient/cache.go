@@ -16,24 +16,46 @@ const (
 	kindSubject entryKind = 2 // id is a subject; keys hold every live version
 )
 
-// cacheKey names one (user or subject, category) pair; category "" is the
-// negative entry of the whole user or subject.
+// cacheKey names the entry of one user id or subject.
 type cacheKey struct {
-	kind     entryKind
-	id       string
-	category string
+	kind entryKind
+	id   string
 }
 
+// cacheEntry is what the cache knows of one user or subject: either a
+// negative answer (err: deleted, unknown) or the categories fetched so far,
+// each with its own expiry. One entry per id, not per (id, category): a
+// lookup of a user's categories is one map lookup, which was most of a
+// pipeline's key-lookup CPU when it was one per category. Entries are
+// immutable once in the cache; store replaces them.
 type cacheEntry struct {
 	key     cacheKey
 	subject string
+	err     error // negative entries only
+	cats    []catEntry
+	expires time.Time // the latest expiry of the entry's parts
+}
+
+type catEntry struct {
+	category string
+	// keys are memoized (fieldcrypt.CategoryKey.Memoized): the cipher built
+	// for one is found again through every copy the cache hands out.
 	keys    []fieldcrypt.CategoryKey
 	revoked bool
-	err     error // negative entries only
 	expires time.Time
 }
 
-// keyCache is an LRU of derived keys with a time to live; negative entries
+// cat returns the live part of e for category.
+func (e *cacheEntry) cat(category string, now time.Time) (*catEntry, bool) {
+	for i := range e.cats {
+		if c := &e.cats[i]; c.category == category {
+			return c, now.Before(c.expires)
+		}
+	}
+	return nil, false
+}
+
+// keyCache is an LRU of entries with a time to live; negative entries
 // (deleted users, unknown subjects) have their own, shorter one.
 type keyCache struct {
 	mu    sync.Mutex
@@ -47,7 +69,8 @@ func newKeyCache(capacity int, now func() time.Time) *keyCache {
 	return &keyCache{cap: capacity, ll: list.New(), items: make(map[cacheKey]*list.Element), now: now}
 }
 
-// get returns a live entry; the entry must not be modified.
+// get returns a live entry (at least one part unexpired); the entry must
+// not be modified.
 func (c *keyCache) get(k cacheKey) (*cacheEntry, bool) {
 	if c.cap <= 0 {
 		return nil, false

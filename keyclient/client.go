@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/lockstream/lockstream/fieldcrypt"
 )
 
 // Options configure a Client. The zero value of every field but Scope picks
@@ -20,8 +22,9 @@ type Options struct {
 	// Required.
 	Scope string
 
-	// CacheSize is the number of (user or subject, category) entries kept;
-	// default 1,000,000; negative disables the cache.
+	// CacheSize is the number of users and subjects whose keys are kept
+	// (each with the categories fetched for it); default 250,000; negative
+	// disables the cache.
 	CacheSize int
 	// TTL bounds how long a cached key is used: after a delete, revoke or
 	// rotation a running client keeps using what it has for at most TTL.
@@ -71,7 +74,7 @@ func (o Options) withDefaults() Options {
 		}
 	}
 	if o.CacheSize == 0 {
-		o.CacheSize = 1_000_000
+		o.CacheSize = 250_000
 	}
 	def(&o.TTL, time.Minute)
 	def(&o.NegativeTTL, 10*time.Second)
@@ -106,7 +109,7 @@ type Stats struct {
 	RPCs          int64 // transport calls, retries included
 	Retries       int64 // retried transport calls
 	RetriesDenied int64 // retries refused by the retry budget
-	CacheEntries  int   // current (id, category) entries
+	CacheEntries  int   // users and subjects cached
 }
 
 // Client puts caching, batching, singleflight, deadlines and retries in
@@ -315,21 +318,33 @@ func pick(dst *UserKeys, r UserKeys, categories []string) {
 }
 
 func (c *Client) fromCache(kind entryKind, id string, categories []string, dst *UserKeys) bool {
-	if neg, ok := c.cache.get(cacheKey{kind, id, ""}); ok {
-		*dst = UserKeys{Subject: neg.subject, Err: neg.err}
+	e, ok := c.cache.get(cacheKey{kind, id})
+	if !ok {
+		return false
+	}
+	if e.err != nil {
+		*dst = UserKeys{Subject: e.subject, Err: e.err}
 		return true
 	}
-	var r UserKeys
+	now := c.o.Now()
+	n := 0
 	for _, cat := range categories {
-		e, ok := c.cache.get(cacheKey{kind, id, cat})
-		if !ok {
+		ce, live := e.cat(cat, now)
+		if !live {
 			return false
 		}
-		r.Subject = e.subject
-		if e.revoked {
+		n += len(ce.keys)
+	}
+	r := UserKeys{Subject: e.subject}
+	if n > 0 {
+		r.Keys = make([]fieldcrypt.CategoryKey, 0, n)
+	}
+	for _, cat := range categories {
+		ce, _ := e.cat(cat, now)
+		if ce.revoked {
 			r.Revoked = append(r.Revoked, cat)
 		} else {
-			r.Keys = append(r.Keys, e.keys...)
+			r.Keys = append(r.Keys, ce.keys...)
 		}
 	}
 	*dst = r
@@ -338,27 +353,41 @@ func (c *Client) fromCache(kind entryKind, id string, categories []string, dst *
 
 func (c *Client) store(kind entryKind, id string, cats []string, r UserKeys) {
 	now := c.o.Now()
+	key := cacheKey{kind, id}
 	if r.Err != nil {
 		if errors.Is(r.Err, ErrUserDeleted) || errors.Is(r.Err, ErrUnknownSubject) || errors.Is(r.Err, ErrUnknownUser) {
-			c.cache.put(&cacheEntry{key: cacheKey{kind, id, ""}, subject: r.Subject, err: r.Err, expires: now.Add(c.o.NegativeTTL)})
+			c.cache.put(&cacheEntry{key: key, subject: r.Subject, err: r.Err, expires: now.Add(c.o.NegativeTTL)})
 		}
 		return
 	}
 	exp := now.Add(c.o.TTL)
+	e := &cacheEntry{key: key, subject: r.Subject, expires: exp}
+	// The categories of the entry already cached stay (unexpired, same
+	// subject, not fetched again now).
+	if old, ok := c.cache.get(key); ok && old.err == nil && old.subject == r.Subject {
+		for _, oc := range old.cats {
+			if now.Before(oc.expires) && !slices.Contains(cats, oc.category) {
+				e.cats = append(e.cats, oc)
+			}
+		}
+	}
 	for _, cat := range cats {
-		e := &cacheEntry{key: cacheKey{kind, id, cat}, subject: r.Subject, expires: exp}
+		ce := catEntry{category: cat, expires: exp}
 		if slices.Contains(r.Revoked, cat) {
-			e.revoked = true
+			ce.revoked = true
 		} else {
 			for _, k := range r.Keys {
 				if k.Category == cat {
-					e.keys = append(e.keys, k)
+					ce.keys = append(ce.keys, k.Memoized())
 				}
 			}
-			if len(e.keys) == 0 {
+			if len(ce.keys) == 0 {
 				continue // the service said nothing about it: do not cache
 			}
 		}
+		e.cats = append(e.cats, ce)
+	}
+	if len(e.cats) > 0 {
 		c.cache.put(e)
 	}
 }
