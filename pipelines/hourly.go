@@ -159,13 +159,14 @@ func HourlyMany(ctx context.Context, cfgs []HourlyConfig) []HourlyOutcome {
 
 // hourJob is one hour being published: what prepareHour found.
 type hourJob struct {
-	cfg        HourlyConfig
-	b          blob.Bucket
-	res        *HourlyResult
-	parts      []string // raw and late part files
-	lookback   []string // dataset files of the hours within Lookback
-	inputHours []string
-	start      time.Time
+	cfg         HourlyConfig
+	b           blob.Bucket
+	res         *HourlyResult
+	parts       []string // raw and late part files
+	lookback    []string // dataset files of the hours within Lookback
+	lookbackSHA []string // their checksums (manifests)
+	inputHours  []string
+	start       time.Time
 }
 
 // prepareHour checks an hour (published? ready?), lists its inputs and
@@ -255,6 +256,7 @@ func prepareHour(ctx context.Context, cfg HourlyConfig) (*hourJob, error) {
 		}
 		for _, f := range m.Files {
 			j.lookback = append(j.lookback, layout.DatasetDir(prev.Type, prev.Version, prev.Hour)+f.Name)
+			j.lookbackSHA = append(j.lookbackSHA, f.SHA256)
 		}
 		j.inputHours = append(j.inputHours, layout.FormatHour(prev.Hour))
 	}
@@ -272,7 +274,7 @@ func runHourJobs(ctx context.Context, jobs []*hourJob) error {
 		}
 		cfg := j.cfg
 		files, err := transforms.Publish(s, transforms.PublishConfig{Root: cfg.Root, Type: cfg.Type, Version: cfg.Version,
-			Hour: cfg.Hour, Shards: cfg.Shards, Lookback: j.lookback}, j.parts)
+			Hour: cfg.Hour, Shards: cfg.Shards, Lookback: j.lookback, LookbackSHA256: j.lookbackSHA}, j.parts)
 		if err != nil {
 			return err
 		}
@@ -295,12 +297,14 @@ func runHourJobs(ctx context.Context, jobs []*hourJob) error {
 func (j *hourJob) finish(ctx context.Context) error {
 	cfg, b, h := j.cfg, j.b, j.res.Hour
 	acc := layout.Accounting{RawFiles: len(j.parts)}
+	var written map[string]transforms.ShardStats
 	if len(j.parts) > 0 {
-		if err := shardAccounting(ctx, b, cfg, &acc); err != nil {
+		var err error
+		if written, err = shardAccounting(ctx, b, cfg, &acc); err != nil {
 			return err
 		}
 	}
-	m, err := buildManifest(ctx, b, cfg, acc, j.inputHours)
+	m, err := buildManifest(ctx, b, cfg, acc, j.inputHours, written)
 	if err != nil {
 		return err
 	}
@@ -322,26 +326,31 @@ func (j *hourJob) finish(ctx context.Context) error {
 	return nil
 }
 
-// shardAccounting sums the shards' stats objects and removes them.
-func shardAccounting(ctx context.Context, b blob.Bucket, cfg HourlyConfig, acc *layout.Accounting) error {
+// shardAccounting sums the shards' stats objects and removes them. It
+// returns the stats by the dataset file each shard wrote.
+func shardAccounting(ctx context.Context, b blob.Bucket, cfg HourlyConfig, acc *layout.Accounting) (map[string]transforms.ShardStats, error) {
 	names, err := b.List(ctx, transforms.StatsDir(cfg.Type, cfg.Version, cfg.Hour))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	seen := map[int]bool{}
+	written := map[string]transforms.ShardStats{}
 	for _, n := range names {
 		data, err := blob.ReadAll(ctx, b, n)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		var st transforms.ShardStats
 		if err := json.Unmarshal(data, &st); err != nil {
-			return fmt.Errorf("pipelines: %s: %w", n, err)
+			return nil, fmt.Errorf("pipelines: %s: %w", n, err)
 		}
 		if seen[st.Shard] {
-			return fmt.Errorf("pipelines: shard %d reported twice", st.Shard)
+			return nil, fmt.Errorf("pipelines: shard %d reported twice", st.Shard)
 		}
 		seen[st.Shard] = true
+		if st.File != "" {
+			written[st.File] = st
+		}
 		acc.RawRecords += st.Raw
 		acc.LateRecords += st.Late
 		acc.DuplicatesDropped += st.Duplicates
@@ -350,14 +359,17 @@ func shardAccounting(ctx context.Context, b blob.Bucket, cfg HourlyConfig, acc *
 	}
 	for _, n := range names {
 		if err := b.Delete(ctx, n); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return nil
+	return written, nil
 }
 
-// buildManifest reads back every dataset file: count, size, checksum.
-func buildManifest(ctx context.Context, b blob.Bucket, cfg HourlyConfig, acc layout.Accounting, inputHours []string) (*layout.ManifestDoc, error) {
+// buildManifest reads back every dataset file: count, size, checksum. A
+// file whose shard reported the checksum of what it wrote (written) must
+// be stored with exactly those bytes, and is counted from its block
+// headers; any other is decoded record by record.
+func buildManifest(ctx context.Context, b blob.Bucket, cfg HourlyConfig, acc layout.Accounting, inputHours []string, written map[string]transforms.ShardStats) (*layout.ManifestDoc, error) {
 	reg, err := schemas.Embedded()
 	if err != nil {
 		return nil, err
@@ -394,12 +406,23 @@ func buildManifest(ctx context.Context, b blob.Bucket, cfg HourlyConfig, acc lay
 			if err != nil {
 				return err
 			}
-			count, err := countRecords(data, lay)
+			sum := sha256.Sum256(data)
+			sumHex := hex.EncodeToString(sum[:])
+			var count int64
+			if st, ok := written[path.Base(n)]; ok {
+				if st.SHA256 != sumHex {
+					return fmt.Errorf("pipelines: verify %s: stored bytes (sha256 %s) differ from those written (sha256 %s)", n, sumHex, st.SHA256)
+				}
+				if count, err = countBlocks(data); err == nil && count != st.Published {
+					err = fmt.Errorf("%d records in its blocks, %d written", count, st.Published)
+				}
+			} else {
+				count, err = countRecords(data, lay)
+			}
 			if err != nil {
 				return fmt.Errorf("pipelines: verify %s: %w", n, err)
 			}
-			sum := sha256.Sum256(data)
-			files[i] = layout.ManifestFile{Name: path.Base(n), Records: count, Bytes: int64(len(data)), SHA256: hex.EncodeToString(sum[:])}
+			files[i] = layout.ManifestFile{Name: path.Base(n), Records: count, Bytes: int64(len(data)), SHA256: sumHex}
 			return nil
 		})
 	}
@@ -414,6 +437,15 @@ func buildManifest(ctx context.Context, b blob.Bucket, cfg HourlyConfig, acc lay
 	}
 	sort.Slice(m.Files, func(i, j int) bool { return m.Files[i].Name < m.Files[j].Name })
 	return m, nil
+}
+
+// countBlocks counts a container file's records from its block headers.
+func countBlocks(data []byte) (int64, error) {
+	r, err := record.NewOCFReader(bytes.NewReader(data), nil)
+	if err != nil {
+		return 0, err
+	}
+	return r.CountBlocks()
 }
 
 func countRecords(data []byte, lay *record.Layout) (int64, error) {

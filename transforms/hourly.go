@@ -9,8 +9,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"io"
+	"path"
 	"sort"
 	"strings"
 	"sync"
@@ -60,6 +60,10 @@ type PublishConfig struct {
 	Hour     time.Time
 	Shards   int      // number of output files (>= 1)
 	Lookback []string // dataset part files of earlier hours whose event ids are dropped
+	// LookbackSHA256 has, aligned with Lookback, each file's checksum from
+	// its manifest ("" unknown): a file this process wrote with exactly
+	// that checksum is not read back for its ids.
+	LookbackSHA256 []string
 }
 
 // Validate checks the configuration when the transform is built.
@@ -84,6 +88,11 @@ type ShardStats struct {
 	Duplicates int64 `json:"duplicates"`
 	Lookback   int64 `json:"lookback"`
 	Published  int64 `json:"published"`
+	// File is the dataset file written (base name; "" when every record
+	// was dropped) and SHA256 the checksum of its bytes as written: the
+	// manifest check compares what is stored against it.
+	File   string `json:"file,omitempty"`
+	SHA256 string `json:"sha256,omitempty"`
 }
 
 // StatsDir is where Publish leaves one ShardStats object per shard for the
@@ -108,7 +117,7 @@ func Publish(s beam.Scope, cfg PublishConfig, parts []string) (beam.PCollection,
 	keyed := beam.ParDo(s, &readPartsFn{Root: cfg.Root, Type: cfg.Type, Version: cfg.Version, Shards: cfg.Shards}, files)
 	grouped := beam.GroupByKey(s, keyed)
 	return beam.ParDo(s, &writeShardFn{Root: cfg.Root, Type: cfg.Type, Version: cfg.Version,
-		HourMillis: cfg.Hour.UnixMilli(), Shards: cfg.Shards, Lookback: cfg.Lookback}, grouped), nil
+		HourMillis: cfg.Hour.UnixMilli(), Shards: cfg.Shards, Lookback: cfg.Lookback, LookbackSHA256: cfg.LookbackSHA256}, grouped), nil
 }
 
 func openSchema(eventType string, version int) (*schemas.Schema, *record.Layout, error) {
@@ -225,10 +234,14 @@ func forEachFramed(b []byte, fn func(late bool, rec []byte) error) error {
 	return nil
 }
 
-func shardOf(eventID []byte, n int) int {
-	h := fnv.New32a()
-	h.Write(eventID)
-	return int(h.Sum32() % uint32(n))
+// shardOf is fnv32a(event id) mod n.
+func shardOf[T string | []byte](eventID T, n int) int {
+	const offset, prime = 2166136261, 16777619
+	h := uint32(offset)
+	for i := 0; i < len(eventID); i++ {
+		h = (h ^ uint32(eventID[i])) * prime
+	}
+	return int(h % uint32(n))
 }
 
 // writeShardFn dedupes one shard and writes its dataset file.
@@ -239,6 +252,8 @@ type writeShardFn struct {
 	HourMillis int64
 	Shards     int
 	Lookback   []string
+	// LookbackSHA256: see PublishConfig.
+	LookbackSHA256 []string
 
 	bucket blob.Bucket
 	schema *schemas.Schema
@@ -261,7 +276,7 @@ type keyedRecord struct {
 }
 
 func (fn *writeShardFn) ProcessElement(ctx context.Context, shard int, recs func(*[]byte) bool, emit func(string)) error {
-	seen, err := lookbackIDs(ctx, fn.bucket, fn.Type, fn.Version, fn.Lookback, fn.Shards)
+	seen, err := lookbackIDs(ctx, fn.bucket, fn.Type, fn.Version, fn.Lookback, fn.LookbackSHA256, fn.Shards)
 	if err != nil {
 		return err
 	}
@@ -303,6 +318,7 @@ func (fn *writeShardFn) ProcessElement(ctx context.Context, shard int, recs func
 		return err
 	}
 	var dups, back, published int64
+	var kept []string // the event ids of the file
 	for i := range all {
 		if i > 0 && all[i].id == all[i-1].id {
 			dups++
@@ -315,6 +331,7 @@ func (fn *writeShardFn) ProcessElement(ctx context.Context, shard int, recs func
 		if err := w.Append(all[i].rec); err != nil {
 			return err
 		}
+		kept = append(kept, all[i].id)
 		published++
 	}
 	if err := w.Close(); err != nil {
@@ -324,6 +341,9 @@ func (fn *writeShardFn) ProcessElement(ctx context.Context, shard int, recs func
 	beam.NewCounter(MetricsNamespaceHourly, CountLookback).Inc(ctx, back)
 	beam.NewCounter(MetricsNamespaceHourly, CountPublished).Inc(ctx, published)
 	st.Shard, st.Duplicates, st.Lookback, st.Published = shard, dups, back, published
+	if published > 0 {
+		st.File, st.SHA256 = path.Base(name), hex.EncodeToString(sum(buf.Bytes()))
+	}
 	// The accounting travels in a small stats object per shard, not in Beam
 	// metrics: runner metrics are for monitoring (prism was seen to lose
 	// counter updates of large bundles), the manifest must be exact.
@@ -356,16 +376,76 @@ func (fn *writeShardFn) ProcessElement(ctx context.Context, shard int, recs func
 			return fmt.Errorf("transforms.Publish: %s exists with other content (sha256 %s)", name, hex.EncodeToString(sum(old)))
 		}
 	}
+	rememberWritten(fn.bucket.Root(), name, st.SHA256, kept)
 	emit(name)
 	return nil
+}
+
+// writtenIDs holds the event ids of the dataset files this process wrote,
+// by root, name and checksum: the next hour's lookback (in the same
+// process, as on prism) takes them from here instead of reading and
+// inflating the previous hour's files again. Only a file whose manifest
+// names the very checksum it was written with is found here.
+var writtenIDs struct {
+	mu    sync.Mutex
+	m     map[string][]string
+	order []string
+}
+
+// maxWrittenFiles bounds writtenIDs: the files of a few hours of every
+// (type, version).
+const maxWrittenFiles = 256
+
+// DropProcessCaches empties this process's caches of dataset event ids
+// (writtenIDs and the lookback sets): the next publication reads its
+// lookback hours from storage. For tests, and for a long-running process
+// that wants the memory back.
+func DropProcessCaches() {
+	writtenIDs.mu.Lock()
+	writtenIDs.m, writtenIDs.order = nil, nil
+	writtenIDs.mu.Unlock()
+	lookbackCache.mu.Lock()
+	lookbackCache.m, lookbackCache.order = nil, nil
+	lookbackCache.mu.Unlock()
+}
+
+func writtenKey(root, name, sha string) string { return root + "\x00" + name + "\x00" + sha }
+
+func rememberWritten(root, name, sha string, ids []string) {
+	k := writtenKey(root, name, sha)
+	writtenIDs.mu.Lock()
+	defer writtenIDs.mu.Unlock()
+	if writtenIDs.m == nil {
+		writtenIDs.m = map[string][]string{}
+	}
+	if _, ok := writtenIDs.m[k]; !ok {
+		writtenIDs.order = append(writtenIDs.order, k)
+		if len(writtenIDs.order) > maxWrittenFiles {
+			delete(writtenIDs.m, writtenIDs.order[0])
+			writtenIDs.order = writtenIDs.order[1:]
+		}
+	}
+	writtenIDs.m[k] = ids
+}
+
+func writtenFile(root, name, sha string) ([]string, bool) {
+	if sha == "" {
+		return nil, false
+	}
+	writtenIDs.mu.Lock()
+	defer writtenIDs.mu.Unlock()
+	ids, ok := writtenIDs.m[writtenKey(root, name, sha)]
+	return ids, ok
 }
 
 func sum(b []byte) []byte { s := sha256.Sum256(b); return s[:] }
 
 // lookbackIDs loads, once per process and file set, the event ids of the
-// lookback dataset files, split by shard.
-func lookbackIDs(ctx context.Context, b blob.Bucket, eventType string, version int, files []string, shards int) ([]map[string]bool, error) {
-	key := fmt.Sprint(b.Root(), eventType, version, shards, files)
+// lookback dataset files, split by shard: from writtenIDs for the files
+// this process wrote with the checksums given (shas, aligned with files),
+// else by reading them.
+func lookbackIDs(ctx context.Context, b blob.Bucket, eventType string, version int, files, shas []string, shards int) ([]map[string]bool, error) {
+	key := fmt.Sprint(b.Root(), eventType, version, shards, files, shas)
 	lookbackCache.mu.Lock()
 	e, ok := lookbackCache.m[key]
 	if !ok {
@@ -388,7 +468,22 @@ func lookbackIDs(ctx context.Context, b blob.Bucket, eventType string, version i
 		for i := range e.ids {
 			e.ids[i] = map[string]bool{}
 		}
-		e.err = ReadDatasetRecords(ctx, b, eventType, version, files, func(cols []record.Column, lay *record.Layout, _ []byte) {
+		var read []string
+		for i, f := range files {
+			sha := ""
+			if i < len(shas) {
+				sha = shas[i]
+			}
+			ids, ok := writtenFile(b.Root(), f, sha)
+			if !ok {
+				read = append(read, f)
+				continue
+			}
+			for _, id := range ids {
+				e.ids[shardOf(id, shards)][id] = true
+			}
+		}
+		e.err = ReadDatasetRecords(ctx, b, eventType, version, read, func(cols []record.Column, lay *record.Layout, _ []byte) {
 			id := cols[lay.Dedupe].Bytes
 			e.ids[shardOf(id, shards)][string(id)] = true
 		})
