@@ -2,9 +2,13 @@ package pipelines
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -20,15 +24,20 @@ import (
 
 	"github.com/lockstream/lockstream/blob"
 	"github.com/lockstream/lockstream/keyclient"
+	"github.com/lockstream/lockstream/record"
 	"github.com/lockstream/lockstream/synth"
 	"github.com/lockstream/lockstream/transforms"
 )
 
-// The pass-through baseline has the shape of ingest + hourly — the same
-// replay source, the same reshuffle of batches, files per batch, one
-// shuffle per event keyed by a hash, one file per shard, its last stage
-// ended like hourly's (transforms.EndBranch) — without validation,
-// encryption or Avro.
+// The pass-through baselines have the shape of ingest + hourly — the same
+// replay source, a file per batch written from the stage that read it (as
+// ingest writes its raw files; neither reshuffles batches), a reshuffle of
+// the file names, one shuffle per event keyed by a hash, one file per
+// shard, the last stage ended like hourly's (transforms.EndBranch) —
+// without validation, encryption, keys or dedupe. "baseline" writes the
+// lines as plain text; "baseline-ocf" writes them as records of Avro
+// container files with deflate, the format and codec ingest and hourly
+// write, so the ratio against it is what validation and encryption cost.
 
 func init() {
 	register.DoFn3x1[context.Context, transforms.Batch, func(string), error](&passWriteFn{})
@@ -36,28 +45,86 @@ func init() {
 	register.DoFn4x1[context.Context, int, func(*[]byte) bool, func(string), error](&passShardFn{})
 }
 
-type passWriteFn struct{ Root string }
+// passSchema is the schema of baseline-ocf's records: the message id, a
+// tab and the payload.
+var passSchema = []byte(`{"type":"record","name":"Pass","fields":[{"name":"line","type":"bytes"}]}`)
+
+// passSkip is the record.OCFReader skip function of passSchema.
+func passSkip(b []byte) (int, error) {
+	n, k := binary.Varint(b)
+	if k <= 0 || n < 0 || int64(len(b)-k) < n {
+		return 0, errors.New("bad record")
+	}
+	return k + int(n), nil
+}
+
+// passFile writes lines (each newline-terminated) as plain text or OCF.
+type passFile struct {
+	w   blob.Writer
+	bw  *bufio.Writer
+	ocf *record.OCFWriter
+	rec []byte
+}
+
+func createPass(ctx context.Context, root, name string, ocf bool) (*passFile, error) {
+	bk, err := blob.Open(ctx, root)
+	if err != nil {
+		return nil, err
+	}
+	w, err := bk.Create(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	f := &passFile{w: w}
+	if ocf {
+		f.ocf, err = record.NewOCFWriter(w, passSchema, record.SyncMarker(name), record.CodecDeflate)
+		return f, err
+	}
+	f.bw = bufio.NewWriter(w)
+	return f, nil
+}
+
+func (f *passFile) line(l []byte) error {
+	if f.ocf == nil {
+		_, err := f.bw.Write(l)
+		return err
+	}
+	f.rec = binary.AppendVarint(f.rec[:0], int64(len(l)))
+	return f.ocf.Append(append(f.rec, l...))
+}
+
+func (f *passFile) close() error {
+	var err error
+	if f.ocf != nil {
+		err = f.ocf.Close()
+	} else {
+		err = f.bw.Flush()
+	}
+	if err != nil {
+		f.w.Abort()
+		return err
+	}
+	return f.w.Close()
+}
+
+type passWriteFn struct {
+	Root string
+	OCF  bool
+}
 
 func (fn *passWriteFn) ProcessElement(ctx context.Context, b transforms.Batch, emit func(string)) error {
-	bk, err := blob.Open(ctx, fn.Root)
+	f, err := createPass(ctx, fn.Root, "pass/"+b.ID, fn.OCF)
 	if err != nil {
 		return err
 	}
-	w, err := bk.Create(ctx, "pass/"+b.ID)
-	if err != nil {
-		return err
-	}
-	bw := bufio.NewWriter(w)
+	var l []byte
 	for _, m := range b.Messages {
-		bw.WriteString(m.ID)
-		bw.WriteByte('\t')
-		bw.Write(m.Data)
-		bw.WriteByte('\n')
+		l = append(append(append(append(l[:0], m.ID...), '\t'), m.Data...), '\n')
+		if err := f.line(l); err != nil {
+			return err
+		}
 	}
-	if err := bw.Flush(); err != nil {
-		return err
-	}
-	if err := w.Close(); err != nil {
+	if err := f.close(); err != nil {
 		return err
 	}
 	emit("pass/" + b.ID)
@@ -67,6 +134,7 @@ func (fn *passWriteFn) ProcessElement(ctx context.Context, b transforms.Batch, e
 type passReadFn struct {
 	Root   string
 	Shards int
+	OCF    bool
 }
 
 func (fn *passReadFn) ProcessElement(ctx context.Context, name string, emit func(int, []byte)) error {
@@ -74,18 +142,46 @@ func (fn *passReadFn) ProcessElement(ctx context.Context, name string, emit func
 	if err != nil {
 		return err
 	}
-	data, err := blob.ReadAll(ctx, bk, name)
-	if err != nil {
-		return err
-	}
 	// Like transforms.Publish: one element per (file, shard), not per line.
 	batches := make([][]byte, fn.Shards)
-	for _, line := range strings.Split(strings.TrimSuffix(string(data), "\n"), "\n") {
-		id, _, _ := strings.Cut(line, "\t")
+	add := func(line []byte) {
+		id, _, _ := bytes.Cut(line, []byte{'\t'})
 		h := fnv.New32a()
-		h.Write([]byte(id))
+		h.Write(id)
 		sh := int(h.Sum32() % uint32(fn.Shards))
-		batches[sh] = append(append(batches[sh], line...), '\n')
+		batches[sh] = append(batches[sh], line...)
+	}
+	if fn.OCF {
+		r, err := bk.Open(ctx, name)
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		or, err := record.NewOCFReader(r, passSkip)
+		if err != nil {
+			return err
+		}
+		for {
+			rec, err := or.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return err
+			}
+			_, k := binary.Varint(rec)
+			add(rec[k:])
+		}
+	} else {
+		data, err := blob.ReadAll(ctx, bk, name)
+		if err != nil {
+			return err
+		}
+		for len(data) > 0 {
+			line, rest, _ := bytes.Cut(data, []byte{'\n'})
+			add(append(line[:len(line):len(line)], '\n'))
+			data = rest
+		}
 	}
 	for sh, b := range batches {
 		if len(b) > 0 {
@@ -95,26 +191,43 @@ func (fn *passReadFn) ProcessElement(ctx context.Context, name string, emit func
 	return nil
 }
 
-type passShardFn struct{ Root string }
+type passShardFn struct {
+	Root string
+	OCF  bool
+}
 
 func (fn *passShardFn) ProcessElement(ctx context.Context, shard int, lines func(*[]byte) bool, emit func(string)) error {
-	bk, err := blob.Open(ctx, fn.Root)
+	name := "passout/" + strconv.Itoa(shard)
+	f, err := createPass(ctx, fn.Root, name, fn.OCF)
 	if err != nil {
 		return err
 	}
-	w, err := bk.Create(ctx, "passout/"+strconv.Itoa(shard))
-	if err != nil {
+	var batch []byte
+	for lines(&batch) { // a batch of newline-terminated lines
+		for len(batch) > 0 {
+			i := bytes.IndexByte(batch, '\n')
+			if err := f.line(batch[:i+1]); err != nil {
+				return err
+			}
+			batch = batch[i+1:]
+		}
+	}
+	if err := f.close(); err != nil {
 		return err
 	}
-	var l []byte
-	for lines(&l) {
-		w.Write(l) // a batch of newline-terminated lines
-	}
-	if err := w.Close(); err != nil {
-		return err
-	}
-	emit("passout/" + strconv.Itoa(shard))
+	emit(name)
 	return nil
+}
+
+// runBaseline runs a pass-through baseline over the replay file in.
+func runBaseline(ctx context.Context, in, root, runID string, ocf bool) error {
+	p, s := beam.NewPipelineWithRoot()
+	batches := transforms.ReadReplay(s, transforms.ReplayConfig{Files: []string{in}, BatchSize: DefaultReplayBatchSize, RunID: runID, Fallback: time.Now()})
+	names := beam.ParDo(s, &passWriteFn{Root: root, OCF: ocf}, batches)
+	keyed := beam.ParDo(s, &passReadFn{Root: root, Shards: DefaultShards, OCF: ocf}, beam.Reshuffle(s, names))
+	transforms.EndBranch(s, beam.ParDo(s, &passShardFn{Root: root, OCF: ocf}, beam.GroupByKey(s, keyed)))
+	_, err := beamx.RunWithMetrics(ctx, p)
+	return err
 }
 
 // cpuTime is the user+system CPU time of this process so far.
@@ -162,20 +275,19 @@ func BenchmarkEndToEnd(b *testing.B) {
 	// be marked by every GC cycle of both pipelines.
 	tr = nil
 	runtime.GC()
-	var pass, real, ingestT, ingestCPU, hourlyCPU time.Duration
+	var pass, passOCF, real, ingestT, ingestCPU, hourlyCPU time.Duration
 	for i := 0; b.Loop(); i++ {
-		// Baseline.
-		proot := filepath.Join(dir, fmt.Sprintf("pass-%d", i))
+		// Baselines.
 		t0 := time.Now()
-		p, s := beam.NewPipelineWithRoot()
-		batches := transforms.ReadReplay(s, transforms.ReplayConfig{Files: []string{in}, BatchSize: DefaultReplayBatchSize, RunID: fmt.Sprintf("pass%d", i), Fallback: time.Now()})
-		names := beam.ParDo(s, &passWriteFn{Root: proot}, beam.Reshuffle(s, batches))
-		keyed := beam.ParDo(s, &passReadFn{Root: proot, Shards: DefaultShards}, beam.Reshuffle(s, names))
-		transforms.EndBranch(s, beam.ParDo(s, &passShardFn{Root: proot}, beam.GroupByKey(s, keyed)))
-		if _, err := beamx.RunWithMetrics(ctx, p); err != nil {
+		if err := runBaseline(ctx, in, filepath.Join(dir, fmt.Sprintf("pass-%d", i)), fmt.Sprintf("pass%d", i), false); err != nil {
 			b.Fatal(err)
 		}
 		pass += time.Since(t0)
+		t0 = time.Now()
+		if err := runBaseline(ctx, in, filepath.Join(dir, fmt.Sprintf("passocf-%d", i)), fmt.Sprintf("passocf%d", i), true); err != nil {
+			b.Fatal(err)
+		}
+		passOCF += time.Since(t0)
 
 		// lockstream: ingest, then hourly for every (type, hour).
 		root := filepath.Join(dir, fmt.Sprintf("real-%d", i))
@@ -224,6 +336,9 @@ func BenchmarkEndToEnd(b *testing.B) {
 	b.ReportMetric(msgs*runs/real.Seconds(), "events/s")
 	b.ReportMetric(msgs*runs/pass.Seconds(), "baseline-events/s")
 	b.ReportMetric(real.Seconds()/pass.Seconds(), "ratio")
+	b.ReportMetric(msgs*runs/passOCF.Seconds(), "baseline-ocf-events/s")
+	b.ReportMetric(real.Seconds()/passOCF.Seconds(), "ratio-ocf")
+	b.ReportMetric(passOCF.Seconds()/runs, "baseline-ocf-s")
 	b.ReportMetric(ingestT.Seconds()/runs, "ingest-s")
 	b.ReportMetric((real-ingestT).Seconds()/runs, "hourly-s")
 	b.ReportMetric(pass.Seconds()/runs, "baseline-s")

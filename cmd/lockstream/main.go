@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"strings"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -21,10 +22,31 @@ func main() {
 		fmt.Fprintln(os.Stderr, "lockstream: worker mode ended without the Beam harness taking over")
 		os.Exit(1)
 	}
-	if err := newRootCmd().Execute(); err != nil {
+	stop := startCPUProfile(os.Getenv("LOCKSTREAM_CPUPROFILE"))
+	err := newRootCmd().Execute()
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "lockstream:", err)
 		os.Exit(exitCode(err))
 	}
+}
+
+// startCPUProfile writes a CPU profile of the whole command to path
+// ($LOCKSTREAM_CPUPROFILE; read it with `go tool pprof`), for finding where
+// a slow run spends its time. "" does nothing.
+func startCPUProfile(path string) (stop func()) {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "lockstream: $LOCKSTREAM_CPUPROFILE:", err)
+		return func() {}
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
 }
 
 // workerMode reports whether args are a Beam worker invocation: --worker
