@@ -36,8 +36,9 @@ import (
 // shard, the last stage ended like hourly's (transforms.EndBranch) —
 // without validation, encryption, keys or dedupe. "baseline" writes the
 // lines as plain text; "baseline-ocf" writes them as records of Avro
-// container files with deflate, the format and codec ingest and hourly
-// write, so the ratio against it is what validation and encryption cost.
+// container files with transforms.FileCodec, the format and codec ingest
+// and hourly write, so the ratio against it is what validation and
+// encryption cost.
 
 func init() {
 	register.DoFn3x1[context.Context, transforms.Batch, func(string), error](&passWriteFn{})
@@ -77,7 +78,7 @@ func createPass(ctx context.Context, root, name string, ocf bool) (*passFile, er
 	}
 	f := &passFile{w: w}
 	if ocf {
-		f.ocf, err = record.NewOCFWriter(w, passSchema, record.SyncMarker(name), record.CodecDeflate)
+		f.ocf, err = record.NewOCFWriter(w, passSchema, record.SyncMarker(name), transforms.FileCodec)
 		return f, err
 	}
 	f.bw = bufio.NewWriter(w)

@@ -8,7 +8,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
+	"sync"
+
+	"github.com/golang/snappy"
 )
 
 // Avro object container files (OCF) of already-encoded records.
@@ -20,10 +24,17 @@ import (
 
 var ocfMagic = []byte{'O', 'b', 'j', 1}
 
-// Codecs of OCF blocks.
+// Codecs of OCF blocks. Snappy (Avro's: each block followed by the
+// big-endian CRC32 of its uncompressed bytes) is what lockstream writes:
+// its records are mostly ciphertexts, which do not compress, and on the
+// raw and published files of 1M events deflate saved 19% of the bytes
+// (1.23x) for ~1.5 s of CPU per write and ~1 s per read, snappy 16%
+// (1.19x) for 0.25 s and 0.04 s. Readers take all three; BigQuery loads
+// Avro with either codec.
 const (
 	CodecNull    = "null"
 	CodecDeflate = "deflate"
+	CodecSnappy  = "snappy"
 )
 
 // DefaultBlockBytes is the uncompressed size at which a block is flushed.
@@ -50,13 +61,14 @@ type OCFWriter struct {
 	limit   int
 	zbuf    bytes.Buffer
 	zw      *flate.Writer
+	snap    []byte // a snappy block being written
 	err     error
 }
 
 // NewOCFWriter writes the header (schema and codec) and returns a writer.
 func NewOCFWriter(w io.Writer, schemaJSON []byte, sync [16]byte, codec string) (*OCFWriter, error) {
-	if codec != CodecNull && codec != CodecDeflate {
-		return nil, fmt.Errorf("record: OCF codec %q not supported (null, deflate)", codec)
+	if codec != CodecNull && codec != CodecDeflate && codec != CodecSnappy {
+		return nil, fmt.Errorf("record: OCF codec %q not supported (null, deflate, snappy)", codec)
 	}
 	h := append([]byte(nil), ocfMagic...)
 	h = appendLong(h, 2)
@@ -69,7 +81,11 @@ func NewOCFWriter(w io.Writer, schemaJSON []byte, sync [16]byte, codec string) (
 	if _, err := w.Write(h); err != nil {
 		return nil, fmt.Errorf("record: write OCF header: %w", err)
 	}
-	return &OCFWriter{w: w, sync: sync, codec: codec, limit: DefaultBlockBytes}, nil
+	o := &OCFWriter{w: w, sync: sync, codec: codec, limit: DefaultBlockBytes}
+	if b, ok := blockBufs.Get().(*[]byte); ok {
+		o.block = (*b)[:0]
+	}
+	return o, nil
 }
 
 // Append adds one Avro-encoded record (it must match the header's schema).
@@ -94,10 +110,20 @@ func (o *OCFWriter) flush() error {
 		return o.err
 	}
 	data := o.block
+	if o.codec == CodecSnappy {
+		z := snappy.Encode(o.snap[:cap(o.snap)], o.block) // uses o.snap when long enough
+		data = binary.BigEndian.AppendUint32(z, crc32.ChecksumIEEE(o.block))
+		o.snap = data[:0]
+	}
 	if o.codec == CodecDeflate {
 		o.zbuf.Reset()
 		if o.zw == nil {
-			o.zw, _ = flate.NewWriter(&o.zbuf, flate.BestSpeed) // ciphertexts do not compress; speed wins
+			if zw, ok := flateWriters.Get().(*flate.Writer); ok {
+				o.zw = zw
+				o.zw.Reset(&o.zbuf)
+			} else {
+				o.zw, _ = flate.NewWriter(&o.zbuf, flate.BestSpeed) // ciphertexts do not compress; speed wins
+			}
 		} else {
 			o.zw.Reset(&o.zbuf)
 		}
@@ -124,7 +150,29 @@ func (o *OCFWriter) flush() error {
 }
 
 // Close flushes the last block. It does not close the underlying writer.
-func (o *OCFWriter) Close() error { return o.flush() }
+// The writer's compressor and buffers go back to a pool for the next file
+// (a deflate writer is ~600 KB: one per file was a tenth of ingest's
+// allocations).
+func (o *OCFWriter) Close() error {
+	err := o.flush()
+	if o.zw != nil {
+		o.zw.Reset(io.Discard)
+		flateWriters.Put(o.zw)
+		o.zw = nil
+	}
+	if cap(o.block) <= 2*o.limit {
+		b := o.block[:0]
+		blockBufs.Put(&b)
+	}
+	o.block, o.snap = nil, nil
+	o.zbuf = bytes.Buffer{}
+	return err
+}
+
+var (
+	flateWriters sync.Pool // *flate.Writer at BestSpeed
+	blockBufs    sync.Pool // *[]byte, a block being filled
+)
 
 // OCFReader reads an object container file block by block and hands out
 // each record's encoded bytes, split with the schema's field kinds.
@@ -141,6 +189,7 @@ type OCFReader struct {
 	src   bytes.Reader  // a deflated block
 	zr    io.ReadCloser // its inflater, reset for each block
 	plain bytes.Buffer  // the inflated block
+	snap  []byte        // a snappy block, uncompressed
 }
 
 // ErrCorrupt is wrapped by errors of unreadable container files.
@@ -186,7 +235,7 @@ func NewOCFReader(r io.Reader, skip func([]byte) (int, error)) (*OCFReader, erro
 			}
 		}
 	}
-	if o.Codec != CodecNull && o.Codec != CodecDeflate {
+	if o.Codec != CodecNull && o.Codec != CodecDeflate && o.Codec != CodecSnappy {
 		return nil, fmt.Errorf("record: OCF codec %q not supported", o.Codec)
 	}
 	if _, err := io.ReadFull(br, o.sync[:]); err != nil {
@@ -238,6 +287,20 @@ func (o *OCFReader) readBlock() error {
 	var s [16]byte
 	if _, err := io.ReadFull(o.r, s[:]); err != nil || s != o.sync {
 		return fmt.Errorf("%w: sync marker mismatch", ErrCorrupt)
+	}
+	if o.Codec == CodecSnappy {
+		if len(data) < 4 {
+			return fmt.Errorf("%w: snappy block without checksum", ErrCorrupt)
+		}
+		plain, err := snappy.Decode(o.snap[:cap(o.snap)], data[:len(data)-4]) // into o.snap when long enough
+		if err != nil {
+			return fmt.Errorf("%w: snappy: %v", ErrCorrupt, err)
+		}
+		if crc32.ChecksumIEEE(plain) != binary.BigEndian.Uint32(data[len(data)-4:]) {
+			return fmt.Errorf("%w: snappy block checksum mismatch", ErrCorrupt)
+		}
+		o.snap = plain[:0]
+		data = plain
 	}
 	if o.Codec == CodecDeflate {
 		// The inflater and its output buffer are reused from block to block

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -377,7 +378,7 @@ func TestOCFInterop(t *testing.T) {
 		}
 		return buf.Bytes()
 	}
-	for _, codec := range []string{CodecNull, CodecDeflate} {
+	for _, codec := range []string{CodecNull, CodecDeflate, CodecSnappy} {
 		file := write(codec)
 		if again := write(codec); !bytes.Equal(file, again) {
 			t.Fatalf("%s: same records gave different file bytes", codec)
@@ -432,26 +433,40 @@ func TestOCFInterop(t *testing.T) {
 			t.Fatalf("%s: truncated file read cleanly", codec)
 		}
 	}
-	// Our reader reads goavro's files too.
-	var buf bytes.Buffer
-	gw, err := goavro.NewOCFWriter(goavro.OCFConfig{W: &buf, Codec: pb.Encrypted().Codec, CompressionName: "deflate"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	native, _, _ := pb.Encrypted().Codec.NativeFromBinary(out[0].Record)
-	if err := gw.Append([]any{native, native}); err != nil {
-		t.Fatal(err)
-	}
-	lay, _ := NewLayout(pb)
-	or, err := NewOCFReader(&buf, lay.Skip())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < 2; i++ {
-		rec, err := or.Next()
-		if err != nil || !bytes.Equal(rec, out[0].Record) {
-			t.Fatalf("goavro file record %d: %v", i, err)
+	// Our reader reads goavro's files too, with either compression.
+	for _, compression := range []string{"deflate", "snappy"} {
+		var buf bytes.Buffer
+		gw, err := goavro.NewOCFWriter(goavro.OCFConfig{W: &buf, Codec: pb.Encrypted().Codec, CompressionName: compression})
+		if err != nil {
+			t.Fatal(err)
 		}
+		native, _, _ := pb.Encrypted().Codec.NativeFromBinary(out[0].Record)
+		if err := gw.Append([]any{native, native}); err != nil {
+			t.Fatal(err)
+		}
+		lay, _ := NewLayout(pb)
+		or, err := NewOCFReader(&buf, lay.Skip())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 2; i++ {
+			rec, err := or.Next()
+			if err != nil || !bytes.Equal(rec, out[0].Record) {
+				t.Fatalf("goavro %s file record %d: %v", compression, i, err)
+			}
+		}
+	}
+	// A snappy block whose checksum does not match is corrupt.
+	file := write(CodecSnappy)
+	file[len(file)-16-1] ^= 0x01 // the last byte of the last block's CRC
+	lay, _ := NewLayout(pb)
+	or, _ := NewOCFReader(bytes.NewReader(file), lay.Skip())
+	var rerr error
+	for rerr == nil {
+		_, rerr = or.Next()
+	}
+	if !errors.Is(rerr, ErrCorrupt) {
+		t.Fatalf("snappy block with a wrong checksum: %v", rerr)
 	}
 }
 

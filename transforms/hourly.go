@@ -313,7 +313,7 @@ func (fn *writeShardFn) ProcessElement(ctx context.Context, shard int, recs func
 	})
 	name := ShardName(fn.Type, fn.Version, time.UnixMilli(fn.HourMillis).UTC(), shard, fn.Shards)
 	var buf bytes.Buffer
-	w, err := record.NewOCFWriter(&buf, fn.schema.Encrypted().JSON, record.SyncMarker(name), record.CodecDeflate)
+	w, err := record.NewOCFWriter(&buf, fn.schema.Encrypted().JSON, record.SyncMarker(name), FileCodec)
 	if err != nil {
 		return err
 	}

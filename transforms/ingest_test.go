@@ -176,7 +176,7 @@ func readParts(t *testing.T, b blob.Bucket, dir string) []string {
 		if err != nil {
 			t.Fatalf("%s: goavro: %v", n, err)
 		}
-		if r.Codec().Schema() == "" || r.CompressionName() != goavro.CompressionDeflateLabel {
+		if r.Codec().Schema() == "" || r.CompressionName() != FileCodec {
 			t.Fatalf("%s: codec %q", n, r.CompressionName())
 		}
 		for r.Scan() {

@@ -13,7 +13,7 @@ import (
 
 // The raw area, as ingest writes it and hourly reads it:
 //
-//	raw/<type>/v<version>/<YYYY-MM-DD>/<HH>/part-<batch id>.avro   Avro OCF, deflate, the encrypted schema of type/version
+//	raw/<type>/v<version>/<YYYY-MM-DD>/<HH>/part-<batch id>.avro   Avro OCF (FileCodec: snappy), the encrypted schema of type/version
 //	raw/<type>/v<version>/<YYYY-MM-DD>/<HH>/_COMPLETE              CompleteMarker JSON, written once when the hour closes
 //	late/<type>/v<version>/<YYYY-MM-DD>/<HH>/part-<batch id>.avro  same format: events that arrived after their hour closed
 //	deadletter/<reason>/<YYYY-MM-DD>/<HH>/<batch id>.ndjson       one record.Rejection JSON per line (no plaintext)

@@ -420,6 +420,10 @@ func (fn *writeFn) anonymizeSlices(ctx context.Context, msgs []record.Message) (
 	return outs, nil
 }
 
+// FileCodec is the block codec of the raw and dataset files lockstream
+// writes (see record.CodecSnappy for the measurement behind it).
+const FileCodec = record.CodecSnappy
+
 // writeOCF writes one OCF file of pre-encoded records. A file of that name
 // that exists already was written by an earlier attempt of the same batch
 // (names carry the batch id; Create is atomic), so it counts as written.
@@ -431,7 +435,7 @@ func writeOCF(ctx context.Context, b blob.Bucket, name string, schemaJSON []byte
 	if err != nil {
 		return fmt.Errorf("transforms: create %s: %w", name, err)
 	}
-	ocf, err := record.NewOCFWriter(w, schemaJSON, record.SyncMarker(name), record.CodecDeflate)
+	ocf, err := record.NewOCFWriter(w, schemaJSON, record.SyncMarker(name), FileCodec)
 	if err != nil {
 		w.Abort()
 		return fmt.Errorf("transforms: %s: %w", name, err)

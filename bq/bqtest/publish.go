@@ -22,7 +22,7 @@ type Published struct {
 }
 
 // Publish anonymizes msgs and writes every (type, version, hour) of the
-// accepted ones as a published dataset hour — part-00000.avro (OCF, deflate),
+// accepted ones as a published dataset hour — part-00000.avro (OCF, snappy, as lockstream writes),
 // _MANIFEST.json and _SUCCESS — the way `hourly` lays it out. It is a test
 // stand-in for the hourly pipeline (no dedupe, no raw area); it fails if a
 // message is rejected.
@@ -53,7 +53,7 @@ func Publish(ctx context.Context, b blob.Bucket, reg *schemas.Registry, a *recor
 		dir := layout.DatasetDir(h.Type, h.Version, h.Hour)
 		const name = "part-00000.avro"
 		var buf bytes.Buffer
-		w, err := record.NewOCFWriter(&buf, s.Encrypted().JSON, record.SyncMarker(dir+name), record.CodecDeflate)
+		w, err := record.NewOCFWriter(&buf, s.Encrypted().JSON, record.SyncMarker(dir+name), record.CodecSnappy)
 		if err != nil {
 			return nil, err
 		}

@@ -25,9 +25,27 @@ func main() {
 	stop := startCPUProfile(os.Getenv("LOCKSTREAM_CPUPROFILE"))
 	err := newRootCmd().Execute()
 	stop()
+	writeAllocProfile(os.Getenv("LOCKSTREAM_MEMPROFILE"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "lockstream:", err)
 		os.Exit(exitCode(err))
+	}
+}
+
+// writeAllocProfile writes the allocations of the whole command to path
+// ($LOCKSTREAM_MEMPROFILE; `go tool pprof -sample_index=alloc_space`).
+// "" does nothing.
+func writeAllocProfile(path string) {
+	if path == "" {
+		return
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.Lookup("allocs").WriteTo(f, 0)
+		f.Close()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "lockstream: $LOCKSTREAM_MEMPROFILE:", err)
 	}
 }
 

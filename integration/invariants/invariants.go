@@ -281,8 +281,9 @@ func scanPlaintext(ctx context.Context, b blob.Bucket, names []string, in Input,
 }
 
 // avroContent returns the decompressed blocks of an Avro container file:
-// deflate hides plaintext from a scan of the stored bytes. ok is false for
-// an object that is not a readable container file (it is scanned as is).
+// compression (deflate, snappy) hides plaintext from a scan of the stored
+// bytes. ok is false for an object that is not a readable container file
+// (it is scanned as is).
 func avroContent(data []byte) (content []byte, ok bool) {
 	wholeBlock := func(block []byte) (int, error) { return len(block), nil }
 	r, err := record.NewOCFReader(bytes.NewReader(data), wholeBlock)
