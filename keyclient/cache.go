@@ -3,6 +3,7 @@ package keyclient
 import (
 	"container/list"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lockstream/lockstream/fieldcrypt"
@@ -34,6 +35,18 @@ type cacheEntry struct {
 	err     error // negative entries only
 	cats    []catEntry
 	expires time.Time // the latest expiry of the entry's parts
+	// answer memoizes the last answer built from this entry for one list of
+	// categories: a pipeline asks the same list batch after batch, and
+	// copying the keys for every user of every batch was most of the
+	// cache's cost. Answers are shared, read-only.
+	answer atomic.Pointer[cachedAnswer]
+}
+
+type cachedAnswer struct {
+	cats    []string
+	keys    []fieldcrypt.CategoryKey
+	revoked []string
+	until   time.Time // the earliest expiry of the categories it holds
 }
 
 type catEntry struct {

@@ -327,13 +327,21 @@ func (c *Client) fromCache(kind entryKind, id string, categories []string, dst *
 		return true
 	}
 	now := c.o.Now()
+	if a := e.answer.Load(); a != nil && now.Before(a.until) && slices.Equal(a.cats, categories) {
+		*dst = UserKeys{Subject: e.subject, Keys: a.keys, Revoked: a.revoked}
+		return true
+	}
 	n := 0
+	var until time.Time
 	for _, cat := range categories {
 		ce, live := e.cat(cat, now)
 		if !live {
 			return false
 		}
 		n += len(ce.keys)
+		if until.IsZero() || ce.expires.Before(until) {
+			until = ce.expires
+		}
 	}
 	r := UserKeys{Subject: e.subject}
 	if n > 0 {
@@ -347,6 +355,7 @@ func (c *Client) fromCache(kind entryKind, id string, categories []string, dst *
 			r.Keys = append(r.Keys, ce.keys...)
 		}
 	}
+	e.answer.Store(&cachedAnswer{cats: slices.Clone(categories), keys: r.Keys, revoked: r.Revoked, until: until})
 	*dst = r
 	return true
 }

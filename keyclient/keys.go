@@ -20,6 +20,9 @@ type Keys interface {
 }
 
 // UserKeys is the answer for one user (ForEncrypt) or subject (ForDecrypt).
+//
+// Keys and Revoked may be shared with the client's cache and with other
+// answers: read them, never modify them.
 type UserKeys struct {
 	UserID  string // the requested user id (ForEncrypt only; never sent back by the service)
 	Subject string // the user's opaque _subject
