@@ -512,7 +512,18 @@ func (s *Service) reopenKeychain(it Item, subject string, now time.Time) (*keych
 // loadKeychains returns the keychains of subjects, in order (nil for absent
 // rows), from the cache or the store.
 func (s *Service) loadKeychains(ctx context.Context, subjects []string, fresh bool) ([]*keychain, error) {
-	out := make([]*keychain, len(subjects))
+	return s.loadKeychainsInto(ctx, subjects, fresh, nil)
+}
+
+// loadKeychainsInto is loadKeychains answering in buf's array when it is
+// large enough.
+func (s *Service) loadKeychainsInto(ctx context.Context, subjects []string, fresh bool, buf []*keychain) ([]*keychain, error) {
+	out := buf[:0]
+	if cap(out) < len(subjects) {
+		out = make([]*keychain, len(subjects))
+	}
+	out = out[:len(subjects)]
+	clear(out)
 	var miss []string
 	var missAt map[string][]int // subject -> positions in out; only on a miss
 	now := s.now()
@@ -757,7 +768,15 @@ type userState struct {
 
 // userStates recycles the per-call state slices of byUser (cleared before
 // reuse: no keychain outlives its call through the pool).
-var userStates = sync.Pool{New: func() any { return new([]userState) }}
+var userStates = sync.Pool{New: func() any { return new(callScratch) }}
+
+// callScratch is the per-call state of byUser, reused across calls.
+type callScratch struct {
+	sts  []userState
+	at   []int32
+	subs []string
+	kcs  []*keychain
+}
 
 // idPositions maps user ids to their state in one byUser call; pooled
 // (cleared after use) so the warm path does not build a map per request.
@@ -829,17 +848,24 @@ func (s *Service) byUser(ctx context.Context, scope string, userIDs, categories 
 		return nil, err
 	}
 	// One state per distinct id; at[i] is the state of userIDs[i].
-	stp := userStates.Get().(*[]userState)
-	sts := (*stp)[:0]
+	sc := userStates.Get().(*callScratch)
+	sts := sc.sts[:0]
 	if cap(sts) < len(userIDs) {
 		sts = make([]userState, 0, len(userIDs))
 	}
+	at := sc.at[:0]
+	if cap(at) < len(userIDs) {
+		at = make([]int32, len(userIDs))
+	}
+	at = at[:len(userIDs)]
+	subs := sc.subs[:0]
 	defer func() {
 		clear(sts) // the rest of the array is still zero from earlier calls
-		*stp = sts[:0]
-		userStates.Put(stp)
+		clear(subs)
+		clear(sc.kcs[:cap(sc.kcs)])
+		sc.sts, sc.at, sc.subs, sc.kcs = sts[:0], at[:0], subs[:0], sc.kcs[:0]
+		userStates.Put(sc)
 	}()
-	at := make([]int32, len(userIDs))
 	pos := idPositions.Get().(map[string]int32)
 	for i, id := range userIDs {
 		j, ok := pos[id]
@@ -909,14 +935,14 @@ func (s *Service) byUser(ctx context.Context, scope string, userIDs, categories 
 			}
 		}
 	}
-	subs := make([]string, 0, len(sts))
 	for i := range sts {
 		if sts[i].subject != "" {
 			subs = append(subs, sts[i].subject)
 		}
 	}
 	if len(subs) > 0 {
-		kcs, err := s.loadKeychains(ctx, subs, false)
+		kcs, err := s.loadKeychainsInto(ctx, subs, false, sc.kcs)
+		sc.kcs = kcs
 		if err != nil {
 			return nil, err
 		}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -70,9 +71,10 @@ func newKeysExportBQCmd() *cobra.Command {
 
 type serveFlags struct {
 	listen, store, masterKeyFile, services, tlsCert, tlsKey, memcached, auditLog, afterDelete, debugListen string
+	gcPercent, memoryLimit                                                                                 string
 	categories                                                                                             []string
 	staleWindow, requestTimeout                                                                            time.Duration
-	maxConcurrent, maxBatch, gcPercent                                                                     int
+	maxConcurrent, maxBatch                                                                                int
 }
 
 // defaultServeGCPercent is the server's GC target (as GOGC). The server's
@@ -110,7 +112,8 @@ func newKeysServeCmd() *cobra.Command {
 	fl.StringVar(&f.afterDelete, "after-delete", "deny", "what get-or-create does for a deleted user: deny (report deleted, forever) | new-keychain")
 	fl.StringVar(&f.auditLog, "audit-log", "", "append the audit log (JSON lines) to this file; default stderr")
 	fl.StringVar(&f.debugListen, "debug-listen", "", "also serve Go's profiler (/debug/pprof/: CPU, heap, execution trace) on this address, e.g. 127.0.0.1:7401; keep it off public interfaces (profiles can hold key bytes)")
-	fl.IntVar(&f.gcPercent, "gc-percent", defaultServeGCPercent, "Go GC target percentage (as $GOGC, which wins when set and this flag is not): higher trades memory for throughput and tail latency")
+	fl.StringVar(&f.gcPercent, "gc-percent", strconv.Itoa(defaultServeGCPercent), "Go GC target percentage, or off (as $GOGC, which wins when set and this flag is not): higher trades memory for throughput and tail latency; off needs --memory-limit")
+	fl.StringVar(&f.memoryLimit, "memory-limit", "", "soft memory limit of the process, e.g. 1GiB (as $GOMEMLIMIT, which applies when this flag is not given): with --gc-percent off the GC runs only as the heap nears it (see keyservice/server/doc.go)")
 	return c
 }
 
@@ -124,12 +127,62 @@ func serveMasterKey(file string) (fieldcrypt.Secret, error) {
 	return fieldcrypt.Secret{}, fmt.Errorf("no master key: pass --master-key-file or set %s (create one with `lockstream keys init --keys local:DIR`)", local.MasterKeyEnv)
 }
 
-func runServe(cmd *cobra.Command, f serveFlags) error {
-	if f.gcPercent < 10 {
-		return fmt.Errorf("--gc-percent %d: want at least 10", f.gcPercent)
+// serveGC applies --gc-percent and --memory-limit ($GOGC and $GOMEMLIMIT
+// win while the flags are not given).
+func serveGC(cmd *cobra.Command, f serveFlags) error {
+	pct := -1
+	if f.gcPercent != "off" {
+		n, err := strconv.Atoi(f.gcPercent)
+		if err != nil || n < 10 {
+			return fmt.Errorf("--gc-percent %s: want off or at least 10", f.gcPercent)
+		}
+		pct = n
+	}
+	var limit int64 = -1
+	if f.memoryLimit != "" {
+		n, err := parseByteSize(f.memoryLimit)
+		if err != nil || n < 64<<20 {
+			return fmt.Errorf("--memory-limit %s: want a size of at least 64MiB, e.g. 1GiB", f.memoryLimit)
+		}
+		limit = n
+	}
+	_, envLimit := os.LookupEnv("GOMEMLIMIT")
+	if pct < 0 && limit < 0 && !envLimit {
+		return errors.New("--gc-percent off needs --memory-limit (or $GOMEMLIMIT): without a limit the heap would grow without bound")
+	}
+	if limit > 0 {
+		debug.SetMemoryLimit(limit)
 	}
 	if _, env := os.LookupEnv("GOGC"); !env || cmd.Flags().Changed("gc-percent") {
-		debug.SetGCPercent(f.gcPercent)
+		debug.SetGCPercent(pct)
+	}
+	return nil
+}
+
+// parseByteSize reads a size as $GOMEMLIMIT does: a number with an
+// optional B, KiB, MiB, GiB or TiB suffix.
+func parseByteSize(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}}
+	mult := int64(1)
+	for _, u := range units {
+		if rest, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, mult = rest, u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("size %q: want a number with an optional B, KiB, MiB, GiB or TiB suffix", s)
+	}
+	return n * mult, nil
+}
+
+func runServe(cmd *cobra.Command, f serveFlags) error {
+	if err := serveGC(cmd, f); err != nil {
+		return err
 	}
 	if f.store == "" {
 		return errors.New("--store is required (e.g. --store bolt:/var/lib/lockstream/keys)")

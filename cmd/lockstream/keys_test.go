@@ -219,8 +219,24 @@ func TestKeysExportBQIsBQExportKeys(t *testing.T) {
 
 func TestKeysServeGCPercent(t *testing.T) {
 	ctx := context.Background()
-	_, err := runCLI(t, ctx, "", "keys", "serve", "--gc-percent", "5", "--store", "memory:", "--services", "x.json")
-	if err == nil || !strings.Contains(err.Error(), "--gc-percent 5: want at least 10") {
-		t.Fatalf("got %v, want the --gc-percent error", err)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--gc-percent", "5"}, "--gc-percent 5: want off or at least 10"},
+		{[]string{"--gc-percent", "off"}, "--gc-percent off needs --memory-limit"},
+		{[]string{"--gc-percent", "off", "--memory-limit", "12"}, "--memory-limit 12: want a size of at least 64MiB"},
+		{[]string{"--memory-limit", "1GB"}, "--memory-limit 1GB: want a size"},
+	} {
+		args := append([]string{"keys", "serve", "--store", "memory:", "--services", "x.json"}, c.args...)
+		_, err := runCLI(t, ctx, "", args...)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Fatalf("%v: got %v, want %q", c.args, err, c.want)
+		}
+	}
+	for s, want := range map[string]int64{"1GiB": 1 << 30, "512MiB": 512 << 20, "4096": 4096, "2TiB": 2 << 40, "64KiB": 64 << 10} {
+		if n, err := parseByteSize(s); err != nil || n != want {
+			t.Fatalf("parseByteSize(%q) = %d, %v; want %d", s, n, err, want)
+		}
 	}
 }

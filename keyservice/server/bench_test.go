@@ -384,8 +384,8 @@ func (before runtimeStats) report(b *testing.B, elapsed time.Duration) {
 	if benchServerMode() == "process" {
 		where = "load generator (" + gen + ") in this process, `lockstream keys serve` in its own (runtime figures are this process's)"
 	}
-	b.Logf("shares the CPU: %s, GOMAXPROCS=%d on %d CPUs, GOGC=%q GOMEMLIMIT=%q; 1/5/15-min load average before this run: %s",
-		where, runtime.GOMAXPROCS(0), runtime.NumCPU(), os.Getenv("GOGC"), os.Getenv("GOMEMLIMIT"), strings.Join(strings.Fields(string(load))[:min(3, len(strings.Fields(string(load))))], " "))
+	b.Logf("shares the CPU: %s, GOMAXPROCS=%d on %d CPUs, GOGC=%q GOMEMLIMIT=%q, server flags %q; 1/5/15-min load average before this run: %s",
+		where, runtime.GOMAXPROCS(0), runtime.NumCPU(), os.Getenv("GOGC"), os.Getenv("GOMEMLIMIT"), os.Getenv("LOCKSTREAM_BENCH_SERVER_FLAGS"), strings.Join(strings.Fields(string(load))[:min(3, len(strings.Fields(string(load))))], " "))
 }
 
 // BenchmarkBatch100 measures batch-of-100 get-or-create lookups (2

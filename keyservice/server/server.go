@@ -107,6 +107,7 @@ func New(cfg Config) (*Server, error) {
 	mux := http.NewServeMux()
 	path, h := keysv1connect.NewKeyServiceHandler(&handler{s: s},
 		connect.WithInterceptors(s.interceptor()),
+		connect.WithCodec(batchCodec{}), // binary protobuf, batch requests decoded with few allocations
 		connect.WithReadMaxBytes(cfg.MaxRequestSize),
 		// Answers are mostly random key bytes: compressing them costs CPU
 		// (it was the largest cost in BenchmarkBatch100) and saves nothing.
