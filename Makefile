@@ -35,12 +35,10 @@ test-integration:
 
 ## bench: benchmarks that print numbers (never pass/fail on time).
 ## BENCH_EVENTS=1000000 gives the 1M-event end-to-end figure.
-## The key server's load benchmark runs twice: with keys serve's defaults,
-## and as keyservice/server/doc.go recommends for a dedicated host (GC paced
-## by a memory limit).
+## LOCKSTREAM_BENCH_SERVER_FLAGS passes flags to the key server the load
+## benchmark starts (e.g. "--gc-percent=1000").
 bench:
 	LOCKSTREAM_BENCH_EVENTS=$(BENCH_EVENTS) $(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./fieldcrypt ./schemas ./record ./keyservice/... ./keyclient/... ./pipelines
-	LOCKSTREAM_BENCH_SERVER_FLAGS="--gc-percent=off --memory-limit=1GiB" $(GO) test -run '^$$' -bench 'Batch100' -benchtime 20000x ./keyservice/server
 
 ## fuzz: bounded fuzzing of the payload decoder, the message-line parser and
 ## the key server's batch-request decoder.

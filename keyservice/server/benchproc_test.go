@@ -87,7 +87,7 @@ func startServerProcess(dir string) (url string, stop func(), err error) {
 	// run the benchmark itself under `taskset -c 1` to give generator and
 	// server a core each instead of both sharing both.
 	// LOCKSTREAM_BENCH_SERVER_FLAGS adds flags of keys serve, e.g.
-	// "--gc-percent=off --memory-limit=1GiB" (make bench runs both).
+	// "--gc-percent=1000".
 	args = append(args, strings.Fields(os.Getenv("LOCKSTREAM_BENCH_SERVER_FLAGS"))...)
 	// LOCKSTREAM_BENCH_SERVER_PPROF=127.0.0.1:7401 serves the server's
 	// profiler there (keys serve --debug-listen), to profile or trace it

@@ -64,32 +64,38 @@
 //   - the cache's reads take no lock (keyservice lru: a concurrent map and
 //     CLOCK eviction), so a reader preempted by the OS blocks nobody;
 //   - a key RPC's answer (the service's keys, then their protobuf messages)
-//     is built in buffers reused once the response is written (recycle.go):
-//     ~45 KB less garbage per batch of 100;
+//     is built in buffers reused once the response is written (recycle.go),
+//     and a batch request's ids are cut from one copy of the request
+//     (codec.go): ~45 KB less garbage per batch of 100, and ~100 fewer
+//     objects;
 //   - cached rows expire spread over the last fifth of the stale window, and
 //     a row read again unchanged reuses its opened keys, so refreshes do
 //     not come in bursts (they did: p99 31 ms at 500 RPC/s).
 //
 // The live heap is dominated by the keychain cache (keyservice
-// Options.CacheSize). Give the process a memory budget rather than rely on
-// GOGC=100: `keys serve --gc-percent` defaults to 400 (a heap up to 5x the
-// live one); in a container set GOMEMLIMIT to about 70–80% of its memory,
-// and watch go_gc_duration_seconds and go_memstats_heap_inuse_bytes on
-// /metrics. `keys serve --debug-listen 127.0.0.1:PORT` serves Go's profiler
-// (CPU, heap, allocations, execution trace) for this kind of work.
+// Options.CacheSize). `keys serve --gc-percent` defaults to 400 (a heap up
+// to 5x the live one); `--gc-percent off --memory-limit 2GiB` paces the GC
+// by a memory budget instead (as GOGC=off GOMEMLIMIT=2GiB), for a
+// container of known size. Watch go_gc_duration_seconds and
+// go_memstats_heap_inuse_bytes on /metrics. `keys serve --debug-listen
+// 127.0.0.1:PORT` serves Go's profiler (CPU, heap, allocations, execution
+// trace) for this kind of work.
 //
 // Measured with BenchmarkBatch100 (the server as its own `lockstream keys
 // serve` process on a bolt store, our load generator in the benchmark
-// process, both on the same 2 cores): before the three changes above, at
-// 50% of max load the server collected every ~3 s with a mark of ~150 ms,
-// and the generator saw p99 46–165 ms (60 ms with GC off it was 5.8 ms);
-// after them the server answers 99.9–100% of RPCs within 5 ms by its own
-// histogram (server-le5ms-%), also at full load, and the generator's
-// end-to-end p99 is 4–8 ms: what is left is mostly the OS sharing two
-// cores between two processes, and the GC cycle every few seconds. The
-// benchmark reports the cores each side kept busy and the server's GC rate
-// next to the latencies; LOCKSTREAM_BENCH_SERVER_CPUS=0 with the benchmark
-// under `taskset -c 1` gives each its own core.
+// process, both on the same 2 cores). Before the changes above, at 50% of
+// max load the server collected every ~3 s with a ~150 ms mark, and the
+// generator saw p99 46–165 ms (5.8 ms with the GC off). After them the
+// server answers 99.96–100% of RPCs within 5 ms by its own histogram
+// (server-le5ms-%), at full load too, and collects every 2–3 s with a mark
+// of 10–40 ms over a ~35 MB heap. The generator's end-to-end p99 at 50%
+// still ranges from 3 to 20 ms from run to run (median ~7 ms), with
+// --gc-percent 1000 as with 400: what is left is the OS sharing two cores
+// between the two processes (and the GC cycle that lands in the window).
+// The benchmark reports the cores each side kept busy and the server's GC
+// rate next to the latencies; LOCKSTREAM_BENCH_SERVER_CPUS=0 with the
+// benchmark under `taskset -c 1` gives each its own core, and
+// LOCKSTREAM_BENCH_SERVER_FLAGS passes flags to the server.
 //
 // # Guarantees
 //
