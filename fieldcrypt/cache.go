@@ -127,7 +127,10 @@ func (c *Cache) Cipher(k CategoryKey) (*Cipher, error) {
 
 // remember fills k's slot with e's cipher (c.mu held).
 func (c *Cache) remember(e *cacheEntry, k CategoryKey) {
-	if k.memo == nil || k.memo.p.Load() != nil && k.memo.p.Load().cipher == e.cipher {
+	if k.memo == nil {
+		return
+	}
+	if m := k.memo.p.Load(); m != nil && m.cipher == e.cipher {
 		return
 	}
 	if len(e.memos) == maxMemosPerCipher {

@@ -518,11 +518,7 @@ func (s *Service) loadKeychains(ctx context.Context, subjects []string, fresh bo
 // loadKeychainsInto is loadKeychains answering in buf's array when it is
 // large enough.
 func (s *Service) loadKeychainsInto(ctx context.Context, subjects []string, fresh bool, buf []*keychain) ([]*keychain, error) {
-	out := buf[:0]
-	if cap(out) < len(subjects) {
-		out = make([]*keychain, len(subjects))
-	}
-	out = out[:len(subjects)]
+	out := slices.Grow(buf[:0], len(subjects))[:len(subjects)]
 	clear(out)
 	var miss []string
 	var missAt map[string][]int // subject -> positions in out; only on a miss
@@ -788,7 +784,9 @@ var idPositions = sync.Pool{New: func() any { return make(map[string]int32) }}
 // per category and version win; losers adopt them), and a created user is
 // readable at once by every Service on the same store.
 func (s *Service) GetOrCreate(ctx context.Context, scope string, userIDs, categories []string) ([]UserKeys, error) {
-	return s.byUser(ctx, scope, userIDs, categories, true, &Answer{})
+	var a Answer
+	err := s.byUser(ctx, scope, userIDs, categories, true, &a)
+	return a.Users, err
 }
 
 // GetOrCreateInto is GetOrCreate answering in a's buffers, which a server
@@ -796,14 +794,12 @@ func (s *Service) GetOrCreate(ctx context.Context, scope string, userIDs, catego
 // allocates no result per request. a.Users is the answer; it and the keys
 // it holds are valid until a is reset or used again.
 func (s *Service) GetOrCreateInto(ctx context.Context, scope string, userIDs, categories []string, a *Answer) error {
-	_, err := s.byUser(ctx, scope, userIDs, categories, true, a)
-	return err
+	return s.byUser(ctx, scope, userIDs, categories, true, a)
 }
 
 // GetByUserInto is GetByUser answering in a's buffers (see GetOrCreateInto).
 func (s *Service) GetByUserInto(ctx context.Context, scope string, userIDs, categories []string, a *Answer) error {
-	_, err := s.byUser(ctx, scope, userIDs, categories, false, a)
-	return err
+	return s.byUser(ctx, scope, userIDs, categories, false, a)
 }
 
 // Answer holds the result of a batch lookup in buffers that can be reused
@@ -824,40 +820,36 @@ func (a *Answer) Reset() {
 // is reported as ErrUnknownUser. (Root keys of a rotated category are still
 // created lazily for existing users.)
 func (s *Service) GetByUser(ctx context.Context, scope string, userIDs, categories []string) ([]UserKeys, error) {
-	return s.byUser(ctx, scope, userIDs, categories, false, &Answer{})
+	var a Answer
+	err := s.byUser(ctx, scope, userIDs, categories, false, &a)
+	return a.Users, err
 }
 
-func (s *Service) byUser(ctx context.Context, scope string, userIDs, categories []string, create bool, a *Answer) ([]UserKeys, error) {
+// byUser answers in a.Users (set only on success).
+func (s *Service) byUser(ctx context.Context, scope string, userIDs, categories []string, create bool, a *Answer) error {
 	if err := validScope(scope); err != nil {
-		return nil, err
+		return err
 	}
 	if err := s.checkBatch(len(userIDs)); err != nil {
-		return nil, err
+		return err
 	}
 	cats, err := s.checkCategories(categories)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	for i, id := range userIDs {
 		if err := s.checkUserID(i, id); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	pol, err := s.policies(ctx)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	// One state per distinct id; at[i] is the state of userIDs[i].
 	sc := userStates.Get().(*callScratch)
-	sts := sc.sts[:0]
-	if cap(sts) < len(userIDs) {
-		sts = make([]userState, 0, len(userIDs))
-	}
-	at := sc.at[:0]
-	if cap(at) < len(userIDs) {
-		at = make([]int32, len(userIDs))
-	}
-	at = at[:len(userIDs)]
+	sts := slices.Grow(sc.sts[:0], len(userIDs))
+	at := slices.Grow(sc.at[:0], len(userIDs))[:len(userIDs)]
 	subs := sc.subs[:0]
 	defer func() {
 		clear(sts) // the rest of the array is still zero from earlier calls
@@ -893,7 +885,7 @@ func (s *Service) byUser(ctx context.Context, scope string, userIDs, categories 
 	if len(miss) > 0 {
 		items, err := s.store.Get(ctx, miss)
 		if err != nil {
-			return nil, storeErr("read user index", err)
+			return storeErr("read user index", err)
 		}
 		byHash := make(map[string]Item, len(items))
 		for _, it := range items {
@@ -919,7 +911,7 @@ func (s *Service) byUser(ctx context.Context, scope string, userIDs, categories 
 			default:
 				var ir indexRow
 				if err := decodeRow(it, &ir); err != nil {
-					return nil, err
+					return err
 				}
 				if ir.Deleted != nil {
 					s.dropShredded(st.hash, now)
@@ -944,7 +936,7 @@ func (s *Service) byUser(ctx context.Context, scope string, userIDs, categories 
 		kcs, err := s.loadKeychainsInto(ctx, subs, false, sc.kcs)
 		sc.kcs = kcs
 		if err != nil {
-			return nil, err
+			return err
 		}
 		for i := range sts {
 			st := &sts[i]
@@ -1000,7 +992,7 @@ func (s *Service) byUser(ctx context.Context, scope string, userIDs, categories 
 	}
 	if g != nil {
 		if err := g.Wait(); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	// Position and current version of each category, once per call.
@@ -1011,21 +1003,14 @@ func (s *Service) byUser(ctx context.Context, scope string, userIDs, categories 
 	}
 	// One backing array for every key of the answer (a's, when large
 	// enough: a reused Answer allocates nothing here).
-	keys := a.keys[:0]
-	if n := len(sts) * len(cats); cap(keys) < n {
-		keys = make([]fieldcrypt.CategoryKey, 0, n)
-	}
-	out := a.Users[:0]
-	if cap(out) < len(userIDs) {
-		out = make([]UserKeys, len(userIDs))
-	}
-	out = out[:len(userIDs)]
+	keys := slices.Grow(a.keys[:0], len(sts)*len(cats))
+	out := slices.Grow(a.Users[:0], len(userIDs))[:len(userIDs)]
 	for i, id := range userIDs {
 		st := &sts[at[i]]
 		if !st.answered {
 			st.answer, err = s.currentKeys(scope, st, cats, ci, cur, &keys)
 			if err != nil {
-				return nil, err
+				return err
 			}
 			st.answered = true
 			out[i] = st.answer
@@ -1037,7 +1022,7 @@ func (s *Service) byUser(ctx context.Context, scope string, userIDs, categories 
 		out[i].UserID = id
 	}
 	a.Users, a.keys = out, keys
-	return out, nil
+	return nil
 }
 
 // currentKeys answers st with the current version of each category,

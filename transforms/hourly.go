@@ -372,8 +372,8 @@ func (fn *writeShardFn) ProcessElement(ctx context.Context, shard int, recs func
 		if rerr != nil {
 			return rerr
 		}
-		if sha256.Sum256(old) != sha256.Sum256(buf.Bytes()) {
-			return fmt.Errorf("transforms.Publish: %s exists with other content (sha256 %s)", name, hex.EncodeToString(sum(old)))
+		if oldSum := hex.EncodeToString(sum(old)); oldSum != st.SHA256 {
+			return fmt.Errorf("transforms.Publish: %s exists with other content (sha256 %s)", name, oldSum)
 		}
 	}
 	rememberWritten(fn.bucket.Root(), name, st.SHA256, kept)
@@ -385,60 +385,99 @@ func (fn *writeShardFn) ProcessElement(ctx context.Context, shard int, recs func
 // by root, name and checksum: the next hour's lookback (in the same
 // process, as on prism) takes them from here instead of reading and
 // inflating the previous hour's files again. Only a file whose manifest
-// names the very checksum it was written with is found here.
-var writtenIDs struct {
-	mu    sync.Mutex
-	m     map[string][]string
-	order []string
+// names the very checksum it was written with is found here. It keeps the
+// files of a few hours of every (type, version).
+var writtenIDs = newRecent[[]string](256)
+
+// lookbackCache holds, per file set, the lookback id sets split by shard:
+// a long-running process (hourly --watch) publishes hour after hour, so it
+// keeps the latest few only, enough for every (type, version) of one
+// hour's job and the next.
+var lookbackCache = newRecent[*lookbackEntry](64)
+
+type lookbackEntry struct {
+	once sync.Once
+	ids  []map[string]bool
+	err  error
 }
 
-// maxWrittenFiles bounds writtenIDs: the files of a few hours of every
-// (type, version).
-const maxWrittenFiles = 256
+// recent is a map that keeps the latest max keys put in it; safe for
+// concurrent use.
+type recent[V any] struct {
+	mu    sync.Mutex
+	max   int
+	m     map[string]V
+	order []string // insertion order, for eviction
+}
+
+func newRecent[V any](max int) *recent[V] { return &recent[V]{max: max, m: map[string]V{}} }
+
+func (r *recent[V]) get(k string) (V, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	v, ok := r.m[k]
+	return v, ok
+}
+
+// put sets k to v.
+func (r *recent[V]) put(k string, v V) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.putLocked(k, v)
+}
+
+// getOrPut returns k's value, first setting it to mk() if absent.
+func (r *recent[V]) getOrPut(k string, mk func() V) V {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	v, ok := r.m[k]
+	if !ok {
+		v = mk()
+		r.putLocked(k, v)
+	}
+	return v
+}
+
+func (r *recent[V]) putLocked(k string, v V) {
+	if _, ok := r.m[k]; !ok {
+		r.order = append(r.order, k)
+		if len(r.order) > r.max {
+			delete(r.m, r.order[0])
+			r.order = r.order[1:]
+		}
+	}
+	r.m[k] = v
+}
+
+func (r *recent[V]) clear() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.m, r.order = map[string]V{}, nil
+}
 
 // DropProcessCaches empties this process's caches of dataset event ids
 // (writtenIDs and the lookback sets): the next publication reads its
 // lookback hours from storage. For tests, and for a long-running process
 // that wants the memory back.
 func DropProcessCaches() {
-	writtenIDs.mu.Lock()
-	writtenIDs.m, writtenIDs.order = nil, nil
-	writtenIDs.mu.Unlock()
-	lookbackCache.mu.Lock()
-	lookbackCache.m, lookbackCache.order = nil, nil
-	lookbackCache.mu.Unlock()
+	writtenIDs.clear()
+	lookbackCache.clear()
 }
+
+func sum(b []byte) []byte { s := sha256.Sum256(b); return s[:] }
 
 func writtenKey(root, name, sha string) string { return root + "\x00" + name + "\x00" + sha }
 
 func rememberWritten(root, name, sha string, ids []string) {
-	k := writtenKey(root, name, sha)
-	writtenIDs.mu.Lock()
-	defer writtenIDs.mu.Unlock()
-	if writtenIDs.m == nil {
-		writtenIDs.m = map[string][]string{}
-	}
-	if _, ok := writtenIDs.m[k]; !ok {
-		writtenIDs.order = append(writtenIDs.order, k)
-		if len(writtenIDs.order) > maxWrittenFiles {
-			delete(writtenIDs.m, writtenIDs.order[0])
-			writtenIDs.order = writtenIDs.order[1:]
-		}
-	}
-	writtenIDs.m[k] = ids
+	writtenIDs.put(writtenKey(root, name, sha), ids)
 }
 
 func writtenFile(root, name, sha string) ([]string, bool) {
 	if sha == "" {
 		return nil, false
 	}
-	writtenIDs.mu.Lock()
-	defer writtenIDs.mu.Unlock()
-	ids, ok := writtenIDs.m[writtenKey(root, name, sha)]
-	return ids, ok
+	return writtenIDs.get(writtenKey(root, name, sha))
 }
-
-func sum(b []byte) []byte { s := sha256.Sum256(b); return s[:] }
 
 // lookbackIDs loads, once per process and file set, the event ids of the
 // lookback dataset files, split by shard: from writtenIDs for the files
@@ -446,23 +485,7 @@ func sum(b []byte) []byte { s := sha256.Sum256(b); return s[:] }
 // else by reading them.
 func lookbackIDs(ctx context.Context, b blob.Bucket, eventType string, version int, files, shas []string, shards int) ([]map[string]bool, error) {
 	key := fmt.Sprint(b.Root(), eventType, version, shards, files, shas)
-	lookbackCache.mu.Lock()
-	e, ok := lookbackCache.m[key]
-	if !ok {
-		e = &lookbackEntry{}
-		if lookbackCache.m == nil {
-			lookbackCache.m = map[string]*lookbackEntry{}
-		}
-		lookbackCache.m[key] = e
-		// A long-running process (hourly --watch) publishes hour after
-		// hour: keep the id sets of the latest few only.
-		lookbackCache.order = append(lookbackCache.order, key)
-		if len(lookbackCache.order) > maxLookbackSets {
-			delete(lookbackCache.m, lookbackCache.order[0])
-			lookbackCache.order = lookbackCache.order[1:]
-		}
-	}
-	lookbackCache.mu.Unlock()
+	e := lookbackCache.getOrPut(key, func() *lookbackEntry { return &lookbackEntry{} })
 	e.once.Do(func() {
 		e.ids = make([]map[string]bool, shards)
 		for i := range e.ids {
@@ -489,22 +512,6 @@ func lookbackIDs(ctx context.Context, b blob.Bucket, eventType string, version i
 		})
 	})
 	return e.ids, e.err
-}
-
-// maxLookbackSets bounds the lookback id sets kept per process: enough for
-// every (type, version) of one hour's job and the next.
-const maxLookbackSets = 64
-
-var lookbackCache struct {
-	mu    sync.Mutex
-	m     map[string]*lookbackEntry
-	order []string // insertion order, for eviction
-}
-
-type lookbackEntry struct {
-	once sync.Once
-	ids  []map[string]bool
-	err  error
 }
 
 // ReadDatasetRecords calls fn for every record of the given OCF files of

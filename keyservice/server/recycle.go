@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"net/http"
+	"slices"
 	"sync"
 
 	"github.com/lockstream/lockstream/keyservice"
@@ -34,13 +35,8 @@ var answerPool = sync.Pool{New: func() any { return new(answerBuf) }}
 
 // sized returns the buffers for an answer of n users holding k keys.
 func (b *answerBuf) sized(n, k int) (out []*keysv1.UserKeys, users []keysv1.UserKeys, keys []keysv1.Key, ptrs []*keysv1.Key) {
-	if cap(b.out) < n {
-		b.out, b.users = make([]*keysv1.UserKeys, n), make([]keysv1.UserKeys, n)
-	}
-	if cap(b.keys) < k {
-		b.keys, b.ptrs = make([]keysv1.Key, k), make([]*keysv1.Key, k)
-	}
-	b.out, b.users, b.keys, b.ptrs = b.out[:n], b.users[:n], b.keys[:k], b.ptrs[:k]
+	b.out, b.users = slices.Grow(b.out[:0], n)[:n], slices.Grow(b.users[:0], n)[:n]
+	b.keys, b.ptrs = slices.Grow(b.keys[:0], k)[:k], slices.Grow(b.ptrs[:0], k)[:k]
 	return b.out, b.users, b.keys, b.ptrs
 }
 
