@@ -2,6 +2,7 @@ package keyservice
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"sync"
 	"sync/atomic"
@@ -11,16 +12,20 @@ import (
 // lru is the service's in-process cache of rows (user index entries,
 // keychains, the policies) with per-entry expiry; safe for concurrent use.
 //
-// Reads take no lock: the index is a sync.Map (a concurrent hash trie),
-// and a hit only sets the entry's reference bit. Eviction is CLOCK (second
-// chance), an approximation of least-recently-used: when more than cap
-// entries are held, a hand sweeps the ring of entries, clearing reference
-// bits, and evicts the first entry it finds without one. Puts, deletes and
-// evictions share one mutex; gets never touch it. (The LRU list this
-// replaced took a lock and moved list elements on every lookup, 200 per
-// batch RPC: under load on 2 cores, a lock holder preempted by the OS
-// stalled every request, which was most of the load bench's scheduling
-// delay.)
+// The index is split into lruShards Go maps, each behind a read-write
+// mutex: a read holds its shard's read lock for one map lookup, and a hit
+// only sets the entry's reference bit, so readers never wait for each
+// other, and a reader preempted by the OS delays only a writer of the same
+// shard. Eviction is CLOCK (second chance), an approximation of
+// least-recently-used: when more than cap entries are held, a hand sweeps
+// the ring of entries, clearing reference bits, and evicts the first entry
+// it finds without one. Puts, deletes and evictions share one mutex; gets
+// never touch it. (The LRU list this replaced took a lock and moved list
+// elements on every lookup, 200 per batch RPC: under load on 2 cores, a
+// lock holder preempted by the OS stalled every request. The sync.Map that
+// replaced it next took ~300 ns a lookup, walking its hash trie and
+// comparing keys through interfaces: a third of the server's CPU in the
+// load bench at 50% load.)
 //
 // An expired entry is never returned by get; it stays (counted in the
 // capacity) until put replaces it, del removes it or it is evicted, so that
@@ -28,13 +33,64 @@ import (
 type lru struct {
 	hits, misses atomic.Uint64 // get answers (an expired entry is a miss)
 
-	cap   int
-	items sync.Map // ckey -> *lruEntry
+	cap    int
+	shards [lruShards]lruShard
 
-	mu   sync.Mutex // guards the fields below
+	mu   sync.Mutex // guards the fields below (taken before a shard's)
 	ring []*lruEntry
 	hand int
-	live int // entries in items
+	live int // entries in the index
+}
+
+// lruShards is the number of index shards (a power of two).
+const lruShards = 64
+
+type lruShard struct {
+	mu sync.RWMutex
+	m  map[ckey]*lruEntry
+	_  [64 - 8 - 24]byte // a cache line each: shards read on both cores do not share one
+}
+
+// shard is key's index shard. User and long-subject ids are hashes, and
+// subjects random: the id's first bytes spread keys well, mixed with the
+// kind and the next bytes in case some are not.
+func (c *lru) shard(key ckey) *lruShard {
+	h := binary.LittleEndian.Uint64(key.id[:8]) ^ binary.LittleEndian.Uint64(key.id[8:16]) ^ uint64(key.kind)
+	h *= 0x9E3779B97F4A7C15
+	return &c.shards[h>>(64-6)]
+}
+
+func (c *lru) load(key ckey) (*lruEntry, bool) {
+	sh := c.shard(key)
+	sh.mu.RLock()
+	e, ok := sh.m[key]
+	sh.mu.RUnlock()
+	return e, ok
+}
+
+// store and remove change the index (c.mu held).
+func (c *lru) store(key ckey, e *lruEntry) {
+	sh := c.shard(key)
+	sh.mu.Lock()
+	if sh.m == nil {
+		sh.m = map[ckey]*lruEntry{}
+	}
+	sh.m[key] = e
+	sh.mu.Unlock()
+}
+
+// remove deletes key from the index if it maps to e (any entry if e is nil)
+// and reports whether it did.
+func (c *lru) remove(key ckey, e *lruEntry) (*lruEntry, bool) {
+	sh := c.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	old, ok := sh.m[key]
+	if !ok || e != nil && old != e {
+		return nil, false
+	}
+	delete(sh.m, key)
+	return old, true
 }
 
 // ckey names a cache entry. It is a fixed-size value, not a string: the
@@ -81,7 +137,7 @@ type lruEntry struct {
 	key  ckey
 	v    atomic.Pointer[lruValue]
 	ref  atomic.Bool // read since the hand last passed
-	gone atomic.Bool // deleted or evicted: no longer in items (the hand drops it from the ring)
+	gone atomic.Bool // deleted or evicted: no longer in the index (the hand drops it from the ring)
 }
 
 type lruValue struct {
@@ -100,12 +156,11 @@ func (c *lru) get(key ckey, now time.Time) (any, bool) {
 	if c == nil {
 		return nil, false
 	}
-	x, ok := c.items.Load(key)
+	e, ok := c.load(key)
 	if !ok {
 		c.misses.Add(1)
 		return nil, false
 	}
-	e := x.(*lruEntry)
 	v := e.v.Load()
 	if !now.Before(v.expires) {
 		c.misses.Add(1)
@@ -125,8 +180,8 @@ func (c *lru) expired(key ckey, now time.Time) (any, bool) {
 	if c == nil {
 		return nil, false
 	}
-	if x, ok := c.items.Load(key); ok {
-		if v := x.(*lruEntry).v.Load(); !now.Before(v.expires) {
+	if e, ok := c.load(key); ok {
+		if v := e.v.Load(); !now.Before(v.expires) {
 			return v.val, true
 		}
 	}
@@ -140,15 +195,14 @@ func (c *lru) put(key ckey, val any, expires time.Time) {
 	nv := &lruValue{val: val, expires: expires}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if x, ok := c.items.Load(key); ok {
-		e := x.(*lruEntry)
+	if e, ok := c.load(key); ok {
 		e.v.Store(nv)
 		e.ref.Store(true)
 		return
 	}
 	e := &lruEntry{key: key}
 	e.v.Store(nv)
-	c.items.Store(key, e)
+	c.store(key, e)
 	c.ring = append(c.ring, e)
 	c.live++
 	for c.live > c.cap {
@@ -162,8 +216,8 @@ func (c *lru) del(key ckey) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if x, ok := c.items.LoadAndDelete(key); ok {
-		x.(*lruEntry).gone.Store(true)
+	if e, ok := c.remove(key, nil); ok {
+		e.gone.Store(true)
 		c.live--
 		if len(c.ring) > 2*c.live+64 {
 			c.compact()
@@ -186,7 +240,7 @@ func (c *lru) evictOne() {
 			e.ref.Store(false)
 			c.hand++
 		default:
-			c.items.CompareAndDelete(e.key, e)
+			c.remove(e.key, e)
 			e.gone.Store(true)
 			c.live--
 			c.removeAtHand()

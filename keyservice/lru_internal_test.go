@@ -1,8 +1,11 @@
 package keyservice
 
 import (
+	"crypto/sha256"
 	"fmt"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -132,4 +135,28 @@ func TestLRUConcurrent(t *testing.T) {
 	if held != c.len() {
 		t.Fatalf("%d keys answer, len says %d", held, c.len())
 	}
+}
+
+// BenchmarkLRUGet reads a cache of 20k entries (the load bench's 10k users
+// and their keychains) from every core.
+func BenchmarkLRUGet(b *testing.B) {
+	const n = 20_000
+	c := newLRU(n)
+	now := time.Now()
+	keys := make([]ckey, n)
+	for i := range keys {
+		keys[i] = userKey(sha256.Sum256([]byte(strconv.Itoa(i))))
+		c.put(keys[i], i, now.Add(time.Hour))
+	}
+	var seq atomic.Int64
+	b.RunParallel(func(pb *testing.PB) {
+		i := int(seq.Add(7919))
+		for pb.Next() {
+			if _, ok := c.get(keys[i%n], now); !ok {
+				b.Error("miss")
+				return
+			}
+			i += 7919
+		}
+	})
 }

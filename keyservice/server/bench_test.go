@@ -50,6 +50,7 @@ type benchEnv struct {
 	client keysv1connect.KeyServiceClient
 	http   *http.Client
 	gen    string // generator of the running sub-benchmark; "" = benchGenerator()
+	raw    *rawGen
 	users  []string
 }
 
@@ -88,7 +89,7 @@ func getBenchEnv(b *testing.B) *benchEnv {
 			}
 			url = httptest.NewServer(s.Handler()).URL // lives for the whole benchmark process
 		}
-		e := &benchEnv{url: url, http: keyclient.DefaultHTTPClient()}
+		e := &benchEnv{url: url, http: keyclient.DefaultHTTPClient(), raw: newRawGen(url, 256)}
 		e.client = keysv1connect.NewKeyServiceClient(e.http, url, connect.WithInterceptors(bearer(secretWide)))
 		for i := range benchUsers {
 			e.users = append(e.users, fmt.Sprintf("bench-user-%06d", i))
@@ -119,22 +120,36 @@ func (e *benchEnv) batch(i, n int) []string {
 // call makes one batch lookup of users (e.batch) with the generator e.gen
 // ("" is benchGenerator's).
 func (e *benchEnv) call(ctx context.Context, users []string) error {
-	if e.gen == "wire" || e.gen == "" && benchGenerator() == "wire" {
+	gen := e.gen
+	if gen == "" {
+		gen = benchGenerator()
+	}
+	switch gen {
+	case "raw":
+		return e.raw.call(users)
+	case "wire":
 		return e.wireCall(ctx, users)
 	}
 	return e.connectCall(ctx, users)
 }
 
-// benchGenerator is how the load generator makes its calls:
-// LOCKSTREAM_BENCH_CLIENT=connect uses the generated Connect client (it
-// marshals every request and unmarshals every response: as much CPU as the
-// server's own work, on the same 2 cores); the default "wire" sends
-// request bodies encoded once and reads each response whole without
-// decoding it (every 64th is decoded and checked), as a load generator
-// like wrk does, so the cores go to the server being measured.
+// benchGenerator is how the load generator makes its calls
+// (LOCKSTREAM_BENCH_CLIENT):
+//   - "wire" (default): request bodies encoded once, sent through Go's
+//     http.Client (a write and a read goroutine per connection), each
+//     response read whole without decoding it (every 64th is decoded and
+//     checked), as a load generator like wrk does;
+//   - "raw": the same encoded requests written and read on the generator's
+//     own HTTP/1.1 connections by the calling goroutine (loadgen_test.go):
+//     ~75 µs of generator CPU per call at 50% load instead of ~130, so the
+//     server gets more of the 2 cores and max load is higher (and 50% of
+//     it too);
+//   - "connect": the generated Connect client, which also marshals every
+//     request and unmarshals every response.
 func benchGenerator() string {
-	if os.Getenv("LOCKSTREAM_BENCH_CLIENT") == "connect" {
-		return "connect"
+	switch g := os.Getenv("LOCKSTREAM_BENCH_CLIENT"); g {
+	case "raw", "connect":
+		return g
 	}
 	return "wire"
 }
@@ -268,6 +283,11 @@ func openLoop(b *testing.B, rate float64, batch, maxInFlight int, e *benchEnv) (
 			sent := time.Now()
 			err := e.call(context.Background(), e.batch(i, batch))
 			d, s := time.Since(due), time.Since(sent)
+			if latLog != nil {
+				latLogMu.Lock()
+				fmt.Fprintf(latLog, "%d %d\n", due.UnixMicro(), d.Microseconds())
+				latLogMu.Unlock()
+			}
 			if err == nil {
 				mu.Lock()
 				lat, svc = append(lat, d), append(svc, s)
@@ -280,6 +300,23 @@ func openLoop(b *testing.B, rate float64, batch, maxInFlight int, e *benchEnv) (
 	b.StopTimer()
 	return float64(len(lat)) / el.Seconds(), lat, svc, drop.Load()
 }
+
+// LOCKSTREAM_BENCH_LATENCY_LOG=FILE writes a line per open-loop call: its
+// due time (Unix µs) and its latency from then (µs), to line slow calls up
+// with the server's GC cycles (GODEBUG=gctrace=1 is passed on to it) or
+// anything else periodic.
+var latLog = func() *os.File {
+	p := os.Getenv("LOCKSTREAM_BENCH_LATENCY_LOG")
+	if p == "" {
+		return nil
+	}
+	f, err := os.Create(p)
+	if err != nil {
+		panic(err)
+	}
+	return f
+}()
+var latLogMu sync.Mutex
 
 // runtimeStats reads what shares the CPU with the measured calls.
 type runtimeStats struct {

@@ -51,11 +51,17 @@ func benchServerMode() string {
 // a loopback port over a bolt store in dir, with the test services. It
 // returns the server's URL and a stop function.
 func startServerProcess(dir string) (url string, stop func(), err error) {
-	bin := filepath.Join(dir, "lockstream")
-	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	build := exec.Command(gobin, "build", "-o", bin, "github.com/lockstream/lockstream/cmd/lockstream")
-	if out, err := build.CombinedOutput(); err != nil {
-		return "", nil, fmt.Errorf("building lockstream: %v\n%s", err, out)
+	// LOCKSTREAM_BENCH_SERVER_BIN runs that lockstream binary instead of
+	// building this tree's, to compare two builds of the server under the
+	// same generator.
+	bin := os.Getenv("LOCKSTREAM_BENCH_SERVER_BIN")
+	if bin == "" {
+		bin = filepath.Join(dir, "lockstream")
+		gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
+		build := exec.Command(gobin, "build", "-o", bin, "github.com/lockstream/lockstream/cmd/lockstream")
+		if out, err := build.CombinedOutput(); err != nil {
+			return "", nil, fmt.Errorf("building lockstream: %v\n%s", err, out)
+		}
 	}
 	mk := make([]byte, 32)
 	if _, err := rand.Read(mk); err != nil {
@@ -152,7 +158,7 @@ func serverHistogram(url string) (map[string]float64, error) {
 	out["at"] = float64(time.Now().UnixNano()) / 1e9
 	for _, line := range strings.Split(string(body), "\n") {
 		// The server process's GC cycles and CPU (Go and process collectors).
-		for _, name := range []string{"go_gc_duration_seconds_count", "process_cpu_seconds_total"} {
+		for _, name := range []string{"go_gc_duration_seconds_count", "process_cpu_seconds_total", "go_gc_scan_total_bytes"} {
 			if v, ok := strings.CutPrefix(line, name+" "); ok {
 				if n, err := strconv.ParseFloat(v, 64); err == nil {
 					out[name] = n
@@ -194,6 +200,11 @@ func reportServerShare(b *testing.B, url string, before map[string]float64) {
 	if el := after["at"] - before["at"]; el > 0 {
 		if n, ok := after["go_gc_duration_seconds_count"]; ok {
 			b.ReportMetric((n-before["go_gc_duration_seconds_count"])/el, "server-gc/s")
+		}
+		// The memory the server's GC must scan (heap, stacks, globals), as
+		// of its last cycle: what one cycle costs the tail.
+		if n, ok := after["go_gc_scan_total_bytes"]; ok {
+			b.ReportMetric(n/1e6, "server-gc-scan-MB")
 		}
 		if c, ok := after["process_cpu_seconds_total"]; ok && benchServerMode() == "process" {
 			b.ReportMetric((c-before["process_cpu_seconds_total"])/el, "server-cores")
