@@ -2,6 +2,7 @@ package transforms
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -11,7 +12,7 @@ import (
 	"fmt"
 	"io"
 	"path"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -269,8 +270,10 @@ func (fn *writeShardFn) Setup(ctx context.Context) error {
 	return err
 }
 
+// keyedRecord is a record of a shard with its dedupe key; id and rec
+// alias the shard's input buffers (no copy, no object per record).
 type keyedRecord struct {
-	id  string
+	id  []byte
 	pub int64
 	rec []byte
 }
@@ -294,22 +297,21 @@ func (fn *writeShardFn) ProcessElement(ctx context.Context, shard int, recs func
 			if _, err := record.DecodeColumns(fn.lay.Enc, rec, cols); err != nil {
 				return err
 			}
-			all = append(all, keyedRecord{id: string(cols[fn.lay.Dedupe].Bytes), pub: cols[fn.lay.PublishTime].Int, rec: rec})
+			all = append(all, keyedRecord{id: cols[fn.lay.Dedupe].Bytes, pub: cols[fn.lay.PublishTime].Int, rec: rec})
 			return nil
 		})
 		if err != nil {
 			return fmt.Errorf("transforms.Publish: shard %d: %w", shard, err)
 		}
 	}
-	sort.Slice(all, func(i, j int) bool {
-		a, b := &all[i], &all[j]
-		if a.id != b.id {
-			return a.id < b.id
+	slices.SortFunc(all, func(a, b keyedRecord) int {
+		if c := bytes.Compare(a.id, b.id); c != 0 {
+			return c
 		}
-		if a.pub != b.pub {
-			return a.pub < b.pub
+		if c := cmp.Compare(a.pub, b.pub); c != 0 {
+			return c
 		}
-		return bytes.Compare(a.rec, b.rec) < 0
+		return bytes.Compare(a.rec, b.rec)
 	})
 	name := ShardName(fn.Type, fn.Version, time.UnixMilli(fn.HourMillis).UTC(), shard, fn.Shards)
 	var buf bytes.Buffer
@@ -318,20 +320,20 @@ func (fn *writeShardFn) ProcessElement(ctx context.Context, shard int, recs func
 		return err
 	}
 	var dups, back, published int64
-	var kept []string // the event ids of the file
+	kept := &idList{} // the event ids of the file
 	for i := range all {
-		if i > 0 && all[i].id == all[i-1].id {
+		if i > 0 && bytes.Equal(all[i].id, all[i-1].id) {
 			dups++
 			continue
 		}
-		if seen[shard][all[i].id] {
+		if seen[shard].has(all[i].id) {
 			back++
 			continue
 		}
 		if err := w.Append(all[i].rec); err != nil {
 			return err
 		}
-		kept = append(kept, all[i].id)
+		kept.add(all[i].id)
 		published++
 	}
 	if err := w.Close(); err != nil {
@@ -387,7 +389,7 @@ func (fn *writeShardFn) ProcessElement(ctx context.Context, shard int, recs func
 // inflating the previous hour's files again. Only a file whose manifest
 // names the very checksum it was written with is found here. It keeps the
 // files of a few hours of every (type, version).
-var writtenIDs = newRecent[[]string](256)
+var writtenIDs = newRecent[*idList](256)
 
 // lookbackCache holds, per file set, the lookback id sets split by shard:
 // a long-running process (hourly --watch) publishes hour after hour, so it
@@ -397,7 +399,7 @@ var lookbackCache = newRecent[*lookbackEntry](64)
 
 type lookbackEntry struct {
 	once sync.Once
-	ids  []map[string]bool
+	ids  []*idSet
 	err  error
 }
 
@@ -468,11 +470,11 @@ func sum(b []byte) []byte { s := sha256.Sum256(b); return s[:] }
 
 func writtenKey(root, name, sha string) string { return root + "\x00" + name + "\x00" + sha }
 
-func rememberWritten(root, name, sha string, ids []string) {
+func rememberWritten(root, name, sha string, ids *idList) {
 	writtenIDs.put(writtenKey(root, name, sha), ids)
 }
 
-func writtenFile(root, name, sha string) ([]string, bool) {
+func writtenFile(root, name, sha string) (*idList, bool) {
 	if sha == "" {
 		return nil, false
 	}
@@ -483,13 +485,13 @@ func writtenFile(root, name, sha string) ([]string, bool) {
 // lookback dataset files, split by shard: from writtenIDs for the files
 // this process wrote with the checksums given (shas, aligned with files),
 // else by reading them.
-func lookbackIDs(ctx context.Context, b blob.Bucket, eventType string, version int, files, shas []string, shards int) ([]map[string]bool, error) {
+func lookbackIDs(ctx context.Context, b blob.Bucket, eventType string, version int, files, shas []string, shards int) ([]*idSet, error) {
 	key := fmt.Sprint(b.Root(), eventType, version, shards, files, shas)
 	e := lookbackCache.getOrPut(key, func() *lookbackEntry { return &lookbackEntry{} })
 	e.once.Do(func() {
-		e.ids = make([]map[string]bool, shards)
+		e.ids = make([]*idSet, shards)
 		for i := range e.ids {
-			e.ids[i] = map[string]bool{}
+			e.ids[i] = newIDSet()
 		}
 		var read []string
 		for i, f := range files {
@@ -502,13 +504,11 @@ func lookbackIDs(ctx context.Context, b blob.Bucket, eventType string, version i
 				read = append(read, f)
 				continue
 			}
-			for _, id := range ids {
-				e.ids[shardOf(id, shards)][id] = true
-			}
+			ids.each(func(id []byte) { e.ids[shardOf(id, shards)].add(id) })
 		}
 		e.err = ReadDatasetRecords(ctx, b, eventType, version, read, func(cols []record.Column, lay *record.Layout, _ []byte) {
 			id := cols[lay.Dedupe].Bytes
-			e.ids[shardOf(id, shards)][string(id)] = true
+			e.ids[shardOf(id, shards)].add(id)
 		})
 	})
 	return e.ids, e.err
