@@ -190,6 +190,10 @@ func (c *Client) ForDecrypt(ctx context.Context, subjects, categories []string) 
 // after this process deleted or revoked it.
 func (c *Client) Forget(idOrSubject string) { c.cache.forget(idOrSubject) }
 
+// Purge drops everything the cache holds, e.g. when a pipeline run that
+// filled it has ended and the process goes on with other work.
+func (c *Client) Purge() { c.cache.purge() }
+
 // Stats returns the client's counters.
 func (c *Client) Stats() Stats {
 	return Stats{

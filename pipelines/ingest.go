@@ -175,6 +175,9 @@ func Ingest(ctx context.Context, cfg IngestConfig) (*IngestResult, error) {
 	stop := startProgress(cfg.Progress, cfg.ProgressEvery, start)
 	res, err := run(ctx, p)
 	stop()
+	// The keys and ciphers the run cached are of no use to what this
+	// process does next (see transforms.DropKeyCaches).
+	transforms.DropKeyCaches()
 	if errors.Is(err, ErrDryRun) {
 		return nil, err
 	}

@@ -333,3 +333,24 @@ func TestIngestFailsOnPermanentKeyError(t *testing.T) {
 		t.Fatal("raw data written despite the refusal")
 	}
 }
+
+// Ingest lets go of the keys it cached when its run ends
+// (transforms.DropKeyCaches): a process that publishes hours next does not
+// keep marking them in every GC cycle.
+func TestIngestDropsKeyCaches(t *testing.T) {
+	dir := t.TempDir()
+	tr := synth.Generate(synth.Config{Events: 200, Users: 20, Hours: 1, Seed: 9})
+	in := filepath.Join(dir, "in.ndjson")
+	writeReplay(t, in, tr.Messages)
+	fake := keyclient.NewFake()
+	kc, err := keyclient.New(fake, keyclient.Options{Scope: transforms.DefaultKeyScope})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Ingest(context.Background(), IngestConfig{Inputs: []string{in}, Out: filepath.Join(dir, "root"), KeysURL: registerKeys(kc)}); err != nil {
+		t.Fatal(err)
+	}
+	if st := kc.Stats(); st.Lookups == 0 || fake.Calls() == 0 || st.CacheEntries != 0 {
+		t.Fatalf("after ingest: %d lookups, %d RPCs, %d users still cached (want lookups, RPCs, 0 cached)", st.Lookups, fake.Calls(), st.CacheEntries)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -148,6 +149,11 @@ func (a *Anonymizer) Anonymize(ctx context.Context, msgs []Message) ([]Outcome, 
 			cats = appendUnique(cats, f.PII.Category)
 		}
 	}
+
+	// One order for a set of categories, whatever order the batch's event
+	// types came in: the key cache memoizes its answer for one list, and
+	// lists that differed only in order rebuilt every user's answer.
+	slices.Sort(cats)
 
 	var keys []keyclient.UserKeys
 	if len(users) > 0 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
@@ -23,6 +24,7 @@ import (
 var keyRegistry struct {
 	mu      sync.Mutex
 	entries map[string]*keysEntry
+	opened  []keyclient.Keys // every source opened or registered, for DropKeyCaches
 }
 
 type keysEntry struct {
@@ -44,6 +46,7 @@ func RegisterKeys(name string, k keyclient.Keys) string {
 	e := &keysEntry{keys: k}
 	e.once.Do(func() {})
 	keyRegistry.entries[url] = e
+	keyRegistry.opened = append(keyRegistry.opened, k)
 	return url
 }
 
@@ -93,12 +96,17 @@ func OpenKeys(ctx context.Context, url, scope string) (keyclient.Keys, error) {
 	e.once.Do(func() {
 		// The client outlives the context of the first DoFn's Setup.
 		e.keys, e.err = openKeyService(context.WithoutCancel(ctx), url, scope)
+		if e.err == nil {
+			keyRegistry.mu.Lock()
+			keyRegistry.opened = append(keyRegistry.opened, e.keys)
+			keyRegistry.mu.Unlock()
+		}
 	})
 	return e.keys, e.err
 }
 
 var ciphers struct {
-	once  sync.Once
+	mu    sync.Mutex
 	cache *fieldcrypt.Cache
 }
 
@@ -110,6 +118,34 @@ const cipherCacheSize = 250_000
 
 // sharedCiphers is the process-wide cipher cache of the anonymizers.
 func sharedCiphers() *fieldcrypt.Cache {
-	ciphers.once.Do(func() { ciphers.cache = fieldcrypt.NewCache(cipherCacheSize, 0) })
+	ciphers.mu.Lock()
+	defer ciphers.mu.Unlock()
+	if ciphers.cache == nil {
+		ciphers.cache = fieldcrypt.NewCache(cipherCacheSize, 0)
+	}
 	return ciphers.cache
+}
+
+// DropKeyCaches lets go of what this process caches for encryption: the
+// anonymizers' shared cipher cache (DoFns already set up keep theirs), and
+// what every key source opened or registered here holds in its cache
+// (sources with a Purge method, as keyclient.Client). pipelines.Ingest
+// calls it when its run has ended: a process that goes on to publish hours
+// or decrypt (the demo, tests, benchmarks, a scheduler running jobs one
+// after another) would otherwise keep hundreds of MB of keys and built
+// ciphers, the largest pointerful heap of the process, for every GC cycle
+// of the next job to mark. A run still going in the process only fetches
+// and builds again what it needs.
+func DropKeyCaches() {
+	ciphers.mu.Lock()
+	ciphers.cache = nil
+	ciphers.mu.Unlock()
+	keyRegistry.mu.Lock()
+	opened := slices.Clone(keyRegistry.opened)
+	keyRegistry.mu.Unlock()
+	for _, k := range opened {
+		if p, ok := k.(interface{ Purge() }); ok {
+			p.Purge()
+		}
+	}
 }
