@@ -13,8 +13,8 @@ import (
 // falls back to encoding/json, so both paths give the same answer on every
 // input (FuzzParseLine checks it). On the replay path encoding/json was
 // about 10% of ingest CPU, mostly unescaping data.
-func scanLine(line []byte) (w wireMessage, data []byte, ok bool) {
-	s := lineScanner{b: line}
+func scanLine(line []byte, memo *attrMemo) (w wireMessage, data []byte, ok bool) {
+	s := lineScanner{b: line, memo: memo}
 	if !s.byte('{') {
 		return w, nil, false
 	}
@@ -88,8 +88,35 @@ func scanLine(line []byte) (w wireMessage, data []byte, ok bool) {
 }
 
 type lineScanner struct {
-	b []byte
-	i int
+	b    []byte
+	i    int
+	memo *attrMemo // nil: every attributes object gets its own map
+}
+
+// attrMemo remembers the last few attributes objects a LineParser read, by
+// their bytes: the messages of a replay file mostly carry the same few
+// (event type, schema version), and they then share one map instead of
+// each allocating its own (a map and four strings per message, most of a
+// replay batch's objects).
+type attrMemo struct {
+	raw  [4][]byte
+	m    [4]map[string]string
+	next int
+}
+
+func (a *attrMemo) find(raw []byte) (map[string]string, bool) {
+	for i := range a.raw {
+		if a.m[i] != nil && string(a.raw[i]) == string(raw) {
+			return a.m[i], true
+		}
+	}
+	return nil, false
+}
+
+func (a *attrMemo) put(raw []byte, m map[string]string) {
+	a.raw[a.next] = append(a.raw[a.next][:0], raw...)
+	a.m[a.next] = m
+	a.next = (a.next + 1) % len(a.raw)
 }
 
 func (s *lineScanner) peek() byte {
@@ -203,39 +230,84 @@ func (s *lineScanner) str(dst []byte, alias bool) ([]byte, bool) {
 	return nil, false
 }
 
-// attrs reads an object of string values.
+// attrs reads an object of string values. With a memo, an object
+// byte-identical to one read recently gives that one's map.
 func (s *lineScanner) attrs() (map[string]string, bool) {
+	start := s.i
 	if !s.byte('{') {
 		return nil, false
 	}
-	m := map[string]string{}
+	// First pass: the shape, the end, and the key and value bytes (slices
+	// of the line while they have no escapes).
+	var kv [8][2][]byte
+	n := 0
 	s.ws()
 	if s.peek() == '}' {
 		s.i++
-		return m, true
+	} else {
+		for {
+			k, ok := s.str(nil, true)
+			if !ok || !s.byte(':') {
+				return nil, false
+			}
+			v, ok := s.str(nil, true)
+			if !ok {
+				return nil, false
+			}
+			if n < len(kv) {
+				kv[n] = [2][]byte{k, v}
+			}
+			n++
+			s.ws()
+			switch s.peek() {
+			case ',':
+				s.i++
+				continue
+			case '}':
+				s.i++
+			default:
+				return nil, false
+			}
+			break
+		}
 	}
-	for {
-		k, ok := s.str(nil, true)
-		if !ok || !s.byte(':') {
-			return nil, false
-		}
-		v, ok := s.str(nil, true)
-		if !ok {
-			return nil, false
-		}
-		if _, dup := m[string(k)]; dup {
-			return nil, false
-		}
-		m[string(k)] = string(v)
-		s.ws()
-		switch s.peek() {
-		case ',':
-			s.i++
-		case '}':
-			s.i++
+	raw := s.b[start:s.i]
+	if s.memo != nil {
+		if m, ok := s.memo.find(raw); ok {
 			return m, true
-		default:
-			return nil, false
 		}
 	}
+	var m map[string]string
+	if n <= len(kv) {
+		m = make(map[string]string, n)
+		for _, p := range kv[:n] {
+			if _, dup := m[string(p[0])]; dup {
+				return nil, false
+			}
+			m[string(p[0])] = string(p[1])
+		}
+	} else {
+		// Many attributes: read them again into the map.
+		r := lineScanner{b: raw}
+		r.byte('{')
+		m = map[string]string{}
+		for {
+			k, _ := r.str(nil, true)
+			r.byte(':')
+			v, _ := r.str(nil, true)
+			if _, dup := m[string(k)]; dup {
+				return nil, false
+			}
+			m[string(k)] = string(v)
+			r.ws()
+			if r.peek() == '}' {
+				break
+			}
+			r.i++ // ','
+		}
+	}
+	if s.memo != nil {
+		s.memo.put(raw, m)
+	}
+	return m, true
 }

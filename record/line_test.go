@@ -37,7 +37,14 @@ var lineSeeds = []string{
 	`{"id":"m1","data":"x"} trailing`,
 	`{"id":"m1","data":"x",}`,
 	`{}`, `[]`, ``, `{"id":"m1","data":"` + "\x01" + `"}`,
+	`{"id":"m1","attributes":{"a":"1","b":"2","c":"3","d":"4","e":"5","f":"6","g":"7","h":"8","i":"9","j":"10"},"data":"x"}`,
+	`{"id":"m1","attributes":{"a":"1","b":"2","c":"3","d":"4","e":"5","f":"6","g":"7","h":"8","i":"9","a":"10"},"data":"x"}`,
+	`{"id":"m1","attributes":{"k\n":"v\"q","event_type":"PlaybackEvent"},"data":"x"}`,
 }
+
+// shared is the LineParser of FuzzParseLine: it lives across inputs, so
+// attribute maps it remembers from one meet the next.
+var shared LineParser
 
 // FuzzParseLine: the fast path and encoding/json agree on every input.
 func FuzzParseLine(f *testing.F) {
@@ -45,7 +52,12 @@ func FuzzParseLine(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, line []byte) {
-		w, data, ok := scanLine(line)
+		pm, perr := shared.Parse(line)
+		m, err := ParseLine(line)
+		if (perr == nil) != (err == nil) || !reflect.DeepEqual(pm, m) {
+			t.Fatalf("%q: LineParser %+v, %v; ParseLine %+v, %v", line, pm, perr, m, err)
+		}
+		w, data, ok := scanLine(line, nil)
 		if !ok {
 			return // ParseLine uses encoding/json itself
 		}
@@ -68,12 +80,40 @@ func TestParseLineFastPathTakesOurLines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, ok := scanLine(line); !ok {
+	if _, _, ok := scanLine(line, nil); !ok {
 		t.Fatalf("MarshalLine output is not on the fast path: %s", line)
 	}
 	got, err := ParseLine(line)
 	if err != nil || !reflect.DeepEqual(got, m) {
 		t.Fatalf("round trip: %+v, %v", got, err)
+	}
+}
+
+// A LineParser's messages with equal attributes share one map, and equal
+// what ParseLine gives.
+func TestLineParserSharesAttributes(t *testing.T) {
+	var p LineParser
+	var maps []map[string]string
+	for i, typ := range []string{"A", "B", "A", "C", "A", "B"} {
+		line := []byte(`{"id":"m` + string(rune('0'+i)) + `","publish_time":"2026-11-23T06:00:00Z","attributes":{"event_type":"` + typ + `","schema_version":"1"},"data":"{}"}`)
+		m, err := p.Parse(line)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := ParseLine(line)
+		if !reflect.DeepEqual(m, want) {
+			t.Fatalf("line %d: %+v, want %+v", i, m, want)
+		}
+		maps = append(maps, m.Attributes)
+	}
+	same := func(a, b map[string]string) bool {
+		return reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
+	}
+	if !same(maps[0], maps[2]) || !same(maps[0], maps[4]) || !same(maps[1], maps[5]) {
+		t.Fatal("equal attributes were not shared")
+	}
+	if same(maps[0], maps[1]) || same(maps[0], maps[3]) {
+		t.Fatal("different attributes share a map")
 	}
 }
 

@@ -39,7 +39,24 @@ var ErrBadLine = errors.New("record: not a message line")
 
 // ParseLine parses one replay-file line. Its errors never quote the line.
 func ParseLine(line []byte) (Message, error) {
-	w, data, ok := scanLine(line)
+	return parseLine(line, nil)
+}
+
+// LineParser parses replay-file lines as ParseLine does, for one reader at
+// a time. Messages whose attributes are byte-identical to those of one of
+// the last few lines it parsed share one map: like every Message's
+// Attributes, it is read-only.
+type LineParser struct {
+	memo attrMemo
+}
+
+// Parse parses one line (see ParseLine).
+func (p *LineParser) Parse(line []byte) (Message, error) {
+	return parseLine(line, &p.memo)
+}
+
+func parseLine(line []byte, memo *attrMemo) (Message, error) {
+	w, data, ok := scanLine(line, memo)
 	if !ok {
 		if err := json.Unmarshal(line, &w); err != nil {
 			return Message{}, fmt.Errorf("%w: not a JSON object of the message shape", ErrBadLine)

@@ -189,6 +189,7 @@ func (fn *replayFn) ProcessElement(ctx context.Context, f ReplayFile, emit func(
 // no error, when send returns false.
 func (fn *replayFn) parse(br *bufio.Reader, f ReplayFile, base string, pos int64, send func(int64, Batch) bool) error {
 	var (
+		lp      record.LineParser // equal attributes share a map
 		b       Batch
 		seq     int
 		lineNo  int64
@@ -233,10 +234,10 @@ func (fn *replayFn) parse(br *bufio.Reader, f ReplayFile, base string, pos int64
 		if tooLong {
 			err = fmt.Errorf("%w: longer than %d bytes", record.ErrBadLine, MaxLineBytes)
 		} else {
-			m, err = record.ParseLine(line)
+			m, err = lp.Parse(line)
 		}
 		if err != nil {
-			// record.ParseLine errors never quote the line.
+			// record's parse errors never quote the line.
 			bl := BadLine{File: base, Offset: lineStart, Cause: err.Error()}
 			if f.Start == 0 {
 				bl.Line = lineNo // line numbers are known in a file's first range

@@ -279,25 +279,33 @@ func (fn *writeFn) ProcessElement(ctx context.Context, ts beam.EventTime, b Batc
 		}
 	}
 
-	// Account and notify.
-	in := map[string]int64{}
+	// Account and notify. Counts are keyed by value; each counter's name is
+	// formatted once per batch, not once per message.
+	type counterKey struct {
+		kind string
+		hk   HourKey3
+	}
+	in := map[counterKey]int64{}
 	for i := range outs {
 		o := &outs[i]
-		in[CounterName(CountIn, o.EventType, o.Version, o.Hour)]++
+		hk := HourKey3{o.EventType, o.Version, o.Hour.UnixMilli()}
+		in[counterKey{CountIn, hk}]++
 		switch {
 		case o.Reject != nil:
-			in[CounterName(CountDead+o.Reject.Reason, o.EventType, o.Version, o.Hour)]++
-		case groups[HourKey3{o.EventType, o.Version, o.Hour.UnixMilli()}].late:
-			in[CounterName(CountLate, o.EventType, o.Version, o.Hour)]++
+			in[counterKey{CountDead + o.Reject.Reason, hk}]++
+		case groups[hk].late:
+			in[counterKey{CountLate, hk}]++
 		default:
-			in[CounterName(CountWritten, o.EventType, o.Version, o.Hour)]++
+			in[counterKey{CountWritten, hk}]++
 		}
 	}
 	if n := int64(len(b.Bad)); n > 0 {
-		in[CounterName(CountIn, "", 0, badHour)] += n
-		in[CounterName(CountDead+record.ReasonBadMessage, "", 0, badHour)] += n
+		hk := HourKey3{"", 0, badHour.UnixMilli()}
+		in[counterKey{CountIn, hk}] += n
+		in[counterKey{CountDead + record.ReasonBadMessage, hk}] += n
 	}
-	for name, n := range in {
+	for k, n := range in {
+		name := CounterName(k.kind, k.hk.Type, k.hk.Version, time.UnixMilli(k.hk.HourMillis).UTC())
 		beam.NewCounter(MetricsNamespace, name).Inc(ctx, n)
 	}
 	progress.messages.Add(int64(len(outs) + len(b.Bad)))
