@@ -61,8 +61,9 @@
 //   - the keychain cache holds opened keychains in a pointer-free form
 //     (keyservice: raw row bytes, root keys in a flat array): a 10k-user
 //     cache went from ~135 MB of maps to mark to ~35 MB, mostly not scanned;
-//   - the cache's reads take no lock (keyservice lru: a concurrent map and
-//     CLOCK eviction), so a reader preempted by the OS blocks nobody;
+//   - the cache's reads take only a read lock of one of 64 map shards
+//     (keyservice lru, CLOCK eviction), so a reader preempted by the OS
+//     blocks no other reader;
 //   - a key RPC's answer (the service's keys, then their protobuf messages)
 //     is built in buffers reused once the response is written (recycle.go),
 //     and a batch request's ids are cut from one copy of the request
@@ -77,7 +78,8 @@
 // to 5x the live one); `--gc-percent off --memory-limit 2GiB` paces the GC
 // by a memory budget instead (as GOGC=off GOMEMLIMIT=2GiB), for a
 // container of known size. Watch go_gc_duration_seconds and
-// go_memstats_heap_inuse_bytes on /metrics. `keys serve --debug-listen
+// go_memstats_heap_inuse_bytes on /metrics, and go_gc_scan_total_bytes,
+// the memory one cycle must scan. `keys serve --debug-listen
 // 127.0.0.1:PORT` serves Go's profiler (CPU, heap, allocations, execution
 // trace) for this kind of work.
 //
@@ -87,15 +89,24 @@
 // max load the server collected every ~3 s with a ~150 ms mark, and the
 // generator saw p99 46–165 ms (5.8 ms with the GC off). After them the
 // server answers 99.96–100% of RPCs within 5 ms by its own histogram
-// (server-le5ms-%), at full load too, and collects every 2–3 s with a mark
-// of 10–40 ms over a ~35 MB heap. The generator's end-to-end p99 at 50%
-// still ranges from 3 to 20 ms from run to run (median ~7 ms), with
-// --gc-percent 1000 as with 400: what is left is the OS sharing two cores
-// between the two processes (and the GC cycle that lands in the window).
-// The benchmark reports the cores each side kept busy and the server's GC
-// rate next to the latencies; LOCKSTREAM_BENCH_SERVER_CPUS=0 with the
-// benchmark under `taskset -c 1` gives each its own core, and
-// LOCKSTREAM_BENCH_SERVER_FLAGS passes flags to the server.
+// (server-le5ms-%), at full load too. The generator's end-to-end p99 at
+// 50% still moves from run to run, 3.2 to 16 ms on 2026-12-03 for the
+// same build, most runs 3.5–9 ms. LOCKSTREAM_BENCH_LATENCY_LOG, with
+// GODEBUG=gctrace=1 passed on to the server, lines the slow calls up with
+// what happens then: each server GC cycle (~25 ms, ~15 ms of mark CPU,
+// every ~3 s at default --gc-percent) delays ~150 calls past 5 ms, about
+// 1% of them, because at 50% load the two processes already keep ~1.5 of
+// the 2 cores busy and the mark takes half a core more; with the server's
+// GC off (--gc-percent off --memory-limit 8GiB) p99 was 2.1–5.8 ms. A
+// larger heap does not help: at --gc-percent 1600 one cycle in a run, but
+// fresh memory the whole time, and p99 12 ms. The rest is the OS sharing
+// the cores (refresh reads of the stale window come in waves too, a
+// smaller effect). LOCKSTREAM_BENCH_SERVER_CPUS=0 with the benchmark under
+// `taskset -c 1` gives each its own core; the server on one core then
+// suffers its GC more (p99 5–10 ms). LOCKSTREAM_BENCH_SERVER_FLAGS passes
+// flags to the server, LOCKSTREAM_BENCH_SERVER_BIN runs another build of
+// it, LOCKSTREAM_BENCH_CLIENT=raw uses a leaner generator (max load 1.8M
+// keys/s instead of ~1.5M, so its 50% is a higher rate).
 //
 // # Guarantees
 //
