@@ -72,9 +72,6 @@ func (c *lru) load(key ckey) (*lruEntry, bool) {
 func (c *lru) store(key ckey, e *lruEntry) {
 	sh := c.shard(key)
 	sh.mu.Lock()
-	if sh.m == nil {
-		sh.m = map[ckey]*lruEntry{}
-	}
 	sh.m[key] = e
 	sh.mu.Unlock()
 }
@@ -149,7 +146,11 @@ func newLRU(capacity int) *lru {
 	if capacity <= 0 {
 		return nil
 	}
-	return &lru{cap: capacity}
+	c := &lru{cap: capacity}
+	for i := range c.shards {
+		c.shards[i].m = map[ckey]*lruEntry{}
+	}
+	return c
 }
 
 func (c *lru) get(key ckey, now time.Time) (any, bool) {

@@ -51,6 +51,14 @@ func writeReplay(t testing.TB, path string, msgs []record.Message) {
 	}
 }
 
+// synthReplay writes synthetic traffic to dir/in.ndjson and returns its path.
+func synthReplay(t testing.TB, dir string, cfg synth.Config) string {
+	t.Helper()
+	in := filepath.Join(dir, "in.ndjson")
+	writeReplay(t, in, synth.Generate(cfg).Messages)
+	return in
+}
+
 // eventID reads the dedupe key of a valid synthetic message.
 func eventID(m record.Message) string {
 	s := string(m.Data)
@@ -320,9 +328,7 @@ func readLines(t *testing.T, path string) []map[string]any {
 // with the cause instead of dead-lettering every message as key_unavailable.
 func TestIngestFailsOnPermanentKeyError(t *testing.T) {
 	dir := t.TempDir()
-	tr := synth.Generate(synth.Config{Events: 50, Users: 5, Hours: 1, Seed: 5})
-	in := filepath.Join(dir, "in.ndjson")
-	writeReplay(t, in, tr.Messages)
+	in := synthReplay(t, dir, synth.Config{Events: 50, Users: 5, Hours: 1, Seed: 5})
 	fake := keyclient.NewFake()
 	fake.FailNext(1<<30, keyclient.ErrPermissionDenied)
 	_, err := Ingest(context.Background(), IngestConfig{Inputs: []string{in}, Out: filepath.Join(dir, "root"), KeysURL: registerKeys(fake)})
@@ -339,9 +345,7 @@ func TestIngestFailsOnPermanentKeyError(t *testing.T) {
 // keep marking them in every GC cycle.
 func TestIngestDropsKeyCaches(t *testing.T) {
 	dir := t.TempDir()
-	tr := synth.Generate(synth.Config{Events: 200, Users: 20, Hours: 1, Seed: 9})
-	in := filepath.Join(dir, "in.ndjson")
-	writeReplay(t, in, tr.Messages)
+	in := synthReplay(t, dir, synth.Config{Events: 200, Users: 20, Hours: 1, Seed: 9})
 	fake := keyclient.NewFake()
 	kc, err := keyclient.New(fake, keyclient.Options{Scope: transforms.DefaultKeyScope})
 	if err != nil {

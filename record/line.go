@@ -231,15 +231,16 @@ func (s *lineScanner) str(dst []byte, alias bool) ([]byte, bool) {
 }
 
 // attrs reads an object of string values. With a memo, an object
-// byte-identical to one read recently gives that one's map.
+// byte-identical to one read recently gives that one's map. More than
+// maxAttrs attributes leave the fast path (encoding/json reads them).
 func (s *lineScanner) attrs() (map[string]string, bool) {
 	start := s.i
 	if !s.byte('{') {
 		return nil, false
 	}
-	// First pass: the shape, the end, and the key and value bytes (slices
-	// of the line while they have no escapes).
-	var kv [8][2][]byte
+	// The key and value bytes (slices of the line while they have no
+	// escapes), until the object's end is known.
+	var kv [maxAttrs][2][]byte
 	n := 0
 	s.ws()
 	if s.peek() == '}' {
@@ -247,25 +248,21 @@ func (s *lineScanner) attrs() (map[string]string, bool) {
 	} else {
 		for {
 			k, ok := s.str(nil, true)
-			if !ok || !s.byte(':') {
+			if !ok || !s.byte(':') || n == len(kv) {
 				return nil, false
 			}
 			v, ok := s.str(nil, true)
 			if !ok {
 				return nil, false
 			}
-			if n < len(kv) {
-				kv[n] = [2][]byte{k, v}
-			}
+			kv[n] = [2][]byte{k, v}
 			n++
 			s.ws()
-			switch s.peek() {
-			case ',':
+			if s.peek() == ',' {
 				s.i++
 				continue
-			case '}':
-				s.i++
-			default:
+			}
+			if !s.byte('}') {
 				return nil, false
 			}
 			break
@@ -277,37 +274,18 @@ func (s *lineScanner) attrs() (map[string]string, bool) {
 			return m, true
 		}
 	}
-	var m map[string]string
-	if n <= len(kv) {
-		m = make(map[string]string, n)
-		for _, p := range kv[:n] {
-			if _, dup := m[string(p[0])]; dup {
-				return nil, false
-			}
-			m[string(p[0])] = string(p[1])
+	m := make(map[string]string, n)
+	for _, p := range kv[:n] {
+		if _, dup := m[string(p[0])]; dup {
+			return nil, false
 		}
-	} else {
-		// Many attributes: read them again into the map.
-		r := lineScanner{b: raw}
-		r.byte('{')
-		m = map[string]string{}
-		for {
-			k, _ := r.str(nil, true)
-			r.byte(':')
-			v, _ := r.str(nil, true)
-			if _, dup := m[string(k)]; dup {
-				return nil, false
-			}
-			m[string(k)] = string(v)
-			r.ws()
-			if r.peek() == '}' {
-				break
-			}
-			r.i++ // ','
-		}
+		m[string(p[0])] = string(p[1])
 	}
 	if s.memo != nil {
 		s.memo.put(raw, m)
 	}
 	return m, true
 }
+
+// maxAttrs is the most attributes the fast path reads.
+const maxAttrs = 8

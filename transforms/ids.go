@@ -21,10 +21,20 @@ type idList struct {
 	n     int
 }
 
-func (l *idList) add(id []byte) {
+// add appends id and returns its offset in the arena.
+func (l *idList) add(id []byte) int {
+	off := len(l.arena)
 	l.arena = binary.AppendUvarint(l.arena, uint64(len(id)))
 	l.arena = append(l.arena, id...)
 	l.n++
+	return off
+}
+
+// at returns the id at offset off (it aliases the arena).
+func (l *idList) at(off int) []byte {
+	b := l.arena[off:]
+	n, k := binary.Uvarint(b)
+	return b[k : k+int(n)]
 }
 
 // each calls fn with every id, in order; the id aliases the arena.
@@ -38,13 +48,12 @@ func (l *idList) each(fn func(id []byte)) {
 
 // idSet is a set of ids.
 type idSet struct {
-	hash  func([]byte) uint64
-	arena []byte
-	// at maps an id's hash to its offset in arena (the uvarint length
-	// first). Ids whose hash another id already has are in more.
+	hash func([]byte) uint64
+	ids  idList
+	// at maps an id's hash to its offset in ids. Ids whose hash another id
+	// already has (or that would not fit a 32-bit offset) are in more.
 	at   map[uint64]uint32
 	more map[string]struct{}
-	n    int
 }
 
 func newIDSet() *idSet {
@@ -52,43 +61,21 @@ func newIDSet() *idSet {
 	return &idSet{hash: func(b []byte) uint64 { return maphash.Bytes(seed, b) }, at: map[uint64]uint32{}}
 }
 
-func (s *idSet) idAt(off uint32) []byte {
-	b := s.arena[off:]
-	n, k := binary.Uvarint(b)
-	return b[k : k+int(n)]
-}
-
 // add puts id in the set (it is copied).
 func (s *idSet) add(id []byte) {
 	h := s.hash(id)
-	if off, ok := s.at[h]; ok {
-		if bytes.Equal(s.idAt(off), id) {
-			return
-		}
+	off, taken := s.at[h]
+	switch {
+	case taken && bytes.Equal(s.ids.at(int(off)), id):
+		return
+	case taken || len(s.ids.arena) > 1<<32-1-binary.MaxVarintLen64-len(id):
 		if s.more == nil {
 			s.more = map[string]struct{}{}
 		}
-		if _, ok := s.more[string(id)]; !ok {
-			s.more[string(id)] = struct{}{}
-			s.n++
-		}
-		return
+		s.more[string(id)] = struct{}{}
+	default:
+		s.at[h] = uint32(s.ids.add(id))
 	}
-	if len(s.arena) > 1<<32-1-binary.MaxVarintLen64-len(id) {
-		// Past 4 GiB of ids the offsets would not fit: the rest go by name.
-		if s.more == nil {
-			s.more = map[string]struct{}{}
-		}
-		if _, ok := s.more[string(id)]; !ok {
-			s.more[string(id)] = struct{}{}
-			s.n++
-		}
-		return
-	}
-	s.at[h] = uint32(len(s.arena))
-	s.arena = binary.AppendUvarint(s.arena, uint64(len(id)))
-	s.arena = append(s.arena, id...)
-	s.n++
 }
 
 // has reports whether id is in the set.
@@ -96,7 +83,7 @@ func (s *idSet) has(id []byte) bool {
 	if s == nil {
 		return false
 	}
-	if off, ok := s.at[s.hash(id)]; ok && bytes.Equal(s.idAt(off), id) {
+	if off, ok := s.at[s.hash(id)]; ok && bytes.Equal(s.ids.at(int(off)), id) {
 		return true
 	}
 	_, ok := s.more[string(id)]
@@ -108,5 +95,5 @@ func (s *idSet) len() int {
 	if s == nil {
 		return 0
 	}
-	return s.n
+	return s.ids.n + len(s.more)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 
@@ -24,13 +23,13 @@ import (
 var keyRegistry struct {
 	mu      sync.Mutex
 	entries map[string]*keysEntry
-	opened  []keyclient.Keys // every source opened or registered, for DropKeyCaches
 }
 
 type keysEntry struct {
-	once sync.Once
-	keys keyclient.Keys
-	err  error
+	once   sync.Once
+	keys   keyclient.Keys
+	err    error
+	opened bool // keys is set (keyRegistry.mu): DropKeyCaches may use it
 }
 
 // RegisterKeys makes k available to DoFns of this process under the URL
@@ -43,10 +42,9 @@ func RegisterKeys(name string, k keyclient.Keys) string {
 	if keyRegistry.entries == nil {
 		keyRegistry.entries = map[string]*keysEntry{}
 	}
-	e := &keysEntry{keys: k}
+	e := &keysEntry{keys: k, opened: true}
 	e.once.Do(func() {})
 	keyRegistry.entries[url] = e
-	keyRegistry.opened = append(keyRegistry.opened, k)
 	return url
 }
 
@@ -96,11 +94,9 @@ func OpenKeys(ctx context.Context, url, scope string) (keyclient.Keys, error) {
 	e.once.Do(func() {
 		// The client outlives the context of the first DoFn's Setup.
 		e.keys, e.err = openKeyService(context.WithoutCancel(ctx), url, scope)
-		if e.err == nil {
-			keyRegistry.mu.Lock()
-			keyRegistry.opened = append(keyRegistry.opened, e.keys)
-			keyRegistry.mu.Unlock()
-		}
+		keyRegistry.mu.Lock()
+		e.opened = e.err == nil
+		keyRegistry.mu.Unlock()
 	})
 	return e.keys, e.err
 }
@@ -140,8 +136,13 @@ func DropKeyCaches() {
 	ciphers.mu.Lock()
 	ciphers.cache = nil
 	ciphers.mu.Unlock()
+	var opened []keyclient.Keys
 	keyRegistry.mu.Lock()
-	opened := slices.Clone(keyRegistry.opened)
+	for _, e := range keyRegistry.entries {
+		if e.opened {
+			opened = append(opened, e.keys)
+		}
+	}
 	keyRegistry.mu.Unlock()
 	for _, k := range opened {
 		if p, ok := k.(interface{ Purge() }); ok {

@@ -282,30 +282,30 @@ func (fn *writeFn) ProcessElement(ctx context.Context, ts beam.EventTime, b Batc
 	// Account and notify. Counts are keyed by value; each counter's name is
 	// formatted once per batch, not once per message.
 	type counterKey struct {
-		kind string
-		hk   HourKey3
+		kind, reason string // reason: of CountDead
+		hk           HourKey3
 	}
 	in := map[counterKey]int64{}
 	for i := range outs {
 		o := &outs[i]
 		hk := HourKey3{o.EventType, o.Version, o.Hour.UnixMilli()}
-		in[counterKey{CountIn, hk}]++
+		in[counterKey{CountIn, "", hk}]++
 		switch {
 		case o.Reject != nil:
-			in[counterKey{CountDead + o.Reject.Reason, hk}]++
+			in[counterKey{CountDead, o.Reject.Reason, hk}]++
 		case groups[hk].late:
-			in[counterKey{CountLate, hk}]++
+			in[counterKey{CountLate, "", hk}]++
 		default:
-			in[counterKey{CountWritten, hk}]++
+			in[counterKey{CountWritten, "", hk}]++
 		}
 	}
 	if n := int64(len(b.Bad)); n > 0 {
 		hk := HourKey3{"", 0, badHour.UnixMilli()}
-		in[counterKey{CountIn, hk}] += n
-		in[counterKey{CountDead + record.ReasonBadMessage, hk}] += n
+		in[counterKey{CountIn, "", hk}] += n
+		in[counterKey{CountDead, record.ReasonBadMessage, hk}] += n
 	}
 	for k, n := range in {
-		name := CounterName(k.kind, k.hk.Type, k.hk.Version, time.UnixMilli(k.hk.HourMillis).UTC())
+		name := CounterName(k.kind+k.reason, k.hk.Type, k.hk.Version, time.UnixMilli(k.hk.HourMillis).UTC())
 		beam.NewCounter(MetricsNamespace, name).Inc(ctx, n)
 	}
 	progress.messages.Add(int64(len(outs) + len(b.Bad)))
