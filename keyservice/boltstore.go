@@ -5,8 +5,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -20,9 +22,26 @@ type BoltStore struct {
 	dir string
 	db  *bolt.DB
 	now func() time.Time
+	// writes counts completed Puts and Deletes by group of keys (a hash of
+	// the key picks the group): see LocalWriter.
+	writes *[boltWriteGroups]atomic.Uint64
+	seed   maphash.Seed
 }
 
-var _ Store = (*BoltStore)(nil)
+var _ LocalWriter = (*BoltStore)(nil)
+
+// boltWriteGroups is the number of write counters (a power of two): a write
+// makes the cached rows of ~1/4096 of the keys read again.
+const boltWriteGroups = 4096
+
+// Writes implements [LocalWriter].
+func (b *BoltStore) Writes(key string) uint64 {
+	return b.group(key).Load() + 1
+}
+
+func (b *BoltStore) group(key string) *atomic.Uint64 {
+	return &b.writes[maphash.String(b.seed, key)&(boltWriteGroups-1)]
+}
 
 var boltBucket = []byte("keyservice/v1")
 
@@ -51,7 +70,7 @@ func OpenBolt(dir string) (*BoltStore, error) {
 		return nil, fmt.Errorf("keyservice: bolt store %s: %w", path, err)
 	}
 	db.MaxBatchDelay = 2 * time.Millisecond
-	return &BoltStore{dir: dir, db: db, now: time.Now}, nil
+	return &BoltStore{dir: dir, db: db, now: time.Now, writes: new([boltWriteGroups]atomic.Uint64), seed: maphash.MakeSeed()}, nil
 }
 
 // Dir is the directory the store was opened in.
@@ -65,11 +84,14 @@ func (b *BoltStore) Get(ctx context.Context, keys []string) ([]Item, error) {
 		return nil, err
 	}
 	out := make([]Item, len(keys))
+	for i, k := range keys {
+		out[i].Writes = b.Writes(k) // before the read: a write racing with it makes the count differ later
+	}
 	err := b.db.View(func(tx *bolt.Tx) error {
 		bk := tx.Bucket(boltBucket)
 		now := b.now()
 		for i, k := range keys {
-			out[i] = Item{Key: k, ReadAt: now}
+			out[i] = Item{Key: k, ReadAt: now, Writes: out[i].Writes}
 			v := bk.Get([]byte(k))
 			if len(v) < 8 {
 				continue
@@ -92,9 +114,13 @@ func (b *BoltStore) Put(ctx context.Context, key string, value []byte, rev uint6
 	}
 	var it Item
 	var conflict bool
+	// The written Item carries the count from before this write: it makes
+	// a cache read the row once more, and never miss a racing write.
+	writes := b.Writes(key)
+	defer b.group(key).Add(1) // after the commit (or a failure: counting one more is harmless)
 	err := b.db.Batch(func(tx *bolt.Tx) error {
 		bk := tx.Bucket(boltBucket)
-		it, conflict = Item{Key: key, ReadAt: b.now()}, false
+		it, conflict = Item{Key: key, ReadAt: b.now(), Writes: writes}, false
 		cur := bk.Get([]byte(key))
 		var curRev uint64
 		if len(cur) >= 8 {
@@ -127,6 +153,7 @@ func (b *BoltStore) Delete(ctx context.Context, key string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	defer b.group(key).Add(1)
 	err := b.db.Batch(func(tx *bolt.Tx) error {
 		return tx.Bucket(boltBucket).Delete([]byte(key))
 	})

@@ -32,6 +32,7 @@ import (
 // a refresh can see what it held (expired).
 type lru struct {
 	hits, misses atomic.Uint64 // get answers (an expired entry is a miss)
+	renewals     atomic.Uint64 // expired entries served again by renew
 
 	cap    int
 	shards [lruShards]lruShard
@@ -140,6 +141,7 @@ type lruEntry struct {
 type lruValue struct {
 	val     any
 	expires time.Time
+	writes  uint64 // the store's write count for the row when read (Item.Writes); 0: unknown
 }
 
 func newLRU(capacity int) *lru {
@@ -189,11 +191,37 @@ func (c *lru) expired(key ckey, now time.Time) (any, bool) {
 	return nil, false
 }
 
-func (c *lru) put(key ckey, val any, expires time.Time) {
+// renew serves the expired entry under key again, until expires, when it
+// was read at the store write count writes (not 0): the row is unchanged
+// (see LocalWriter). It answers false when the entry is absent, fresh (get
+// serves those) or read at another count.
+func (c *lru) renew(key ckey, now time.Time, writes uint64, expires time.Time) (any, bool) {
+	if c == nil || writes == 0 {
+		return nil, false
+	}
+	e, ok := c.load(key)
+	if !ok {
+		return nil, false
+	}
+	v := e.v.Load()
+	if now.Before(v.expires) || v.writes != writes {
+		return nil, false
+	}
+	if !e.v.CompareAndSwap(v, &lruValue{val: v.val, expires: expires, writes: writes}) {
+		return nil, false // replaced meanwhile
+	}
+	e.ref.Store(true)
+	c.renewals.Add(1)
+	return v.val, true
+}
+
+// put stores val under key until expires; writes is Item.Writes of the
+// row it was made from (0 if none or several).
+func (c *lru) put(key ckey, val any, expires time.Time, writes uint64) {
 	if c == nil {
 		return
 	}
-	nv := &lruValue{val: val, expires: expires}
+	nv := &lruValue{val: val, expires: expires, writes: writes}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e, ok := c.load(key); ok {

@@ -19,7 +19,7 @@ func TestLRUBoundExpiryAndDelete(t *testing.T) {
 	now := time.Now()
 	c := newLRU(100)
 	for i := range 1000 {
-		c.put(testKey(i), i, now.Add(time.Minute))
+		c.put(testKey(i), i, now.Add(time.Minute), 0)
 		if n := c.len(); n > 100 {
 			t.Fatalf("after %d puts: %d entries, capacity 100", i+1, n)
 		}
@@ -41,7 +41,7 @@ func TestLRUBoundExpiryAndDelete(t *testing.T) {
 	}
 
 	c = newLRU(10)
-	c.put(testKey(1), "a", now.Add(time.Second))
+	c.put(testKey(1), "a", now.Add(time.Second), 0)
 	if v, ok := c.get(testKey(1), now); !ok || v != "a" {
 		t.Fatalf("get = %v, %v", v, ok)
 	}
@@ -54,7 +54,7 @@ func TestLRUBoundExpiryAndDelete(t *testing.T) {
 	if _, ok := c.expired(testKey(1), now); ok {
 		t.Fatal("expired reports a live entry")
 	}
-	c.put(testKey(1), "b", now.Add(time.Minute))
+	c.put(testKey(1), "b", now.Add(time.Minute), 0)
 	if v, _ := c.get(testKey(1), now.Add(time.Second)); v != "b" {
 		t.Fatalf("after put: %v", v)
 	}
@@ -70,7 +70,7 @@ func TestLRUBoundExpiryAndDelete(t *testing.T) {
 	}
 	var sum [32]byte
 	copy(sum[:], fmt.Sprintf("s_%026d", 2))
-	c.put(testKey(2), "subject", now.Add(time.Minute))
+	c.put(testKey(2), "subject", now.Add(time.Minute), 0)
 	if _, ok := c.get(userKey(sum), now); ok {
 		t.Fatal("a user key with a subject's bytes found the subject's entry")
 	}
@@ -86,7 +86,7 @@ func TestLRUKeepsWhatIsRead(t *testing.T) {
 	now := time.Now()
 	c := newLRU(100)
 	for i := range 100 {
-		c.put(testKey(i), i, now.Add(time.Hour))
+		c.put(testKey(i), i, now.Add(time.Hour), 0)
 	}
 	for n := 100; n < 1100; n++ {
 		for i := range 10 { // the hot set
@@ -94,7 +94,7 @@ func TestLRUKeepsWhatIsRead(t *testing.T) {
 				t.Fatalf("hot key %d evicted after %d puts", i, n)
 			}
 		}
-		c.put(testKey(n), n, now.Add(time.Hour))
+		c.put(testKey(n), n, now.Add(time.Hour), 0)
 	}
 }
 
@@ -110,7 +110,7 @@ func TestLRUConcurrent(t *testing.T) {
 				k := (i*7 + g) % 200
 				switch i % 5 {
 				case 0:
-					c.put(testKey(k), k, now.Add(time.Minute))
+					c.put(testKey(k), k, now.Add(time.Minute), 0)
 				case 1:
 					c.del(testKey(k))
 				default:
@@ -146,7 +146,7 @@ func BenchmarkLRUGet(b *testing.B) {
 	keys := make([]ckey, n)
 	for i := range keys {
 		keys[i] = userKey(sha256.Sum256([]byte(strconv.Itoa(i))))
-		c.put(keys[i], i, now.Add(time.Hour))
+		c.put(keys[i], i, now.Add(time.Hour), 0)
 	}
 	var seq atomic.Int64
 	b.RunParallel(func(pb *testing.PB) {

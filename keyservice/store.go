@@ -40,6 +40,24 @@ type Item struct {
 	// store. Caches use it so that no tier serves a row longer than the
 	// stale window after it was read from the source of truth.
 	ReadAt time.Time
+	// Writes is, from a store that is the only writer of its rows (a
+	// [LocalWriter]), the store's write count for Key taken before the
+	// row was read; 0 from other stores. While the store's Writes(Key) is
+	// still this value, the row is unchanged.
+	Writes uint64
+}
+
+// A LocalWriter is a Store that is the only writer of its rows: every write
+// goes through this value (BoltStore: its file is locked to one process,
+// and one BoltStore per file). It counts its completed writes per group of
+// keys, so that a cache can tell that a row it holds is unchanged without
+// reading it again.
+type LocalWriter interface {
+	Store
+	// Writes is the count of completed writes of the keys that share
+	// key's group, plus one (never 0). A write is counted after it is
+	// durable.
+	Writes(key string) uint64
 }
 
 // Found reports whether the row exists.

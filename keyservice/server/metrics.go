@@ -53,7 +53,7 @@ type cacheCollector struct {
 
 func newCacheCollector(svc *keyservice.Service) *cacheCollector {
 	return &cacheCollector{svc: svc, desc: prometheus.NewDesc("lockstream_keys_cache_requests_total",
-		"Key service cache lookups by tier (process: in-memory keychains, user index and policies; memcached: the shared tier) and result.",
+		"Key service cache lookups by tier (process: in-memory keychains, user index and policies; memcached: the shared tier) and result (process renewed: misses on an expired entry answered without a store read, the row being unchanged in the embedded store).",
 		[]string{"tier", "result"}, nil)}
 }
 
@@ -66,6 +66,7 @@ func (c *cacheCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	emit("process", "hit", st.ProcessHits)
 	emit("process", "miss", st.ProcessMisses)
+	emit("process", "renewed", st.ProcessRenewed)
 	if st.Memcached {
 		emit("memcached", "hit", st.MemcachedHits)
 		emit("memcached", "miss", st.MemcachedMisses)
