@@ -99,15 +99,15 @@
 // the 2 cores busy and the mark takes half a core more; with the server's
 // GC off (--gc-percent off --memory-limit 8GiB) p99 was 2.1–5.8 ms. A
 // larger heap does not help: at --gc-percent 1600 one cycle in a run, but
-// fresh memory the whole time, and p99 12 ms. Measured again on 2026-12-04
-// after the cache stopped re-reading unchanged rows (live heap ~26 MB,
-// ~9 KB of garbage per batch of 100, a third of it the request's ids and
-// the rest net/http and Connect): default 4.2-6.3 ms over 8 runs;
-// --gc-percent 1600 6.2-8.3 ms and --gc-percent off --memory-limit 1GiB
-// 7.0-7.9 ms, both with a lower max load (0.85-1.03M keys/s against
-// 1.0-1.3M), so the default stays at 400. The rest is the OS sharing
+// fresh memory the whole time, and p99 12 ms. The rest is the OS sharing
 // the cores (refresh reads of the stale window come in waves too, a
-// smaller effect). LOCKSTREAM_BENCH_SERVER_CPUS=0 with the benchmark under
+// smaller effect). Measured again on 2026-12-04 after the cache stopped
+// re-reading unchanged rows (live heap ~26 MB, ~9 KB of garbage per batch
+// of 100, a third of it the request's ids and the rest net/http and
+// Connect): default 4.2-6.3 ms over 8 runs; --gc-percent 1600 6.2-8.3 ms
+// and --gc-percent off --memory-limit 1GiB 7.0-7.9 ms, both with a lower
+// max load (0.85-1.03M keys/s against 1.0-1.3M), so the default stays at
+// 400. LOCKSTREAM_BENCH_SERVER_CPUS=0 with the benchmark under
 // `taskset -c 1` gives each its own core; the server on one core then
 // suffers its GC more (p99 5–10 ms). LOCKSTREAM_BENCH_SERVER_FLAGS passes
 // flags to the server, LOCKSTREAM_BENCH_SERVER_BIN runs another build of
