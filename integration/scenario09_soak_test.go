@@ -149,7 +149,11 @@ type soakSample struct {
 // sample at a crest read as growth (a CI run failed so on 2026-12-04). The
 // first sample (t=0) is warm-up; of the rest, the first third is the
 // reference and the last third is judged: their peaks for RSS, live heap
-// and goroutines, their medians for the key server's p99.
+// and goroutines, their medians for the key server's p99. The live heap
+// rises ~6-10 MB a minute in a soak: heap profiles 30 s apart
+// (2026-12-04) put it in this test's own record of what it published
+// (needed by the checker) and in prism's in-flight data buffers, while the
+// product's caches level off once warm.
 func judgeSoak(samples []soakSample) []string {
 	if len(samples) < 4 {
 		return []string{fmt.Sprintf("only %d samples: soak too short to judge (LOCKSTREAM_SOAK)", len(samples))}

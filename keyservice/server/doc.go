@@ -107,7 +107,13 @@
 // Connect): default 4.2-6.3 ms over 8 runs; --gc-percent 1600 6.2-8.3 ms
 // and --gc-percent off --memory-limit 1GiB 7.0-7.9 ms, both with a lower
 // max load (0.85-1.03M keys/s against 1.0-1.3M), so the default stays at
-// 400. LOCKSTREAM_BENCH_SERVER_CPUS=0 with the benchmark under
+// 400. Nor is it the generator's own GC: with GOGC=400 in the benchmark
+// process (its cycles 3.5/s -> 0.8/s at 50% load), alternating runs gave
+// p99 4.6-6.2 ms against 3.7-7.5 ms at its default (4 runs each), while
+// the benchmark's threads waited ~0.7 s per second in the OS run queue.
+// Heap profile deltas at 2,400 RPC/s put the server's garbage at ~10 KB
+// per batch of 100: the request's ids 3.6 KB (decodeBatch), net/http
+// ~3 KB, Connect ~2 KB. LOCKSTREAM_BENCH_SERVER_CPUS=0 with the benchmark under
 // `taskset -c 1` gives each its own core; the server on one core then
 // suffers its GC more (p99 5–10 ms). LOCKSTREAM_BENCH_SERVER_FLAGS passes
 // flags to the server, LOCKSTREAM_BENCH_SERVER_BIN runs another build of
