@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"slices"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -43,17 +44,25 @@ func (batchCodec) MarshalAppend(dst []byte, m any) ([]byte, error) {
 func (batchCodec) Unmarshal(data []byte, m any) error {
 	switch r := m.(type) {
 	case *keysv1.GetOrCreateKeysRequest:
-		if scope, ids, cats, ok := decodeBatch(data); ok {
+		a := idArenas.Get().(*idArena)
+		if scope, ids, cats, ok := decodeBatch(data, a); ok {
 			r.Scope, r.UserIds, r.Categories = scope, ids, cats
+			pendingIDs.put(r, a)
 			return nil
 		}
+		idArenas.Put(a)
 	case *keysv1.GetKeysByUserRequest:
-		if scope, ids, cats, ok := decodeBatch(data); ok {
+		a := idArenas.Get().(*idArena)
+		if scope, ids, cats, ok := decodeBatch(data, a); ok {
 			r.Scope, r.UserIds, r.Categories = scope, ids, cats
+			pendingIDs.put(r, a)
 			return nil
 		}
+		idArenas.Put(a)
 	case *keysv1.GetKeysBySubjectRequest:
-		if scope, ids, cats, ok := decodeBatch(data); ok {
+		// Subjects are kept by the service (keychain cache, in-flight
+		// reads): always a copy of their own.
+		if scope, ids, cats, ok := decodeBatch(data, nil); ok {
 			r.Scope, r.Subjects, r.Categories = scope, ids, cats
 			return nil
 		}
@@ -71,10 +80,13 @@ func (batchCodec) Unmarshal(data []byte, m any) error {
 // decodeBatch parses a batch request whose every field is scope (1), an id
 // (2) or a category (3), each length-delimited valid UTF-8; ok is false
 // for anything else. A repeated scope keeps the last, as protobuf does.
-func decodeBatch(data []byte) (scope string, ids, cats []string, ok bool) {
+// With an arena, the ids are views of arena memory (see idArena) and scope
+// and categories copies of their own; without one, every string is a
+// piece of one copy of data.
+func decodeBatch(data []byte, arena *idArena) (scope string, ids, cats []string, ok bool) {
 	// First pass: check the shape and count, so that the slices are
 	// allocated once.
-	nIDs, nCats := 0, 0
+	nIDs, nCats, idBytes := 0, 0, 0
 	for b := data; len(b) > 0; {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 || typ != protowire.BytesType || num < 1 || num > 3 {
@@ -89,32 +101,52 @@ func decodeBatch(data []byte) (scope string, ids, cats []string, ok bool) {
 		switch num {
 		case 2:
 			nIDs++
+			idBytes += len(v)
 		case 3:
 			nCats++
 		}
 	}
-	arena := string(data) // every string below is a piece of this one copy
-	if nIDs > 0 {
-		ids = make([]string, 0, nIDs)
+	var whole string // without an arena: every string is a piece of this one copy
+	if arena == nil {
+		whole = string(data)
+		if nIDs > 0 {
+			ids = make([]string, 0, nIDs)
+		}
+	} else {
+		// Sized before the first id is cut: the views must never move.
+		arena.buf = slices.Grow(arena.buf[:0], idBytes)
+		ids = slices.Grow(arena.ids[:0], nIDs)
 	}
 	if nCats > 0 {
 		cats = make([]string, 0, nCats)
 	}
-	for off := 0; off < len(arena); {
+	for off := 0; off < len(data); {
 		num, _, n := protowire.ConsumeTag(data[off:])
 		off += n
 		l, m := protowire.ConsumeVarint(data[off:])
 		off += m
-		v := arena[off : off+int(l)]
+		v := data[off : off+int(l)]
+		var str string
+		switch {
+		case arena == nil:
+			str = whole[off : off+int(l)]
+		case num == 2:
+			str = arena.view(v)
+		default:
+			str = string(v)
+		}
 		off += int(l)
 		switch num {
 		case 1:
-			scope = v
+			scope = str
 		case 2:
-			ids = append(ids, v)
+			ids = append(ids, str)
 		case 3:
-			cats = append(cats, v)
+			cats = append(cats, str)
 		}
+	}
+	if arena != nil {
+		arena.ids = ids
 	}
 	return scope, ids, cats, true
 }
