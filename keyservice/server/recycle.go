@@ -92,18 +92,20 @@ func recycle(next http.Handler) http.Handler {
 // they were a third of the server's garbage (~3.6 KB per batch of 100: the
 // id bytes and the slice of strings viewing them). The codec cuts the ids
 // of GetOrCreateKeys and GetKeysByUser as views of an arena's bytes; the
-// interceptor hands the arena to the request's slot; recycle overwrites
-// the bytes and pools the arena once the response is written.
+// interceptor hands the arena to the request's slot; recycle pools the
+// arena once the response is written, and the next request's ids overwrite
+// its bytes.
 //
 // That is safe because nothing keeps a user id past its request: the
 // service reads an id to validate it and to compute its index hash (the
 // keyed hash of the user index, which is what every cache and store row
-// is keyed by), and the answer that echoes it is written before recycle
-// runs. Scope and categories are kept (the derivation caches are keyed by
-// them) and by-subject requests keep their subjects (keychain cache,
-// in-flight reads): those are always copies of their own.
-// TestPooledIDsAreNotKept runs the server with the arena bytes scribbled
-// over on recycle, so an id kept anywhere would show as a wrong answer.
+// is keyed by; its map of ids to positions is cleared before it is
+// pooled), and the answer that echoes the id is written before recycle
+// runs. Scope and categories may be kept (caches keyed by them) and
+// by-subject requests keep their subjects (keychain cache, in-flight
+// reads): those are always copies of their own. The package's tests run
+// with recycled arenas scribbled over ('#'), so an id kept and used
+// anywhere shows as a wrong answer (TestPooledIDsAreNotKept).
 
 // idArena holds the user ids of one request.
 type idArena struct {
