@@ -177,15 +177,15 @@ func judgeSoak(samples []soakSample) []string {
 		return d[len(d)/2]
 	}
 	var errs []string
-	rss := func(x soakSample) int64 { return x.rss }
-	heap := func(x soakSample) int64 { return x.heap }
+	for _, mem := range []struct {
+		name string
+		kib  func(soakSample) int64
+	}{{"RSS", func(x soakSample) int64 { return x.rss }}, {"live heap", func(x soakSample) int64 { return x.heap }}} {
+		if e, l := peak(early, mem.kib), peak(late, mem.kib); l > e*3/2+50*1024 {
+			errs = append(errs, fmt.Sprintf("%s grew: peak %d MB in the first third after warm-up, %d MB in the last", mem.name, e/1024, l/1024))
+		}
+	}
 	goroutines := func(x soakSample) int64 { return int64(x.goroutines) }
-	if e, l := peak(early, rss), peak(late, rss); l > e*3/2+50*1024 {
-		errs = append(errs, fmt.Sprintf("RSS grew: peak %d MB in the first third after warm-up, %d MB in the last", e/1024, l/1024))
-	}
-	if e, l := peak(early, heap), peak(late, heap); l > e*3/2+50*1024 {
-		errs = append(errs, fmt.Sprintf("live heap grew: peak %d MB in the first third after warm-up, %d MB in the last", e/1024, l/1024))
-	}
 	if e, l := peak(early, goroutines), peak(late, goroutines); l > e+50 {
 		errs = append(errs, fmt.Sprintf("goroutines grew: peak %d in the first third after warm-up, %d in the last", e, l))
 	}

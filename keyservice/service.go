@@ -900,11 +900,12 @@ func (s *Service) byUser(ctx context.Context, scope string, userIDs, categories 
 			continue
 		}
 		st.hash = hex.EncodeToString(st.sum[:])
-		if v, ok := s.renewed(userKey(st.sum), prefixUser+st.hash, now); ok {
+		row := prefixUser + st.hash
+		if v, ok := s.renewed(userKey(st.sum), row, now); ok {
 			st.subject, st.hash = v.(string), ""
 			continue
 		}
-		miss = append(miss, prefixUser+st.hash)
+		miss = append(miss, row)
 	}
 	if len(miss) > 0 {
 		items, err := s.store.Get(ctx, miss)

@@ -44,21 +44,15 @@ func (batchCodec) MarshalAppend(dst []byte, m any) ([]byte, error) {
 func (batchCodec) Unmarshal(data []byte, m any) error {
 	switch r := m.(type) {
 	case *keysv1.GetOrCreateKeysRequest:
-		a := idArenas.Get().(*idArena)
-		if scope, ids, cats, ok := decodeBatch(data, a); ok {
+		if scope, ids, cats, ok := decodeUserBatch(data, r); ok {
 			r.Scope, r.UserIds, r.Categories = scope, ids, cats
-			pendingIDs.put(r, a)
 			return nil
 		}
-		idArenas.Put(a)
 	case *keysv1.GetKeysByUserRequest:
-		a := idArenas.Get().(*idArena)
-		if scope, ids, cats, ok := decodeBatch(data, a); ok {
+		if scope, ids, cats, ok := decodeUserBatch(data, r); ok {
 			r.Scope, r.UserIds, r.Categories = scope, ids, cats
-			pendingIDs.put(r, a)
 			return nil
 		}
-		idArenas.Put(a)
 	case *keysv1.GetKeysBySubjectRequest:
 		// Subjects are kept by the service (keychain cache, in-flight
 		// reads): always a copy of their own.
@@ -75,6 +69,18 @@ func (batchCodec) Unmarshal(data []byte, m any) error {
 		return fmt.Errorf("unmarshal into %T: %w", m, err)
 	}
 	return nil
+}
+
+// decodeUserBatch is decodeBatch with the user ids in a pooled arena,
+// parked under msg for the interceptor (see idArena).
+func decodeUserBatch(data []byte, msg any) (scope string, ids, cats []string, ok bool) {
+	a := idArenas.Get().(*idArena)
+	if scope, ids, cats, ok = decodeBatch(data, a); !ok {
+		idArenas.Put(a)
+		return "", nil, nil, false
+	}
+	pendingIDs.put(msg, a)
+	return scope, ids, cats, true
 }
 
 // decodeBatch parses a batch request whose every field is scope (1), an id
