@@ -1,6 +1,8 @@
 package fieldcrypt
 
 import (
+	"crypto/aes"
+	"crypto/cipher"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -26,13 +28,24 @@ var ErrFormat = errors.New("fieldcrypt: not a Tink-prefixed ciphertext")
 const (
 	tinkStartByte = 0x01
 	prefixSize    = 5
+	gcmIVSize     = 12
+	gcmTagSize    = 16
+	sivSize       = 16
 )
 
 // Cipher encrypts and decrypts field values under one category key.
 // It is safe for concurrent use.
+//
+// AES-GCM is sealed with crypto/cipher directly, in Tink's wire format
+// (prefix | IV | ciphertext | tag, the IV random), not through Tink's
+// primitive: that one allocates the IV and the output per value and holds
+// each key in several objects, and ingest seals ~2.4M values per million
+// events under ~250k cached keys. insecurekeyset's tests decrypt these
+// ciphertexts with Tink itself, and Decrypt opens Tink's.
 type Cipher struct {
 	version int
-	aead    tink.AEAD
+	prefix  [prefixSize]byte
+	gcm     cipher.AEAD // IV generated at random and prepended by Seal
 
 	// AES-SIV costs ~5 µs to build through a keyset and most categories
 	// never use it, so it is built on first use, its key too (expanded
@@ -54,15 +67,18 @@ func NewCipher(k CategoryKey) (*Cipher, error) {
 	if err != nil {
 		return nil, err
 	}
-	a, err := GCMKey(gcmKey, k.Version)
-	if err != nil {
-		return nil, err
-	}
-	aeadPrim, err := aesgcm.NewAEAD(a)
+	block, err := aes.NewCipher(gcmKey.b)
 	if err != nil {
 		return nil, fmt.Errorf("fieldcrypt: build aes-gcm: %w", err)
 	}
-	return &Cipher{version: k.Version, aead: aeadPrim, prk: prk}, nil
+	g, err := cipher.NewGCMWithRandomNonce(block)
+	if err != nil {
+		return nil, fmt.Errorf("fieldcrypt: build aes-gcm: %w", err)
+	}
+	c := &Cipher{version: k.Version, gcm: g, prk: prk}
+	c.prefix[0] = tinkStartByte
+	binary.BigEndian.PutUint32(c.prefix[1:], uint32(k.Version))
+	return c, nil
 }
 
 func (c *Cipher) deterministic() (tink.DeterministicAEAD, error) {
@@ -138,41 +154,53 @@ func (c *Cipher) Version() int { return c.version }
 
 // Encrypt seals plaintext with AAD; deterministic selects AES-SIV.
 func (c *Cipher) Encrypt(plaintext, aad []byte, deterministic bool) ([]byte, error) {
-	var (
-		ct  []byte
-		err error
-	)
-	if deterministic {
-		var d tink.DeterministicAEAD
-		if d, err = c.deterministic(); err != nil {
-			return nil, err
-		}
-		ct, err = d.EncryptDeterministically(plaintext, aad)
-	} else {
-		ct, err = c.aead.Encrypt(plaintext, aad)
-	}
-	if err != nil {
-		// Tink's errors carry no data bytes, but keep ours uniform anyway.
-		return nil, errors.New("fieldcrypt: encrypt failed")
-	}
-	return ct, nil
+	return c.AppendEncrypt(make([]byte, 0, CiphertextSize(len(plaintext), deterministic)), plaintext, aad, deterministic)
 }
 
-// Decrypt opens a ciphertext made by Encrypt with the same AAD and mode.
-func (c *Cipher) Decrypt(ciphertext, aad []byte, deterministic bool) ([]byte, error) {
-	var (
-		pt  []byte
-		err error
-	)
+// CiphertextSize is the length of the ciphertext Encrypt makes of n bytes.
+func CiphertextSize(n int, deterministic bool) int {
 	if deterministic {
-		var d tink.DeterministicAEAD
-		if d, err = c.deterministic(); err != nil {
+		return prefixSize + sivSize + n
+	}
+	return prefixSize + gcmIVSize + n + gcmTagSize
+}
+
+// AppendEncrypt appends the ciphertext of plaintext (CiphertextSize bytes)
+// to dst and returns the extended slice, as Encrypt would return it.
+func (c *Cipher) AppendEncrypt(dst, plaintext, aad []byte, deterministic bool) ([]byte, error) {
+	if deterministic {
+		d, err := c.deterministic()
+		if err != nil {
 			return nil, err
 		}
-		pt, err = d.DecryptDeterministically(ciphertext, aad)
-	} else {
-		pt, err = c.aead.Decrypt(ciphertext, aad)
+		ct, err := d.EncryptDeterministically(plaintext, aad)
+		if err != nil {
+			// Tink's errors carry no data bytes, but keep ours uniform anyway.
+			return nil, errors.New("fieldcrypt: encrypt failed")
+		}
+		return append(dst, ct...), nil
 	}
+	return c.gcm.Seal(append(dst, c.prefix[:]...), nil, plaintext, aad), nil
+}
+
+// Decrypt opens a ciphertext made by Encrypt (or by Tink under this key)
+// with the same AAD and mode.
+func (c *Cipher) Decrypt(ciphertext, aad []byte, deterministic bool) ([]byte, error) {
+	if deterministic {
+		d, err := c.deterministic()
+		if err != nil {
+			return nil, err
+		}
+		pt, err := d.DecryptDeterministically(ciphertext, aad)
+		if err != nil {
+			return nil, ErrDecrypt
+		}
+		return pt, nil
+	}
+	if len(ciphertext) < prefixSize+gcmIVSize+gcmTagSize || [prefixSize]byte(ciphertext[:prefixSize]) != c.prefix {
+		return nil, ErrDecrypt
+	}
+	pt, err := c.gcm.Open(nil, nil, ciphertext[prefixSize:], aad)
 	if err != nil {
 		return nil, ErrDecrypt
 	}

@@ -24,6 +24,11 @@
 //	AES-256-GCM (normal fields):        0x01 | key id (4 bytes, big endian) | IV (12) | ciphertext | tag (16)
 //	AES-SIV (fields marked deterministic): 0x01 | key id (4 bytes, big endian) | SIV (16) | ciphertext
 //
+// AES-GCM values are sealed with crypto/cipher (random IV) and framed here;
+// AES-SIV goes through Tink's primitive. Tests open both with plain Tink
+// from the exported keyset, and open Tink's own AES-GCM ciphertexts with
+// [Cipher.Decrypt].
+//
 // The Tink key id is the category key version (1, 2, …), so every ciphertext
 // says which version made it ([VersionOf]) and one exported keyset can hold
 // every version of a (user, category).

@@ -57,6 +57,32 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
+// TestAppendEncrypt: sealing into a buffer keeps what the buffer held,
+// adds exactly CiphertextSize bytes and opens like Encrypt's.
+func TestAppendEncrypt(t *testing.T) {
+	c := mustCipher(t, testKey(t, "s_a", "contact", 3))
+	aad := AAD("AccountUpdate", "email", "s_a")
+	for _, det := range []bool{false, true} {
+		for _, pt := range []string{"", "a@example.com", strings.Repeat("x", 300)} {
+			head := []byte("record head")
+			out, err := c.AppendEncrypt(head, []byte(pt), aad, det)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(out[:len(head)]) != "record head" || len(out)-len(head) != CiphertextSize(len(pt), det) {
+				t.Fatalf("det=%v: %d bytes appended, want %d, head intact", det, len(out)-len(head), CiphertextSize(len(pt), det))
+			}
+			got, err := c.Decrypt(out[len(head):], aad, det)
+			if err != nil || string(got) != pt {
+				t.Fatalf("det=%v: appended ciphertext: %q, %v", det, got, err)
+			}
+			if v, err := VersionOf(out[len(head):]); err != nil || v != 3 {
+				t.Fatalf("det=%v: version %d, %v", det, v, err)
+			}
+		}
+	}
+}
+
 func TestWrongKeyAndAADFail(t *testing.T) {
 	k := testKey(t, "s_alice", "contact", 1)
 	c := mustCipher(t, k)

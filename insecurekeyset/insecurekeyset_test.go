@@ -123,6 +123,47 @@ func TestPlainTinkDecryptsOurCiphertexts(t *testing.T) {
 	}
 }
 
+// TestWeDecryptPlainTinkCiphertexts is the other direction: fieldcrypt seals
+// AES-GCM with crypto/cipher in Tink's wire format, and opens what plain
+// Tink sealed under the same exported key (and nothing under another
+// version's).
+func TestWeDecryptPlainTinkCiphertexts(t *testing.T) {
+	k1, k2 := newKey(t, 1), newKey(t, 2)
+	aad := fieldcrypt.AAD("PlaybackEvent", "ip_address", "s_alice")
+	for _, k := range []fieldcrypt.CategoryKey{k1, k2} {
+		h, err := AEAD(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := aead.New(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, pt := range []string{"", "203.0.113.7", string(bytes.Repeat([]byte{0xff}, 1000))} {
+			ct, err := a.Encrypt([]byte(pt), aad)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ct) != fieldcrypt.CiphertextSize(len(pt), false) {
+				t.Fatalf("Tink ciphertext of %d bytes is %d long; CiphertextSize says %d", len(pt), len(ct), fieldcrypt.CiphertextSize(len(pt), false))
+			}
+			for _, c := range []fieldcrypt.CategoryKey{k1, k2} {
+				ci, err := fieldcrypt.NewCipher(c)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err := ci.Decrypt(ct, aad, false)
+				if c.Version == k.Version && (err != nil || string(got) != pt) {
+					t.Fatalf("v%d: Tink's ciphertext did not open: %v", k.Version, err)
+				}
+				if c.Version != k.Version && err == nil {
+					t.Fatalf("v%d ciphertext opened under v%d", k.Version, c.Version)
+				}
+			}
+		}
+	}
+}
+
 func TestBuildErrors(t *testing.T) {
 	k1 := newKey(t, 1)
 	other := k1

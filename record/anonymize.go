@@ -243,14 +243,16 @@ func (a *Anonymizer) encrypt(s *schemas.Schema, ev *schemas.Event, uk *keyclient
 	// _key_version is the highest category key version the record uses;
 	// each ciphertext also names its own version in its Tink prefix.
 	keyVersion := 0
+	size := 64 + len(enc.Fields)*24 // ciphertexts added below: one allocation per record
 	for _, f := range s.PIIFields() {
 		if v := &ev.Values[f.Index]; v.Present && !v.Null {
 			if k, ok := findKey(uk, f.PII.Category); ok && k.Version > keyVersion {
 				keyVersion = k.Version
 			}
+			size += fieldcrypt.CiphertextSize(len(v.Str)+20, f.PII.Deterministic) // +20: an int as digits
 		}
 	}
-	buf := make([]byte, 0, 64+len(enc.Fields)*24)
+	buf := make([]byte, 0, size)
 	for i := range enc.Fields {
 		f := &enc.Fields[i]
 		switch {
@@ -280,12 +282,16 @@ func (a *Anonymizer) encrypt(s *schemas.Schema, ev *schemas.Event, uk *keyclient
 			}
 			a.pt = plaintext(a.pt[:0], &s.Fields[f.Source], v)
 			a.aad = fieldcrypt.AppendAAD(a.aad[:0], s.Type, f.Name, uk.Subject)
-			ct, err := c.Encrypt(a.pt, a.aad, f.PII.Deterministic)
-			if err != nil {
+			// The Avro bytes value is sealed in place: its length first.
+			n := fieldcrypt.CiphertextSize(len(a.pt), f.PII.Deterministic)
+			buf = appendLong(append(buf, 2), int64(n)) // union branch 1 (zigzag 1 = 2): bytes
+			start := len(buf)
+			if buf, err = c.AppendEncrypt(buf, a.pt, a.aad, f.PII.Deterministic); err != nil {
 				return nil, fmt.Errorf("record: %s.%s: %w", s.Type, f.Name, err)
 			}
-			buf = append(buf, 2) // union branch 1 (zigzag 1 = 2): bytes
-			buf = appendBytes(buf, ct)
+			if len(buf)-start != n {
+				return nil, fmt.Errorf("record: %s.%s: ciphertext of %d bytes, want %d", s.Type, f.Name, len(buf)-start, n)
+			}
 		default:
 			buf = appendValue(buf, &s.Fields[f.Source], &ev.Values[f.Source])
 		}
