@@ -191,8 +191,15 @@ func (c *Client) ForDecrypt(ctx context.Context, subjects, categories []string) 
 func (c *Client) Forget(idOrSubject string) { c.cache.forget(idOrSubject) }
 
 // Purge drops everything the cache holds, e.g. when a pipeline run that
-// filled it has ended and the process goes on with other work.
-func (c *Client) Purge() { c.cache.purge() }
+// filled it has ended and the process goes on with other work; a transport
+// with a cache of its own (an in-process key service, keyclient/local)
+// drops that too.
+func (c *Client) Purge() {
+	c.cache.purge()
+	if p, ok := c.t.(interface{ Purge() }); ok {
+		p.Purge()
+	}
+}
 
 // Stats returns the client's counters.
 func (c *Client) Stats() Stats {

@@ -299,6 +299,27 @@ func (c *lru) compact() {
 	c.ring, c.hand = live, 0
 }
 
+// purge drops every entry. Readers holding one keep a valid value; the
+// next get of any key misses and reads the store again.
+func (c *lru) purge() {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := range c.shards {
+		sh := &c.shards[i]
+		sh.mu.Lock()
+		for _, e := range sh.m {
+			e.gone.Store(true)
+		}
+		sh.m = map[ckey]*lruEntry{}
+		sh.mu.Unlock()
+	}
+	clear(c.ring)
+	c.ring, c.hand, c.live = nil, 0, 0
+}
+
 func (c *lru) len() int {
 	if c == nil {
 		return 0

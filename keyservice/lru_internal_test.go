@@ -12,6 +12,36 @@ import (
 
 func testKey(i int) ckey { return subjectKey(fmt.Sprintf("s_%026d", i)) }
 
+// TestLRUPurge: purge empties the cache; it refills and evicts as before,
+// and nil caches (capacity 0) take a purge too.
+func TestLRUPurge(t *testing.T) {
+	now := time.Now()
+	c := newLRU(50)
+	for i := range 80 {
+		c.put(testKey(i), i, now.Add(time.Minute), 0)
+	}
+	c.purge()
+	if n := c.len(); n != 0 {
+		t.Fatalf("%d entries after purge", n)
+	}
+	for i := range 80 {
+		if _, ok := c.get(testKey(i), now); ok {
+			t.Fatalf("key %d answers after purge", i)
+		}
+	}
+	for i := range 200 {
+		c.put(testKey(i), -i, now.Add(time.Minute), 0)
+		if n := c.len(); n > 50 {
+			t.Fatalf("after purge and %d puts: %d entries, capacity 50", i+1, n)
+		}
+	}
+	if v, ok := c.get(testKey(199), now); !ok || v.(int) != -199 {
+		t.Fatalf("last put after purge: %v, %v", v, ok)
+	}
+	var none *lru
+	none.purge()
+}
+
 // TestLRUBoundExpiryAndDelete: the cache never holds more than its
 // capacity, an expired entry is not served but is still seen by expired,
 // put replaces, del removes, and keys of different kinds never collide.

@@ -1469,6 +1469,7 @@ type CacheStats struct {
 	// a store read: the row was unchanged in a store that is its only
 	// writer (LocalWriter).
 	ProcessRenewed                                  uint64
+	ProcessEntries                                  int // rows cached in process now
 	MemcachedHits, MemcachedMisses, MemcachedErrors uint64
 	Memcached                                       bool // the store has a memcached tier
 }
@@ -1479,6 +1480,7 @@ func (s *Service) CacheStats() CacheStats {
 	if s.cache != nil {
 		st.ProcessHits, st.ProcessMisses = s.cache.hits.Load(), s.cache.misses.Load()
 		st.ProcessRenewed = s.cache.renewals.Load()
+		st.ProcessEntries = s.cache.len()
 	}
 	if m, ok := s.store.(interface {
 		Stats() (hits, misses, errs uint64)
@@ -1488,6 +1490,12 @@ func (s *Service) CacheStats() CacheStats {
 	}
 	return st
 }
+
+// PurgeCache drops every row the service caches in process (user index
+// entries, keychains, the policies); they are read from the store again
+// when next asked for. For a process whose pipeline run has ended and that
+// goes on with other work (transforms.DropKeyCaches).
+func (s *Service) PurgeCache() { s.cache.purge() }
 
 // Close closes the store.
 func (s *Service) Close() error { return s.store.Close() }

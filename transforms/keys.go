@@ -125,7 +125,8 @@ func sharedCiphers() *fieldcrypt.Cache {
 // DropKeyCaches lets go of what this process caches for encryption: the
 // anonymizers' shared cipher cache (DoFns already set up keep theirs), and
 // what every key source opened or registered here holds in its cache
-// (sources with a Purge method, as keyclient.Client). pipelines.Ingest
+// (sources with a Purge method, as keyclient.Client, whose Purge also
+// empties the cache of an in-process "local:DIR" key service). pipelines.Ingest
 // calls it when its run has ended: a process that goes on to publish hours
 // or decrypt (the demo, tests, benchmarks, a scheduler running jobs one
 // after another) would otherwise keep hundreds of MB of keys and built

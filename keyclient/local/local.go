@@ -124,6 +124,10 @@ func New(svc *keyservice.Service, opts keyclient.Options) (*keyclient.Client, er
 	return keyclient.New(NewTransport(svc), opts)
 }
 
+// Purge drops what the service caches in process (keyclient.Client.Purge
+// calls it after emptying its own cache).
+func (t *Transport) Purge() { t.svc.PurgeCache() }
+
 // GetOrCreate implements keyclient.Transport.
 func (t *Transport) GetOrCreate(ctx context.Context, scope string, userIDs, categories []string) ([]keyclient.UserKeys, error) {
 	res, err := t.svc.GetOrCreate(ctx, scope, userIDs, categories)

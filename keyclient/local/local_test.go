@@ -71,3 +71,49 @@ func TestOpenLocalRoundTripAndShred(t *testing.T) {
 	}
 	svc.Close()
 }
+
+// TestPurgeEmptiesTheServiceCache: Client.Purge (transforms.DropKeyCaches
+// after an ingest run) empties the in-process service's cache as well as
+// its own, and the keys come back the same from the store.
+func TestPurgeEmptiesTheServiceCache(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv(MasterKeyEnv, "")
+	if _, _, err := InitMasterKey(dir); err != nil {
+		t.Fatal(err)
+	}
+	mk, err := MasterKey(dir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := OpenService(dir, mk, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	c, err := New(svc, keyclient.Options{Scope: "events"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	users := []string{"canary-purge-1", "canary-purge-2", "canary-purge-3"}
+	before, err := c.ForEncrypt(ctx, users, []string{"contact"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := svc.CacheStats().ProcessEntries; n == 0 {
+		t.Fatal("the service cached nothing")
+	}
+	c.Purge()
+	if n, m := svc.CacheStats().ProcessEntries, c.Stats().CacheEntries; n != 0 || m != 0 {
+		t.Fatalf("after Purge: service %d rows, client %d users cached", n, m)
+	}
+	after, err := c.ForEncrypt(ctx, users, []string{"contact"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range users {
+		if after[i].Subject != before[i].Subject || !after[i].Keys[0].Secret.Equal(before[i].Keys[0].Secret) {
+			t.Fatalf("%s: keys changed across a purge", users[i])
+		}
+	}
+}
