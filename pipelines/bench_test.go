@@ -227,7 +227,6 @@ func (fn *passShardFn) ProcessElement(ctx context.Context, shard int, lines func
 type phase struct {
 	wall, cpu, sys time.Duration
 	faults         int64
-	err            error
 }
 
 func (p phase) String() string {
@@ -236,15 +235,23 @@ func (p phase) String() string {
 
 type benchRound struct{ pass, passOCF, ingest, hourly phase }
 
-func measure(run func() error) phase {
+// ratio is the round's lockstream time over its baseline's.
+func (r benchRound) ratio() float64 {
+	return (r.ingest.wall + r.hourly.wall).Seconds() / r.pass.wall.Seconds()
+}
+
+// measure runs one pipeline; its failure ends the benchmark.
+func measure(b *testing.B, run func() error) phase {
 	var r0, r1 syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &r0)
 	t0 := time.Now()
-	err := run()
+	if err := run(); err != nil {
+		b.Fatal(err)
+	}
 	wall := time.Since(t0)
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &r1)
 	cpu := func(r *syscall.Rusage) time.Duration { return time.Duration(r.Utime.Nano() + r.Stime.Nano()) }
-	return phase{wall: wall, cpu: cpu(&r1) - cpu(&r0), sys: time.Duration(r1.Stime.Nano() - r0.Stime.Nano()), faults: r1.Minflt - r0.Minflt, err: err}
+	return phase{wall: wall, cpu: cpu(&r1) - cpu(&r0), sys: time.Duration(r1.Stime.Nano() - r0.Stime.Nano()), faults: r1.Minflt - r0.Minflt}
 }
 
 // runBaseline runs a pass-through baseline over the replay file in.
@@ -297,14 +304,14 @@ func BenchmarkEndToEnd(b *testing.B) {
 	// One round: both baselines, then ingest + hourly for every (type,
 	// hour), each into its own directory.
 	round := func(i string) (r benchRound) {
-		r.pass = measure(func() error {
+		r.pass = measure(b, func() error {
 			return runBaseline(ctx, in, filepath.Join(dir, "pass-"+i), "pass"+i, false)
 		})
-		r.passOCF = measure(func() error {
+		r.passOCF = measure(b, func() error {
 			return runBaseline(ctx, in, filepath.Join(dir, "passocf-"+i), "passocf"+i, true)
 		})
 		root := filepath.Join(dir, "real-"+i)
-		r.ingest = measure(func() error {
+		r.ingest = measure(b, func() error {
 			// The fake key service behind the real client (batching, cache),
 			// as pipelines use it in production.
 			kc, err := keyclient.New(keyclient.NewFake(), keyclient.Options{Scope: transforms.DefaultKeyScope})
@@ -321,7 +328,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 			}
 			return nil
 		})
-		r.hourly = measure(func() error {
+		r.hourly = measure(b, func() error {
 			bk, err := blob.Open(ctx, root)
 			if err != nil {
 				return err
@@ -343,12 +350,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 			}
 			return nil
 		})
-		for _, ph := range []*phase{&r.pass, &r.passOCF, &r.ingest, &r.hourly} {
-			if ph.err != nil {
-				b.Fatal(ph.err)
-			}
-		}
-		b.Logf("round %s: baseline %s; baseline-ocf %s; ingest %s; hourly %s; ratio %.2f", i, r.pass, r.passOCF, r.ingest, r.hourly, (r.ingest.wall+r.hourly.wall).Seconds()/r.pass.wall.Seconds())
+		b.Logf("round %s: baseline %s; baseline-ocf %s; ingest %s; hourly %s; ratio %.2f", i, r.pass, r.passOCF, r.ingest, r.hourly, r.ratio())
 		// ~2 GB of output per round at 1M events.
 		for _, d := range []string{"pass-", "passocf-", "real-"} {
 			if err := os.RemoveAll(filepath.Join(dir, d+i)); err != nil {
@@ -369,7 +371,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 	var ratios []float64
 	for i := 0; b.Loop(); i++ {
 		r := round(strconv.Itoa(i))
-		ratios = append(ratios, (r.ingest.wall+r.hourly.wall).Seconds()/r.pass.wall.Seconds())
+		ratios = append(ratios, r.ratio())
 		pass += r.pass.wall
 		passOCF += r.passOCF.wall
 		ingestT += r.ingest.wall

@@ -249,7 +249,7 @@ func (a *Anonymizer) encrypt(s *schemas.Schema, ev *schemas.Event, uk *keyclient
 			if k, ok := findKey(uk, f.PII.Category); ok && k.Version > keyVersion {
 				keyVersion = k.Version
 			}
-			size += fieldcrypt.CiphertextSize(len(v.Str)+20, f.PII.Deterministic) // +20: an int as digits
+			size += fieldcrypt.CiphertextSize(plaintextMax(f, v), f.PII.Deterministic)
 		}
 	}
 	buf := make([]byte, 0, size)
@@ -307,6 +307,16 @@ func findKey(uk *keyclient.UserKeys, category string) (fieldcrypt.CategoryKey, b
 		}
 	}
 	return best, best.Version > 0
+}
+
+// plaintextMax bounds the length of plaintext's encoding of v.
+func plaintextMax(f *schemas.Field, v *schemas.Value) int {
+	switch f.Kind {
+	case schemas.KindInt, schemas.KindLong:
+		return 20 // "-9223372036854775808"
+	default:
+		return len(v.Str)
+	}
 }
 
 // plaintext encodes one PII value as the bytes that are sealed: strings as

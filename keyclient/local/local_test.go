@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/lockstream/lockstream/keyclient"
+	"github.com/lockstream/lockstream/keyservice"
 )
 
 func TestOpenLocalRoundTripAndShred(t *testing.T) {
@@ -46,14 +47,7 @@ func TestOpenLocalRoundTripAndShred(t *testing.T) {
 	}
 
 	// Shred with the core, reopen: the client reports the user deleted.
-	mk, err := MasterKey(dir, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := OpenService(dir, mk, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc := openService(t, dir)
 	if err := svc.DeleteUser(ctx, "canary-local-1"); err != nil {
 		t.Fatal(err)
 	}
@@ -81,14 +75,7 @@ func TestPurgeEmptiesTheServiceCache(t *testing.T) {
 	if _, _, err := InitMasterKey(dir); err != nil {
 		t.Fatal(err)
 	}
-	mk, err := MasterKey(dir, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := OpenService(dir, mk, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc := openService(t, dir)
 	defer svc.Close()
 	c, err := New(svc, keyclient.Options{Scope: "events"})
 	if err != nil {
@@ -116,4 +103,18 @@ func TestPurgeEmptiesTheServiceCache(t *testing.T) {
 			t.Fatalf("%s: keys changed across a purge", users[i])
 		}
 	}
+}
+
+// openService opens the service of dir with its master key file.
+func openService(t *testing.T, dir string) *keyservice.Service {
+	t.Helper()
+	mk, err := MasterKey(dir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := OpenService(dir, mk, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svc
 }
