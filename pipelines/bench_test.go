@@ -10,8 +10,9 @@ import (
 	"hash/fnv"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
-	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -223,14 +224,15 @@ func (fn *passShardFn) ProcessElement(ctx context.Context, shard int, lines func
 }
 
 // phase is what one pipeline run cost: wall, CPU (user+system) and system
-// time, and minor page faults, of this process.
+// time, minor page faults and peak RSS of the process that ran it.
 type phase struct {
 	wall, cpu, sys time.Duration
 	faults         int64
+	rss            int64 // bytes
 }
 
 func (p phase) String() string {
-	return fmt.Sprintf("%.2f s (cpu %.1f s, sys %.1f s, %dk faults)", p.wall.Seconds(), p.cpu.Seconds(), p.sys.Seconds(), p.faults/1000)
+	return fmt.Sprintf("%.2f s (cpu %.1f s, sys %.1f s, %dk faults, peak RSS %d MB)", p.wall.Seconds(), p.cpu.Seconds(), p.sys.Seconds(), p.faults/1000, p.rss>>20)
 }
 
 type benchRound struct{ pass, passOCF, ingest, hourly phase }
@@ -240,18 +242,171 @@ func (r benchRound) ratio() float64 {
 	return (r.ingest.wall + r.hourly.wall).Seconds() / r.pass.wall.Seconds()
 }
 
-// measure runs one pipeline; its failure ends the benchmark.
-func measure(b *testing.B, run func() error) phase {
-	var r0, r1 syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &r0)
+// Each pipeline of the benchmark runs in a process of its own: this test
+// binary, started again with benchChildEnv naming the pipeline (TestMain
+// runs it instead of the tests). That is how a scheduler runs ingest and
+// hourly, and it keeps the pipelines out of each other's way: in one
+// process, whichever ran first paid for growing the heap (on the 2-core VMs
+// here a minor page fault costs ~10-18 µs, a GB of fresh memory ~3 s of
+// system time) and whichever ran next inherited the last one's garbage and
+// freed-but-not-returned memory; ratios swung 0.9-2.5 with the order and the
+// runtime's scavenger rather than with the work. A process of its own also
+// gives each pipeline its own peak RSS.
+const (
+	benchChildEnv   = "LOCKSTREAM_BENCH_CHILD"   // baseline, baseline-ocf, ingest or hourly
+	benchInEnv      = "LOCKSTREAM_BENCH_IN"      // the replay file
+	benchRootEnv    = "LOCKSTREAM_BENCH_ROOT"    // the pipeline's output root
+	benchCountEnv   = "LOCKSTREAM_BENCH_COUNT"   // messages in the replay file (ingest checks its accounting)
+	benchProfileEnv = "LOCKSTREAM_BENCH_PROFILE" // a directory: each child writes <pipeline>-<round>.pprof there (CPU)
+	benchRoundEnv   = "LOCKSTREAM_BENCH_ROUND"
+	benchRSSEnv     = "LOCKSTREAM_BENCH_RSS_FILE" // the child writes its peak RSS (VmHWM, kB) there
+)
+
+// measure runs one pipeline in a child process; its failure ends the
+// benchmark.
+func measure(b *testing.B, pipeline, round, in, root string, count int) phase {
+	cmd := exec.Command(os.Args[0])
+	rssFile := root + ".rss"
+	cmd.Env = append(os.Environ(), benchChildEnv+"="+pipeline, benchInEnv+"="+in, benchRootEnv+"="+root,
+		benchCountEnv+"="+strconv.Itoa(count), benchRoundEnv+"="+round, benchRSSEnv+"="+rssFile)
+	// prism logs every job's start and end; shown only when the child fails.
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
 	t0 := time.Now()
-	if err := run(); err != nil {
-		b.Fatal(err)
-	}
+	err := cmd.Run()
 	wall := time.Since(t0)
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &r1)
-	cpu := func(r *syscall.Rusage) time.Duration { return time.Duration(r.Utime.Nano() + r.Stime.Nano()) }
-	return phase{wall: wall, cpu: cpu(&r1) - cpu(&r0), sys: time.Duration(r1.Stime.Nano() - r0.Stime.Nano()), faults: r1.Minflt - r0.Minflt}
+	if err != nil {
+		log := out.Bytes()
+		if len(log) > 8<<10 {
+			log = log[len(log)-8<<10:]
+		}
+		b.Fatalf("%s (round %s): %v; the end of its output:\n%s", pipeline, round, err, log)
+	}
+	ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	if !ok {
+		b.Fatalf("%s: no resource usage for the child process", pipeline)
+	}
+	// Not the rusage's Maxrss: Linux carries the parent's RSS into it when
+	// the child is started (exec from a process sharing the parent's
+	// memory), so it would read the benchmark's own size.
+	data, err := os.ReadFile(rssFile)
+	if err != nil {
+		b.Fatalf("%s: its peak RSS: %v", pipeline, err)
+	}
+	kb, err := strconv.ParseInt(string(data), 10, 64)
+	if err != nil {
+		b.Fatalf("%s: its peak RSS %q: %v", pipeline, data, err)
+	}
+	return phase{
+		wall:   wall,
+		cpu:    time.Duration(ru.Utime.Nano() + ru.Stime.Nano()),
+		sys:    time.Duration(ru.Stime.Nano()),
+		faults: ru.Minflt,
+		rss:    kb << 10,
+	}
+}
+
+// peakRSS reads this process's VmHWM in kB.
+func peakRSS() (string, error) {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return "", err
+	}
+	for l := range strings.SplitSeq(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			return strings.TrimSuffix(strings.TrimSpace(v), " kB"), nil
+		}
+	}
+	return "", errors.New("no VmHWM in /proc/self/status")
+}
+
+// runBenchChild runs the pipeline benchChildEnv names (a child of measure)
+// and returns the process's exit code.
+func runBenchChild() int {
+	pipeline, round := os.Getenv(benchChildEnv), os.Getenv(benchRoundEnv)
+	in, root := os.Getenv(benchInEnv), os.Getenv(benchRootEnv)
+	count, _ := strconv.Atoi(os.Getenv(benchCountEnv))
+	if dir := os.Getenv(benchProfileEnv); dir != "" {
+		f, err := os.Create(filepath.Join(dir, pipeline+"-"+round+".pprof"))
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "bench %s: CPU profile: %v\n", pipeline, err)
+			return 1
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
+	ctx := context.Background()
+	var err error
+	switch pipeline {
+	case "baseline":
+		err = runBaseline(ctx, in, root, "pass"+round, false)
+	case "baseline-ocf":
+		err = runBaseline(ctx, in, root, "passocf"+round, true)
+	case "ingest":
+		err = benchIngest(ctx, in, root, count)
+	case "hourly":
+		err = benchHourly(ctx, root)
+	default:
+		err = fmt.Errorf("unknown pipeline %q", pipeline)
+	}
+	if err == nil {
+		var kb string
+		if kb, err = peakRSS(); err == nil {
+			err = os.WriteFile(os.Getenv(benchRSSEnv), []byte(kb), 0o644)
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench %s: %v\n", pipeline, err)
+		return 1
+	}
+	return 0
+}
+
+// benchIngest runs ingest over in with the fake key service behind the real
+// client (batching, cache), as pipelines use a key service in production.
+func benchIngest(ctx context.Context, in, root string, count int) error {
+	kc, err := keyclient.New(keyclient.NewFake(), keyclient.Options{Scope: transforms.DefaultKeyScope})
+	if err != nil {
+		return err
+	}
+	ing, err := Ingest(ctx, IngestConfig{Inputs: []string{in}, Out: root, KeysURL: registerKeys(kc)})
+	if err != nil {
+		return err
+	}
+	if tot := ing.Totals(); tot.In != int64(count) {
+		// Ingest's table comes from runner metrics; say so when they drift.
+		return fmt.Errorf("ingest accounting saw %d of %d messages", tot.In, count)
+	}
+	return nil
+}
+
+// benchHourly publishes every (type, hour) the synthetic traffic has.
+func benchHourly(ctx context.Context, root string) error {
+	bk, err := blob.Open(ctx, root)
+	if err != nil {
+		return err
+	}
+	var cfgs []HourlyConfig
+	for hr := time.Date(2026, 11, 23, 6, 0, 0, 0, time.UTC); hr.Before(time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)); hr = hr.Add(time.Hour) {
+		hs, err := RawHours(ctx, bk, hr)
+		if err != nil {
+			return err
+		}
+		for _, h := range hs {
+			cfgs = append(cfgs, HourlyConfig{Root: root, Type: h.Type, Version: h.Version, Hour: h.Hour})
+		}
+	}
+	if len(cfgs) == 0 {
+		return errors.New("no raw hours to publish")
+	}
+	for _, o := range HourlyMany(ctx, cfgs) {
+		if o.Err != nil {
+			return o.Err
+		}
+	}
+	return nil
 }
 
 // runBaseline runs a pass-through baseline over the replay file in.
@@ -272,24 +427,15 @@ func benchEvents() int {
 	return 200_000
 }
 
-func vmHWM() string {
-	data, _ := os.ReadFile("/proc/self/status")
-	for _, l := range strings.Split(string(data), "\n") {
-		if strings.HasPrefix(l, "VmHWM:") {
-			return strings.TrimSpace(strings.TrimPrefix(l, "VmHWM:"))
-		}
-	}
-	return "?"
-}
-
 // BenchmarkEndToEnd runs ingest + hourly on prism over synthetic traffic
 // (LOCKSTREAM_BENCH_EVENTS, default 200k; `make bench BENCH_EVENTS=1000000`
-// for the 1M figure), against the pass-through baseline in the same run.
+// for the 1M figure), against the pass-through baselines in the same run,
+// each pipeline in a process of its own (see measure).
 // Keys come from an in-process fake service behind the real keyclient, so
 // the key service itself is not measured here (keyservice/server has its
-// own load benchmark).
+// own load benchmark). LOCKSTREAM_BENCH_PROFILE=DIR writes each pipeline's
+// CPU profile there.
 func BenchmarkEndToEnd(b *testing.B) {
-	ctx := context.Background()
 	n := benchEvents()
 	dir := b.TempDir()
 	tr := synth.Generate(synth.Config{Events: n, Users: max(n/20, 10), Hours: 3, Seed: 11})
@@ -297,59 +443,20 @@ func BenchmarkEndToEnd(b *testing.B) {
 	writeReplay(b, in, tr.Messages)
 	count := len(tr.Messages)
 	msgs := float64(count)
-	// The traffic is in the file now: kept live, its million messages would
-	// be marked by every GC cycle of both pipelines.
 	tr = nil
-	runtime.GC()
 	// One round: both baselines, then ingest + hourly for every (type,
-	// hour), each into its own directory.
+	// hour), each into its own directory. Before each pipeline the page
+	// cache is flushed (untimed), so that none pays for writing back the
+	// last one's output.
 	round := func(i string) (r benchRound) {
-		r.pass = measure(b, func() error {
-			return runBaseline(ctx, in, filepath.Join(dir, "pass-"+i), "pass"+i, false)
-		})
-		r.passOCF = measure(b, func() error {
-			return runBaseline(ctx, in, filepath.Join(dir, "passocf-"+i), "passocf"+i, true)
-		})
-		root := filepath.Join(dir, "real-"+i)
-		r.ingest = measure(b, func() error {
-			// The fake key service behind the real client (batching, cache),
-			// as pipelines use it in production.
-			kc, err := keyclient.New(keyclient.NewFake(), keyclient.Options{Scope: transforms.DefaultKeyScope})
-			if err != nil {
-				return err
-			}
-			ing, err := Ingest(ctx, IngestConfig{Inputs: []string{in}, Out: root, KeysURL: registerKeys(kc)})
-			if err != nil {
-				return err
-			}
-			if tot := ing.Totals(); tot.In != int64(count) {
-				// Ingest's table comes from runner metrics; say so when they drift.
-				b.Errorf("ingest accounting saw %d of %d messages", tot.In, count)
-			}
-			return nil
-		})
-		r.hourly = measure(b, func() error {
-			bk, err := blob.Open(ctx, root)
-			if err != nil {
-				return err
-			}
-			var cfgs []HourlyConfig
-			for hr := time.Date(2026, 11, 23, 6, 0, 0, 0, time.UTC); hr.Before(time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)); hr = hr.Add(time.Hour) {
-				hs, err := RawHours(ctx, bk, hr)
-				if err != nil {
-					return err
-				}
-				for _, h := range hs {
-					cfgs = append(cfgs, HourlyConfig{Root: root, Type: h.Type, Version: h.Version, Hour: h.Hour})
-				}
-			}
-			for _, o := range HourlyMany(ctx, cfgs) {
-				if o.Err != nil {
-					return o.Err
-				}
-			}
-			return nil
-		})
+		run := func(pipeline, root string) phase {
+			syscall.Sync()
+			return measure(b, pipeline, i, in, filepath.Join(dir, root+"-"+i), count)
+		}
+		r.pass = run("baseline", "pass")
+		r.passOCF = run("baseline-ocf", "passocf")
+		r.ingest = run("ingest", "real")
+		r.hourly = run("hourly", "real")
 		b.Logf("round %s: baseline %s; baseline-ocf %s; ingest %s; hourly %s; ratio %.2f", i, r.pass, r.passOCF, r.ingest, r.hourly, r.ratio())
 		// ~2 GB of output per round at 1M events.
 		for _, d := range []string{"pass-", "passocf-", "real-"} {
@@ -359,15 +466,9 @@ func BenchmarkEndToEnd(b *testing.B) {
 		}
 		return r
 	}
-	// An untimed round first. Whatever runs first in the process grows its
-	// heap, and on the 2-core VMs here a page fault costs ~10 µs (a GB of
-	// fresh memory ~3 s of system time): the baseline, run first, paid
-	// ~600k faults (6-7 s) against ingest's ~200k, and ratios of 0.9-1.8
-	// came out of that order rather than of the work.
-	b.StopTimer()
-	round("warmup")
-	b.StartTimer()
+	syscall.Sync()
 	var pass, passOCF, real, ingestT, ingestCPU, hourlyCPU time.Duration
+	var ingestRSS, hourlyRSS int64
 	var ratios []float64
 	for i := 0; b.Loop(); i++ {
 		r := round(strconv.Itoa(i))
@@ -378,13 +479,13 @@ func BenchmarkEndToEnd(b *testing.B) {
 		real += r.ingest.wall + r.hourly.wall
 		ingestCPU += r.ingest.cpu
 		hourlyCPU += r.hourly.cpu
+		ingestRSS, hourlyRSS = max(ingestRSS, r.ingest.rss), max(hourlyRSS, r.hourly.rss)
 	}
 	runs := float64(b.N)
 	b.ReportMetric(msgs*runs/real.Seconds(), "events/s")
 	b.ReportMetric(msgs*runs/pass.Seconds(), "baseline-events/s")
 	b.ReportMetric(real.Seconds()/pass.Seconds(), "ratio")
-	// The rounds' ratios swing with the baseline's page faults (see
-	// round): with -benchtime 3x or more, the median is the figure to quote.
+	// With -benchtime 3x or more, the median is the figure to quote.
 	slices.Sort(ratios)
 	b.ReportMetric(ratios[len(ratios)/2], "ratio-median")
 	b.ReportMetric(msgs*runs/passOCF.Seconds(), "baseline-ocf-events/s")
@@ -396,5 +497,8 @@ func BenchmarkEndToEnd(b *testing.B) {
 	// CPU time of the process over wall time: 2.0 would be both cores busy.
 	b.ReportMetric(ingestCPU.Seconds()/ingestT.Seconds(), "ingest-cores")
 	b.ReportMetric(hourlyCPU.Seconds()/(real-ingestT).Seconds(), "hourly-cores")
-	b.Logf("%d messages per run; peak RSS of the benchmark process (both pipelines): %s", count, vmHWM())
+	// Peak RSS of each pipeline's process, the highest of the rounds.
+	b.ReportMetric(float64(ingestRSS>>20), "ingest-peak-rss-MB")
+	b.ReportMetric(float64(hourlyRSS>>20), "hourly-peak-rss-MB")
+	b.Logf("%d messages per run", count)
 }

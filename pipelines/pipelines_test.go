@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io/fs"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/testing/ptest"
 
 	"github.com/lockstream/lockstream/blob"
@@ -25,7 +27,15 @@ import (
 	"github.com/lockstream/lockstream/transforms"
 )
 
-func TestMain(m *testing.M) { ptest.MainWithDefault(m, "prism") }
+func TestMain(m *testing.M) {
+	if os.Getenv(benchChildEnv) != "" {
+		// A pipeline of BenchmarkEndToEnd, in a process of its own.
+		flag.Parse()
+		beam.Init()
+		os.Exit(runBenchChild())
+	}
+	ptest.MainWithDefault(m, "prism")
+}
 
 var keysSeq atomic.Int64
 
