@@ -442,7 +442,8 @@ func benchEvents() int {
 // Keys come from an in-process fake service behind the real keyclient, so
 // the key service itself is not measured here (keyservice/server has its
 // own load benchmark). LOCKSTREAM_BENCH_PROFILE=DIR writes each pipeline's
-// CPU profile there.
+// CPU profile there. With -benchmem, B/op and allocs/op are the parent's
+// (which only starts the pipelines), not the pipelines'.
 func BenchmarkEndToEnd(b *testing.B) {
 	n := benchEvents()
 	dir := b.TempDir()
@@ -451,7 +452,6 @@ func BenchmarkEndToEnd(b *testing.B) {
 	writeReplay(b, in, tr.Messages)
 	count := len(tr.Messages)
 	msgs := float64(count)
-	tr = nil
 	// One round: both baselines, then ingest + hourly for every (type,
 	// hour), each into its own directory. Before each pipeline the page
 	// cache is flushed (untimed), so that none pays for writing back the
