@@ -31,8 +31,15 @@ test-race:
 
 ## test-integration: the end-to-end and fault-matrix scenarios (issue 7)
 ## against real emulators; LOCKSTREAM_SOAK shortens the 10-minute soak.
+## Prints the tests' own lines whatever they contain, and the race
+## detector's reports; prism's log lines ("time=...") are left out. The
+## whole output goes to INTEGRATION_LOG; when the suite fails, its last
+## lines that are not prism's are printed too (a panic's or timeout's stacks).
+INTEGRATION_LOG ?= /tmp/lockstream-integration.log
 test-integration:
-	$(GO) test -race -count=1 -timeout 60m -v ./integration/... 2>&1 | grep -v 'level=' | grep -E '^(=== RUN|--- |ok|FAIL|PASS|panic)|_test.go:|scenario' ; test $${PIPESTATUS[0]} -eq 0
+	@echo "full output: $(INTEGRATION_LOG)"
+	$(GO) test -race -count=1 -timeout 60m -v ./integration/... 2>&1 | tee $(INTEGRATION_LOG) | grep -E '^(=== RUN|--- |ok|FAIL|PASS|panic|WARNING: DATA RACE|==================|(Read|Write|Previous [a-z]+) at |Goroutine )|^[[:space:]]' ; \
+	rc=$${PIPESTATUS[0]}; if [ $$rc -ne 0 ]; then echo "--- the last lines of $(INTEGRATION_LOG) that are not prism's:"; grep -v '^time=' $(INTEGRATION_LOG) | tail -n 60; fi; exit $$rc
 
 ## bench: benchmarks that print numbers (never pass/fail on time).
 ## BENCH_EVENTS=1000000 gives the 1M-event end-to-end figure. The key
