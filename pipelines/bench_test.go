@@ -231,6 +231,9 @@ type phase struct {
 	rss            int64 // bytes
 }
 
+// user is the phase's user CPU time.
+func (p phase) user() time.Duration { return p.cpu - p.sys }
+
 func (p phase) String() string {
 	return fmt.Sprintf("%.2f s (cpu %.1f s, sys %.1f s, %dk faults, peak RSS %d MB)", p.wall.Seconds(), p.cpu.Seconds(), p.sys.Seconds(), p.faults/1000, p.rss>>20)
 }
@@ -246,8 +249,7 @@ func (r benchRound) ratio() float64 {
 // is mostly page faults (~10-18 µs each), left out. It is what the ratio
 // tends to on a machine where faults are cheap.
 func (r benchRound) userRatio() float64 {
-	user := func(p phase) time.Duration { return p.cpu - p.sys }
-	return (user(r.ingest) + user(r.hourly)).Seconds() / user(r.pass).Seconds()
+	return (r.ingest.user() + r.hourly.user()).Seconds() / r.pass.user().Seconds()
 }
 
 // Each pipeline of the benchmark runs in a process of its own: this test
