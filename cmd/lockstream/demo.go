@@ -13,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/spf13/cobra"
 
 	"github.com/lockstream/lockstream/blob"
@@ -30,10 +29,11 @@ import (
 func init() { register(newDemoCmd) }
 
 type demoFlags struct {
-	out    string
-	events int
-	users  int
-	seed   uint64
+	out      string
+	events   int
+	users    int
+	seed     uint64
+	logLevel string
 }
 
 func newDemoCmd() *cobra.Command {
@@ -57,6 +57,7 @@ what an analyst sees before and after. DIR/data holds every output; inspect it w
 	c.Flags().IntVar(&f.events, "events", 6000, "unique events to generate")
 	c.Flags().IntVar(&f.users, "users", 300, "distinct users")
 	c.Flags().Uint64Var(&f.seed, "seed", 1, "seed of the synthetic traffic")
+	addLogLevelFlag(c.Flags(), &f.logLevel)
 	return c
 }
 
@@ -73,7 +74,9 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, f demoFlags) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	beam.Init()
+	if err := initBeam(f.logLevel); err != nil {
+		return err
+	}
 	if f.out == "" || f.out == "/" {
 		return errors.New("--out must name a directory")
 	}

@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"time"
 
-	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -38,6 +38,7 @@ type hourlyFlags struct {
 	watch                    time.Duration
 	bigquery                 string // dataset to load each published hour into ("" = none)
 	bq                       bqCommon
+	logLevel                 string
 	gcsRoot                  string
 }
 
@@ -72,7 +73,9 @@ Examples:
 			} else if err != nil {
 				return err
 			}
-			beam.Init()
+			if err := initBeam(f.logLevel); err != nil {
+				return err
+			}
 			return runHourly(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), f)
 		},
 	}
@@ -97,6 +100,7 @@ func hourlyFlagSet(fl *pflag.FlagSet, f *hourlyFlags) {
 	fl.StringVar(&f.bigquery, "bigquery", "", "after publishing, load each hour into this BigQuery dataset (see lockstream bq load); needs --project")
 	fl.StringVar(&f.bq.project, "project", "", "GCP project of --bigquery (default $GOOGLE_CLOUD_PROJECT)")
 	fl.StringVar(&f.bq.endpoint, "bigquery-endpoint", "", "BigQuery API endpoint (a test server; no authentication is sent)")
+	addLogLevelFlag(fl, &f.logLevel)
 	fl.StringVar(&f.gcsRoot, "gcs-root", "", "with --bigquery and a local --root: the gs:// location of the same root")
 }
 
@@ -137,7 +141,9 @@ func runHourly(ctx context.Context, stdout, stderr io.Writer, f hourlyFlags) err
 			return err
 		}
 		defer client.Close()
-		loader = &bq.Loader{Client: client, Dataset: f.bigquery}
+		// Its own logger: one line per load job at info, whatever
+		// --log-level does to Beam's.
+		loader = &bq.Loader{Client: client, Dataset: f.bigquery, Log: slog.New(slog.NewTextHandler(stderr, nil))}
 	}
 	var from, to time.Time
 	if f.hour != "" {

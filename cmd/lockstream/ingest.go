@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -58,6 +57,7 @@ type ingestFlags struct {
 	batchSize    int
 	keyRetry     time.Duration
 	quiet        bool
+	logLevel     string
 }
 
 func newIngestCmd() *cobra.Command {
@@ -102,6 +102,7 @@ Examples:
 	fl.IntVar(&f.batchSize, "batch-size", 0, fmt.Sprintf("messages per batch: one key lookup, and one fsynced file per (type, hour), each (0: %d for files, %d for Pub/Sub, its most)", pipelines.DefaultReplayBatchSize, pipelines.DefaultBatchSize))
 	fl.DurationVar(&f.keyRetry, "key-retry-budget", transforms.DefaultKeyRetryBudget, "how long a batch retries the key service before it is dead-lettered as key_unavailable")
 	fl.BoolVar(&f.quiet, "quiet", false, "no progress lines on stderr")
+	addLogLevelFlag(fl, &f.logLevel)
 	return c
 }
 
@@ -182,7 +183,9 @@ func runIngest(cmd *cobra.Command, f *ingestFlags, args []string) error {
 	case f.subscription == "" && (f.idle > 0 || f.maxMessages > 0):
 		return errors.New("--idle-timeout and --max-messages apply to --subscription only")
 	}
-	beam.Init()
+	if err := initBeam(f.logLevel); err != nil {
+		return err
+	}
 
 	cfg := pipelines.IngestConfig{
 		Inputs: f.inputs, Subscription: f.subscription, Out: f.out, KeysURL: f.keys, KeyScope: f.keyScope,

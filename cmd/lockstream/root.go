@@ -2,8 +2,14 @@ package main
 
 import (
 	"errors"
+	"fmt"
+	"log/slog"
+	"os"
 
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/runners"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // subcommands are registered by each command file's init so that files for
@@ -41,4 +47,49 @@ func exitCode(err error) int {
 		return ee.code
 	}
 	return 1
+}
+
+// logLevelFor is --log-level's default for a Beam runner ("" is prism).
+// Locally it is warn, which hides prism's lines for every job (its start,
+// stages and end) and still shows every warning and error, the pipelines'
+// own included (a key service that stays down, a failed ack). On other
+// runners it is info: Dataflow's runner says at info what it submitted
+// (the job id and console link, or with --dry_run the job itself).
+func logLevelFor(runner string) string {
+	switch runner {
+	case "", "prism", "direct":
+		return "warn"
+	}
+	return "info"
+}
+
+// addLogLevelFlag adds --log-level to a command that runs Beam pipelines.
+func addLogLevelFlag(fl *pflag.FlagSet, p *string) {
+	fl.StringVar(p, "log-level", "", "level of the Beam runner's and SDK's log lines on stderr: debug, info, warn or error (default warn on prism, info on other runners)")
+}
+
+// initBeam runs Beam's initialization (beam.Init) and then puts its
+// logger at level ("" picks logLevelFor the --runner given). The lines keep
+// Beam's format (text on stderr). Beam's own level variable is left alone:
+// a runner's goroutines of an earlier job in the process may still read it.
+func initBeam(level string) error {
+	if level == "" {
+		level = logLevelFor(*runners.Runner)
+	}
+	var l slog.Level
+	switch level {
+	case "debug":
+		l = slog.LevelDebug
+	case "info":
+		l = slog.LevelInfo
+	case "warn":
+		l = slog.LevelWarn
+	case "error":
+		l = slog.LevelError
+	default:
+		return fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	beam.Init()
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l, AddSource: l == slog.LevelDebug})))
+	return nil
 }

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/spf13/cobra"
 
 	"github.com/lockstream/lockstream/bq"
@@ -27,6 +26,7 @@ func newViewCmd() *cobra.Command {
 		bqTable                                   string
 		expiration                                time.Duration
 		bqFlags                                   bqCommon
+		logLevel                                  string
 	)
 	c := &cobra.Command{
 		Use:   "view --root ROOT --hour H --type T --out PATH [--format ndjson|avro] --keys URL [beam runner flags]",
@@ -53,7 +53,9 @@ Examples:
 			} else if err != nil {
 				return err
 			}
-			beam.Init()
+			if err := initBeam(logLevel); err != nil {
+				return err
+			}
 			if root == "" || hour == "" || typ == "" || out == "" || keys == "" {
 				return errors.New("--root, --hour, --type, --out and --keys are required")
 			}
@@ -102,6 +104,7 @@ Examples:
 	fl.DurationVar(&expiration, "expiration", 24*time.Hour, "the --bigquery-table expires this long after the load")
 	fl.StringVar(&bqFlags.project, "project", os.Getenv("GOOGLE_CLOUD_PROJECT"), "GCP project of --bigquery-table (default $GOOGLE_CLOUD_PROJECT)")
 	fl.StringVar(&bqFlags.endpoint, "bigquery-endpoint", "", "BigQuery API endpoint (a test server; no authentication is sent)")
+	addLogLevelFlag(fl, &logLevel)
 	return c
 }
 
