@@ -151,6 +151,19 @@ func userIDArg(cmd *cobra.Command, arg string) (string, error) {
 	return id, nil
 }
 
+// userOrSubjectArg reads the one keychain a command acts on: the USER_ID
+// argument (- reads it from stdin) or --subject, exactly one of them. The
+// id is "" when --subject names the keychain.
+func userOrSubjectArg(cmd *cobra.Command, args []string, subject string) (string, error) {
+	if (len(args) == 1) == (subject != "") {
+		return "", errors.New("give a USER_ID (or - for stdin) or --subject, not both")
+	}
+	if subject != "" {
+		return "", nil
+	}
+	return userIDArg(cmd, args[0])
+}
+
 // adminRun opens the admin interface, runs fn with a deadline, and turns
 // errors into clear messages (never naming the user).
 func adminRun(cmd *cobra.Command, f *adminFlags, fn func(ctx context.Context, a keysAdmin) error) error {
@@ -210,15 +223,9 @@ func newKeysDeleteUserCmd() *cobra.Command {
 		Short: "Shred a user's keychain: all their data becomes unreadable everywhere (irreversible)",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if (len(args) == 1) == (subject != "") {
-				return errors.New("give a USER_ID (or - for stdin) or --subject, not both")
-			}
-			var id string
-			if len(args) == 1 {
-				var err error
-				if id, err = userIDArg(cmd, args[0]); err != nil {
-					return err
-				}
+			id, err := userOrSubjectArg(cmd, args, subject)
+			if err != nil {
+				return err
 			}
 			return adminRun(cmd, &f, func(ctx context.Context, a keysAdmin) error {
 				if subject != "" {
@@ -300,15 +307,9 @@ func newKeysShowCmd() *cobra.Command {
 		Short: "Describe a keychain: subject, state, categories, versions (never key bytes)",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if (len(args) == 1) == (subject != "") {
-				return errors.New("give a USER_ID (or - for stdin) or --subject, not both")
-			}
-			var id string
-			if len(args) == 1 {
-				var err error
-				if id, err = userIDArg(cmd, args[0]); err != nil {
-					return err
-				}
+			id, err := userOrSubjectArg(cmd, args, subject)
+			if err != nil {
+				return err
 			}
 			return adminRun(cmd, &f, func(ctx context.Context, a keysAdmin) error {
 				var kc keyclient.Keychain

@@ -88,6 +88,14 @@ func TestKeysCLILocal(t *testing.T) {
 	if _, err := runCLI(t, ctx, "", "keys", "show", "canary-nobody", "--keys", keys); err == nil || !strings.Contains(err.Error(), "no such keychain") || strings.Contains(err.Error(), "canary") {
 		t.Fatalf("unknown user: %v", err)
 	}
+	for _, args := range [][]string{
+		{"keys", "show", "canary-both", "--subject", subject, "--keys", keys},
+		{"keys", "delete-user", "--keys", keys},
+	} {
+		if _, err := runCLI(t, ctx, "", args...); err == nil || !strings.Contains(err.Error(), "not both") {
+			t.Errorf("%v: %v, want: give a USER_ID or --subject, not both", args, err)
+		}
+	}
 	if strings.Contains(all, "canary") {
 		t.Fatalf("CLI output names the user:\n%s", all)
 	}
