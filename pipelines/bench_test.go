@@ -267,7 +267,7 @@ const (
 	benchInEnv      = "LOCKSTREAM_BENCH_IN"      // the replay file
 	benchRootEnv    = "LOCKSTREAM_BENCH_ROOT"    // the pipeline's output root
 	benchCountEnv   = "LOCKSTREAM_BENCH_COUNT"   // messages in the replay file (ingest checks its accounting)
-	benchProfileEnv = "LOCKSTREAM_BENCH_PROFILE" // a directory: each child writes <pipeline>-<round>.pprof there (CPU)
+	benchProfileEnv = "LOCKSTREAM_BENCH_PROFILE" // a directory: each child writes <pipeline>-<round>.pprof (CPU) and .allocs there
 	benchRoundEnv   = "LOCKSTREAM_BENCH_ROUND"
 	benchRSSEnv     = "LOCKSTREAM_BENCH_RSS_FILE" // the child writes its peak RSS (VmHWM, kB) there
 )
@@ -361,6 +361,9 @@ func runBenchChild() int {
 	default:
 		err = fmt.Errorf("unknown pipeline %q", pipeline)
 	}
+	if dir := os.Getenv(benchProfileEnv); dir != "" && err == nil {
+		err = writeAllocs(filepath.Join(dir, pipeline+"-"+round+".allocs"))
+	}
 	if err == nil {
 		var kb string
 		if kb, err = peakRSS(); err == nil {
@@ -372,6 +375,20 @@ func runBenchChild() int {
 		return 1
 	}
 	return 0
+}
+
+// writeAllocs writes the process's allocation profile to path (read it
+// with go tool pprof -sample_index=alloc_space).
+func writeAllocs(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // benchIngest runs ingest over in with the fake key service behind the real
@@ -444,7 +461,7 @@ func benchEvents() int {
 // Keys come from an in-process fake service behind the real keyclient, so
 // the key service itself is not measured here (keyservice/server has its
 // own load benchmark). LOCKSTREAM_BENCH_PROFILE=DIR writes each pipeline's
-// CPU profile there. With -benchmem, B/op and allocs/op are the parent's
+// CPU and allocation profiles there. With -benchmem, B/op and allocs/op are the parent's
 // (which only starts the pipelines), not the pipelines'.
 func BenchmarkEndToEnd(b *testing.B) {
 	n := benchEvents()
