@@ -336,8 +336,10 @@ func runBenchChild() int {
 	pipeline, round := os.Getenv(benchChildEnv), os.Getenv(benchRoundEnv)
 	in, root := os.Getenv(benchInEnv), os.Getenv(benchRootEnv)
 	count, _ := strconv.Atoi(os.Getenv(benchCountEnv))
+	profile := "" // the profiles' path without their extension
 	if dir := os.Getenv(benchProfileEnv); dir != "" {
-		f, err := os.Create(filepath.Join(dir, pipeline+"-"+round+".pprof"))
+		profile = filepath.Join(dir, pipeline+"-"+round)
+		f, err := os.Create(profile + ".pprof")
 		if err == nil {
 			err = pprof.StartCPUProfile(f)
 		}
@@ -361,8 +363,8 @@ func runBenchChild() int {
 	default:
 		err = fmt.Errorf("unknown pipeline %q", pipeline)
 	}
-	if dir := os.Getenv(benchProfileEnv); dir != "" && err == nil {
-		err = writeAllocs(filepath.Join(dir, pipeline+"-"+round+".allocs"))
+	if profile != "" && err == nil {
+		err = writeAllocs(profile + ".allocs")
 	}
 	if err == nil {
 		var kb string
@@ -461,8 +463,8 @@ func benchEvents() int {
 // Keys come from an in-process fake service behind the real keyclient, so
 // the key service itself is not measured here (keyservice/server has its
 // own load benchmark). LOCKSTREAM_BENCH_PROFILE=DIR writes each pipeline's
-// CPU and allocation profiles there. With -benchmem, B/op and allocs/op are the parent's
-// (which only starts the pipelines), not the pipelines'.
+// CPU and allocation profiles there. With -benchmem, B/op and allocs/op are
+// the parent's (which only starts the pipelines), not the pipelines'.
 func BenchmarkEndToEnd(b *testing.B) {
 	n := benchEvents()
 	dir := b.TempDir()

@@ -55,12 +55,12 @@ func exitCode(err error) int {
 // own included (a key service that stays down, a failed ack). On other
 // runners it is info: Dataflow's runner says at info what it submitted
 // (the job id and console link, or with --dry_run the job itself).
-func logLevelFor(runner string) string {
+func logLevelFor(runner string) slog.Level {
 	switch runner {
 	case "", "prism", "direct":
-		return "warn"
+		return slog.LevelWarn
 	}
-	return "info"
+	return slog.LevelInfo
 }
 
 // addLogLevelFlag adds --log-level to a command that runs Beam pipelines.
@@ -73,23 +73,14 @@ func addLogLevelFlag(fl *pflag.FlagSet, p *string) {
 // Beam's format (text on stderr). Beam's own level variable is left alone:
 // a runner's goroutines of an earlier job in the process may still read it.
 func initBeam(level string) error {
-	if level == "" {
-		level = logLevelFor(*runners.Runner)
-	}
-	var l slog.Level
-	switch level {
-	case "debug":
-		l = slog.LevelDebug
-	case "info":
-		l = slog.LevelInfo
-	case "warn":
-		l = slog.LevelWarn
-	case "error":
-		l = slog.LevelError
-	default:
-		return fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	l := logLevelFor(*runners.Runner)
+	if level != "" {
+		// slog's own names (any case); its offsets such as "info+2" pass too.
+		if err := l.UnmarshalText([]byte(level)); err != nil {
+			return fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+		}
 	}
 	beam.Init()
-	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l, AddSource: l == slog.LevelDebug})))
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l, AddSource: l <= slog.LevelDebug})))
 	return nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -57,7 +58,7 @@ func runLogged(t *testing.T, level string) string {
 // are gone and a pipeline's own warning still shows; at info, prism's lines
 // show. Other runners default to info.
 func TestLogLevel(t *testing.T) {
-	for runner, want := range map[string]string{"": "warn", "prism": "warn", "dataflow": "info", "flink": "info"} {
+	for runner, want := range map[string]slog.Level{"": slog.LevelWarn, "prism": slog.LevelWarn, "dataflow": slog.LevelInfo, "flink": slog.LevelInfo} {
 		if got := logLevelFor(runner); got != want {
 			t.Errorf("logLevelFor(%q) = %s, want %s", runner, got, want)
 		}
