@@ -88,20 +88,46 @@ type PullState struct {
 	Done              bool
 }
 
-type pullEstimator struct{ s PullState }
+// pullEstimator is the watermark estimator of pullFn. The SDK harness
+// reads it (CurrentWatermark, WatermarkEstimatorState) from its own
+// goroutines for progress and split requests while ProcessElement runs, so
+// every write holds mu, and so does every read from outside
+// ProcessElement. ProcessElement, the only writer, reads s without it.
+type pullEstimator struct {
+	mu sync.Mutex
+	s  PullState
+}
 
 // CurrentWatermark implements sdf.WatermarkEstimator.
 func (e *pullEstimator) CurrentWatermark() time.Time {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	if e.s.Done {
 		return mtime.MaxTimestamp.ToTime()
 	}
 	return time.UnixMilli(e.s.WatermarkMillis)
 }
 
+// state is a copy of the estimator's state.
+func (e *pullEstimator) state() PullState {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.s
+}
+
+// update changes the estimator's state (from ProcessElement only).
+func (e *pullEstimator) update(f func(s *PullState)) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	f(&e.s)
+}
+
 func (e *pullEstimator) advance(t time.Time) {
-	if ms := t.UnixMilli(); ms > e.s.WatermarkMillis {
-		e.s.WatermarkMillis = ms
-	}
+	e.update(func(s *PullState) {
+		if ms := t.UnixMilli(); ms > s.WatermarkMillis {
+			s.WatermarkMillis = ms
+		}
+	})
 }
 
 type pullFn struct {
@@ -162,15 +188,16 @@ func (fn *pullFn) CreateWatermarkEstimator(s PullState) *pullEstimator {
 	return &pullEstimator{s: s}
 }
 
-func (fn *pullFn) WatermarkEstimatorState(e *pullEstimator) PullState { return e.s }
+func (fn *pullFn) WatermarkEstimatorState(e *pullEstimator) PullState { return e.state() }
 
 func (fn *pullFn) ProcessElement(ctx context.Context, we *pullEstimator, rt *sdf.LockRTracker, _ []byte, emit func(beam.EventTime, Batch)) (sdf.ProcessContinuation, error) {
-	st := &we.s
+	st := &we.s // read without the lock: this is the only writer
 	if st.LastMessageMillis == 0 {
-		st.LastMessageMillis = time.Now().UnixMilli()
+		now := time.Now().UnixMilli()
+		we.update(func(s *PullState) { s.LastMessageMillis = now })
 	}
 	finish := func() (sdf.ProcessContinuation, error) {
-		st.Done = true
+		we.update(func(s *PullState) { s.Done = true })
 		rt.TryClaim(int64(pullEnd)) // marks the restriction done
 		return sdf.StopProcessing(), nil
 	}
@@ -228,8 +255,11 @@ func (fn *pullFn) ProcessElement(ctx context.Context, we *pullEstimator, rt *sdf
 		// The batch's event time is its oldest publish time, but never behind
 		// the watermark already reported (then its events may be late).
 		ts := max(minPT, st.WatermarkMillis)
-		st.Pulled += int64(len(b.Messages))
-		st.LastMessageMillis = time.Now().UnixMilli()
+		now := time.Now().UnixMilli()
+		we.update(func(s *PullState) {
+			s.Pulled += int64(len(b.Messages))
+			s.LastMessageMillis = now
+		})
 		emit(mtime.FromMilliseconds(ts), b) // the write stage is fused: this returns after the ack
 		we.advance(time.UnixMilli(minPT))
 		if time.Now().After(bundleEnd) {
