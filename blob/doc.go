@@ -22,7 +22,7 @@
 // [GCS] ([OpenGCS], or [Open] with a gs:// root) uses cloud.google.com/go/storage.
 // Without [WithGCSClient] it shares one process-wide client from
 // storage.NewClient, which honours STORAGE_EMULATOR_HOST and Application
-// Default Credentials. The root's prefix is prepended to every name; List
+// Default Credentials (a changed STORAGE_EMULATOR_HOST gets a new client). The root's prefix is prepended to every name; List
 // returns names relative to the root.
 //
 // Immutability: every object is created with the precondition
@@ -47,13 +47,19 @@
 // check for multi-chunk uploads and appends re-sent chunks).
 //
 // Retries: the client's default policy (RetryIdempotent, exponential
-// backoff, retrying 408, 429, 5xx and connection resets until the context
-// ends). Every call we make is idempotent and so retried: reads (Open,
-// Exists, List), the conditional create (upload start, each chunk, or the
-// one-request upload), and Delete, which reads the generation and deletes
-// with ifGenerationMatch. Nothing uses RetryAlways: an unconditional write
-// or delete is never retried. Tests shorten the backoff with
-// storage.Client.SetRetry.
+// backoff, retrying 408, 429, 5xx and connection resets). Every call we
+// make is idempotent and so retried: reads (Open, Exists, List), the
+// conditional create (upload start, each chunk, or the one-request upload),
+// and Delete, which reads the generation and deletes with
+// ifGenerationMatch. Nothing uses RetryAlways: an unconditional write or
+// delete is never retried. Left alone, the client retries a failing call
+// until its context ends, and a pipeline's context has no deadline, so
+// both are bounded: the shared client tries a call at most
+// [DefaultGCSMaxAttempts] times, and each upload (which the client does not
+// count attempts of) has a deadline of [DefaultGCSUploadTimeout] (or
+// [WithGCSUploadTimeout]) plus a second per MiB. An unreachable GCS thus
+// fails the operation, and with it the bundle, in minutes with the last
+// error. Tests shorten the backoff with storage.Client.SetRetry.
 //
 // Crashed writers: nothing is sent before Close, so a writer that is
 // aborted, whose process dies, or whose Close fails leaves no object (an

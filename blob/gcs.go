@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"cloud.google.com/go/storage"
 	"google.golang.org/api/googleapi"
@@ -39,6 +40,22 @@ const DefaultGCSMemoryLimit = 16 << 20
 
 var crc32cTable = crc32.MakeTable(crc32.Castagnoli)
 
+// DefaultGCSMaxAttempts is how often the process-wide client (blob.Open)
+// tries one call (a read, list, delete or metadata request) before the call
+// fails. The storage client's own default is to retry a failing call until
+// its context ends, and a pipeline's context has no deadline: an unreachable
+// or failing GCS hung the job instead of failing it. With the client's
+// backoff (1 s doubling to 30 s, jittered) 10 attempts span about 1-3
+// minutes.
+const DefaultGCSMaxAttempts = 10
+
+// DefaultGCSUploadTimeout is the base of an upload's deadline, which is
+// this plus a second per MiB of the object (WithGCSUploadTimeout sets the
+// base). The storage client retries an upload until its context ends
+// (it does not count an upload's attempts), so the deadline is what ends a
+// failing one.
+const DefaultGCSUploadTimeout = 5 * time.Minute
+
 // GCS is a Bucket on a Google Cloud Storage bucket and prefix.
 type GCS struct {
 	client   *storage.Client
@@ -47,6 +64,7 @@ type GCS struct {
 	prefix   string // "" or "prefix/"
 	memLimit int
 	tempDir  string
+	uploadTO time.Duration // base of an upload's deadline (uploadDeadline)
 	// chunkSize is the upload chunk size of spilled (large) objects;
 	// 0 means the client's default (16 MiB). Tests lower it to exercise
 	// multi-chunk resumable uploads.
@@ -59,9 +77,10 @@ var _ Bucket = (*GCS)(nil)
 type GCSOption func(*gcsConfig)
 
 type gcsConfig struct {
-	client   *storage.Client
-	memLimit int
-	tempDir  string
+	client        *storage.Client
+	memLimit      int
+	tempDir       string
+	uploadTimeout time.Duration
 }
 
 // WithGCSClient makes the bucket use c (which the caller keeps and closes)
@@ -76,6 +95,12 @@ func WithGCSMemoryLimit(n int) GCSOption {
 	return func(cfg *gcsConfig) { cfg.memLimit = n }
 }
 
+// WithGCSUploadTimeout sets the base of each upload's deadline (default
+// DefaultGCSUploadTimeout); a second per MiB of the object is added.
+func WithGCSUploadTimeout(d time.Duration) GCSOption {
+	return func(cfg *gcsConfig) { cfg.uploadTimeout = d }
+}
+
 // WithGCSTempDir sets the directory for spilled writers (default
 // os.TempDir()).
 func WithGCSTempDir(dir string) GCSOption {
@@ -83,16 +108,24 @@ func WithGCSTempDir(dir string) GCSOption {
 }
 
 // The client blob.Open uses: one per process, created on first use. Pipelines
-// open buckets in every DoFn Setup; one client shares connections.
+// open buckets in every DoFn Setup; one client shares connections. A
+// changed STORAGE_EMULATOR_HOST (tests run one after another, each with an
+// emulator of its own) gets a new client; the old one stays with those
+// holding it.
 var (
 	sharedMu     sync.Mutex
 	sharedClient *storage.Client
+	sharedHost   string // STORAGE_EMULATOR_HOST when sharedClient was made
+	// sharedRetry is the shared client's retry policy (tests add a shorter
+	// backoff).
+	sharedRetry = []storage.RetryOption{storage.WithMaxAttempts(DefaultGCSMaxAttempts)}
 )
 
 func defaultClient(ctx context.Context) (*storage.Client, error) {
 	sharedMu.Lock()
 	defer sharedMu.Unlock()
-	if sharedClient != nil {
+	host := os.Getenv("STORAGE_EMULATOR_HOST")
+	if sharedClient != nil && host == sharedHost {
 		return sharedClient, nil
 	}
 	// storage.NewClient honours STORAGE_EMULATOR_HOST (no auth, emulator
@@ -103,7 +136,8 @@ func defaultClient(ctx context.Context) (*storage.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	sharedClient = c
+	c.SetRetry(sharedRetry...)
+	sharedClient, sharedHost = c, host
 	return c, nil
 }
 
@@ -136,12 +170,15 @@ func OpenGCS(ctx context.Context, root string, opts ...GCSOption) (*GCS, error) 
 	if err != nil {
 		return nil, err
 	}
-	cfg := gcsConfig{memLimit: DefaultGCSMemoryLimit}
+	cfg := gcsConfig{memLimit: DefaultGCSMemoryLimit, uploadTimeout: DefaultGCSUploadTimeout}
 	for _, o := range opts {
 		o(&cfg)
 	}
 	if cfg.memLimit < 0 {
 		return nil, fmt.Errorf("blob: negative GCS memory limit %d", cfg.memLimit)
+	}
+	if cfg.uploadTimeout <= 0 {
+		return nil, fmt.Errorf("blob: GCS upload timeout %v: want a positive duration", cfg.uploadTimeout)
 	}
 	c := cfg.client
 	if c == nil {
@@ -156,7 +193,14 @@ func OpenGCS(ctx context.Context, root string, opts ...GCSOption) (*GCS, error) 
 		prefix:   prefix,
 		memLimit: cfg.memLimit,
 		tempDir:  cfg.tempDir,
+		uploadTO: cfg.uploadTimeout,
 	}, nil
+}
+
+// uploadDeadline is how long an upload of size bytes may take: the base
+// plus a second per MiB.
+func (g *GCS) uploadDeadline(size int64) time.Duration {
+	return g.uploadTO + time.Duration(size>>20)*time.Second
 }
 
 // Root returns "gs://bucket/prefix".
@@ -278,8 +322,12 @@ func (w *gcsWriter) Close() error {
 	// ifGenerationMatch=0 makes the create idempotent, so the client's
 	// default policy (RetryIdempotent) retries it on 408/429/5xx and
 	// connection errors: the upload initiation, every chunk of a resumable
-	// upload and a one-request (multipart) upload alike.
-	sw := w.o.If(storage.Conditions{DoesNotExist: true}).NewWriter(w.ctx)
+	// upload and a one-request (multipart) upload alike, until the upload's
+	// context ends: its deadline is what ends a failing upload.
+	limit := w.g.uploadDeadline(w.size)
+	uctx, cancel := context.WithTimeout(w.ctx, limit)
+	defer cancel()
+	sw := w.o.If(storage.Conditions{DoesNotExist: true}).NewWriter(uctx)
 	sw.CRC32C = w.crc
 	sw.SendCRC32C = true
 	sw.Metadata = map[string]string{writerTokenKey: w.token}
@@ -301,12 +349,17 @@ func (w *gcsWriter) Close() error {
 	if w.ctx.Err() != nil {
 		return fmt.Errorf("blob: write %s: %w", w.name, err)
 	}
+	if uctx.Err() != nil {
+		err = fmt.Errorf("upload not finished within %v: %w", limit, err)
+	}
 	// The outcome of an upload that failed at the client may still be an
 	// object of ours: an attempt succeeded but its response was lost, and
 	// the retry then failed (412 from our own object, 404 for a finished
 	// resumable session, or another error). The token tells ours from
 	// another writer's object; ours is kept only if it is whole.
-	if attrs, aerr := w.o.Attrs(w.ctx); aerr == nil && attrs.Metadata[writerTokenKey] == w.token {
+	actx, acancel := context.WithTimeout(w.ctx, w.g.uploadTO)
+	defer acancel()
+	if attrs, aerr := w.o.Attrs(actx); aerr == nil && attrs.Metadata[writerTokenKey] == w.token {
 		return w.verify(attrs)
 	}
 	if isStatus(err, http.StatusPreconditionFailed) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -320,5 +321,73 @@ func TestGCSFaults(t *testing.T) {
 	t.Logf("failed creates (besides ErrExist): %d", len(failed))
 	for _, f := range failed[:min(5, len(failed))] {
 		t.Log(f)
+	}
+}
+
+// An unreachable GCS fails each operation, after the shared client's
+// attempts (lists, metadata) or at the upload's deadline (writes), instead
+// of being retried until the caller's context ends: a pipeline's never
+// does, and an ingest whose storage client pointed at a closed endpoint
+// retried one upload for 27 minutes before this.
+func TestGCSUnreachableFails(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // connections are refused now: an error the client retries
+	t.Setenv("STORAGE_EMULATOR_HOST", addr)
+	old := sharedRetry
+	sharedRetry = append(slices.Clone(old), storage.WithBackoff(gax.Backoff{Initial: time.Millisecond, Max: 5 * time.Millisecond, Multiplier: 2}))
+	t.Cleanup(func() { sharedRetry = old })
+	ctx := context.Background()
+	g, err := OpenGCS(ctx, "gs://"+testBucket+"/p", WithGCSUploadTimeout(time.Second), WithGCSMemoryLimit(64<<10), WithGCSTempDir(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 4)
+	go func() {
+		// One request, then a spilled object (a resumable upload).
+		for _, d := range [][]byte{[]byte("small object"), bytes.Repeat([]byte("x"), 200<<10)} {
+			errs <- WriteAll(ctx, g, "obj", d)
+		}
+		_, err := g.List(ctx, "")
+		errs <- err
+		_, err = g.Exists(ctx, "obj")
+		errs <- err
+	}()
+	want := []string{"upload not finished within 1s", "upload not finished within 1s", "after 10 attempts", "after 10 attempts"}
+	for i, w := range want {
+		select {
+		case err := <-errs:
+			if err == nil || !strings.Contains(err.Error(), w) {
+				t.Errorf("operation %d: err %v, want one saying %q", i, err, w)
+			}
+		case <-time.After(2 * time.Minute):
+			t.Fatalf("operation %d still retrying after 2 minutes", i)
+		}
+	}
+}
+
+// The process-wide client follows STORAGE_EMULATOR_HOST: one client while
+// it stays the same, a new one when it changes.
+func TestGCSSharedClientFollowsEmulatorHost(t *testing.T) {
+	ctx := context.Background()
+	open := func(root string) *GCS {
+		t.Helper()
+		g, err := OpenGCS(ctx, root)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	t.Setenv("STORAGE_EMULATOR_HOST", "127.0.0.1:1")
+	a, a2 := open("gs://b/p"), open("gs://c/q")
+	if a.client != a2.client {
+		t.Fatal("two clients for one emulator host")
+	}
+	t.Setenv("STORAGE_EMULATOR_HOST", "127.0.0.1:2")
+	if b := open("gs://b/p"); b.client == a.client {
+		t.Fatal("the client of the old STORAGE_EMULATOR_HOST was kept")
 	}
 }
