@@ -238,11 +238,19 @@ func (p phase) String() string {
 	return fmt.Sprintf("%.2f s (cpu %.1f s, sys %.1f s, %dk faults, peak RSS %d MB)", p.wall.Seconds(), p.cpu.Seconds(), p.sys.Seconds(), p.faults/1000, p.rss>>20)
 }
 
-type benchRound struct{ pass, passOCF, ingest, hourly phase }
+type benchRound struct {
+	pass, passOCF, ingest, hourly phase
+	warm                          phase // ingest with warm caches (LOCKSTREAM_BENCH_WARM)
+}
 
 // ratio is the round's lockstream time over its baseline's.
 func (r benchRound) ratio() float64 {
 	return (r.ingest.wall + r.hourly.wall).Seconds() / r.pass.wall.Seconds()
+}
+
+// warmRatio is ratio with the warm ingest in place of the cold one.
+func (r benchRound) warmRatio() float64 {
+	return (r.warm.wall + r.hourly.wall).Seconds() / r.pass.wall.Seconds()
 }
 
 // userRatio is the same for user CPU time: system time, which on these VMs
@@ -270,6 +278,7 @@ const (
 	benchProfileEnv = "LOCKSTREAM_BENCH_PROFILE" // a directory: each child writes <pipeline>-<round>.pprof (CPU) and .allocs there
 	benchRoundEnv   = "LOCKSTREAM_BENCH_ROUND"
 	benchRSSEnv     = "LOCKSTREAM_BENCH_RSS_FILE" // the child writes its peak RSS (VmHWM, kB) there
+	benchWarmEnv    = "LOCKSTREAM_BENCH_WARM"     // non-empty: each round also measures ingest with warm caches
 )
 
 // measure runs one pipeline in a child process; its failure ends the
@@ -357,7 +366,12 @@ func runBenchChild() int {
 	case "baseline-ocf":
 		err = runBaseline(ctx, in, root, "passocf"+round, true)
 	case "ingest":
-		err = benchIngest(ctx, in, root, count)
+		var kc *keyclient.Client
+		if kc, err = benchKeys(); err == nil {
+			err = benchIngest(ctx, kc, in, root, count)
+		}
+	case "ingest-warm":
+		err = benchIngestWarm(ctx, in, root, count)
 	case "hourly":
 		err = benchHourly(ctx, root)
 	default:
@@ -393,13 +407,14 @@ func writeAllocs(path string) error {
 	return f.Close()
 }
 
-// benchIngest runs ingest over in with the fake key service behind the real
-// client (batching, cache), as pipelines use a key service in production.
-func benchIngest(ctx context.Context, in, root string, count int) error {
-	kc, err := keyclient.New(keyclient.NewFake(), keyclient.Options{Scope: transforms.DefaultKeyScope})
-	if err != nil {
-		return err
-	}
+// benchKeys is the fake key service behind the real client (batching,
+// cache), as pipelines use a key service in production.
+func benchKeys() (*keyclient.Client, error) {
+	return keyclient.New(keyclient.NewFake(), keyclient.Options{Scope: transforms.DefaultKeyScope})
+}
+
+// benchIngest runs ingest over in with the keys of kc.
+func benchIngest(ctx context.Context, kc *keyclient.Client, in, root string, count int) error {
 	ing, err := Ingest(ctx, IngestConfig{Inputs: []string{in}, Out: root, KeysURL: registerKeys(kc)})
 	if err != nil {
 		return err
@@ -409,6 +424,52 @@ func benchIngest(ctx context.Context, in, root string, count int) error {
 		return fmt.Errorf("ingest accounting saw %d of %d messages", tot.In, count)
 	}
 	return nil
+}
+
+// benchIngestWarm runs ingest over in twice in this process with one key
+// client, and writes what the second run cost to root+".warm" (wall, user
+// and system nanoseconds, minor faults): a long-running streaming ingest's
+// steady state, where every user's keys and ciphers are cached and the heap
+// has grown. The first run writes into root+"-first" and is not measured.
+func benchIngestWarm(ctx context.Context, in, root string, count int) error {
+	kc, err := benchKeys()
+	if err != nil {
+		return err
+	}
+	if err := benchIngest(ctx, kc, in, root+"-first", count); err != nil {
+		return err
+	}
+	syscall.Sync() // as before every measured pipeline
+	var before, after syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &before); err != nil {
+		return err
+	}
+	t0 := time.Now()
+	if err := benchIngest(ctx, kc, in, root, count); err != nil {
+		return err
+	}
+	wall := time.Since(t0)
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &after); err != nil {
+		return err
+	}
+	cost := fmt.Sprintf("%d %d %d %d", wall, after.Utime.Nano()-before.Utime.Nano(),
+		after.Stime.Nano()-before.Stime.Nano(), after.Minflt-before.Minflt)
+	return os.WriteFile(root+".warm", []byte(cost), 0o644)
+}
+
+// measureWarm runs ingest-warm in a child process and returns the cost of
+// its measured (second) run, with the process's peak RSS.
+func measureWarm(b *testing.B, round, in, root string, count int) phase {
+	p := measure(b, "ingest-warm", round, in, root, count)
+	data, err := os.ReadFile(root + ".warm")
+	if err != nil {
+		b.Fatalf("ingest-warm: %v", err)
+	}
+	var wall, user, sys, faults int64
+	if _, err := fmt.Sscan(string(data), &wall, &user, &sys, &faults); err != nil {
+		b.Fatalf("ingest-warm: its cost %q: %v", data, err)
+	}
+	return phase{wall: time.Duration(wall), cpu: time.Duration(user + sys), sys: time.Duration(sys), faults: faults, rss: p.rss}
 }
 
 // benchHourly publishes every (type, hour) the synthetic traffic has.
@@ -465,6 +526,12 @@ func benchEvents() int {
 // own load benchmark). LOCKSTREAM_BENCH_PROFILE=DIR writes each pipeline's
 // CPU and allocation profiles there. With -benchmem, B/op and allocs/op are
 // the parent's (which only starts the pipelines), not the pipelines'.
+//
+// LOCKSTREAM_BENCH_WARM=1 adds, after each round, ingest with warm caches
+// (benchIngestWarm: every user's keys and ciphers already built, as in a
+// streaming ingest that has been running) and reports ingest-warm-s and
+// ratio-warm-median: how much of ingest's cost is the one-time cost per
+// user. The acceptance figure is the cold ratio.
 func BenchmarkEndToEnd(b *testing.B) {
 	n := benchEvents()
 	dir := b.TempDir()
@@ -477,6 +544,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 	// hour), each into its own directory. Before each pipeline the page
 	// cache is flushed (untimed), so that none pays for writing back the
 	// last one's output.
+	warm := os.Getenv(benchWarmEnv) != ""
 	round := func(i string) (r benchRound) {
 		run := func(pipeline, root string) phase {
 			syscall.Sync()
@@ -487,9 +555,14 @@ func BenchmarkEndToEnd(b *testing.B) {
 		r.ingest = run("ingest", "real")
 		r.hourly = run("hourly", "real")
 		b.Logf("round %s: baseline %s; baseline-ocf %s; ingest %s; hourly %s; ratio %.2f (user CPU %.2f)", i, r.pass, r.passOCF, r.ingest, r.hourly, r.ratio(), r.userRatio())
+		if warm {
+			syscall.Sync()
+			r.warm = measureWarm(b, i, in, filepath.Join(dir, "warm-"+i), count)
+			b.Logf("round %s: ingest with warm caches %s; ratio with it %.2f", i, r.warm, r.warmRatio())
+		}
 		// ~2 GB of output per round at 1M events.
-		for _, d := range []string{"pass-", "passocf-", "real-"} {
-			if err := os.RemoveAll(filepath.Join(dir, d+i)); err != nil {
+		for _, d := range []string{"pass-" + i, "passocf-" + i, "real-" + i, "warm-" + i, "warm-" + i + "-first"} {
+			if err := os.RemoveAll(filepath.Join(dir, d)); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -498,11 +571,14 @@ func BenchmarkEndToEnd(b *testing.B) {
 	syscall.Sync()
 	var pass, passOCF, real, ingestT, ingestCPU, hourlyCPU time.Duration
 	var ingestRSS, hourlyRSS int64
-	var ratios, userRatios []float64
+	var ratios, userRatios, warmRatios []float64
+	var warmT time.Duration
 	for i := 0; b.Loop(); i++ {
 		r := round(strconv.Itoa(i))
 		ratios = append(ratios, r.ratio())
 		userRatios = append(userRatios, r.userRatio())
+		warmRatios = append(warmRatios, r.warmRatio())
+		warmT += r.warm.wall
 		pass += r.pass.wall
 		passOCF += r.passOCF.wall
 		ingestT += r.ingest.wall
@@ -532,5 +608,10 @@ func BenchmarkEndToEnd(b *testing.B) {
 	// Peak RSS of each pipeline's process, the highest of the rounds.
 	b.ReportMetric(float64(ingestRSS>>20), "ingest-peak-rss-MB")
 	b.ReportMetric(float64(hourlyRSS>>20), "hourly-peak-rss-MB")
+	if warm {
+		b.ReportMetric(warmT.Seconds()/runs, "ingest-warm-s")
+		slices.Sort(warmRatios)
+		b.ReportMetric(warmRatios[len(warmRatios)/2], "ratio-warm-median")
+	}
 	b.Logf("%d messages per run", count)
 }
