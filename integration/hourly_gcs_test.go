@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"net/http/httptest"
 	"net/url"
 	"os"
@@ -33,7 +34,9 @@ func TestIngestHourlyOnGCSWithFaults(t *testing.T) {
 	defer proxy.Close()
 	u, _ := url.Parse(proxy.URL)
 	t.Setenv("STORAGE_EMULATOR_HOST", u.Host)
-	root := "gs://" + gcsBucket + "/hourly-it"
+	// A root of its own per run: the process remembers closed hours per
+	// root, and with -count=2 the second run's bucket is a new, empty one.
+	root := fmt.Sprintf("gs://%s/hourly-it-%d", gcsBucket, time.Now().UnixNano())
 
 	tr := synth.Generate(synth.Config{Events: 1200, Users: 40, Hours: 2, Seed: 31})
 	in := filepath.Join(t.TempDir(), "in.ndjson")
