@@ -58,13 +58,13 @@ const DefaultGCSUploadTimeout = 5 * time.Minute
 
 // GCS is a Bucket on a Google Cloud Storage bucket and prefix.
 type GCS struct {
-	client   *storage.Client
-	bucket   *storage.BucketHandle
-	root     string // "gs://bucket/prefix" as normalised
-	prefix   string // "" or "prefix/"
-	memLimit int
-	tempDir  string
-	uploadTO time.Duration // base of an upload's deadline (uploadDeadline)
+	client        *storage.Client
+	bucket        *storage.BucketHandle
+	root          string // "gs://bucket/prefix" as normalised
+	prefix        string // "" or "prefix/"
+	memLimit      int
+	tempDir       string
+	uploadTimeout time.Duration // base of an upload's deadline (uploadDeadline)
 	// chunkSize is the upload chunk size of spilled (large) objects;
 	// 0 means the client's default (16 MiB). Tests lower it to exercise
 	// multi-chunk resumable uploads.
@@ -187,20 +187,20 @@ func OpenGCS(ctx context.Context, root string, opts ...GCSOption) (*GCS, error) 
 		}
 	}
 	return &GCS{
-		client:   c,
-		bucket:   c.Bucket(bucket),
-		root:     "gs://" + bucket + "/" + strings.TrimSuffix(prefix, "/"),
-		prefix:   prefix,
-		memLimit: cfg.memLimit,
-		tempDir:  cfg.tempDir,
-		uploadTO: cfg.uploadTimeout,
+		client:        c,
+		bucket:        c.Bucket(bucket),
+		root:          "gs://" + bucket + "/" + strings.TrimSuffix(prefix, "/"),
+		prefix:        prefix,
+		memLimit:      cfg.memLimit,
+		tempDir:       cfg.tempDir,
+		uploadTimeout: cfg.uploadTimeout,
 	}, nil
 }
 
 // uploadDeadline is how long an upload of size bytes may take: the base
 // plus a second per MiB.
 func (g *GCS) uploadDeadline(size int64) time.Duration {
-	return g.uploadTO + time.Duration(size>>20)*time.Second
+	return g.uploadTimeout + time.Duration(size>>20)*time.Second
 }
 
 // Root returns "gs://bucket/prefix".
@@ -357,9 +357,7 @@ func (w *gcsWriter) Close() error {
 	// the retry then failed (412 from our own object, 404 for a finished
 	// resumable session, or another error). The token tells ours from
 	// another writer's object; ours is kept only if it is whole.
-	actx, acancel := context.WithTimeout(w.ctx, w.g.uploadTO)
-	defer acancel()
-	if attrs, aerr := w.o.Attrs(actx); aerr == nil && attrs.Metadata[writerTokenKey] == w.token {
+	if attrs, aerr := w.o.Attrs(w.ctx); aerr == nil && attrs.Metadata[writerTokenKey] == w.token {
 		return w.verify(attrs)
 	}
 	if isStatus(err, http.StatusPreconditionFailed) {

@@ -577,8 +577,10 @@ func BenchmarkEndToEnd(b *testing.B) {
 		r := round(strconv.Itoa(i))
 		ratios = append(ratios, r.ratio())
 		userRatios = append(userRatios, r.userRatio())
-		warmRatios = append(warmRatios, r.warmRatio())
-		warmT += r.warm.wall
+		if warm {
+			warmRatios = append(warmRatios, r.warmRatio())
+			warmT += r.warm.wall
+		}
 		pass += r.pass.wall
 		passOCF += r.passOCF.wall
 		ingestT += r.ingest.wall
