@@ -2,7 +2,9 @@ package fieldcrypt
 
 import (
 	"bytes"
+	"crypto/hkdf"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -180,6 +182,51 @@ func TestCiphertextNamesItsVersion(t *testing.T) {
 	for _, bad := range [][]byte{nil, {1, 0, 0}, {0, 0, 0, 0, 1}, {1, 0, 0, 0, 0}} {
 		if _, err := VersionOf(bad); !errors.Is(err, ErrFormat) {
 			t.Errorf("VersionOf(%x) = %v, want ErrFormat", bad, err)
+		}
+	}
+}
+
+// TestAlgorithmKeysAreHKDF pins the derivation to RFC 5869 HKDF-SHA256
+// without salt, as crypto/hkdf computes it, through the pooled Extract
+// states: many keys in a row and from several goroutines at once, so a
+// state that kept anything of the previous key would show.
+func TestAlgorithmKeysAreHKDF(t *testing.T) {
+	check := func(k CategoryKey) error {
+		gcm, siv, err := AlgorithmKeys(k)
+		if err != nil {
+			return err
+		}
+		wantGCM, err := hkdf.Key(sha256.New, k.Secret.b, nil, infoGCM, 32)
+		if err != nil {
+			return err
+		}
+		wantSIV, err := hkdf.Key(sha256.New, k.Secret.b, nil, infoSIV, 64)
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(gcm.b, wantGCM) || !bytes.Equal(siv.b, wantSIV) {
+			return fmt.Errorf("%v: derived keys differ from HKDF-SHA256", k)
+		}
+		return nil
+	}
+	for i := range 100 {
+		if err := check(testKey(t, "s_a", "contact", i+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	errs := make(chan error, 8)
+	for range 8 {
+		go func() {
+			var err error
+			for i := 0; i < 200 && err == nil; i++ {
+				err = check(testKey(t, "s_b", "location", i+1))
+			}
+			errs <- err
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
 		}
 	}
 }

@@ -2,10 +2,13 @@ package fieldcrypt
 
 import (
 	"crypto/hkdf"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
+	"sync"
 )
 
 // CategoryKeySize is the size of the key material of a category key.
@@ -123,16 +126,24 @@ func AlgorithmKeys(k CategoryKey) (gcm, siv Secret, err error) {
 
 // extract is the HKDF-Extract step (SHA-256, no salt) shared by both
 // algorithm keys: HKDF(secret, info) = Expand(Extract(secret), info).
+// Extract is HMAC keyed with the salt, and without a salt that key is
+// HashLen zero bytes for every category key (RFC 5869 section 2.2), so
+// the HMAC states come from a pool, their pads hashed once, rather than
+// built per key as hkdf.Extract does (a third of NewCipher's time;
+// ingest builds ~250k ciphers per million events).
 func extract(k CategoryKey) (prk Secret, err error) {
 	if err := k.Validate(); err != nil {
 		return Secret{}, err
 	}
-	b, err := hkdf.Extract(sha256.New, k.Secret.b, nil)
-	if err != nil {
-		return Secret{}, fmt.Errorf("fieldcrypt: derive keys: %w", err)
-	}
+	h := extractors.Get().(hash.Hash)
+	h.Write(k.Secret.b)
+	b := h.Sum(make([]byte, 0, sha256.Size))
+	h.Reset() // back in the pool holding nothing of the key
+	extractors.Put(h)
 	return Secret{b: b}, nil
 }
+
+var extractors = sync.Pool{New: func() any { return hmac.New(sha256.New, make([]byte, sha256.Size)) }}
 
 func expandGCM(prk Secret) (Secret, error) {
 	g, err := hkdf.Expand(sha256.New, prk.b, infoGCM, 32)
