@@ -5,8 +5,10 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	beamlog "github.com/apache/beam/sdks/v2/go/pkg/beam/log"
@@ -22,8 +24,9 @@ const logLevelMarker = "lockstream-test: a warning from a DoFn"
 func warnOnce(ctx context.Context, _ int) { beamlog.Warn(ctx, logLevelMarker) }
 
 // runLogged runs a one-element pipeline on prism after initBeam(level) and
-// returns what went to stderr (where Beam's logger writes).
-func runLogged(t *testing.T, level string) string {
+// returns what went to stderr (where Beam's logger writes) once it holds
+// every one of want, or after 30 s.
+func runLogged(t *testing.T, level string, want ...string) string {
 	t.Helper()
 	f, err := os.Create(filepath.Join(t.TempDir(), "stderr"))
 	if err != nil {
@@ -47,11 +50,21 @@ func runLogged(t *testing.T, level string) string {
 	if _, err := beamx.RunWithMetrics(context.Background(), p); err != nil {
 		t.Fatal(err)
 	}
-	data, err := os.ReadFile(f.Name())
-	if err != nil {
-		t.Fatal(err)
+	// The DoFn's line reaches prism over the SDK's logging stream, and
+	// prism logs some of a job's lines from goroutines of its own: either
+	// can come after the job has ended (seen under -race on a loaded
+	// machine). Wait for them before the deferred initBeam points the
+	// logger back at stderr.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		data, err := os.ReadFile(f.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := string(data)
+		if time.Now().After(deadline) || !slices.ContainsFunc(want, func(w string) bool { return !strings.Contains(out, w) }) {
+			return out
+		}
 	}
-	return string(data)
 }
 
 // TestLogLevel: at the default level on prism, prism's lines for every job
@@ -63,14 +76,14 @@ func TestLogLevel(t *testing.T) {
 			t.Errorf("logLevelFor(%q) = %s, want %s", runner, got, want)
 		}
 	}
-	quiet := runLogged(t, "")
+	quiet := runLogged(t, "", logLevelMarker)
 	if strings.Contains(quiet, "level=INFO") {
 		t.Errorf("info lines at the default level:\n%s", quiet)
 	}
 	if !strings.Contains(quiet, "level=WARN") || !strings.Contains(quiet, logLevelMarker) {
 		t.Errorf("the DoFn's warning is missing at the default level:\n%s", quiet)
 	}
-	loud := runLogged(t, "info")
+	loud := runLogged(t, "info", logLevelMarker, "level=INFO")
 	if !strings.Contains(loud, "level=INFO") || !strings.Contains(loud, logLevelMarker) {
 		t.Errorf("no info lines (or no warning) at --log-level=info:\n%s", loud)
 	}
