@@ -510,6 +510,12 @@ func runBaseline(ctx context.Context, in, root, runID string, ocf bool) error {
 	return err
 }
 
+// median is the middle of xs (the upper one of an even count); it sorts xs.
+func median(xs []float64) float64 {
+	slices.Sort(xs)
+	return xs[len(xs)/2]
+}
+
 func benchEvents() int {
 	if n, err := strconv.Atoi(os.Getenv("LOCKSTREAM_BENCH_EVENTS")); err == nil && n > 0 {
 		return n
@@ -594,10 +600,8 @@ func BenchmarkEndToEnd(b *testing.B) {
 	b.ReportMetric(msgs*runs/pass.Seconds(), "baseline-events/s")
 	b.ReportMetric(real.Seconds()/pass.Seconds(), "ratio")
 	// With -benchtime 3x or more, the median is the figure to quote.
-	slices.Sort(ratios)
-	b.ReportMetric(ratios[len(ratios)/2], "ratio-median")
-	slices.Sort(userRatios)
-	b.ReportMetric(userRatios[len(userRatios)/2], "ratio-user-cpu-median")
+	b.ReportMetric(median(ratios), "ratio-median")
+	b.ReportMetric(median(userRatios), "ratio-user-cpu-median")
 	b.ReportMetric(msgs*runs/passOCF.Seconds(), "baseline-ocf-events/s")
 	b.ReportMetric(real.Seconds()/passOCF.Seconds(), "ratio-ocf")
 	b.ReportMetric(passOCF.Seconds()/runs, "baseline-ocf-s")
@@ -612,8 +616,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 	b.ReportMetric(float64(hourlyRSS>>20), "hourly-peak-rss-MB")
 	if warm {
 		b.ReportMetric(warmT.Seconds()/runs, "ingest-warm-s")
-		slices.Sort(warmRatios)
-		b.ReportMetric(warmRatios[len(warmRatios)/2], "ratio-warm-median")
+		b.ReportMetric(median(warmRatios), "ratio-warm-median")
 	}
 	b.Logf("%d messages per run", count)
 }

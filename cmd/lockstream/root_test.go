@@ -61,7 +61,8 @@ func runLogged(t *testing.T, level string, want ...string) string {
 			t.Fatal(err)
 		}
 		out := string(data)
-		if time.Now().After(deadline) || !slices.ContainsFunc(want, func(w string) bool { return !strings.Contains(out, w) }) {
+		missing := slices.ContainsFunc(want, func(w string) bool { return !strings.Contains(out, w) })
+		if !missing || time.Now().After(deadline) {
 			return out
 		}
 	}
