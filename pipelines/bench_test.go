@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -240,12 +241,20 @@ func (p phase) String() string {
 
 type benchRound struct {
 	pass, passOCF, ingest, hourly phase
-	warm                          phase // ingest with warm caches (LOCKSTREAM_BENCH_WARM)
+	// ingest and hourly without encryption (revokedKeys)
+	plainIngest, plainHourly phase
+	warm                     phase // ingest with warm caches (LOCKSTREAM_BENCH_WARM)
 }
 
 // ratio is the round's lockstream time over its baseline's.
 func (r benchRound) ratio() float64 {
 	return (r.ingest.wall + r.hourly.wall).Seconds() / r.pass.wall.Seconds()
+}
+
+// noCryptoRatio is ratio without encryption: ingest-no-crypto and its
+// hourly over the same baseline.
+func (r benchRound) noCryptoRatio() float64 {
+	return (r.plainIngest.wall + r.plainHourly.wall).Seconds() / r.pass.wall.Seconds()
 }
 
 // warmRatio is ratio with the warm ingest in place of the cold one.
@@ -271,7 +280,7 @@ func (r benchRound) userRatio() float64 {
 // runtime's scavenger rather than with the work. A process of its own also
 // gives each pipeline its own peak RSS.
 const (
-	benchChildEnv   = "LOCKSTREAM_BENCH_CHILD"   // baseline, baseline-ocf, ingest or hourly
+	benchChildEnv   = "LOCKSTREAM_BENCH_CHILD"   // baseline, baseline-ocf, ingest, hourly, ingest-no-crypto, hourly-no-crypto or ingest-warm
 	benchInEnv      = "LOCKSTREAM_BENCH_IN"      // the replay file
 	benchRootEnv    = "LOCKSTREAM_BENCH_ROOT"    // the pipeline's output root
 	benchCountEnv   = "LOCKSTREAM_BENCH_COUNT"   // messages in the replay file (ingest checks its accounting)
@@ -370,9 +379,11 @@ func runBenchChild() int {
 		if kc, err = benchKeys(); err == nil {
 			err = benchIngest(ctx, kc, in, root, count)
 		}
+	case "ingest-no-crypto":
+		err = benchIngest(ctx, revokedKeys{}, in, root, count)
 	case "ingest-warm":
 		err = benchIngestWarm(ctx, in, root, count)
-	case "hourly":
+	case "hourly", "hourly-no-crypto":
 		err = benchHourly(ctx, root)
 	default:
 		err = fmt.Errorf("unknown pipeline %q", pipeline)
@@ -413,8 +424,32 @@ func benchKeys() (*keyclient.Client, error) {
 	return keyclient.New(keyclient.NewFake(), keyclient.Options{Scope: transforms.DefaultKeyScope})
 }
 
+// revokedKeys is a key source under which every user has revoked every
+// category: ingest ("ingest-no-crypto") then parses, validates, buckets,
+// encodes and writes every event as usual, each PII field null (as for a
+// revoked category) and _subject the user's, with no key looked up, cached
+// or derived and nothing sealed (rejected payloads are dropped, not
+// sealed). With hourly on its output it is the cost of lockstream's
+// pipeline shape without encryption, the floor the ratio can reach.
+type revokedKeys struct{}
+
+func (revokedKeys) ForEncrypt(_ context.Context, userIDs, categories []string) ([]keyclient.UserKeys, error) {
+	out := make([]keyclient.UserKeys, len(userIDs))
+	for i, id := range userIDs {
+		// A subject of the usual length ("s_" and 32 hex digits).
+		h := fnv.New128a()
+		h.Write([]byte(id))
+		out[i] = keyclient.UserKeys{UserID: id, Subject: "s_" + hex.EncodeToString(h.Sum(nil)), Revoked: categories}
+	}
+	return out, nil
+}
+
+func (revokedKeys) ForDecrypt(context.Context, []string, []string) ([]keyclient.UserKeys, error) {
+	return nil, errors.New("bench: revokedKeys only encrypts")
+}
+
 // benchIngest runs ingest over in with the keys of kc.
-func benchIngest(ctx context.Context, kc *keyclient.Client, in, root string, count int) error {
+func benchIngest(ctx context.Context, kc keyclient.Keys, in, root string, count int) error {
 	ing, err := Ingest(ctx, IngestConfig{Inputs: []string{in}, Out: root, KeysURL: registerKeys(kc)})
 	if err != nil {
 		return err
@@ -533,6 +568,12 @@ func benchEvents() int {
 // CPU and allocation profiles there. With -benchmem, B/op and allocs/op are
 // the parent's (which only starts the pipelines), not the pipelines'.
 //
+// Each round also runs ingest and hourly without encryption
+// (ingest-no-crypto: revokedKeys, every PII field null, no keys or
+// ciphers) and reports ratio-no-crypto-median: what lockstream's pipeline
+// shape alone (validation, hour buckets, dead letters, records, dedupe,
+// manifests) costs against the baseline, the floor of the ratio.
+//
 // LOCKSTREAM_BENCH_WARM=1 adds, after each round, ingest with warm caches
 // (benchIngestWarm: every user's keys and ciphers already built, as in a
 // streaming ingest that has been running) and reports ingest-warm-s and
@@ -547,7 +588,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 	count := len(tr.Messages)
 	msgs := float64(count)
 	// One round: both baselines, then ingest + hourly for every (type,
-	// hour), each into its own directory. Before each pipeline the page
+	// hour), then both without encryption, each into its own directory. Before each pipeline the page
 	// cache is flushed (untimed), so that none pays for writing back the
 	// last one's output.
 	warm := os.Getenv(benchWarmEnv) != ""
@@ -560,14 +601,17 @@ func BenchmarkEndToEnd(b *testing.B) {
 		r.passOCF = run("baseline-ocf", "passocf")
 		r.ingest = run("ingest", "real")
 		r.hourly = run("hourly", "real")
+		r.plainIngest = run("ingest-no-crypto", "plain")
+		r.plainHourly = run("hourly-no-crypto", "plain")
 		b.Logf("round %s: baseline %s; baseline-ocf %s; ingest %s; hourly %s; ratio %.2f (user CPU %.2f)", i, r.pass, r.passOCF, r.ingest, r.hourly, r.ratio(), r.userRatio())
+		b.Logf("round %s: without encryption: ingest %s; hourly %s; ratio %.2f", i, r.plainIngest, r.plainHourly, r.noCryptoRatio())
 		if warm {
 			syscall.Sync()
 			r.warm = measureWarm(b, i, in, filepath.Join(dir, "warm-"+i), count)
 			b.Logf("round %s: ingest with warm caches %s; ratio with it %.2f", i, r.warm, r.warmRatio())
 		}
 		// ~2 GB of output per round at 1M events.
-		for _, d := range []string{"pass-" + i, "passocf-" + i, "real-" + i, "warm-" + i, "warm-" + i + "-first"} {
+		for _, d := range []string{"pass-" + i, "passocf-" + i, "real-" + i, "plain-" + i, "warm-" + i, "warm-" + i + "-first"} {
 			if err := os.RemoveAll(filepath.Join(dir, d)); err != nil {
 				b.Fatal(err)
 			}
@@ -577,12 +621,13 @@ func BenchmarkEndToEnd(b *testing.B) {
 	syscall.Sync()
 	var pass, passOCF, real, ingestT, ingestCPU, hourlyCPU time.Duration
 	var ingestRSS, hourlyRSS int64
-	var ratios, userRatios, warmRatios []float64
+	var ratios, userRatios, noCryptoRatios, warmRatios []float64
 	var warmT time.Duration
 	for i := 0; b.Loop(); i++ {
 		r := round(strconv.Itoa(i))
 		ratios = append(ratios, r.ratio())
 		userRatios = append(userRatios, r.userRatio())
+		noCryptoRatios = append(noCryptoRatios, r.noCryptoRatio())
 		if warm {
 			warmRatios = append(warmRatios, r.warmRatio())
 			warmT += r.warm.wall
@@ -602,6 +647,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 	// With -benchtime 3x or more, the median is the figure to quote.
 	b.ReportMetric(median(ratios), "ratio-median")
 	b.ReportMetric(median(userRatios), "ratio-user-cpu-median")
+	b.ReportMetric(median(noCryptoRatios), "ratio-no-crypto-median")
 	b.ReportMetric(msgs*runs/passOCF.Seconds(), "baseline-ocf-events/s")
 	b.ReportMetric(real.Seconds()/passOCF.Seconds(), "ratio-ocf")
 	b.ReportMetric(passOCF.Seconds()/runs, "baseline-ocf-s")
