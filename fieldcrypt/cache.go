@@ -174,6 +174,9 @@ func (c *Cache) ForgetSubject(subject string) {
 	}
 }
 
+// Capacity is the most ciphers the cache keeps.
+func (c *Cache) Capacity() int { return c.cap }
+
 // Len is the number of cached ciphers.
 func (c *Cache) Len() int { c.mu.Lock(); defer c.mu.Unlock(); return c.ll.Len() }
 

@@ -36,6 +36,7 @@ type IngestConfig struct {
 	MaxMessages     int64         // Pub/Sub: stop after about this many; 0 = no limit
 	AllowedLateness time.Duration // hours close at end + this
 	KeyRetryBudget  time.Duration // 0 = transforms.DefaultKeyRetryBudget
+	KeyCacheSize    int           // users' keys and built ciphers a worker keeps; 0 = transforms.DefaultKeyCacheSize
 
 	RunID string // prefix of every file name this run writes; "" = random
 
@@ -108,7 +109,7 @@ func (c *IngestConfig) normalize() error {
 	if c.BatchSize < 1 || c.BatchSize > limit {
 		return bad("batch size %d not in 1..%d", c.BatchSize, limit)
 	}
-	if c.IdleTimeout < 0 || c.AllowedLateness < 0 || c.KeyRetryBudget < 0 || c.MaxMessages < 0 {
+	if c.IdleTimeout < 0 || c.AllowedLateness < 0 || c.KeyRetryBudget < 0 || c.MaxMessages < 0 || c.KeyCacheSize < 0 {
 		return bad("durations and counts must not be negative")
 	}
 	if c.Subscription == "" && (c.IdleTimeout > 0 || c.MaxMessages > 0) {
@@ -155,7 +156,7 @@ func buildIngest(s beam.Scope, cfg IngestConfig) {
 	}
 	notices := transforms.AnonymizeAndWrite(s, batches, transforms.WriteConfig{
 		Root: cfg.Out, KeysURL: cfg.KeysURL, KeyScope: cfg.KeyScope, MaxPayload: cfg.MaxPayload,
-		AllowedLateness: cfg.AllowedLateness, KeyRetryBudget: cfg.KeyRetryBudget,
+		AllowedLateness: cfg.AllowedLateness, KeyRetryBudget: cfg.KeyRetryBudget, KeyCacheSize: cfg.KeyCacheSize,
 	})
 	transforms.CompleteHours(s, notices, transforms.CompleteConfig{
 		Root: cfg.Out, AllowedLateness: cfg.AllowedLateness, RunID: cfg.RunID,

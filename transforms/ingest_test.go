@@ -378,6 +378,9 @@ func TestConstructionValidation(t *testing.T) {
 		"write keys": func() {
 			AnonymizeAndWrite(beam.NewPipeline().Root(), beam.PCollection{}, WriteConfig{Root: "x", KeysURL: "nope"})
 		},
+		"write key cache size": func() {
+			AnonymizeAndWrite(beam.NewPipeline().Root(), beam.PCollection{}, WriteConfig{Root: "x", KeysURL: "local:x", KeyCacheSize: -1})
+		},
 		"complete lateness": func() {
 			CompleteHours(beam.NewPipeline().Root(), beam.PCollection{}, CompleteConfig{Root: "x", AllowedLateness: -1, RunID: "r"})
 		},
@@ -394,12 +397,12 @@ func TestConstructionValidation(t *testing.T) {
 }
 
 func TestOpenKeys(t *testing.T) {
-	if _, err := OpenKeys(context.Background(), "registered:nobody", ""); !errors.Is(err, ErrKeysURL) {
+	if _, err := OpenKeys(context.Background(), "registered:nobody", "", 0); !errors.Is(err, ErrKeysURL) {
 		t.Errorf("unregistered name: %v", err)
 	}
 	k := &testKeys{}
 	url := registerTestKeys(k)
-	got, err := OpenKeys(context.Background(), url, "")
+	got, err := OpenKeys(context.Background(), url, "", 0)
 	if err != nil || got != keyclient.Keys(k) {
 		t.Errorf("OpenKeys(%s) = %v, %v", url, got, err)
 	}

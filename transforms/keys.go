@@ -1,6 +1,7 @@
 package transforms
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -65,8 +66,9 @@ func ValidateKeysURL(url string) error {
 
 // OpenKeys returns the process-wide key source for url and scope (scope ""
 // means DefaultKeyScope; registered sources ignore it), opening it on first
-// use.
-func OpenKeys(ctx context.Context, url, scope string) (keyclient.Keys, error) {
+// use with a cache of the keys of up to cacheSize users (0 means
+// DefaultKeyCacheSize; the first opener's size holds for the process).
+func OpenKeys(ctx context.Context, url, scope string, cacheSize int) (keyclient.Keys, error) {
 	if scope == "" {
 		scope = DefaultKeyScope
 	}
@@ -93,7 +95,7 @@ func OpenKeys(ctx context.Context, url, scope string) (keyclient.Keys, error) {
 	keyRegistry.mu.Unlock()
 	e.once.Do(func() {
 		// The client outlives the context of the first DoFn's Setup.
-		e.keys, e.err = openKeyService(context.WithoutCancel(ctx), url, scope)
+		e.keys, e.err = openKeyService(context.WithoutCancel(ctx), url, scope, cmp.Or(cacheSize, DefaultKeyCacheSize))
 		keyRegistry.mu.Lock()
 		e.opened = e.err == nil
 		keyRegistry.mu.Unlock()
@@ -106,18 +108,24 @@ var ciphers struct {
 	cache *fieldcrypt.Cache
 }
 
-// cipherCacheSize is the number of built ciphers (one per user, category
-// and key version) a worker keeps: about 1.2 KB each, so 300 MB when full.
-// A miss costs ~2.5 µs (HKDF + AES-GCM setup). 100k thrashed on the 1M
-// benchmark's ~160k active keys (38% misses).
-const cipherCacheSize = 250_000
+// DefaultKeyCacheSize is how many users' keys (keyclient's cache) and how
+// many built ciphers (one per user, category and key version) a worker
+// keeps unless told otherwise. A cached cipher takes ~1.2 KB and a user's
+// keys ~1.2 KB (5 categories), so up to ~600 MB when both are full; the
+// 1M-event benchmark's 50k users and ~250k keys took ingest's peak RSS
+// from 100 MB (no keys) to 1.0-1.2 GB. A cipher miss costs ~1.3 µs (HKDF
+// + AES-GCM setup), a key miss a share of a key-service round trip. 100k
+// ciphers thrashed on the benchmark's ~160k active keys (38% misses).
+const DefaultKeyCacheSize = 250_000
 
-// sharedCiphers is the process-wide cipher cache of the anonymizers.
-func sharedCiphers() *fieldcrypt.Cache {
+// sharedCiphers is the process-wide cipher cache of the anonymizers and
+// decryptors; the first caller sets its capacity (0 means
+// DefaultKeyCacheSize) until DropKeyCaches.
+func sharedCiphers(capacity int) *fieldcrypt.Cache {
 	ciphers.mu.Lock()
 	defer ciphers.mu.Unlock()
 	if ciphers.cache == nil {
-		ciphers.cache = fieldcrypt.NewCache(cipherCacheSize, 0)
+		ciphers.cache = fieldcrypt.NewCache(cmp.Or(capacity, DefaultKeyCacheSize), 0)
 	}
 	return ciphers.cache
 }

@@ -108,11 +108,11 @@ func (fn *decryptFileFn) Setup(ctx context.Context) error {
 	if fn.codec, err = goavro.NewCodec(string(vs)); err != nil {
 		return err
 	}
-	keys, err := OpenKeys(ctx, fn.Cfg.KeysURL, fn.Cfg.KeyScope)
+	keys, err := OpenKeys(ctx, fn.Cfg.KeysURL, fn.Cfg.KeyScope, 0)
 	if err != nil {
 		return err
 	}
-	fn.dec = record.NewDecryptor(keys, sharedCiphers())
+	fn.dec = record.NewDecryptor(keys, sharedCiphers(0))
 	return nil
 }
 

@@ -60,6 +60,11 @@ type WriteConfig struct {
 	// (jittered exponential backoff) before the batch is dead-lettered as
 	// key_unavailable. 0 = DefaultKeyRetryBudget.
 	KeyRetryBudget time.Duration
+	// KeyCacheSize is how many users' keys, and how many built ciphers, a
+	// worker keeps in memory (see DefaultKeyCacheSize, the default for 0).
+	// Per process, the first key source and cipher cache opened keep their
+	// size.
+	KeyCacheSize int
 }
 
 // DefaultKeyRetryBudget is the default KeyRetryBudget.
@@ -81,6 +86,9 @@ func (c *WriteConfig) validate() error {
 	if c.KeyRetryBudget < 0 {
 		return fmt.Errorf("transforms.AnonymizeAndWrite: KeyRetryBudget %s < 0", c.KeyRetryBudget)
 	}
+	if c.KeyCacheSize < 0 {
+		return fmt.Errorf("transforms.AnonymizeAndWrite: KeyCacheSize %d < 0", c.KeyCacheSize)
+	}
 	return nil
 }
 
@@ -99,6 +107,7 @@ func AnonymizeAndWrite(s beam.Scope, batches beam.PCollection, cfg WriteConfig) 
 	return beam.ParDo(s, &writeFn{
 		Root: cfg.Root, KeysURL: cfg.KeysURL, KeyScope: cfg.KeyScope, MaxPayload: cfg.MaxPayload,
 		AllowedLatenessMs: cfg.AllowedLateness.Milliseconds(), KeyRetryBudgetMs: cfg.KeyRetryBudget.Milliseconds(),
+		KeyCacheSize: cfg.KeyCacheSize,
 	}, batches)
 }
 
@@ -114,6 +123,7 @@ type writeFn struct {
 	MaxPayload        int
 	AllowedLatenessMs int64
 	KeyRetryBudgetMs  int64
+	KeyCacheSize      int
 
 	bucket blob.Bucket
 	reg    *schemas.Registry
@@ -129,13 +139,13 @@ func (fn *writeFn) Setup(ctx context.Context) error {
 	if fn.reg, err = schemas.Embedded(); err != nil {
 		return err
 	}
-	keys, err := OpenKeys(ctx, fn.KeysURL, fn.KeyScope)
+	keys, err := OpenKeys(ctx, fn.KeysURL, fn.KeyScope, fn.KeyCacheSize)
 	if err != nil {
 		return err
 	}
 	fn.anons = make([]*record.Anonymizer, runtime.GOMAXPROCS(0))
 	for i := range fn.anons {
-		if fn.anons[i], err = record.NewAnonymizer(fn.reg, keys, record.Options{MaxPayload: fn.MaxPayload, Ciphers: sharedCiphers()}); err != nil {
+		if fn.anons[i], err = record.NewAnonymizer(fn.reg, keys, record.Options{MaxPayload: fn.MaxPayload, Ciphers: sharedCiphers(fn.KeyCacheSize)}); err != nil {
 			return err
 		}
 	}

@@ -1,0 +1,65 @@
+package transforms
+
+import (
+	"context"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/apache/beam/sdks/v2/go/pkg/beam/testing/ptest"
+
+	"github.com/lockstream/lockstream/blob"
+	"github.com/lockstream/lockstream/keyclient"
+	"github.com/lockstream/lockstream/layout"
+)
+
+// TestKeyCacheSize: WriteConfig.KeyCacheSize reaches the workers (through
+// the serialized DoFn) as the size of the key client's cache and of the
+// cipher cache, and a cache far smaller than the users of a batch still
+// writes every event. Without it, both caches have DefaultKeyCacheSize.
+func TestKeyCacheSize(t *testing.T) {
+	var mu sync.Mutex
+	var sizes []int // what each key source opened here was given
+	fake := keyclient.NewFake()
+	defer func(old func(context.Context, string, string, int) (keyclient.Keys, error)) { openKeyService = old }(openKeyService)
+	openKeyService = func(_ context.Context, _, scope string, cacheSize int) (keyclient.Keys, error) {
+		mu.Lock()
+		sizes = append(sizes, cacheSize)
+		mu.Unlock()
+		return keyclient.New(fake, keyclient.Options{Scope: scope, CacheSize: cacheSize})
+	}
+	in := genInput(40)
+	file := writeLines(t, in.lines)
+	for _, tc := range []struct{ size, want int }{{3, 3}, {0, DefaultKeyCacheSize}} {
+		DropKeyCaches() // the cipher cache takes the size of its first user
+		root := t.TempDir()
+		p, s := beam.NewPipelineWithRoot()
+		batches := ReadReplay(s, ReplayConfig{Files: []string{file}, BatchSize: 20, RunID: "run1", Fallback: h6})
+		AnonymizeAndWrite(s, batches, WriteConfig{Root: root, KeysURL: "local:" + filepath.Join(t.TempDir(), "keys"), KeyRetryBudget: time.Second, KeyCacheSize: tc.size})
+		if err := ptest.Run(p); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		got := slices.Clone(sizes)
+		sizes = nil
+		mu.Unlock()
+		if !slices.Equal(got, []int{tc.want}) {
+			t.Errorf("KeyCacheSize %d: key sources opened with cache sizes %v, want [%d]", tc.size, got, tc.want)
+		}
+		if n := sharedCiphers(1).Capacity(); n != tc.want {
+			t.Errorf("KeyCacheSize %d: cipher cache of %d, want %d", tc.size, n, tc.want)
+		}
+		b, err := blob.Open(context.Background(), root)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ids := readParts(t, b, layout.RawDir("PlaybackEvent", 1, h6)); len(ids) != in.valid["PlaybackEvent"][h6] {
+			t.Errorf("KeyCacheSize %d: %d raw records, want %d", tc.size, len(ids), in.valid["PlaybackEvent"][h6])
+		}
+		scanCanaries(t, root, in.canaries)
+	}
+	DropKeyCaches()
+}
