@@ -587,10 +587,10 @@ func BenchmarkEndToEnd(b *testing.B) {
 	writeReplay(b, in, tr.Messages)
 	count := len(tr.Messages)
 	msgs := float64(count)
-	// One round: both baselines, then ingest + hourly for every (type,
-	// hour), then both without encryption, each into its own directory. Before each pipeline the page
-	// cache is flushed (untimed), so that none pays for writing back the
-	// last one's output.
+	// One round: both baselines, ingest + hourly for every (type, hour),
+	// then both again without encryption, each into its own directory.
+	// Before each pipeline the page cache is flushed (untimed), so that
+	// none pays for writing back the last one's output.
 	warm := os.Getenv(benchWarmEnv) != ""
 	round := func(i string) (r benchRound) {
 		run := func(pipeline, root string) phase {
