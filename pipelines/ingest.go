@@ -188,6 +188,7 @@ func Ingest(ctx context.Context, cfg IngestConfig) (*IngestResult, error) {
 	out := &IngestResult{RunID: cfg.RunID, Elapsed: time.Since(start)}
 	if res != nil {
 		out.Rows = accountingFromMetrics(res.Metrics())
+		out.Keys = keyActivityFromMetrics(res.Metrics())
 	}
 	return out, nil
 }
@@ -197,6 +198,54 @@ type IngestResult struct {
 	RunID   string
 	Elapsed time.Duration
 	Rows    []AccountRow // by type, version, hour
+	Keys    KeyActivity
+}
+
+// KeyActivity is what the workers' key caches did in a run (runner
+// metrics; see transforms.CountKeyLookups). A low share of lookups from
+// the cache over a long run, or many ciphers built per user, says the
+// cache is too small for the run's users (--key-cache-size).
+type KeyActivity struct {
+	Lookups      int64 // users looked up (one per user and batch)
+	CacheHits    int64 // of them, answered from the key client's cache
+	Calls        int64 // key-service calls, retries included
+	CipherHits   int64 // ciphers found built
+	CiphersBuilt int64
+}
+
+func keyActivityFromMetrics(m metrics.Results) KeyActivity {
+	var k KeyActivity
+	for _, c := range m.AllMetrics().Counters() {
+		if c.Namespace() != transforms.MetricsNamespace {
+			continue
+		}
+		switch c.Name() {
+		case transforms.CountKeyLookups:
+			k.Lookups += c.Result()
+		case transforms.CountKeyCacheHits:
+			k.CacheHits += c.Result()
+		case transforms.CountKeyCalls:
+			k.Calls += c.Result()
+		case transforms.CountCipherHits:
+			k.CipherHits += c.Result()
+		case transforms.CountCiphersBuilt:
+			k.CiphersBuilt += c.Result()
+		}
+	}
+	return k
+}
+
+// String is one line: "keys: N user lookups, P% from the workers' caches,
+// C key-service calls; ciphers: B built, Q% of uses already built".
+func (k KeyActivity) String() string {
+	pct := func(part, whole int64) float64 {
+		if whole == 0 {
+			return 0
+		}
+		return 100 * float64(part) / float64(whole)
+	}
+	return fmt.Sprintf("keys: %d user lookups, %.1f%% from the workers' caches, %d key-service calls; ciphers: %d built, %.1f%% of uses already built",
+		k.Lookups, pct(k.CacheHits, k.Lookups), k.Calls, k.CiphersBuilt, pct(k.CipherHits, k.CipherHits+k.CiphersBuilt))
 }
 
 // AccountRow is the accounting of one (type, version, hour) of a run:
@@ -307,6 +356,9 @@ func (r *IngestResult) WriteTable(w io.Writer) {
 	t := r.Totals()
 	if secs := r.Elapsed.Seconds(); secs > 0 {
 		fmt.Fprintf(w, "run %s: %d messages in %s (%.0f/s)\n", r.RunID, t.In, r.Elapsed.Round(time.Millisecond), float64(t.In)/secs)
+	}
+	if r.Keys.Lookups > 0 {
+		fmt.Fprintln(w, r.Keys)
 	}
 }
 

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+
 	"github.com/lockstream/lockstream/fieldcrypt"
 	"github.com/lockstream/lockstream/keyclient"
 )
@@ -156,6 +158,64 @@ func DropKeyCaches() {
 	for _, k := range opened {
 		if p, ok := k.(interface{ Purge() }); ok {
 			p.Purge()
+		}
+	}
+}
+
+// Counters of the write stage (MetricsNamespace) for what the workers' key
+// caches did: users looked up, answered from the key client's cache,
+// key-service calls (retries included), and ciphers found built or built.
+// The key source and cipher cache are shared by every writeFn of a worker,
+// so the figures are per process, each reported by whichever batch comes
+// next (reportKeyActivity); a run's totals add them up over its workers.
+// The share of a bundle that fails and is retried can be lost.
+const (
+	CountKeyLookups   = "key_lookups"
+	CountKeyCacheHits = "key_cache_hits"
+	CountKeyCalls     = "key_service_calls"
+	CountCipherHits   = "cipher_cache_hits"
+	CountCiphersBuilt = "ciphers_built"
+)
+
+// keyActivity is what reportKeyActivity last reported, per key source and
+// for the cipher cache.
+var keyActivity struct {
+	mu           sync.Mutex
+	sources      map[statser]keyclient.Stats
+	cache        *fieldcrypt.Cache
+	hits, misses uint64
+}
+
+// statser is a key source that counts its lookups (keyclient.Client).
+type statser interface{ Stats() keyclient.Stats }
+
+// reportKeyActivity adds to the counters what keys and ciphers did since
+// this process last reported them.
+func reportKeyActivity(ctx context.Context, keys keyclient.Keys, ciphers *fieldcrypt.Cache) {
+	var d keyclient.Stats
+	keyActivity.mu.Lock()
+	if s, ok := keys.(statser); ok {
+		if keyActivity.sources == nil {
+			keyActivity.sources = map[statser]keyclient.Stats{}
+		}
+		now, last := s.Stats(), keyActivity.sources[s]
+		d = keyclient.Stats{Lookups: now.Lookups - last.Lookups, CacheHits: now.CacheHits - last.CacheHits, RPCs: now.RPCs - last.RPCs}
+		keyActivity.sources[s] = now
+	}
+	if ciphers != keyActivity.cache { // DropKeyCaches made a new one
+		keyActivity.cache, keyActivity.hits, keyActivity.misses = ciphers, 0, 0
+	}
+	hits, misses := ciphers.Stats()
+	dHits, dMisses := hits-keyActivity.hits, misses-keyActivity.misses
+	keyActivity.hits, keyActivity.misses = hits, misses
+	keyActivity.mu.Unlock()
+
+	for name, n := range map[string]int64{
+		CountKeyLookups: d.Lookups, CountKeyCacheHits: d.CacheHits, CountKeyCalls: d.RPCs,
+		CountCipherHits: int64(dHits), CountCiphersBuilt: int64(dMisses),
+	} {
+		if n > 0 {
+			beam.NewCounter(MetricsNamespace, name).Inc(ctx, n)
 		}
 	}
 }

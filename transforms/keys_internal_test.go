@@ -63,3 +63,50 @@ func TestKeyCacheSize(t *testing.T) {
 	}
 	DropKeyCaches()
 }
+
+// TestKeyActivityCounters: the write stage's key counters count what the
+// key client and the cipher cache did in this run only: run twice over one
+// key source, the second run finds every key and cipher cached.
+func TestKeyActivityCounters(t *testing.T) {
+	fake := keyclient.NewFake()
+	defer func(old func(context.Context, string, string, int) (keyclient.Keys, error)) { openKeyService = old }(openKeyService)
+	openKeyService = func(_ context.Context, _, scope string, cacheSize int) (keyclient.Keys, error) {
+		return keyclient.New(fake, keyclient.Options{Scope: scope, CacheSize: cacheSize})
+	}
+	DropKeyCaches()
+	defer DropKeyCaches()
+	file := writeLines(t, genInput(40).lines)
+	keysURL := "local:" + filepath.Join(t.TempDir(), "keys")
+	run := func() map[string]int64 {
+		p, s := beam.NewPipelineWithRoot()
+		batches := ReadReplay(s, ReplayConfig{Files: []string{file}, BatchSize: 20, RunID: "run1", Fallback: h6})
+		AnonymizeAndWrite(s, batches, WriteConfig{Root: t.TempDir(), KeysURL: keysURL, KeyRetryBudget: time.Second})
+		res, err := ptest.RunWithMetrics(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return counters(res)
+	}
+
+	first := run()
+	if first[CountKeyLookups] == 0 || first[CountKeyCalls] != fake.Calls() {
+		t.Errorf("first run: %d lookups, %d key-service calls counted, the service saw %d", first[CountKeyLookups], first[CountKeyCalls], fake.Calls())
+	}
+	if hits := first[CountKeyCacheHits]; hits >= first[CountKeyLookups] {
+		t.Errorf("first run: %d of %d lookups from the cache, want fewer (it started empty)", hits, first[CountKeyLookups])
+	}
+	if built, n := first[CountCiphersBuilt], int64(sharedCiphers(0).Len()); built == 0 || built != n {
+		t.Errorf("first run: %d ciphers built counted, the cache holds %d", built, n)
+	}
+
+	calls := fake.Calls()
+	second := run()
+	if second[CountKeyLookups] != first[CountKeyLookups] || second[CountKeyCacheHits] != second[CountKeyLookups] ||
+		second[CountKeyCalls] != 0 || fake.Calls() != calls {
+		t.Errorf("second run: %d lookups (first run %d), %d from the cache, %d key-service calls counted, %d made; want all from the cache, none made",
+			second[CountKeyLookups], first[CountKeyLookups], second[CountKeyCacheHits], second[CountKeyCalls], fake.Calls()-calls)
+	}
+	if second[CountCiphersBuilt] != 0 || second[CountCipherHits] != first[CountCipherHits]+first[CountCiphersBuilt] {
+		t.Errorf("second run: %d ciphers built, %d found built; want 0 and %d", second[CountCiphersBuilt], second[CountCipherHits], first[CountCipherHits]+first[CountCiphersBuilt])
+	}
+}

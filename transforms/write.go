@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/lockstream/lockstream/blob"
+	"github.com/lockstream/lockstream/fieldcrypt"
 	"github.com/lockstream/lockstream/keyclient"
 	"github.com/lockstream/lockstream/layout"
 	"github.com/lockstream/lockstream/record"
@@ -125,10 +126,12 @@ type writeFn struct {
 	KeyRetryBudgetMs  int64
 	KeyCacheSize      int
 
-	bucket blob.Bucket
-	reg    *schemas.Registry
-	anons  []*record.Anonymizer // one per core: a batch is anonymized in parallel slices
-	closed *closedCache
+	bucket  blob.Bucket
+	reg     *schemas.Registry
+	keys    keyclient.Keys
+	ciphers *fieldcrypt.Cache
+	anons   []*record.Anonymizer // one per core: a batch is anonymized in parallel slices
+	closed  *closedCache
 }
 
 func (fn *writeFn) Setup(ctx context.Context) error {
@@ -139,13 +142,13 @@ func (fn *writeFn) Setup(ctx context.Context) error {
 	if fn.reg, err = schemas.Embedded(); err != nil {
 		return err
 	}
-	keys, err := OpenKeys(ctx, fn.KeysURL, fn.KeyScope, fn.KeyCacheSize)
-	if err != nil {
+	if fn.keys, err = OpenKeys(ctx, fn.KeysURL, fn.KeyScope, fn.KeyCacheSize); err != nil {
 		return err
 	}
+	fn.ciphers = sharedCiphers(fn.KeyCacheSize)
 	fn.anons = make([]*record.Anonymizer, runtime.GOMAXPROCS(0))
 	for i := range fn.anons {
-		if fn.anons[i], err = record.NewAnonymizer(fn.reg, keys, record.Options{MaxPayload: fn.MaxPayload, Ciphers: sharedCiphers(fn.KeyCacheSize)}); err != nil {
+		if fn.anons[i], err = record.NewAnonymizer(fn.reg, fn.keys, record.Options{MaxPayload: fn.MaxPayload, Ciphers: fn.ciphers}); err != nil {
 			return err
 		}
 	}
@@ -318,6 +321,7 @@ func (fn *writeFn) ProcessElement(ctx context.Context, ts beam.EventTime, b Batc
 		name := CounterName(k.kind+k.reason, k.hk.Type, k.hk.Version, time.UnixMilli(k.hk.HourMillis).UTC())
 		beam.NewCounter(MetricsNamespace, name).Inc(ctx, n)
 	}
+	reportKeyActivity(ctx, fn.keys, fn.ciphers)
 	progress.messages.Add(int64(len(outs) + len(b.Bad)))
 	for _, k := range order {
 		g := groups[k]

@@ -72,7 +72,8 @@ encrypts every personal field with the user's key, and writes Avro files to
   ROOT/deadletter/<reason>/<day>/<hour>/*.ndjson        (rejected messages, payload sealed)
   ROOT/late/<type>/v<version>/<day>/<hour>/part-*.avro  (events whose hour had closed)
 Pub/Sub messages are acknowledged only after their files are durable. It ends with an accounting
-table per (type, hour): in = written + dead-lettered + late.
+table per (type, hour): in = written + dead-lettered + late, then a line of what the key caches
+did (size them with --key-cache-size).
 
 Keys: --keys local:DIR (embedded key service; master key from $LOCKSTREAM_MASTER_KEY or DIR/master.key)
 or http(s)://HOST:PORT (a "lockstream keys serve"; secret from $` + transforms.KeysSecretEnv + `).
