@@ -31,6 +31,9 @@ type ViewConfig struct {
 	Format   string // "ndjson" (default) or "avro"
 	KeysURL  string // a key service the caller may decrypt with
 	KeyScope string // must be the scope the data was written with ("" = transforms.DefaultKeyScope)
+	// KeyCacheSize: subjects' keys and built ciphers a worker keeps; 0 =
+	// transforms.DefaultKeyCacheSize.
+	KeyCacheSize int
 }
 
 // ViewResult counts what View wrote.
@@ -96,7 +99,8 @@ func View(ctx context.Context, cfg ViewConfig) (*ViewResult, error) {
 	if len(files) > 0 {
 		p, sc := beam.NewPipelineWithRoot()
 		parts, err := transforms.DecryptFiles(sc, transforms.DecryptConfig{Root: cfg.Root, Type: cfg.Type, Version: cfg.Version,
-			KeysURL: cfg.KeysURL, KeyScope: cfg.KeyScope, OutRoot: outRoot, OutName: partPrefix, Format: cfg.Format}, files)
+			KeysURL: cfg.KeysURL, KeyScope: cfg.KeyScope, OutRoot: outRoot, OutName: partPrefix, Format: cfg.Format,
+			KeyCacheSize: cfg.KeyCacheSize}, files)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 		}

@@ -61,6 +61,17 @@ func TestKeyCacheSize(t *testing.T) {
 		}
 		scanCanaries(t, root, in.canaries)
 	}
+
+	// view's DoFn, DecryptConfig.KeyCacheSize.
+	DropKeyCaches()
+	fn := &decryptFileFn{Cfg: DecryptConfig{Root: t.TempDir(), Type: "PlaybackEvent", Version: 1, KeysURL: "local:" + filepath.Join(t.TempDir(), "keys"),
+		OutRoot: t.TempDir(), OutName: "parts/", Format: FormatNDJSON, KeyCacheSize: 5}}
+	if err := fn.Setup(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(sizes, []int{5}) || sharedCiphers(1).Capacity() != 5 {
+		t.Errorf("DecryptConfig.KeyCacheSize 5: key sources opened with cache sizes %v, cipher cache of %d", sizes, sharedCiphers(1).Capacity())
+	}
 	DropKeyCaches()
 }
 

@@ -49,6 +49,9 @@ type DecryptConfig struct {
 	OutName  string // object name prefix of the parts (e.g. "dir/")
 	Format   string
 	Batch    int // records per key lookup (default 500)
+	// KeyCacheSize: subjects whose keys, and keys whose built ciphers, a
+	// worker keeps (WriteConfig.KeyCacheSize; 0 = DefaultKeyCacheSize).
+	KeyCacheSize int
 }
 
 // Validate checks the configuration when the transform is built.
@@ -64,6 +67,9 @@ func (c *DecryptConfig) Validate() error {
 	}
 	if c.Batch < 0 {
 		return errors.New("transforms.DecryptFiles: Batch < 0")
+	}
+	if c.KeyCacheSize < 0 {
+		return errors.New("transforms.DecryptFiles: KeyCacheSize < 0")
 	}
 	return nil
 }
@@ -108,11 +114,11 @@ func (fn *decryptFileFn) Setup(ctx context.Context) error {
 	if fn.codec, err = goavro.NewCodec(string(vs)); err != nil {
 		return err
 	}
-	keys, err := OpenKeys(ctx, fn.Cfg.KeysURL, fn.Cfg.KeyScope, 0)
+	keys, err := OpenKeys(ctx, fn.Cfg.KeysURL, fn.Cfg.KeyScope, fn.Cfg.KeyCacheSize)
 	if err != nil {
 		return err
 	}
-	fn.dec = record.NewDecryptor(keys, sharedCiphers(0))
+	fn.dec = record.NewDecryptor(keys, sharedCiphers(fn.Cfg.KeyCacheSize))
 	return nil
 }
 
