@@ -210,12 +210,15 @@ func reportKeyActivity(ctx context.Context, keys keyclient.Keys, ciphers *fieldc
 	keyActivity.hits, keyActivity.misses = hits, misses
 	keyActivity.mu.Unlock()
 
-	for name, n := range map[string]int64{
-		CountKeyLookups: d.Lookups, CountKeyCacheHits: d.CacheHits, CountKeyCalls: d.RPCs,
-		CountCipherHits: int64(dHits), CountCiphersBuilt: int64(dMisses),
+	for _, c := range [...]struct {
+		name string
+		n    int64
+	}{
+		{CountKeyLookups, d.Lookups}, {CountKeyCacheHits, d.CacheHits}, {CountKeyCalls, d.RPCs},
+		{CountCipherHits, int64(dHits)}, {CountCiphersBuilt, int64(dMisses)},
 	} {
-		if n > 0 {
-			beam.NewCounter(MetricsNamespace, name).Inc(ctx, n)
+		if c.n > 0 {
+			beam.NewCounter(MetricsNamespace, c.name).Inc(ctx, c.n)
 		}
 	}
 }

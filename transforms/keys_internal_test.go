@@ -16,37 +16,56 @@ import (
 	"github.com/lockstream/lockstream/layout"
 )
 
-// TestKeyCacheSize: WriteConfig.KeyCacheSize reaches the workers (through
-// the serialized DoFn) as the size of the key client's cache and of the
-// cipher cache, and a cache far smaller than the users of a batch still
-// writes every event. Without it, both caches have DefaultKeyCacheSize.
-func TestKeyCacheSize(t *testing.T) {
+// fakeKeyService makes OpenKeys open its key clients over fake for the rest
+// of the test; opened returns the cache sizes they were opened with since
+// it was last called.
+func fakeKeyService(t *testing.T, fake *keyclient.Fake) (opened func() []int) {
 	var mu sync.Mutex
-	var sizes []int // what each key source opened here was given
-	fake := keyclient.NewFake()
-	defer func(old func(context.Context, string, string, int) (keyclient.Keys, error)) { openKeyService = old }(openKeyService)
+	var sizes []int
+	old := openKeyService
+	t.Cleanup(func() { openKeyService = old })
 	openKeyService = func(_ context.Context, _, scope string, cacheSize int) (keyclient.Keys, error) {
 		mu.Lock()
 		sizes = append(sizes, cacheSize)
 		mu.Unlock()
 		return keyclient.New(fake, keyclient.Options{Scope: scope, CacheSize: cacheSize})
 	}
+	return func() []int {
+		mu.Lock()
+		defer mu.Unlock()
+		got := sizes
+		sizes = nil
+		return got
+	}
+}
+
+// runWrite runs the replay file through AnonymizeAndWrite (batches of 20)
+// on prism and returns the write stage's counters.
+func runWrite(t *testing.T, file string, cfg WriteConfig) map[string]int64 {
+	t.Helper()
+	p, s := beam.NewPipelineWithRoot()
+	batches := ReadReplay(s, ReplayConfig{Files: []string{file}, BatchSize: 20, RunID: "run1", Fallback: h6})
+	AnonymizeAndWrite(s, batches, cfg)
+	res, err := ptest.RunWithMetrics(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return counters(res)
+}
+
+// TestKeyCacheSize: WriteConfig.KeyCacheSize reaches the workers (through
+// the serialized DoFn) as the size of the key client's cache and of the
+// cipher cache, and a cache far smaller than the users of a batch still
+// writes every event. Without it, both caches have DefaultKeyCacheSize.
+func TestKeyCacheSize(t *testing.T) {
+	opened := fakeKeyService(t, keyclient.NewFake())
 	in := genInput(40)
 	file := writeLines(t, in.lines)
 	for _, tc := range []struct{ size, want int }{{3, 3}, {0, DefaultKeyCacheSize}} {
 		DropKeyCaches() // the cipher cache takes the size of its first user
 		root := t.TempDir()
-		p, s := beam.NewPipelineWithRoot()
-		batches := ReadReplay(s, ReplayConfig{Files: []string{file}, BatchSize: 20, RunID: "run1", Fallback: h6})
-		AnonymizeAndWrite(s, batches, WriteConfig{Root: root, KeysURL: "local:" + filepath.Join(t.TempDir(), "keys"), KeyRetryBudget: time.Second, KeyCacheSize: tc.size})
-		if err := ptest.Run(p); err != nil {
-			t.Fatal(err)
-		}
-		mu.Lock()
-		got := slices.Clone(sizes)
-		sizes = nil
-		mu.Unlock()
-		if !slices.Equal(got, []int{tc.want}) {
+		runWrite(t, file, WriteConfig{Root: root, KeysURL: "local:" + filepath.Join(t.TempDir(), "keys"), KeyRetryBudget: time.Second, KeyCacheSize: tc.size})
+		if got := opened(); !slices.Equal(got, []int{tc.want}) {
 			t.Errorf("KeyCacheSize %d: key sources opened with cache sizes %v, want [%d]", tc.size, got, tc.want)
 		}
 		if n := sharedCiphers(1).Capacity(); n != tc.want {
@@ -69,8 +88,8 @@ func TestKeyCacheSize(t *testing.T) {
 	if err := fn.Setup(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(sizes, []int{5}) || sharedCiphers(1).Capacity() != 5 {
-		t.Errorf("DecryptConfig.KeyCacheSize 5: key sources opened with cache sizes %v, cipher cache of %d", sizes, sharedCiphers(1).Capacity())
+	if got := opened(); !slices.Equal(got, []int{5}) || sharedCiphers(1).Capacity() != 5 {
+		t.Errorf("DecryptConfig.KeyCacheSize 5: key sources opened with cache sizes %v, cipher cache of %d", got, sharedCiphers(1).Capacity())
 	}
 	DropKeyCaches()
 }
@@ -80,23 +99,13 @@ func TestKeyCacheSize(t *testing.T) {
 // key source, the second run finds every key and cipher cached.
 func TestKeyActivityCounters(t *testing.T) {
 	fake := keyclient.NewFake()
-	defer func(old func(context.Context, string, string, int) (keyclient.Keys, error)) { openKeyService = old }(openKeyService)
-	openKeyService = func(_ context.Context, _, scope string, cacheSize int) (keyclient.Keys, error) {
-		return keyclient.New(fake, keyclient.Options{Scope: scope, CacheSize: cacheSize})
-	}
+	fakeKeyService(t, fake)
 	DropKeyCaches()
 	defer DropKeyCaches()
 	file := writeLines(t, genInput(40).lines)
 	keysURL := "local:" + filepath.Join(t.TempDir(), "keys")
 	run := func() map[string]int64 {
-		p, s := beam.NewPipelineWithRoot()
-		batches := ReadReplay(s, ReplayConfig{Files: []string{file}, BatchSize: 20, RunID: "run1", Fallback: h6})
-		AnonymizeAndWrite(s, batches, WriteConfig{Root: t.TempDir(), KeysURL: keysURL, KeyRetryBudget: time.Second})
-		res, err := ptest.RunWithMetrics(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return counters(res)
+		return runWrite(t, file, WriteConfig{Root: t.TempDir(), KeysURL: keysURL, KeyRetryBudget: time.Second})
 	}
 
 	first := run()

@@ -56,7 +56,7 @@ type ingestFlags struct {
 	lateness     time.Duration
 	batchSize    int
 	keyRetry     time.Duration
-	keyCache     int
+	keyCache     keyCacheSize
 	quiet        bool
 	logLevel     string
 }
@@ -103,7 +103,7 @@ Examples:
 	fl.DurationVar(&f.lateness, "allowed-lateness", 0, "an hour closes when the watermark passes its end plus this (e.g. 5m when streaming)")
 	fl.IntVar(&f.batchSize, "batch-size", 0, fmt.Sprintf("messages per batch: one key lookup, and one fsynced file per (type, hour), each (0: %d for files, %d for Pub/Sub, its most)", pipelines.DefaultReplayBatchSize, pipelines.DefaultBatchSize))
 	fl.DurationVar(&f.keyRetry, "key-retry-budget", transforms.DefaultKeyRetryBudget, "how long a batch retries the key service before it is dead-lettered as key_unavailable")
-	fl.IntVar(&f.keyCache, "key-cache-size", transforms.DefaultKeyCacheSize, "how many users' keys, and as many built ciphers, a worker caches (~1.2 KB each): raise it for hours with more active users, lower it on small workers")
+	addKeyCacheSizeFlag(fl, &f.keyCache, "users")
 	fl.BoolVar(&f.quiet, "quiet", false, "no progress lines on stderr")
 	addLogLevelFlag(fl, &f.logLevel)
 	return c
@@ -185,8 +185,6 @@ func runIngest(cmd *cobra.Command, f *ingestFlags, args []string) error {
 		return errors.New("--keys: registered: sources exist only inside tests")
 	case f.subscription == "" && (f.idle > 0 || f.maxMessages > 0):
 		return errors.New("--idle-timeout and --max-messages apply to --subscription only")
-	case f.keyCache < 1:
-		return fmt.Errorf("--key-cache-size %d: want at least 1", f.keyCache)
 	}
 	if err := initBeam(f.logLevel); err != nil {
 		return err
@@ -195,7 +193,7 @@ func runIngest(cmd *cobra.Command, f *ingestFlags, args []string) error {
 	cfg := pipelines.IngestConfig{
 		Inputs: f.inputs, Subscription: f.subscription, Out: f.out, KeysURL: f.keys, KeyScope: f.keyScope,
 		MaxPayload: int(f.maxPayload), BatchSize: f.batchSize, IdleTimeout: f.idle, MaxMessages: f.maxMessages,
-		AllowedLateness: f.lateness, KeyRetryBudget: f.keyRetry, KeyCacheSize: f.keyCache,
+		AllowedLateness: f.lateness, KeyRetryBudget: f.keyRetry, KeyCacheSize: int(f.keyCache),
 	}
 	if !f.quiet {
 		cfg.Progress = cmd.ErrOrStderr()

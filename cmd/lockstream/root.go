@@ -5,11 +5,14 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/runners"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"github.com/lockstream/lockstream/transforms"
 )
 
 // subcommands are registered by each command file's init so that files for
@@ -61,6 +64,28 @@ func logLevelFor(runner string) slog.Level {
 		return slog.LevelWarn
 	}
 	return slog.LevelInfo
+}
+
+// keyCacheSize is the value of --key-cache-size: a count of at least 1.
+type keyCacheSize int
+
+func (k *keyCacheSize) String() string { return strconv.Itoa(int(*k)) }
+func (k *keyCacheSize) Type() string   { return "int" }
+func (k *keyCacheSize) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		return fmt.Errorf("%q is not a count of at least 1", s)
+	}
+	*k = keyCacheSize(n)
+	return nil
+}
+
+// addKeyCacheSizeFlag adds --key-cache-size (default
+// transforms.DefaultKeyCacheSize) to a command whose workers cache the
+// keys of whom ("users" or "subjects") and their built ciphers.
+func addKeyCacheSizeFlag(fl *pflag.FlagSet, p *keyCacheSize, whom string) {
+	*p = transforms.DefaultKeyCacheSize
+	fl.Var(p, "key-cache-size", "how many "+whom+"' keys, and as many built ciphers, a worker caches (~1.2 KB each): raise it for hours with more of them, lower it on small workers")
 }
 
 // addLogLevelFlag adds --log-level to a command that runs Beam pipelines.

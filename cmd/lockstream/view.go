@@ -22,7 +22,8 @@ func init() { register(newViewCmd) }
 func newViewCmd() *cobra.Command {
 	var (
 		root, hour, typ, out, format, keys, scope string
-		version, keyCache                         int
+		version                                   int
+		keyCache                                  keyCacheSize
 		bqTable                                   string
 		expiration                                time.Duration
 		bqFlags                                   bqCommon
@@ -59,9 +60,6 @@ Examples:
 			if root == "" || hour == "" || typ == "" || out == "" || keys == "" {
 				return errors.New("--root, --hour, --type, --out and --keys are required")
 			}
-			if keyCache < 1 {
-				return fmt.Errorf("--key-cache-size %d: want at least 1", keyCache)
-			}
 			h, err := layout.ParseHour(hour)
 			if err != nil {
 				return err
@@ -78,7 +76,7 @@ Examples:
 				}
 			}
 			res, err := pipelines.View(cmd.Context(), pipelines.ViewConfig{Root: root, Type: typ, Version: version, Hour: h,
-				Out: out, Format: format, KeysURL: keys, KeyScope: scope, KeyCacheSize: keyCache})
+				Out: out, Format: format, KeysURL: keys, KeyScope: scope, KeyCacheSize: int(keyCache)})
 			if errors.Is(err, pipelines.ErrDryRun) {
 				return dryRunDone(cmd.ErrOrStderr())
 			}
@@ -103,7 +101,7 @@ Examples:
 	fl.StringVar(&format, "format", transforms.FormatNDJSON, "ndjson or avro")
 	fl.StringVar(&keys, "keys", os.Getenv("LOCKSTREAM_KEYS"), "key service: local:DIR or http(s)://HOST:PORT (default $LOCKSTREAM_KEYS)")
 	fl.StringVar(&scope, "key-scope", transforms.DefaultKeyScope, "key scope the data was written with")
-	fl.IntVar(&keyCache, "key-cache-size", transforms.DefaultKeyCacheSize, "how many subjects' keys, and as many built ciphers, a worker caches (~1.2 KB each): raise it for hours with more users")
+	addKeyCacheSizeFlag(fl, &keyCache, "subjects")
 	fl.StringVar(&bqTable, "bigquery-table", "", "also load the decrypted copy into this BigQuery table ([PROJECT:]DATASET.TABLE)")
 	fl.DurationVar(&expiration, "expiration", 24*time.Hour, "the --bigquery-table expires this long after the load")
 	fl.StringVar(&bqFlags.project, "project", os.Getenv("GOOGLE_CLOUD_PROJECT"), "GCP project of --bigquery-table (default $GOOGLE_CLOUD_PROJECT)")
