@@ -17,6 +17,10 @@ import (
 var (
 	ErrExist    = errors.New("blob: object already exists")
 	ErrNotExist = errors.New("blob: object does not exist")
+	// ErrPrecondition: a conditional write or delete found the object at
+	// another generation than the one it was given (someone else changed
+	// or created it meanwhile).
+	ErrPrecondition = errors.New("blob: precondition failed: the object changed")
 )
 
 // Bucket is a flat namespace of immutable objects under one root.
@@ -36,6 +40,28 @@ type Bucket interface {
 	Delete(ctx context.Context, name string) error
 	// Root is the root this bucket was opened with.
 	Root() string
+
+	// Versioned objects are small objects replaced as a whole under a
+	// precondition on their generation (a positive number that changes
+	// with every write): leases and writer records, which several
+	// processes update.
+	//
+	// ReadVersion reads an object and its generation (ErrNotExist when
+	// absent).
+	ReadVersion(ctx context.Context, name string) (data []byte, generation int64, err error)
+	// WriteVersion replaces the object if it is at generation ifGeneration,
+	// or creates it if ifGeneration is 0 and it does not exist; otherwise
+	// it fails with ErrPrecondition. It returns the new generation.
+	WriteVersion(ctx context.Context, name string, data []byte, ifGeneration int64) (generation int64, err error)
+	// DeleteVersion deletes the object if it is at generation ifGeneration
+	// (ErrPrecondition otherwise, also when it is absent).
+	DeleteVersion(ctx context.Context, name string, ifGeneration int64) error
+	// Stat returns an object's generation and size (ErrNotExist when
+	// absent). Objects made by Create have generations too.
+	Stat(ctx context.Context, name string) (generation, size int64, err error)
+	// Copy creates dst with the content of src, as Create would (ErrExist
+	// if dst exists): a hard link on a directory, a server-side copy on GCS.
+	Copy(ctx context.Context, src, dst string) error
 }
 
 // Writer is an object being written.
@@ -210,7 +236,7 @@ func (d *Dir) List(_ context.Context, prefix string) ([]string, error) {
 			}
 			return err
 		}
-		if e.IsDir() || strings.HasPrefix(e.Name(), ".tmp-") {
+		if e.IsDir() || hidden(e.Name()) {
 			return nil
 		}
 		rel, err := filepath.Rel(d.root, p)
