@@ -27,10 +27,23 @@ const (
 // dies with the user's keychain.
 const PayloadCategory = "payload"
 
-// deadLetterUserPrefix names the synthetic keychain (one per UTC day) that
-// seals dead-lettered payloads whose user cannot be told: deleting it, or
-// the retention of the dead-letter area, shreds them.
+// deadLetterUserPrefix starts the synthetic user ids (DeadLetterUser) of the
+// keychains that seal dead letters whose user cannot be told.
 const deadLetterUserPrefix = "lockstream:deadletter:"
+
+// MaxDeadLetterScope bounds Options.DeadLetterScope in bytes, so that a
+// dead-letter user id stays far below the key service's user id limit.
+const MaxDeadLetterScope = 128
+
+// DeadLetterUser is the synthetic user id of the keychain that seals the
+// dead letters of one output root (scope: its root id, see package rootid)
+// and one UTC day whose user cannot be told:
+// "lockstream:deadletter:<scope>:<YYYY-MM-DD>". Deleting that keychain
+// (lockstream retention --apply does, when it deletes the last of the
+// day's dead letters) shreds them. The day is the UTC day of t.
+func DeadLetterUser(scope string, t time.Time) string {
+	return deadLetterUserPrefix + scope + ":" + t.UTC().Format("2006-01-02")
+}
 
 // DefaultMaxPayload is the default largest payload accepted (1 MiB).
 const DefaultMaxPayload = 1 << 20
@@ -54,25 +67,46 @@ type Outcome struct {
 	Reject      *Rejection // nil when accepted
 }
 
-// Rejection describes a dead-lettered message. It never holds plaintext:
-// the payload is kept only sealed (PayloadCiphertext), under the user's
-// "payload" key, or a per-day dead-letter key when the user is unknown.
+// Rejection describes a dead-lettered message (one line of a dead-letter
+// file; the format is in the package doc). It never holds plaintext: only
+// the contract attributes (event_type, schema_version) are in clear; the
+// payload and every other attribute are kept only sealed, under the user's
+// "payload" key, or the dead-letter key of the root and day
+// (DeadLetterUser) when the user is unknown. What nothing could seal is
+// dropped: the payload, and the other attributes (counted in
+// AttributesDropped).
 type Rejection struct {
-	Reason            string            `json:"reason"`
-	Path              string            `json:"path,omitempty"`
-	Rule              string            `json:"rule,omitempty"`
-	MessageID         string            `json:"message_id"`
-	PublishTime       time.Time         `json:"publish_time"`
+	Reason      string    `json:"reason"`
+	Path        string    `json:"path,omitempty"`
+	Rule        string    `json:"rule,omitempty"`
+	MessageID   string    `json:"message_id"`
+	PublishTime time.Time `json:"publish_time"`
+	// Attributes holds only the contract attributes (AttrEventType,
+	// AttrSchemaVersion) the message had.
 	Attributes        map[string]string `json:"attributes,omitempty"`
 	Subject           string            `json:"subject,omitempty"`
 	PayloadCiphertext []byte            `json:"payload_ciphertext,omitempty"`
 	PayloadAAD        string            `json:"payload_aad,omitempty"`
+	// AttributesCiphertext seals the JSON object of the message's other
+	// attributes, under the payload's key, with AAD AttributesAAD.
+	AttributesCiphertext []byte `json:"attributes_ciphertext,omitempty"`
+	AttributesAAD        string `json:"attributes_aad,omitempty"`
+	// AttributesDropped counts the other attributes that nothing could seal
+	// (their names are not kept either: producers choose them).
+	AttributesDropped int `json:"attributes_dropped,omitempty"`
 }
 
 // Options configure an Anonymizer.
 type Options struct {
 	MaxPayload int               // bytes; 0 means DefaultMaxPayload
 	Ciphers    *fieldcrypt.Cache // shared cipher cache; nil makes a private one
+	// DeadLetterScope names the output root the dead letters go to (its
+	// root id, package rootid): dead letters whose user is unknown are
+	// sealed under the keychain DeadLetterUser(DeadLetterScope, day), one
+	// per root and UTC day. Pipelines always set it; "" (unit tests) gives
+	// one keychain per day for every Anonymizer without a scope. At most
+	// MaxDeadLetterScope bytes.
+	DeadLetterScope string
 }
 
 // Anonymizer turns input messages into encrypted records. Keys and the
@@ -83,6 +117,7 @@ type Anonymizer struct {
 	keys    Keys
 	ciphers *fieldcrypt.Cache
 	max     int
+	scope   string
 
 	events  []schemas.Event
 	schemas []*schemas.Schema
@@ -101,10 +136,13 @@ func NewAnonymizer(reg *schemas.Registry, keys Keys, opts Options) (*Anonymizer,
 	if opts.MaxPayload == 0 {
 		opts.MaxPayload = DefaultMaxPayload
 	}
+	if len(opts.DeadLetterScope) > MaxDeadLetterScope {
+		return nil, fmt.Errorf("record: DeadLetterScope of %d bytes, over the limit of %d", len(opts.DeadLetterScope), MaxDeadLetterScope)
+	}
 	if opts.Ciphers == nil {
 		opts.Ciphers = fieldcrypt.NewCache(100_000, 0)
 	}
-	return &Anonymizer{reg: reg, keys: keys, ciphers: opts.Ciphers, max: opts.MaxPayload}, nil
+	return &Anonymizer{reg: reg, keys: keys, ciphers: opts.Ciphers, max: opts.MaxPayload, scope: opts.DeadLetterScope}, nil
 }
 
 // Anonymize processes a batch of messages, one key-service round trip for
@@ -192,11 +230,6 @@ func (a *Anonymizer) Anonymize(ctx context.Context, msgs []Message) ([]Outcome, 
 
 	if err := a.sealRejected(ctx, msgs, out); err != nil {
 		return nil, err
-	}
-	for i := range out {
-		if r := out[i].Reject; r != nil {
-			r.MessageID, r.PublishTime, r.Attributes = msgs[i].ID, msgs[i].PublishTime.UTC(), msgs[i].Attributes
-		}
 	}
 	return out, nil
 }
@@ -360,17 +393,36 @@ func appendValue(b []byte, f *schemas.Field, v *schemas.Value) []byte {
 	return b
 }
 
-// sealRejected seals the payloads of rejected messages (second key round trip).
+// sealRejected completes the rejections of a batch: message id, publish
+// time and the contract attributes in clear; the payload and the other
+// attributes sealed under one key (second key round trip), or dropped.
 func (a *Anonymizer) sealRejected(ctx context.Context, msgs []Message, out []Outcome) error {
 	var users []string
 	idx := map[string]int{}
 	owner := make([]string, len(out))
+	others := make([]int, len(out))
 	for i := range out {
 		r := out[i].Reject
-		if r == nil || r.Reason == ReasonUserDeleted || len(msgs[i].Data) == 0 || len(msgs[i].Data) > a.max {
+		if r == nil {
 			continue
 		}
-		uid := payloadOwner(&msgs[i])
+		m := &msgs[i]
+		r.MessageID, r.PublishTime = m.ID, m.PublishTime.UTC()
+		r.Attributes, others[i] = contractAttributes(m.Attributes)
+		r.AttributesDropped = others[i] // until sealed below
+		if r.Reason == ReasonUserDeleted {
+			continue // the user asked to be forgotten: nothing is kept
+		}
+		payload := len(m.Data) > 0 && len(m.Data) <= a.max
+		if !payload && others[i] == 0 {
+			continue
+		}
+		// An oversized payload is not read (not even for its user id); its
+		// other attributes go under the root's dead-letter key of the day.
+		uid := DeadLetterUser(a.scope, m.PublishTime)
+		if payload {
+			uid = payloadOwner(m, a.scope)
+		}
 		owner[i] = uid
 		if _, ok := idx[uid]; !ok {
 			idx[uid] = len(users)
@@ -394,22 +446,38 @@ func (a *Anonymizer) sealRejected(ctx context.Context, msgs []Message, out []Out
 		uk := &keys[idx[owner[i]]]
 		r := out[i].Reject
 		if uk.Err != nil {
-			continue // deleted user: the payload is dropped, the rejection is kept
+			continue // deleted user: payload and other attributes are dropped, the rejection is kept
 		}
 		k, ok := findKey(uk, PayloadCategory)
 		if !ok {
-			continue
+			continue // "payload" revoked: likewise
 		}
 		c, err := a.ciphers.Cipher(k)
 		if err != nil {
 			return fmt.Errorf("record: payload cipher: %w", err)
 		}
-		aad := fieldcrypt.AAD("_deadletter", msgs[i].ID, uk.Subject)
-		ct, err := c.Encrypt(msgs[i].Data, aad, false)
-		if err != nil {
-			return err
+		m := &msgs[i]
+		if len(m.Data) > 0 && len(m.Data) <= a.max {
+			aad := fieldcrypt.AAD(deadLetterPayloadAAD, m.ID, uk.Subject)
+			ct, err := c.Encrypt(m.Data, aad, false)
+			if err != nil {
+				return err
+			}
+			r.PayloadCiphertext, r.PayloadAAD = ct, string(aad)
 		}
-		r.Subject, r.PayloadCiphertext, r.PayloadAAD = uk.Subject, ct, string(aad)
+		if others[i] > 0 {
+			pt, err := otherAttributesJSON(m.Attributes)
+			if err != nil {
+				return err
+			}
+			aad := fieldcrypt.AAD(deadLetterAttributesAAD, m.ID, uk.Subject)
+			ct, err := c.Encrypt(pt, aad, false)
+			if err != nil {
+				return err
+			}
+			r.AttributesCiphertext, r.AttributesAAD, r.AttributesDropped = ct, string(aad), 0
+		}
+		r.Subject = uk.Subject
 		if out[i].Subject == "" && !isDeadLetterUser(owner[i]) {
 			out[i].Subject = uk.Subject
 		}
@@ -417,17 +485,59 @@ func (a *Anonymizer) sealRejected(ctx context.Context, msgs []Message, out []Out
 	return nil
 }
 
+// The first part of the AAD of what a dead letter seals:
+// "<part>.<message id>|<_subject>". They differ before their first ".",
+// so no message id makes the AAD of a payload that of some attributes.
+const (
+	deadLetterPayloadAAD    = "_deadletter"
+	deadLetterAttributesAAD = "_deadletter_attributes"
+)
+
+// contractAttributes copies the attributes the message contract names
+// (AttrEventType, AttrSchemaVersion) and counts the others.
+func contractAttributes(attrs map[string]string) (contract map[string]string, others int) {
+	for k, v := range attrs {
+		if k != AttrEventType && k != AttrSchemaVersion {
+			others++
+			continue
+		}
+		if contract == nil {
+			contract = make(map[string]string, 2)
+		}
+		contract[k] = v
+	}
+	return contract, others
+}
+
+// otherAttributesJSON is the sealed plaintext of a message's non-contract
+// attributes: a JSON object of strings, keys sorted (invalid UTF-8, which
+// Pub/Sub does not allow in attributes, becomes U+FFFD).
+func otherAttributesJSON(attrs map[string]string) ([]byte, error) {
+	other := make(map[string]string, len(attrs))
+	for k, v := range attrs {
+		if k != AttrEventType && k != AttrSchemaVersion {
+			other[k] = v
+		}
+	}
+	b, err := json.Marshal(other)
+	if err != nil {
+		// Unreachable for a map of strings; the error names no value.
+		return nil, errors.New("record: cannot encode the attributes of a dead letter")
+	}
+	return b, nil
+}
+
 // payloadOwner finds the user a rejected payload belongs to, leniently: a
 // top-level string "user_id" member if the payload is a JSON object,
-// otherwise the per-day dead-letter keychain.
-func payloadOwner(m *Message) string {
+// otherwise the dead-letter keychain of the root (scope) and day.
+func payloadOwner(m *Message, scope string) string {
 	var probe struct {
 		UserID *string `json:"user_id"`
 	}
 	if json.Unmarshal(m.Data, &probe) == nil && probe.UserID != nil && *probe.UserID != "" && len(*probe.UserID) <= 256 {
 		return *probe.UserID
 	}
-	return deadLetterUserPrefix + m.PublishTime.UTC().Format("2006-01-02")
+	return DeadLetterUser(scope, m.PublishTime)
 }
 
 func isDeadLetterUser(uid string) bool {
@@ -436,12 +546,14 @@ func isDeadLetterUser(uid string) bool {
 
 // KeyUnavailable builds the outcomes of a batch whose keys could not be had
 // within the retry budget: every message is dead-lettered as
-// key_unavailable, without its payload (nothing could seal it).
+// key_unavailable with its contract attributes only; its payload and other
+// attributes are dropped (nothing could seal them), the latter counted.
 func KeyUnavailable(msgs []Message) []Outcome {
 	out := make([]Outcome, len(msgs))
 	for i, m := range msgs {
-		out[i] = Outcome{MessageID: m.ID, EventType: m.EventType(), Version: m.SchemaVersion(), PublishTime: m.PublishTime.UTC(), Hour: Hour(m.PublishTime),
-			Reject: &Rejection{Reason: ReasonKeyUnavailable, Rule: "key service unavailable", MessageID: m.ID, PublishTime: m.PublishTime.UTC(), Attributes: m.Attributes}}
+		r := &Rejection{Reason: ReasonKeyUnavailable, Rule: "key service unavailable", MessageID: m.ID, PublishTime: m.PublishTime.UTC()}
+		r.Attributes, r.AttributesDropped = contractAttributes(m.Attributes)
+		out[i] = Outcome{MessageID: m.ID, EventType: m.EventType(), Version: m.SchemaVersion(), PublishTime: m.PublishTime.UTC(), Hour: Hour(m.PublishTime), Reject: r}
 	}
 	return out
 }

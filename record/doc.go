@@ -20,15 +20,44 @@
 // int/long as base-10 ASCII. A null PII value stays null. A revoked category
 // (opt-out) is written as null.
 //
-// Rejected messages become a [Rejection]: reason code, field path and rule,
-// message id, publish time and attributes, and the payload sealed under the
-// user's "payload" key (category [PayloadCategory]; AAD
-// "_deadletter.<message id>|<_subject>"), or, when no user id can be read
-// from it, under a per-UTC-day dead-letter keychain. A message of a deleted
-// user is rejected as user_deleted and its payload is dropped.
+// Rejected messages become a [Rejection] (see "Dead-letter record" below).
+// A message of a deleted user is rejected as user_deleted and nothing of it
+// but the contract attributes is kept.
 //
 // [Decryptor.Decrypt] is the inverse for a batch of records: one key lookup
 // by _subject; each ciphertext names its key version (Tink key id).
+//
+// # Dead-letter record
+//
+// One JSON object per rejected message (NDJSON in the dead-letter area):
+//
+//	reason, path, rule     why it was rejected (never a value of the payload)
+//	message_id             the message's id
+//	publish_time           RFC 3339, UTC
+//	attributes             only event_type and schema_version, in clear
+//	subject                _subject of the keychain that sealed what follows
+//	payload_ciphertext     the payload bytes, sealed; payload_aad its AAD:
+//	                       "_deadletter.<message id>|<subject>"
+//	attributes_ciphertext  the JSON object of every other attribute (keys
+//	                       sorted), sealed under the same key; attributes_aad
+//	                       its AAD: "_deadletter_attributes.<message id>|<subject>"
+//	attributes_dropped     how many other attributes nothing could seal
+//
+// Ciphertexts are the Tink format of package fieldcrypt (AES-GCM), under the
+// current key of category [PayloadCategory] of one keychain: the user's,
+// when the payload is a JSON object with a string "user_id" member, else the
+// synthetic keychain [DeadLetterUser](scope, UTC day of the publish time) of
+// the root the dead letter is written to ([Options.DeadLetterScope]). An
+// oversized payload is dropped unread; its other attributes are sealed under
+// that dead-letter keychain. The two AAD prefixes differ before their first
+// ".", so no message id turns one AAD into the other.
+//
+// Nothing sealed is ever kept in clear instead: when no key can seal (user
+// deleted, "payload" revoked, key service unavailable: [KeyUnavailable]),
+// the payload is dropped and so are the other attributes, names included
+// (producers choose names, and a name can be personal); only their count
+// remains. Records written before attributes_ciphertext existed copied every
+// attribute into "attributes".
 //
 // # Guarantees
 //

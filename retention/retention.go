@@ -1,31 +1,73 @@
 // Package retention finds and deletes the data of an output root that is
 // past its event type's retention (schemas.Retention, declared in each
-// .avsc): raw and late hours after Raw, dataset hours after Published,
-// dead-letter hours after the longest Raw of all types. An hour's age counts
-// from its end.
+// .avsc), and shreds the keys of the dead letters it deletes. An hour's age
+// counts from its end.
 //
-// Rules:
-//   - a type without a declared retention is never touched (and neither is
-//     the dead-letter area while such a type exists);
-//   - a raw or late hour whose dataset is not published is kept, and
-//     reported, unless IncludeUnpublished: deleting it would lose events
-//     that were never published;
-//   - a dataset hour loses its _SUCCESS first, so readers (which ignore an
+// # Behavior
+//
+//   - Raw and late hours go after their type's Raw retention, dataset hours
+//     after Published. A type without a declared retention is never touched
+//     (Plan.Undeclared lists it).
+//   - Dead letters carry no type: they are kept for the longest Raw
+//     retention among the types that declare one, or DefaultDeadLetterDays
+//     when none does; Options.DeadLetterDays overrides both. A type without
+//     a declared retention does not keep dead letters forever.
+//   - A raw or late hour whose dataset is not published is kept, and
+//     reported (Plan.Held), unless IncludeUnpublished: deleting it would
+//     lose events that were never published.
+//   - A dataset hour loses its _SUCCESS first, so readers (which ignore an
 //     hour without _SUCCESS) stop seeing it at once; a crash midway leaves
 //     an unpublished remainder that the next run deletes.
+//   - Dead letters whose user is unknown are sealed under one keychain per
+//     root and UTC day (record.DeadLetterUser(root id, day); the root id is
+//     package rootid's). When a plan deletes every dead letter of a day
+//     (all its hours, every reason: Plan.ShredDays), Apply deletes that
+//     keychain through a Shredder (the key service's admin API) just
+//     before the day's first dead-letter file: copies the bucket keeps
+//     (object versioning, soft delete) become unreadable too. A keychain
+//     that never existed or is already deleted is not an error.
+//
+// # Failure modes
+//
+// Apply refuses (ErrNoShredder) a plan that deletes dead letters without a
+// Shredder, before deleting anything. A failed shred keeps that day's dead
+// letters for the next run to retry (they stay expired) and Apply goes on
+// with the rest, returning the error at the end. A root without a root id
+// was never written with a dead-letter scope: there is no keychain of its
+// to shred (Applied.NoRootID).
 package retention
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/lockstream/lockstream/blob"
+	"github.com/lockstream/lockstream/keyclient"
 	"github.com/lockstream/lockstream/layout"
+	"github.com/lockstream/lockstream/record"
+	"github.com/lockstream/lockstream/rootid"
 	"github.com/lockstream/lockstream/schemas"
 )
+
+// DefaultDeadLetterDays is how long dead letters are kept when no type
+// declares a retention (and Options.DeadLetterDays is 0).
+const DefaultDeadLetterDays = 30
+
+const day = 24 * time.Hour
+
+// Shredder deletes a keychain; the key service's admin API (keyclient.Admin,
+// or the embedded service) does.
+type Shredder interface {
+	DeleteUser(ctx context.Context, userID string) error
+}
+
+// ErrNoShredder: a plan that deletes dead letters was applied without a
+// Shredder (a configuration error: pass the key service).
+var ErrNoShredder = errors.New("retention: deleting dead letters needs the key service, to shred their keys")
 
 // Item is one hour of one area.
 type Item struct {
@@ -52,6 +94,11 @@ type Plan struct {
 	Held []Item
 	// Undeclared lists types with data but no retention (kept forever).
 	Undeclared []string
+	// DeadLetterRetention is how long dead letters are kept.
+	DeadLetterRetention time.Duration
+	// ShredDays are the UTC days (at midnight, ascending) of which Delete
+	// removes every dead letter: Apply shreds their dead-letter keychain.
+	ShredDays []time.Time
 }
 
 // Options configure a plan.
@@ -59,10 +106,16 @@ type Options struct {
 	Now                time.Time // default time.Now()
 	IncludeUnpublished bool      // delete expired raw/late hours even if not published
 	Registry           *schemas.Registry
+	// DeadLetterDays > 0 keeps dead letters that many days, instead of the
+	// longest declared Raw retention (or DefaultDeadLetterDays).
+	DeadLetterDays int
 }
 
 // PlanRoot lists the expired hours of the root b.
 func PlanRoot(ctx context.Context, b blob.Bucket, o Options) (*Plan, error) {
+	if o.DeadLetterDays < 0 {
+		return nil, fmt.Errorf("retention: DeadLetterDays %d < 0", o.DeadLetterDays)
+	}
 	if o.Now.IsZero() {
 		o.Now = time.Now()
 	}
@@ -104,22 +157,19 @@ func PlanRoot(ctx context.Context, b blob.Bucket, o Options) (*Plan, error) {
 			groups[key{area, "", h}] = append(groups[key{area, "", h}], n)
 		}
 	}
-	// Dead letters carry no type in their path: they go when every type's
-	// raw data of that hour would.
-	var deadRetention time.Duration
-	for _, t := range reg.Types() {
-		r := reg.Retention(t)
-		if !r.Declared() {
-			deadRetention = -1
-			break
+	p.DeadLetterRetention = DeadLetterRetention(reg, o.DeadLetterDays)
+	deadGroups := map[time.Time]int{} // UTC day -> dead-letter hours (of any reason)
+	for k := range groups {
+		if k.area == layout.DeadLetterArea {
+			deadGroups[k.h.Hour.Truncate(day)]++
 		}
-		deadRetention = max(deadRetention, r.Raw)
 	}
+	deadDeleted := map[time.Time]int{}
 	for k, objs := range groups {
 		var keep time.Duration
 		switch k.area {
 		case layout.DeadLetterArea:
-			keep = deadRetention
+			keep = p.DeadLetterRetention
 		case layout.DatasetsArea:
 			keep = reg.Retention(k.h.Type).Published
 		default:
@@ -146,7 +196,16 @@ func PlanRoot(ctx context.Context, b blob.Bucket, o Options) (*Plan, error) {
 			continue
 		}
 		p.Delete = append(p.Delete, it)
+		if k.area == layout.DeadLetterArea {
+			deadDeleted[k.h.Hour.Truncate(day)]++
+		}
 	}
+	for d, n := range deadDeleted {
+		if n == deadGroups[d] {
+			p.ShredDays = append(p.ShredDays, d)
+		}
+	}
+	sort.Slice(p.ShredDays, func(i, j int) bool { return p.ShredDays[i].Before(p.ShredDays[j]) })
 	for t := range undeclared {
 		p.Undeclared = append(p.Undeclared, t)
 	}
@@ -157,6 +216,25 @@ func PlanRoot(ctx context.Context, b blob.Bucket, o Options) (*Plan, error) {
 	order(p.Delete)
 	order(p.Held)
 	return p, nil
+}
+
+// DeadLetterRetention is how long dead letters are kept: days when > 0,
+// else the longest Raw retention among the types of reg that declare one,
+// else DefaultDeadLetterDays.
+func DeadLetterRetention(reg *schemas.Registry, days int) time.Duration {
+	if days > 0 {
+		return time.Duration(days) * day
+	}
+	var keep time.Duration
+	for _, t := range reg.Types() {
+		if r := reg.Retention(t); r.Declared() {
+			keep = max(keep, r.Raw)
+		}
+	}
+	if keep == 0 {
+		keep = DefaultDeadLetterDays * day
+	}
+	return keep
 }
 
 // successFirst puts an hour's _SUCCESS first.
@@ -185,17 +263,72 @@ func parseDeadLetter(name string) (reason string, hour time.Time, ok bool) {
 	return p[1], t, err == nil
 }
 
+// Applied is what Apply did.
+type Applied struct {
+	Hours    int         // hours (items) deleted
+	Shredded []time.Time // days whose dead-letter keychain was deleted
+	// NoRootID: the root has no root id, so no dead-letter keychain of its
+	// can exist; nothing was shredded.
+	NoRootID bool
+}
+
 // Apply deletes what p plans, in order; progress is called after each hour.
-func Apply(ctx context.Context, b blob.Bucket, p *Plan, progress func(done, total int, it Item)) error {
-	for i, it := range p.Delete {
-		for _, o := range it.Objects {
-			if err := b.Delete(ctx, o); err != nil {
-				return fmt.Errorf("retention: delete %s: %w", o, err)
-			}
-		}
-		if progress != nil {
-			progress(i+1, len(p.Delete), it)
+// Before the first dead-letter file of a day in p.ShredDays it deletes the
+// keychain record.DeadLetterUser(root id, day) through s, which may be nil
+// only when p deletes no dead letter.
+func Apply(ctx context.Context, b blob.Bucket, p *Plan, s Shredder, progress func(done, total int, it Item)) (Applied, error) {
+	var a Applied
+	var scope string
+	shred := map[time.Time]bool{}
+	for _, it := range p.Delete {
+		if it.Area == layout.DeadLetterArea && s == nil {
+			return a, ErrNoShredder
 		}
 	}
-	return nil
+	if len(p.ShredDays) > 0 {
+		id, err := rootid.Read(ctx, b)
+		switch {
+		case errors.Is(err, blob.ErrNotExist):
+			a.NoRootID = true
+		case err != nil:
+			return a, fmt.Errorf("retention: %w", err)
+		default:
+			scope = id
+			for _, d := range p.ShredDays {
+				shred[d] = true
+			}
+		}
+	}
+	failed := map[time.Time]bool{}
+	var errs []error
+	for _, it := range p.Delete {
+		if it.Area == layout.DeadLetterArea {
+			d := it.Hour.Hour.Truncate(day)
+			if failed[d] {
+				continue
+			}
+			if shred[d] {
+				if err := s.DeleteUser(ctx, record.DeadLetterUser(scope, d)); err != nil &&
+					!errors.Is(err, keyclient.ErrUnknownUser) && !errors.Is(err, keyclient.ErrUserDeleted) {
+					// Keep the day's dead letters: the next run retries.
+					failed[d] = true
+					errs = append(errs, fmt.Errorf("retention: shred the dead-letter key of %s (its dead letters are kept): %w", d.Format(time.DateOnly), err))
+					continue
+				}
+				delete(shred, d)
+				a.Shredded = append(a.Shredded, d)
+			}
+		}
+		for _, o := range it.Objects {
+			if err := b.Delete(ctx, o); err != nil {
+				return a, errors.Join(append(errs, fmt.Errorf("retention: delete %s: %w", o, err))...)
+			}
+		}
+		a.Hours++
+		if progress != nil {
+			progress(a.Hours, len(p.Delete), it)
+		}
+	}
+	sort.Slice(a.Shredded, func(i, j int) bool { return a.Shredded[i].Before(a.Shredded[j]) })
+	return a, errors.Join(errs...)
 }
