@@ -98,32 +98,151 @@ type ManifestFile struct {
 	SHA256  string `json:"sha256"`
 }
 
-// Accounting is the input accounting of one published hour.
+// Accounting is the input accounting of one published part of an hour:
+// RawRecords + LateRecords = Published + DuplicatesDropped + LookbackDropped.
 type Accounting struct {
-	RawFiles          int   `json:"raw_files"`
+	RawFiles          int   `json:"raw_files"` // raw and late part files read
 	RawRecords        int64 `json:"raw_records"`
 	DuplicatesDropped int64 `json:"duplicates_dropped"`
-	LookbackDropped   int64 `json:"lookback_dropped"` // already published in the previous hour(s)
-	LateRecords       int64 `json:"late_records"`
-	Published         int64 `json:"published"`
+	// LookbackDropped: already published, in the hours within the lookback
+	// (and, for a supplement, in the hour's earlier parts).
+	LookbackDropped int64 `json:"lookback_dropped"`
+	LateRecords     int64 `json:"late_records"`
+	Published       int64 `json:"published"`
 }
 
-// ManifestDoc is _MANIFEST.json.
+// ManifestFormatVersion is the version of _MANIFEST.json written now:
+// 2 added Part, Parts, RunID and PublishedAt (a format-1 manifest is a
+// main part whose consumed parts are not known).
+const ManifestFormatVersion = 2
+
+// ManifestDoc is _MANIFEST.json, of an hour's main part or of one of its
+// late supplements.
 type ManifestDoc struct {
 	FormatVersion     int            `json:"format_version"`
 	EventType         string         `json:"event_type"`
 	SchemaVersion     int            `json:"schema_version"`
 	Hour              string         `json:"hour"`
+	Part              string         `json:"part,omitempty"` // MainPart or SupplementPart(n); "" in format 1 (main)
 	SchemaFingerprint string         `json:"schema_fingerprint"`
 	Records           int64          `json:"records"`
-	Files             []ManifestFile `json:"files"`
+	Files             []ManifestFile `json:"files"` // names relative to the part's directory
 	Input             Accounting     `json:"input"`
-	Lineage           Lineage        `json:"lineage"`
+	// Parts are the raw and late part files this part consumed (names
+	// relative to the root). Each part file of an hour is consumed by
+	// exactly one part.
+	Parts       []string  `json:"parts,omitempty"`
+	Lineage     Lineage   `json:"lineage"`
+	RunID       string    `json:"run_id,omitempty"`
+	PublishedAt time.Time `json:"published_at,omitzero"`
+}
+
+// PartName is the manifest's part ("main" for format 1).
+func (m *ManifestDoc) PartName() string {
+	if m.Part == "" {
+		return MainPart
+	}
+	return m.Part
 }
 
 // Lineage records where a dataset came from.
 type Lineage struct {
+	// InputHours: the hour itself first, then every hour whose published
+	// data the part was deduplicated against (within the lookback, before
+	// it, and for a supplement also after it).
 	InputHours  []string `json:"input_hours"`
 	CodeVersion string   `json:"code_version"`
 	KeyScope    string   `json:"key_scope,omitempty"`
 }
+
+// More areas: what running jobs record (writer records, stop requests),
+// publication leases, and the staging area of hourly runs.
+const (
+	WritersArea = "writers"
+	LeasesArea  = "leases"
+	TmpArea     = "tmp"
+)
+
+// CompleteName is the object name of an hour's completion marker.
+func CompleteName(eventType string, version int, hour time.Time) string {
+	return RawDir(eventType, version, hour) + Complete
+}
+
+// WriterDir is the directory of one ingest run's records.
+func WriterDir(runID string) string { return WritersArea + "/" + runID + "/" }
+
+// WriterRecord is the record of one writer of a run: "writers/<run>/<part>.json",
+// part naming a Pub/Sub pull stream ("stream-003"), or "replay" for a
+// bounded run.
+func WriterRecord(runID, part string) string { return WriterDir(runID) + part + ".json" }
+
+// WriterHourMarker is the marker a bounded run writes before its first raw
+// file of an hour: "writers/<run>/hours/<type>/v<version>/<YYYY-MM-DDTHH>".
+func WriterHourMarker(runID, eventType string, version int, hour time.Time) string {
+	return fmt.Sprintf("%shours/%s/v%d/%s", WriterDir(runID), eventType, version, FormatHour(hour))
+}
+
+// ParseWriterHourMarker reads the hour out of a WriterHourMarker name.
+func ParseWriterHourMarker(name string) (runID string, h Hour, ok bool) {
+	p := strings.Split(name, "/")
+	if len(p) != 6 || p[0] != WritersArea || p[2] != "hours" || !strings.HasPrefix(p[4], "v") {
+		return "", Hour{}, false
+	}
+	v, err := strconv.Atoi(p[4][1:])
+	if err != nil || v < 1 {
+		return "", Hour{}, false
+	}
+	t, err := time.Parse(HourFormat, p[5])
+	if err != nil {
+		return "", Hour{}, false
+	}
+	return p[1], Hour{Type: p[3], Version: v, Hour: t.UTC()}, true
+}
+
+// WriterStop is the object that asks every stream of a run to stop (a
+// planned stop: SIGTERM of the launching process).
+func WriterStop(runID string) string { return WriterDir(runID) + "_STOP" }
+
+// LeaseName is the publication lease of one (type, version, hour).
+func LeaseName(eventType string, version int, hour time.Time) string {
+	return fmt.Sprintf("%s/%s/v%d/%s.json", LeasesArea, eventType, version, hourPath(hour))
+}
+
+// MainPart names the main part of a published hour; supplements are
+// "late-0001", "late-0002", ...
+const MainPart = "main"
+
+// SupplementPart is the name of an hour's n-th late supplement (n >= 1).
+func SupplementPart(n int) string { return fmt.Sprintf("late-%04d", n) }
+
+// ParseSupplementPart returns n of "late-000n" (0, false for anything else).
+func ParseSupplementPart(part string) (int, bool) {
+	s, ok := strings.CutPrefix(part, "late-")
+	if !ok || len(s) != 4 {
+		return 0, false
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		return 0, false
+	}
+	return n, true
+}
+
+// PartDir is the directory of one part of a published hour: the hour's
+// dataset directory for the main part, "<dir>/late-000n/" for a supplement.
+func PartDir(eventType string, version int, hour time.Time, part string) string {
+	d := DatasetDir(eventType, version, hour)
+	if part == MainPart || part == "" {
+		return d
+	}
+	return d + part + "/"
+}
+
+// StagingDir is where one hourly run writes the files of one part before
+// it publishes them: "tmp/hourly/<run>/<type>/v<version>/<day>/<HH>/<part>/".
+func StagingDir(runID, eventType string, version int, hour time.Time, part string) string {
+	return fmt.Sprintf("%s/hourly/%s/%s/v%d/%s/%s/", TmpArea, runID, eventType, version, hourPath(hour), part)
+}
+
+// ShardFile is the base name of dataset file i of n of a part.
+func ShardFile(i, n int) string { return fmt.Sprintf("part-%05d-of-%05d.avro", i, n) }
