@@ -50,7 +50,9 @@ func (g *GCS) WriteVersion(ctx context.Context, name string, data []byte, ifGene
 	uctx, cancel := context.WithTimeout(ctx, g.uploadDeadline(int64(len(data))))
 	defer cancel()
 	w := o.If(cond).NewWriter(uctx)
-	w.ChunkSize = 0 // one request
+	// One request that the client retries (ChunkSize 0 would disable
+	// retries): buffered, as the object is smaller than a chunk.
+	w.ChunkSize = len(data) + 1
 	w.SendCRC32C = true
 	w.CRC32C = crc32.Checksum(data, crc32cTable)
 	if _, err := w.Write(data); err != nil {

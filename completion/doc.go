@@ -3,8 +3,8 @@
 // how far it has got, and an hour is complete when the writers that could
 // still add to it have all passed it. The visible result is the hour's
 // _COMPLETE marker (layout.CompleteName), written by whoever observes the
-// decision first: an ingest stream, an hourly run, or lockstream status
-// --complete.
+// decision first: an ingest stream, the end of a replay run, or an hourly
+// run (lockstream status shows decisions without writing them).
 //
 // # Writer records
 //

@@ -264,3 +264,65 @@ func Load(ctx context.Context, b blob.Bucket) ([]*Record, error) {
 	sort.Slice(out, func(i, j int) bool { return out[i].ID() < out[j].ID() })
 	return out, nil
 }
+
+// DefaultKeepRecords is how long the records of a run that ended (or died)
+// are kept once every hour it wrote is complete.
+const DefaultKeepRecords = 7 * 24 * time.Hour
+
+// Prune deletes the records and hour markers of runs whose every writer
+// ended or went stale more than keep before now and whose every hour is
+// complete: they can no longer hold or decide anything. It returns the
+// runs removed.
+func Prune(ctx context.Context, b blob.Bucket, now time.Time, keep time.Duration) ([]string, error) {
+	names, err := b.List(ctx, layout.WritersArea+"/")
+	if err != nil {
+		return nil, err
+	}
+	recs, err := Load(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	byRun := map[string][]*Record{}
+	for _, r := range recs {
+		byRun[r.RunID] = append(byRun[r.RunID], r)
+	}
+	objs := map[string][]string{}
+	for _, n := range names {
+		p := strings.SplitN(n, "/", 3)
+		if len(p) == 3 {
+			objs[p[1]] = append(objs[p[1]], n)
+		}
+	}
+	var removed []string
+	for run, rs := range byRun {
+		old := true
+		for _, r := range rs {
+			if r.Live(now) || now.Sub(r.HeartbeatAt) < keep {
+				old = false
+			}
+		}
+		if !old {
+			continue
+		}
+		complete := true
+		for _, h := range rs[0].Hours {
+			if ok, err := IsComplete(ctx, b, h); err != nil {
+				return removed, err
+			} else if !ok {
+				complete = false
+				break
+			}
+		}
+		if !complete {
+			continue
+		}
+		for _, n := range objs[run] {
+			if err := b.Delete(ctx, n); err != nil {
+				return removed, err
+			}
+		}
+		removed = append(removed, run)
+	}
+	sort.Strings(removed)
+	return removed, nil
+}

@@ -100,7 +100,13 @@ func AcquireLease(ctx context.Context, b blob.Bucket, h layout.Hour, runID strin
 		}
 		newGen, err := l.write(ctx, doc, gen)
 		if errors.Is(err, blob.ErrPrecondition) {
-			continue // someone else changed it meanwhile: look again
+			// Someone else changed it meanwhile, or a retried write of
+			// ours whose first attempt took effect: look again.
+			if g, ok := l.written(ctx, doc); ok {
+				l.doc, l.gen = doc, g
+				return l, nil
+			}
+			continue
 		}
 		if err != nil {
 			return nil, err
@@ -117,6 +123,21 @@ func (l *Lease) write(ctx context.Context, doc LeaseDoc, gen int64) (int64, erro
 		return 0, err
 	}
 	return l.b.WriteVersion(ctx, l.name, append(data, '\n'), gen)
+}
+
+// written reports whether the lease object holds doc now (a write whose
+// response was lost and whose retry then failed its precondition), and at
+// which generation.
+func (l *Lease) written(ctx context.Context, doc LeaseDoc) (int64, bool) {
+	data, gen, err := l.b.ReadVersion(ctx, l.name)
+	if err != nil {
+		return 0, false
+	}
+	var cur LeaseDoc
+	if json.Unmarshal(data, &cur) != nil {
+		return 0, false
+	}
+	return gen, cur.RunID == doc.RunID && cur.Renewed.Equal(doc.Renewed) && cur.Expires.Equal(doc.Expires)
 }
 
 // Doc returns the lease as last written.
@@ -144,8 +165,12 @@ func (l *Lease) Check(ctx context.Context) error {
 	doc.Renewed, doc.Expires = now, now.Add(l.ttl)
 	gen, err := l.write(ctx, doc, l.gen)
 	if errors.Is(err, blob.ErrPrecondition) {
-		l.lost = fmt.Errorf("%w: %s changed hands", ErrLeaseLost, l.name)
-		return l.lost
+		g, ok := l.written(ctx, doc)
+		if !ok {
+			l.lost = fmt.Errorf("%w: %s changed hands", ErrLeaseLost, l.name)
+			return l.lost
+		}
+		gen, err = g, nil
 	}
 	if err != nil {
 		return err
