@@ -1,22 +1,26 @@
 package pipelines
 
 import (
+	"cmp"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/metrics"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/x/beamx"
 
+	"github.com/lockstream/lockstream/blob"
+	"github.com/lockstream/lockstream/clock"
+	"github.com/lockstream/lockstream/completion"
 	_ "github.com/lockstream/lockstream/keyclient/local" // the local: key service for single-machine runs
 	"github.com/lockstream/lockstream/layout"
 	"github.com/lockstream/lockstream/transforms"
@@ -30,21 +34,55 @@ type IngestConfig struct {
 	KeysURL      string   // local:DIR, http(s)://host:port, registered:NAME
 	KeyScope     string   // key-derivation scope; "" = transforms.DefaultKeyScope
 
-	MaxPayload      int           // bytes; 0 = 1 MiB
-	BatchSize       int           // messages per batch (one key lookup and one file per type and hour each); 0 = by source
-	IdleTimeout     time.Duration // Pub/Sub: stop after this long without messages; 0 = never
-	MaxMessages     int64         // Pub/Sub: stop after about this many; 0 = no limit
-	AllowedLateness time.Duration // hours close at end + this
-	KeyRetryBudget  time.Duration // 0 = transforms.DefaultKeyRetryBudget
-	KeyCacheSize    int           // users' keys and built ciphers a worker keeps; 0 = transforms.DefaultKeyCacheSize
+	MaxPayload     int           // bytes; 0 = 1 MiB
+	BatchSize      int           // messages per batch (one key lookup and one file per type and hour each); 0 = by source
+	KeyRetryBudget time.Duration // 0 = transforms.DefaultKeyRetryBudget
+	KeyCacheSize   int           // users' keys and built ciphers a worker keeps; 0 = transforms.DefaultKeyCacheSize
 
-	RunID string // prefix of every file name this run writes; "" = random
+	// Pub/Sub only (see transforms.PubSubConfig for each).
+	PubSubRead             string        // PubSubReadPull (default) or PubSubReadDataflow
+	Streams                int           // parallel pull streams; 0 = transforms.DefaultPullStreams
+	MaxOutstandingMessages int           // per worker; 0 = default
+	MaxOutstandingBytes    int64         // per worker; 0 = default
+	MaxDeliveryDelay       time.Duration // 0 = transforms.DefaultMaxDeliveryDelay
+	AllowedLateness        time.Duration // an hour completes when the watermark passes its end + this; 0 = DefaultAllowedLateness, <0 = none
+	IdleTimeout            time.Duration // drain after this long without messages; 0 = never
+	StopAfter              time.Duration // planned stop after this long; 0 = never
+	MaxMessages            int64         // planned stop after about this many; 0 = no limit
+	StaleAfter             time.Duration // 0 = completion.DefaultStaleAfter
+	// ExitBeforeComplete (tests): SIGKILL the process just before it writes
+	// its first _COMPLETE marker.
+	ExitBeforeComplete bool
+
+	// Clock is the run's time (tests; zero = the system clock).
+	Clock clock.Clock
+
+	RunID string // prefix of every file name this run writes; "" = random; a used one is refused
 
 	// Progress, when set, gets a line every ProgressEvery (default 10s):
 	// events/s, written, dead-lettered, late, acked, hours closed.
 	Progress      io.Writer
 	ProgressEvery time.Duration
 }
+
+// Ways to read Pub/Sub (IngestConfig.PubSubRead).
+const (
+	// PubSubReadPull: lockstream's own source (transforms.IngestPubSub), on
+	// any runner: parallel pull streams with flow control, leases kept
+	// until the files are durable, then acked.
+	PubSubReadPull = "pull"
+	// PubSubReadDataflow: Beam's native Pub/Sub read, which only Dataflow
+	// runs (it checkpoints, acks and dedupes by message id itself); see
+	// transforms.WriteMessages for how it is batched.
+	PubSubReadDataflow = "dataflow"
+)
+
+// DefaultAllowedLateness is the lateness streams run with by default: on
+// top of the watermark (which already waits --max-delivery-delay for
+// Pub/Sub), so that events are rarely routed to late/ in normal
+// operation; an hour completes about this plus the delivery delay after
+// its end.
+const DefaultAllowedLateness = 2 * time.Minute
 
 // Default IngestConfig.BatchSize by source. Every batch writes one raw file
 // per (type, hour) it touches and one dead-letter file per reason, each
@@ -109,16 +147,31 @@ func (c *IngestConfig) normalize() error {
 	if c.BatchSize < 1 || c.BatchSize > limit {
 		return bad("batch size %d not in 1..%d", c.BatchSize, limit)
 	}
-	if c.IdleTimeout < 0 || c.AllowedLateness < 0 || c.KeyRetryBudget < 0 || c.MaxMessages < 0 || c.KeyCacheSize < 0 {
+	if c.IdleTimeout < 0 || c.KeyRetryBudget < 0 || c.MaxMessages < 0 || c.KeyCacheSize < 0 || c.StopAfter < 0 ||
+		c.MaxDeliveryDelay < 0 || c.Streams < 0 || c.MaxOutstandingMessages < 0 || c.MaxOutstandingBytes < 0 || c.StaleAfter < 0 {
 		return bad("durations and counts must not be negative")
 	}
-	if c.Subscription == "" && (c.IdleTimeout > 0 || c.MaxMessages > 0) {
-		return bad("idle timeout and max messages apply to a subscription only")
+	if c.Subscription == "" && (c.IdleTimeout > 0 || c.MaxMessages > 0 || c.StopAfter > 0 || c.Streams > 0 || c.MaxOutstandingMessages > 0 ||
+		c.MaxOutstandingBytes > 0 || c.MaxDeliveryDelay > 0 || c.PubSubRead != "") {
+		return bad("idle timeout, stop after, max messages, streams, flow control, delivery delay and the Pub/Sub read apply to a subscription only")
+	}
+	switch c.PubSubRead {
+	case "":
+		if c.Subscription != "" {
+			c.PubSubRead = PubSubReadPull
+		}
+	case PubSubReadPull, PubSubReadDataflow:
+	default:
+		return bad("Pub/Sub read %q: want %s or %s", c.PubSubRead, PubSubReadPull, PubSubReadDataflow)
+	}
+	switch {
+	case c.AllowedLateness == 0:
+		c.AllowedLateness = DefaultAllowedLateness
+	case c.AllowedLateness < 0:
+		c.AllowedLateness = 0
 	}
 	if c.RunID == "" {
-		var b [6]byte
-		_, _ = rand.Read(b[:])
-		c.RunID = time.Now().UTC().Format("20060102T150405") + "_" + hex.EncodeToString(b[:])
+		c.RunID = NewRunID()
 	}
 	if c.ProgressEvery <= 0 {
 		c.ProgressEvery = 10 * time.Second
@@ -132,45 +185,86 @@ func BuildIngest(s beam.Scope, cfg IngestConfig) error {
 	if err := cfg.normalize(); err != nil {
 		return err
 	}
-	buildIngest(s, cfg)
+	return buildIngest(s, cfg)
+}
+
+func buildIngest(s beam.Scope, cfg IngestConfig) error {
+	write := transforms.WriteConfig{
+		Root: cfg.Out, KeysURL: cfg.KeysURL, KeyScope: cfg.KeyScope, MaxPayload: cfg.MaxPayload, RunID: cfg.RunID,
+		KeyRetryBudget: cfg.KeyRetryBudget, KeyCacheSize: cfg.KeyCacheSize,
+	}
+	var files beam.PCollection
+	var err error
+	switch {
+	case cfg.PubSubRead == PubSubReadDataflow:
+		files, err = transforms.IngestPubSubDataflow(s, transforms.PubSubDataflowConfig{
+			Subscription: cfg.Subscription, BatchSize: cfg.BatchSize, Lateness: cfg.AllowedLateness,
+			StaleAfter: cfg.StaleAfter, Write: write,
+		})
+	case cfg.Subscription != "":
+		files, err = transforms.IngestPubSub(s, transforms.PubSubConfig{
+			Subscription: cfg.Subscription, BatchSize: cfg.BatchSize, Streams: cfg.Streams,
+			MaxOutstandingMessages: cfg.MaxOutstandingMessages, MaxOutstandingBytes: cfg.MaxOutstandingBytes,
+			MaxDeliveryDelay: cfg.MaxDeliveryDelay, Lateness: cfg.AllowedLateness, IdleTimeout: cfg.IdleTimeout,
+			StopAfter: cfg.StopAfter, MaxMessages: cfg.MaxMessages, StaleAfter: cfg.StaleAfter, Clock: cfg.Clock,
+			Write: write, ExitBeforeComplete: cfg.ExitBeforeComplete,
+		})
+	default:
+		batches := transforms.ReadReplay(s, transforms.ReplayConfig{
+			Files: cfg.Inputs, BatchSize: cfg.BatchSize, RunID: cfg.RunID, Fallback: cfg.Clock.Now(),
+		})
+		files, err = transforms.AnonymizeAndWrite(s, batches, write)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	transforms.EndBranch(s, files)
 	return nil
 }
 
-func buildIngest(s beam.Scope, cfg IngestConfig) {
-	var batches beam.PCollection
-	if cfg.Subscription != "" {
-		batches = transforms.ReadPubSub(s, transforms.PubSubConfig{
-			Subscription: cfg.Subscription, BatchSize: cfg.BatchSize,
-			IdleTimeout: cfg.IdleTimeout, MaxMessages: cfg.MaxMessages, RunID: cfg.RunID,
-		})
-	} else {
-		batches = transforms.ReadReplay(s, transforms.ReplayConfig{
-			Files: cfg.Inputs, BatchSize: cfg.BatchSize, RunID: cfg.RunID, Fallback: time.Now().UTC(),
-		})
-	}
-	if cfg.Subscription != "" {
-		// Pulled batches (not events) are redistributed, so that the
-		// anonymize+write stage runs in parallel bundles on every core.
-		// (Replay files are split into byte ranges before they are read.)
-		batches = beam.Reshuffle(s, batches)
-	}
-	notices := transforms.AnonymizeAndWrite(s, batches, transforms.WriteConfig{
-		Root: cfg.Out, KeysURL: cfg.KeysURL, KeyScope: cfg.KeyScope, MaxPayload: cfg.MaxPayload,
-		AllowedLateness: cfg.AllowedLateness, KeyRetryBudget: cfg.KeyRetryBudget, KeyCacheSize: cfg.KeyCacheSize,
-	})
-	transforms.CompleteHours(s, notices, transforms.CompleteConfig{
-		Root: cfg.Out, AllowedLateness: cfg.AllowedLateness, RunID: cfg.RunID,
-	})
-}
-
 // Ingest builds the ingest pipeline and runs it with the runner of the
-// --runner flag (prism by default), then returns its accounting.
+// --runner flag (prism by default), then returns its accounting. It claims
+// its run id first (a used one is refused: ErrConfig); a replay run keeps
+// its writer record (writers/<run>/replay.json) while it runs and, when
+// it finishes, observes the completion of the hours it wrote. A Pub/Sub
+// run's streams keep their own records.
 func Ingest(ctx context.Context, cfg IngestConfig) (*IngestResult, error) {
 	if err := cfg.normalize(); err != nil {
 		return nil, err
 	}
 	p, s := beam.NewPipelineWithRoot()
-	buildIngest(s, cfg)
+	if err := buildIngest(s, cfg); err != nil {
+		return nil, err
+	}
+	dry := IsDryRun()
+	var b blob.Bucket
+	var rec *completion.Record
+	stopBeat := func(string, string) error { return nil }
+	if !dry {
+		var err error
+		if b, err = blob.Open(ctx, cfg.Out); err != nil {
+			return nil, err
+		}
+		source := "replay"
+		if cfg.Subscription != "" {
+			source = cfg.Subscription
+		}
+		host, _ := os.Hostname()
+		if err := completion.Claim(ctx, b, completion.RunInfo{RunID: cfg.RunID, Source: source, StartedAt: cfg.Clock.Now(), Host: host}); err != nil {
+			if errors.Is(err, completion.ErrRunIDUsed) {
+				return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+			}
+			return nil, err
+		}
+		if cfg.Subscription == "" {
+			rec = &completion.Record{RunID: cfg.RunID, Part: "replay", Kind: completion.KindBounded, Source: source,
+				State: completion.StateRunning, StaleAfter: completion.Duration(cmp.Or(cfg.StaleAfter, completion.DefaultStaleAfter)),
+				StartedAt: cfg.Clock.Now()}
+			if stopBeat, err = keepRecord(ctx, b, rec, cfg.Clock); err != nil {
+				return nil, err
+			}
+		}
+	}
 
 	start := time.Now()
 	stop := startProgress(cfg.Progress, cfg.ProgressEvery, start)
@@ -183,15 +277,92 @@ func Ingest(ctx context.Context, cfg IngestConfig) (*IngestResult, error) {
 		return nil, err
 	}
 	if err != nil {
+		if berr := stopBeat(completion.StateFailed, err.Error()); berr != nil {
+			err = errors.Join(err, berr)
+		}
 		return nil, fmt.Errorf("pipelines: ingest run %s: %w", cfg.RunID, err)
+	}
+	if err := stopBeat(completion.StateFinished, "read all input"); err != nil {
+		return nil, err
 	}
 	out := &IngestResult{RunID: cfg.RunID, Elapsed: time.Since(start)}
 	if res != nil {
 		out.Rows = accountingFromMetrics(res.Metrics())
 		out.Keys = keyActivityFromMetrics(res.Metrics())
 	}
+	if b != nil {
+		// Whoever observes completion marks it: the hours this run (or an
+		// earlier one) left open may be complete now.
+		hours, err := completion.Open(ctx, b)
+		if err != nil {
+			return nil, err
+		}
+		o := &completion.Observer{Bucket: b, Name: cfg.RunID, Now: cfg.Clock.Now}
+		if out.Hours, err = o.Observe(ctx, hours); err != nil {
+			return nil, err
+		}
+		// Old runs' records can decide nothing any more; a failure here
+		// only leaves them for the next run.
+		_, _ = completion.Prune(ctx, b, cfg.Clock.Now(), completion.DefaultKeepRecords)
+	}
 	return out, nil
 }
+
+// RequestStop asks the Pub/Sub streams of a run for a planned stop: it
+// creates the run's stop object under the root, which every stream looks
+// for at its next heartbeat.
+func RequestStop(ctx context.Context, root, runID string) error {
+	b, err := blob.Open(ctx, root)
+	if err != nil {
+		return err
+	}
+	err = blob.WriteAll(ctx, b, layout.WriterStop(runID), nil)
+	if errors.Is(err, blob.ErrExist) {
+		return nil
+	}
+	return err
+}
+
+// keepRecord writes a bounded run's record and rewrites it (its heartbeat)
+// until the returned end is called with the run's final state.
+func keepRecord(ctx context.Context, b blob.Bucket, rec *completion.Record, clk clock.Clock) (end func(state, note string) error, err error) {
+	var mu sync.Mutex
+	write := func(state, note string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		rec.State, rec.Note, rec.HeartbeatAt = state, note, clk.Now()
+		return completion.Write(context.WithoutCancel(ctx), b, rec)
+	}
+	if err := write(completion.StateRunning, ""); err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := clk.NewTicker(recordEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_ = write(completion.StateRunning, "") // a missed beat is retried at the next
+			}
+		}
+	}()
+	return func(state, note string) error {
+		close(done)
+		<-finished
+		if len(note) > 200 {
+			note = note[:200]
+		}
+		return write(state, note)
+	}, nil
+}
+
+// recordEvery is how often a replay run rewrites its record.
+const recordEvery = 10 * time.Second
 
 // IngestResult is the accounting of one ingest run.
 type IngestResult struct {
@@ -199,6 +370,9 @@ type IngestResult struct {
 	Elapsed time.Duration
 	Rows    []AccountRow // by type, version, hour
 	Keys    KeyActivity
+	// Hours are the open hours of the root as the run's end found them:
+	// complete (and marked) or waiting, and why.
+	Hours []completion.Decision
 }
 
 // KeyActivity is what the workers' key caches did in a run (runner
@@ -359,6 +533,22 @@ func (r *IngestResult) WriteTable(w io.Writer) {
 	}
 	if r.Keys.Lookups > 0 {
 		fmt.Fprintln(w, r.Keys)
+	}
+	var complete, waiting int
+	for _, d := range r.Hours {
+		if d.Complete {
+			complete++
+		} else {
+			waiting++
+		}
+	}
+	if len(r.Hours) > 0 {
+		fmt.Fprintf(w, "hours: %d complete, %d open\n", complete, waiting)
+		for _, d := range r.Hours {
+			if !d.Complete {
+				fmt.Fprintf(w, "  open %s: %s\n", d.Hour, d.Reason)
+			}
+		}
 	}
 }
 

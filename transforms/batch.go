@@ -39,7 +39,14 @@ type Batch struct {
 	// Bad lists replay lines that are not messages (dead-lettered as
 	// bad_message by line number, without content).
 	Bad []BadLine
+	// TimeMillis is the batch's time: its oldest publish time (for replay
+	// batches of only bad lines, the previous batch's); bad lines are
+	// dead-lettered in its hour.
+	TimeMillis int64
 }
+
+// Time is the batch's time.
+func (b *Batch) Time() time.Time { return time.UnixMilli(b.TimeMillis).UTC() }
 
 // BatchMessage is one message of a Batch (record.Message with a coder-friendly
 // publish time).
@@ -85,7 +92,7 @@ func FromRecord(m record.Message) BatchMessage {
 // core), so their coder is a compact binary one: a format byte, then every
 // field as uvarint-length-prefixed bytes or a varint, in declaration order.
 // Attributes are written sorted by key so equal batches encode equally.
-const batchFormat = 2
+const batchFormat = 3
 
 func encodeBatch(b Batch) ([]byte, error) {
 	n := 64 + len(b.ID) + len(b.Subscription)
@@ -123,6 +130,7 @@ func encodeBatch(b Batch) ([]byte, error) {
 	for _, a := range b.AckIDs {
 		p = appendStr(p, a)
 	}
+	p = binary.AppendVarint(p, b.TimeMillis)
 	p = binary.AppendUvarint(p, uint64(len(b.Bad)))
 	for _, x := range b.Bad {
 		p = appendStr(p, x.File)
@@ -223,6 +231,7 @@ func decodeBatch(p []byte) (Batch, error) {
 			b.AckIDs[i] = string(r.bytes())
 		}
 	}
+	b.TimeMillis = r.varint()
 	if n := r.count(); n > 0 {
 		b.Bad = make([]BadLine, n)
 		for i := range b.Bad {
@@ -238,9 +247,8 @@ func decodeBatch(p []byte) (Batch, error) {
 	return b, nil
 }
 
-// Notice is what the write stage tells the completion stage about one
-// (type, version, hour) of one batch: the raw file written (if any) and the
-// counts. Notices are the only data shuffled by ingest.
+// Notice is what writing one batch did for one (type, version, hour): the
+// raw or late file written (if any) and the counts.
 type Notice struct {
 	Type       string           `json:"type"`
 	Version    int              `json:"version"`
@@ -248,6 +256,7 @@ type Notice struct {
 	File       string           `json:"file,omitempty"` // object name of the raw file; "" when none
 	Records    int64            `json:"records"`
 	Dead       map[string]int64 `json:"dead,omitempty"` // dead-lettered messages of this type and hour, by reason
+	Late       bool             `json:"late,omitempty"` // File is in late/: the hour was complete
 }
 
 // Hour returns the notice's hour.

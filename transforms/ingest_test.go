@@ -142,12 +142,15 @@ func registerTestKeys(k *testKeys) string {
 	return RegisterKeys(fmt.Sprintf("transforms-test-%d", keysSeq.Add(1)), k)
 }
 
-func runIngest(t *testing.T, file, root, keysURL string, lateness time.Duration, retry time.Duration) beam.PipelineResult {
+func runIngest(t *testing.T, file, root, keysURL string, retry time.Duration) beam.PipelineResult {
 	t.Helper()
 	p, s := beam.NewPipelineWithRoot()
 	batches := ReadReplay(s, ReplayConfig{Files: []string{file}, BatchSize: 7, RunID: "run1", Fallback: h6})
-	notices := AnonymizeAndWrite(s, batches, WriteConfig{Root: root, KeysURL: keysURL, AllowedLateness: lateness, KeyRetryBudget: retry})
-	CompleteHours(s, notices, CompleteConfig{Root: root, AllowedLateness: lateness, RunID: "run1"})
+	files, err := AnonymizeAndWrite(s, batches, WriteConfig{Root: root, KeysURL: keysURL, RunID: "run1", KeyRetryBudget: retry})
+	if err != nil {
+		t.Fatal(err)
+	}
+	EndBranch(s, files)
 	res, err := ptest.RunWithMetrics(p)
 	if err != nil {
 		t.Fatal(err)
@@ -237,7 +240,7 @@ func TestReplayAnonymizeWriteComplete(t *testing.T) {
 	file := writeLines(t, in.lines)
 	root := t.TempDir()
 	keys := &testKeys{}
-	res := runIngest(t, file, root, registerTestKeys(keys), 0, time.Second)
+	res := runIngest(t, file, root, registerTestKeys(keys), time.Second)
 	b, err := blob.Open(context.Background(), root)
 	if err != nil {
 		t.Fatal(err)
@@ -251,23 +254,15 @@ func TestReplayAnonymizeWriteComplete(t *testing.T) {
 			if len(ids) != want {
 				t.Errorf("%s %s: %d raw records, want %d", typ, layout.FormatHour(hour), len(ids), want)
 			}
-			m, err := ReadCompleteMarker(ctx, b, typ, 1, hour)
-			if err != nil {
-				t.Fatalf("%s %s: %v", typ, layout.FormatHour(hour), err)
+			// The run recorded the hour before writing it (package
+			// completion); completing it is the driver's and hourly's job.
+			if ok, err := b.Exists(ctx, layout.WriterHourMarker("run1", typ, 1, hour)); !ok || err != nil {
+				t.Errorf("%s %s: no writer hour marker (%v)", typ, layout.FormatHour(hour), err)
 			}
-			if m.Records != int64(want) || m.EventType != typ || m.Hour != layout.FormatHour(hour) || len(m.Files) == 0 {
-				t.Errorf("marker %+v, want %d records", m, want)
-			}
-			for _, f := range m.Files {
-				if ok, _ := b.Exists(ctx, layout.RawDir(typ, 1, hour)+f); !ok {
-					t.Errorf("marker lists missing file %s", f)
-				}
+			if ok, _ := b.Exists(ctx, layout.CompleteName(typ, 1, hour)); ok {
+				t.Errorf("%s %s: the write stage marked the hour complete", typ, layout.FormatHour(hour))
 			}
 		}
-	}
-	m, _ := ReadCompleteMarker(ctx, b, "PlaybackEvent", 1, h6)
-	if m.DeadLettered["unknown_field"] != 1 {
-		t.Errorf("marker dead letters %v, want unknown_field=1", m.DeadLettered)
 	}
 
 	// Broken lines: bad_message dead letters with line numbers, no content.
@@ -313,10 +308,10 @@ func TestLateRouting(t *testing.T) {
 	b, _ := blob.Open(context.Background(), root)
 	// Hour 06 of PlaybackEvent was closed by an earlier run.
 	marker := []byte(`{"format_version":1,"event_type":"PlaybackEvent","schema_version":1,"hour":"2026-11-23T06","files":[],"records":0}`)
-	if err := blob.WriteAll(context.Background(), b, CompleteName("PlaybackEvent", 1, h6), marker); err != nil {
+	if err := blob.WriteAll(context.Background(), b, layout.CompleteName("PlaybackEvent", 1, h6), marker); err != nil {
 		t.Fatal(err)
 	}
-	res := runIngest(t, file, root, registerTestKeys(&testKeys{}), 0, time.Second)
+	res := runIngest(t, file, root, registerTestKeys(&testKeys{}), time.Second)
 
 	if ids := readParts(t, b, layout.RawDir("PlaybackEvent", 1, h6)); len(ids) != 0 {
 		t.Errorf("%d raw records in a closed hour", len(ids))
@@ -324,17 +319,21 @@ func TestLateRouting(t *testing.T) {
 	if ids := readParts(t, b, layout.LateDir("PlaybackEvent", 1, h6)); len(ids) != in.valid["PlaybackEvent"][h6] {
 		t.Errorf("%d late records, want %d", len(ids), in.valid["PlaybackEvent"][h6])
 	}
-	got, _ := blob.ReadAll(context.Background(), b, CompleteName("PlaybackEvent", 1, h6))
+	got, _ := blob.ReadAll(context.Background(), b, layout.CompleteName("PlaybackEvent", 1, h6))
 	if !bytes.Equal(got, marker) {
 		t.Error("the existing marker was rewritten")
 	}
-	// The open hours still close normally.
+	// The open hour is written to raw as usual; the closed one is not
+	// recorded as written (the run holds no complete hour).
 	h7 := h6.Add(time.Hour)
 	if ids := readParts(t, b, layout.RawDir("PlaybackEvent", 1, h7)); len(ids) != in.valid["PlaybackEvent"][h7] {
 		t.Errorf("hour 07: %d raw records, want %d", len(ids), in.valid["PlaybackEvent"][h7])
 	}
-	if _, err := ReadCompleteMarker(context.Background(), b, "PlaybackEvent", 1, h7); err != nil {
-		t.Error(err)
+	if ok, _ := b.Exists(context.Background(), layout.WriterHourMarker("run1", "PlaybackEvent", 1, h7)); !ok {
+		t.Error("hour 07 was not recorded as written")
+	}
+	if ok, _ := b.Exists(context.Background(), layout.WriterHourMarker("run1", "PlaybackEvent", 1, h6)); ok {
+		t.Error("the complete hour 06 was recorded as written to raw")
 	}
 	if c := counters(res); c[CounterName(CountLate, "PlaybackEvent", 1, h6)] != int64(in.valid["PlaybackEvent"][h6]) {
 		t.Errorf("late counter %d", c[CounterName(CountLate, "PlaybackEvent", 1, h6)])
@@ -348,7 +347,7 @@ func TestKeyUnavailableDeadLetters(t *testing.T) {
 	root := t.TempDir()
 	keys := &testKeys{}
 	keys.fail.Store(1 << 30) // the key service never answers
-	res := runIngest(t, file, root, registerTestKeys(keys), 0, 200*time.Millisecond)
+	res := runIngest(t, file, root, registerTestKeys(keys), 200*time.Millisecond)
 	c := counters(res)
 	if n := c[CounterName(CountDead+record.ReasonKeyUnavailable, "PlaybackEvent", 1, h6)]; n != int64(in.valid["PlaybackEvent"][h6])+1 {
 		t.Errorf("key_unavailable = %d, want %d (%v)", n, in.valid["PlaybackEvent"][h6]+1, c)
@@ -363,35 +362,72 @@ func TestKeyUnavailableDeadLetters(t *testing.T) {
 }
 
 func TestConstructionValidation(t *testing.T) {
-	for name, f := range map[string]func(){
-		"replay no files":   func() { ReadReplay(beam.NewPipeline().Root(), ReplayConfig{BatchSize: 1, RunID: "r"}) },
-		"replay batch size": func() { ReadReplay(beam.NewPipeline().Root(), ReplayConfig{Files: []string{"x"}, RunID: "r"}) },
-		"replay run id": func() {
+	// Replay is Beam-style: a bad configuration panics with our message.
+	for name, tc := range map[string]struct {
+		f    func()
+		want string
+	}{
+		"replay no files":   {func() { ReadReplay(beam.NewPipeline().Root(), ReplayConfig{BatchSize: 1, RunID: "r"}) }, "no input files"},
+		"replay batch size": {func() { ReadReplay(beam.NewPipeline().Root(), ReplayConfig{Files: []string{"x"}, RunID: "r"}) }, "BatchSize 0"},
+		"replay run id": {func() {
 			ReadReplay(beam.NewPipeline().Root(), ReplayConfig{Files: []string{"x"}, BatchSize: 1, RunID: "a/b"})
-		},
-		"pubsub sub": func() {
-			ReadPubSub(beam.NewPipeline().Root(), PubSubConfig{Subscription: "s", BatchSize: 1, RunID: "r"})
-		},
-		"pubsub batch": func() {
-			ReadPubSub(beam.NewPipeline().Root(), PubSubConfig{Subscription: "projects/p/subscriptions/s", BatchSize: 5000, RunID: "r"})
-		},
-		"write keys": func() {
-			AnonymizeAndWrite(beam.NewPipeline().Root(), beam.PCollection{}, WriteConfig{Root: "x", KeysURL: "nope"})
-		},
-		"write key cache size": func() {
-			AnonymizeAndWrite(beam.NewPipeline().Root(), beam.PCollection{}, WriteConfig{Root: "x", KeysURL: "local:x", KeyCacheSize: -1})
-		},
-		"complete lateness": func() {
-			CompleteHours(beam.NewPipeline().Root(), beam.PCollection{}, CompleteConfig{Root: "x", AllowedLateness: -1, RunID: "r"})
-		},
+		}, "RunID"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			defer func() {
-				if recover() == nil {
-					t.Error("no panic")
+				r := recover()
+				if r == nil || !strings.Contains(fmt.Sprint(r), tc.want) {
+					t.Errorf("panic %v, want one saying %q", r, tc.want)
 				}
 			}()
-			f()
+			tc.f()
+		})
+	}
+	// The write stages return errors, before anything runs.
+	write := WriteConfig{Root: "x", KeysURL: "local:x", RunID: "r"}
+	for name, tc := range map[string]struct {
+		f    func() error
+		want string
+	}{
+		"pubsub sub": {func() error {
+			_, err := IngestPubSub(beam.NewPipeline().Root(), PubSubConfig{Subscription: "s", BatchSize: 1, Write: write})
+			return err
+		}, "is not projects/P/subscriptions/S"},
+		"pubsub batch": {func() error {
+			_, err := IngestPubSub(beam.NewPipeline().Root(), PubSubConfig{Subscription: "projects/p/subscriptions/s", BatchSize: 5000, Write: write})
+			return err
+		}, "BatchSize 5000"},
+		"pubsub streams": {func() error {
+			_, err := IngestPubSub(beam.NewPipeline().Root(), PubSubConfig{Subscription: "projects/p/subscriptions/s", BatchSize: 10, Streams: 1000, Write: write})
+			return err
+		}, "Streams 1000"},
+		"pubsub flow control": {func() error {
+			_, err := IngestPubSub(beam.NewPipeline().Root(), PubSubConfig{Subscription: "projects/p/subscriptions/s", BatchSize: 100, MaxOutstandingMessages: 10, Write: write})
+			return err
+		}, "below the batch size"},
+		"pubsub run id": {func() error {
+			w := write
+			w.RunID = ""
+			_, err := IngestPubSub(beam.NewPipeline().Root(), PubSubConfig{Subscription: "projects/p/subscriptions/s", BatchSize: 10, Write: w})
+			return err
+		}, "RunID"},
+		"write keys": {func() error {
+			w := write
+			w.KeysURL = "nope"
+			_, err := AnonymizeAndWrite(beam.NewPipeline().Root(), beam.PCollection{}, w)
+			return err
+		}, "keys URL"},
+		"write key cache size": {func() error {
+			w := write
+			w.KeyCacheSize = -1
+			_, err := AnonymizeAndWrite(beam.NewPipeline().Root(), beam.PCollection{}, w)
+			return err
+		}, "KeyCacheSize -1"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if err := tc.f(); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %v, want one saying %q", err, tc.want)
+			}
 		})
 	}
 }

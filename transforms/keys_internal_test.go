@@ -45,7 +45,12 @@ func runWrite(t *testing.T, file string, cfg WriteConfig) map[string]int64 {
 	t.Helper()
 	p, s := beam.NewPipelineWithRoot()
 	batches := ReadReplay(s, ReplayConfig{Files: []string{file}, BatchSize: 20, RunID: "run1", Fallback: h6})
-	AnonymizeAndWrite(s, batches, cfg)
+	cfg.RunID = "run1"
+	files, err := AnonymizeAndWrite(s, batches, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	EndBranch(s, files)
 	res, err := ptest.RunWithMetrics(p)
 	if err != nil {
 		t.Fatal(err)

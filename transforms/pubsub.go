@@ -2,15 +2,18 @@ package transforms
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"os"
 	"reflect"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
+	"syscall"
 	"time"
 
 	vkit "cloud.google.com/go/pubsub/v2/apiv1"
@@ -21,78 +24,169 @@ import (
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/io/rtrackers/offsetrange"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/log"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
+
+	"github.com/lockstream/lockstream/blob"
+	"github.com/lockstream/lockstream/clock"
+	"github.com/lockstream/lockstream/completion"
+	"github.com/lockstream/lockstream/layout"
 )
 
 func init() {
-	register.DoFn5x2[context.Context, *pullEstimator, *sdf.LockRTracker, []byte, func(beam.EventTime, Batch), sdf.ProcessContinuation, error](&pullFn{})
+	register.DoFn5x2[context.Context, *pullEstimator, *sdf.LockRTracker, []byte, func(string), sdf.ProcessContinuation, error](&pullFn{})
 	beam.RegisterType(reflect.TypeOf(PullState{}))
 }
 
-// PubSubConfig configures ReadPubSub.
+// Defaults of PubSubConfig.
+const (
+	// DefaultPullStreams: a job pulls with this many streams (restrictions
+	// of the source), which the runner spreads over its workers; on prism
+	// as many run at once as the machine has cores.
+	DefaultPullStreams = 4
+	// DefaultMaxOutstandingMessages and DefaultMaxOutstandingBytes bound
+	// what a worker holds pulled and not yet acknowledged (over all its
+	// streams): pulling pauses at either limit.
+	DefaultMaxOutstandingMessages = 10_000
+	DefaultMaxOutstandingBytes    = 64 << 20
+	// DefaultMaxDeliveryDelay is how long after its publish time Pub/Sub is
+	// assumed to deliver a message while the subscription is being read.
+	DefaultMaxDeliveryDelay = time.Minute
+)
+
+// PubSubConfig configures IngestPubSub.
 type PubSubConfig struct {
 	// Subscription is "projects/P/subscriptions/S". The client honours
 	// PUBSUB_EMULATOR_HOST.
 	Subscription string
 	BatchSize    int // messages per Pull (and batch), 1..1000
-	// IdleTimeout > 0 stops the source when no message arrived for that long;
-	// its watermark then goes to +inf and every open hour closes (like a
-	// Dataflow drain). 0 reads forever.
+	Streams      int // parallel pull streams; 0 = DefaultPullStreams
+	// MaxOutstandingMessages and MaxOutstandingBytes bound, per worker, the
+	// messages pulled and not yet acknowledged; 0 = the defaults.
+	MaxOutstandingMessages int
+	MaxOutstandingBytes    int64
+	// MaxDeliveryDelay bounds the watermark: a stream that found the
+	// subscription empty at time t vouches that every message published
+	// before t-MaxDeliveryDelay was delivered (to it or to another live
+	// writer). 0 = DefaultMaxDeliveryDelay.
+	MaxDeliveryDelay time.Duration
+	// Lateness is added to an hour's end before a stream counts as past it
+	// (recorded in its writer record; see package completion).
+	Lateness time.Duration
+	// IdleTimeout > 0 drains the source when no message arrived for that
+	// long: each stream records that it ended, and the hours it wrote may
+	// complete. 0 reads until stopped.
 	IdleTimeout time.Duration
-	// MaxMessages > 0 stops the source after about that many messages (it
-	// stops after the Pull that reaches it).
+	// StopAfter > 0 is a planned stop after that long (the job's clock): in
+	// flight batches are written and acknowledged, each stream records
+	// where it stopped, later hours stay open for the next job. A planned
+	// stop is also asked for by creating layout.WriterStop(run id) (what
+	// lockstream ingest does on SIGTERM).
+	StopAfter time.Duration
+	// MaxMessages > 0 stops (planned) after about that many messages.
 	MaxMessages int64
-	RunID       string // prefix of batch ids
+	// StaleAfter: see completion.Record (0 = completion.DefaultStaleAfter).
+	StaleAfter time.Duration
+	// Clock is the time of publish times, watermarks, heartbeats and
+	// leases (tests give it a clock.Starting; zero = the system clock).
+	Clock clock.Clock
+	// Write configures the writers inside the streams (Write.RunID is the
+	// run id).
+	Write WriteConfig
+	// ExitBeforeComplete (tests) kills the process with SIGKILL when it is
+	// about to write its first _COMPLETE marker: a crash after an hour's
+	// last ack and before its marker.
+	ExitBeforeComplete bool
 }
 
 // MaxPullSize is the largest Pub/Sub Pull.
 const MaxPullSize = 1000
 
-func (c PubSubConfig) validate() error {
+// MaxPullStreams bounds PubSubConfig.Streams.
+const MaxPullStreams = 256
+
+func (c *PubSubConfig) validate() error {
 	p := strings.Split(c.Subscription, "/")
 	if len(p) != 4 || p[0] != "projects" || p[1] == "" || p[2] != "subscriptions" || p[3] == "" {
-		return fmt.Errorf("transforms.ReadPubSub: subscription %q is not projects/P/subscriptions/S", c.Subscription)
+		return fmt.Errorf("transforms.IngestPubSub: subscription %q is not projects/P/subscriptions/S", c.Subscription)
 	}
 	if c.BatchSize < 1 || c.BatchSize > MaxPullSize {
-		return fmt.Errorf("transforms.ReadPubSub: BatchSize %d not in 1..%d", c.BatchSize, MaxPullSize)
+		return fmt.Errorf("transforms.IngestPubSub: BatchSize %d not in 1..%d", c.BatchSize, MaxPullSize)
 	}
-	if c.IdleTimeout < 0 || c.MaxMessages < 0 {
-		return errors.New("transforms.ReadPubSub: IdleTimeout and MaxMessages must be >= 0")
+	if c.Streams == 0 {
+		c.Streams = DefaultPullStreams
 	}
-	return validRunID(c.RunID)
+	if c.Streams < 1 || c.Streams > MaxPullStreams {
+		return fmt.Errorf("transforms.IngestPubSub: Streams %d not in 1..%d", c.Streams, MaxPullStreams)
+	}
+	if c.MaxOutstandingMessages == 0 {
+		c.MaxOutstandingMessages = DefaultMaxOutstandingMessages
+	}
+	if c.MaxOutstandingBytes == 0 {
+		c.MaxOutstandingBytes = DefaultMaxOutstandingBytes
+	}
+	if c.MaxOutstandingMessages < c.BatchSize {
+		return fmt.Errorf("transforms.IngestPubSub: MaxOutstandingMessages %d is below the batch size %d", c.MaxOutstandingMessages, c.BatchSize)
+	}
+	if c.MaxOutstandingBytes < 1<<20 {
+		return fmt.Errorf("transforms.IngestPubSub: MaxOutstandingBytes %d is below 1 MiB", c.MaxOutstandingBytes)
+	}
+	if c.MaxDeliveryDelay == 0 {
+		c.MaxDeliveryDelay = DefaultMaxDeliveryDelay
+	}
+	if c.StaleAfter == 0 {
+		c.StaleAfter = completion.DefaultStaleAfter
+	}
+	if c.MaxDeliveryDelay < 0 || c.Lateness < 0 || c.IdleTimeout < 0 || c.StopAfter < 0 || c.MaxMessages < 0 || c.StaleAfter < 0 {
+		return errors.New("transforms.IngestPubSub: durations and counts must be >= 0")
+	}
+	if c.StaleAfter < 4*heartbeatEvery {
+		return fmt.Errorf("transforms.IngestPubSub: StaleAfter %s is below 4 heartbeats (%s)", c.StaleAfter, 4*heartbeatEvery)
+	}
+	return c.Write.validate()
 }
 
-// ReadPubSub reads a Pub/Sub subscription with synchronous Pulls, one batch
-// per Pull, carrying the ack ids: the write stage acknowledges them after
-// their output is durable. It is an unbounded splittable DoFn whose
-// watermark follows publish times (see the package doc). Invalid
-// configuration panics at construction.
-func ReadPubSub(s beam.Scope, cfg PubSubConfig) beam.PCollection {
+// IngestPubSub reads a Pub/Sub subscription with Streams parallel pull
+// streams and writes what it reads: each stream pulls batches, anonymizes
+// and writes them (raw, late and dead-letter files, as AnonymizeAndWrite),
+// and acknowledges each batch once its files are durable. It returns the
+// names of the raw and late files written (for EndBranch). See the package
+// doc, "Pub/Sub".
+func IngestPubSub(s beam.Scope, cfg PubSubConfig) (beam.PCollection, error) {
 	if err := cfg.validate(); err != nil {
-		panic(err)
+		return beam.PCollection{}, err
 	}
-	s = s.Scope("transforms.ReadPubSub")
+	s = s.Scope("transforms.IngestPubSub")
 	imp := beam.Impulse(s)
 	return beam.ParDo(s, &pullFn{
-		Subscription: cfg.Subscription, BatchSize: cfg.BatchSize,
-		IdleTimeoutMs: cfg.IdleTimeout.Milliseconds(), MaxMessages: cfg.MaxMessages, RunID: cfg.RunID,
-	}, imp)
+		Subscription: cfg.Subscription, BatchSize: cfg.BatchSize, Streams: cfg.Streams,
+		MaxOutstandingMessages: cfg.MaxOutstandingMessages, MaxOutstandingBytes: cfg.MaxOutstandingBytes,
+		MaxDeliveryDelayMs: cfg.MaxDeliveryDelay.Milliseconds(), LatenessMs: cfg.Lateness.Milliseconds(),
+		IdleTimeoutMs: cfg.IdleTimeout.Milliseconds(), StopAfterMs: cfg.StopAfter.Milliseconds(), MaxMessages: cfg.MaxMessages,
+		StaleAfterMs: cfg.StaleAfter.Milliseconds(), Clock: cfg.Clock, Write: toFnConfig(cfg.Write),
+		ExitBeforeComplete: cfg.ExitBeforeComplete,
+	}, imp), nil
 }
 
-// PullState is the watermark-estimator state of the Pub/Sub source, carried
-// across checkpoints: the watermark, when a message last arrived, and how
-// many were pulled.
+// PullState is the watermark-estimator state of a stream, carried across
+// checkpoints.
 type PullState struct {
-	WatermarkMillis   int64
-	LastMessageMillis int64 // 0 until the first ProcessElement
+	// WatermarkMillis is the stream's watermark (math.MinInt64: none yet).
+	WatermarkMillis int64
+	// LastEmptyMillis is when (clock) the stream last started a pull that
+	// left the subscription empty (returned fewer messages than asked).
+	LastEmptyMillis int64
+	// LastMessageMillis is when (clock) the stream last pulled a message,
+	// wrote one, or was held back by the flow control: idleness counts
+	// from it. 0 before the first session.
+	LastMessageMillis int64
+	StartedMillis     int64
 	Pulled            int64
+	Written           int64
 	Done              bool
 }
 
 // pullEstimator is the watermark estimator of pullFn. The SDK harness
-// reads it (CurrentWatermark, WatermarkEstimatorState) from its own
-// goroutines for progress and split requests while ProcessElement runs, so
-// every write holds mu, and so does every read from outside
-// ProcessElement. ProcessElement, the only writer, reads s without it.
+// reads it from its own goroutines for progress and split requests while
+// ProcessElement runs, so every access holds mu.
 type pullEstimator struct {
 	mu sync.Mutex
 	s  PullState
@@ -102,86 +196,121 @@ type pullEstimator struct {
 func (e *pullEstimator) CurrentWatermark() time.Time {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.s.Done {
+	switch {
+	case e.s.Done:
 		return mtime.MaxTimestamp.ToTime()
+	case e.s.WatermarkMillis == math.MinInt64:
+		return mtime.MinTimestamp.ToTime()
 	}
 	return time.UnixMilli(e.s.WatermarkMillis)
 }
 
-// state is a copy of the estimator's state.
 func (e *pullEstimator) state() PullState {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.s
 }
 
-// update changes the estimator's state (from ProcessElement only).
 func (e *pullEstimator) update(f func(s *PullState)) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	f(&e.s)
 }
 
-func (e *pullEstimator) advance(t time.Time) {
-	e.update(func(s *PullState) {
-		if ms := t.UnixMilli(); ms > s.WatermarkMillis {
-			s.WatermarkMillis = ms
-		}
-	})
-}
-
 type pullFn struct {
-	Subscription  string
-	BatchSize     int
-	IdleTimeoutMs int64
-	MaxMessages   int64
-	RunID         string
+	Subscription           string
+	BatchSize              int
+	Streams                int
+	MaxOutstandingMessages int
+	MaxOutstandingBytes    int64
+	MaxDeliveryDelayMs     int64
+	LatenessMs             int64
+	IdleTimeoutMs          int64
+	StopAfterMs            int64
+	MaxMessages            int64
+	StaleAfterMs           int64
+	Clock                  clock.Clock
+	Write                  writeFnConfig
+	ExitBeforeComplete     bool
 
 	client *vkit.SubscriptionAdminClient
+	writer *batchWriter
+	flow   *flowControl
+	// records holds each stream's record as this instance last wrote it.
+	mu        sync.Mutex
+	records   map[int]*completion.Record
+	lastPrune time.Time
 }
 
-// restriction end: one offset per batch; End-1 so that claiming End marks
-// the tracker done without overflow.
-const pullEnd = math.MaxInt64 - 1
+// A stream's restriction is [stream<<streamShift, (stream+1)<<streamShift-1):
+// one offset per batch.
+const streamShift = 40
 
-// Timing of the pull loop.
+// Timing of the streams.
 const (
-	pullWait        = 2 * time.Second        // one Pull waits at most this
-	checkpointEvery = 2 * time.Second        // a bundle ends (and the watermark is reported) this often
-	emptyBackoff    = 200 * time.Millisecond // resume delay after an empty Pull
-	assumedLag      = 2 * time.Second        // idle subscription: watermark = now - assumedLag
+	session        = 5 * time.Second        // real time: a stream checkpoints (and reports its watermark) this often
+	pullWait       = 2 * time.Second        // real time: one Pull waits at most this
+	emptyBackoff   = 200 * time.Millisecond // real time: resume delay after an idle session
+	heartbeatEvery = 10 * time.Second       // clock: a stream rewrites its record this often
+	leaseEvery     = 10 * time.Second       // clock: outstanding messages' ack deadlines are extended this often
+	leaseSeconds   = 60                     // by this much
+	ackChunk       = 500                    // ack ids per request (the API limit is by request size)
 )
 
 func (fn *pullFn) Setup(ctx context.Context) error {
 	var err error
-	fn.client, err = subscriber(ctx)
-	return err
+	if fn.client, err = subscriber(ctx); err != nil {
+		return err
+	}
+	if fn.writer, err = newBatchWriter(ctx, fn.Write); err != nil {
+		return err
+	}
+	fn.flow = flowFor(fn.Subscription+"\x00"+fn.Write.RunID, fn.MaxOutstandingMessages, fn.MaxOutstandingBytes)
+	fn.records = map[int]*completion.Record{}
+	return nil
 }
 
 func (fn *pullFn) CreateInitialRestriction(_ []byte) offsetrange.Restriction {
-	return offsetrange.Restriction{Start: 0, End: pullEnd}
+	return offsetrange.Restriction{Start: 0, End: int64(fn.Streams) << streamShift}
 }
 
+// SplitRestriction makes one restriction per stream.
 func (fn *pullFn) SplitRestriction(_ []byte, rest offsetrange.Restriction) []offsetrange.Restriction {
-	return []offsetrange.Restriction{rest}
+	out := make([]offsetrange.Restriction, 0, fn.Streams)
+	for i := int64(0); i < int64(fn.Streams); i++ {
+		out = append(out, offsetrange.Restriction{Start: i << streamShift, End: (i+1)<<streamShift - 1})
+	}
+	return out
 }
 
-func (fn *pullFn) RestrictionSize(_ []byte, rest offsetrange.Restriction) float64 {
-	return 1
-}
+func (fn *pullFn) RestrictionSize(_ []byte, rest offsetrange.Restriction) float64 { return 1 }
 
+// CreateTracker makes a tracker the runner can checkpoint but not split:
+// a stream is one writer with one record, and two halves of it running at
+// once would write the same record.
 func (fn *pullFn) CreateTracker(rest offsetrange.Restriction) *sdf.LockRTracker {
-	return sdf.NewLockRTracker(offsetrange.NewTracker(rest))
+	return sdf.NewLockRTracker(&streamTracker{offsetrange.NewTracker(rest)})
 }
 
-// TruncateRestriction stops reading on drain.
+// streamTracker is an offset-range tracker that splits only at fraction 0
+// (a checkpoint: the rest of the stream continues later).
+type streamTracker struct{ *offsetrange.Tracker }
+
+func (t *streamTracker) TrySplit(fraction float64) (any, any, error) {
+	if fraction > 0 {
+		return t.GetRestriction(), nil, nil
+	}
+	return t.Tracker.TrySplit(0)
+}
+
+// TruncateRestriction stops reading on a runner's drain.
 func (fn *pullFn) TruncateRestriction(rt *sdf.LockRTracker, _ []byte) offsetrange.Restriction {
 	start := rt.GetRestriction().(offsetrange.Restriction).Start
 	return offsetrange.Restriction{Start: start, End: start}
 }
 
 func (fn *pullFn) InitialWatermarkEstimatorState(_ beam.EventTime, _ offsetrange.Restriction, _ []byte) PullState {
-	return PullState{WatermarkMillis: mtime.MinTimestamp.Milliseconds()}
+	return PullState{WatermarkMillis: math.MinInt64}
 }
 
 func (fn *pullFn) CreateWatermarkEstimator(s PullState) *pullEstimator {
@@ -190,94 +319,641 @@ func (fn *pullFn) CreateWatermarkEstimator(s PullState) *pullEstimator {
 
 func (fn *pullFn) WatermarkEstimatorState(e *pullEstimator) PullState { return e.state() }
 
-func (fn *pullFn) ProcessElement(ctx context.Context, we *pullEstimator, rt *sdf.LockRTracker, _ []byte, emit func(beam.EventTime, Batch)) (sdf.ProcessContinuation, error) {
-	st := &we.s // read without the lock: this is the only writer
+// pulled is one pulled batch in a session.
+type pulled struct {
+	batch Batch
+	bytes int64
+}
+
+// ProcessElement runs one session of a stream: it pulls, writes and
+// acknowledges for up to session, then returns with nothing outstanding.
+func (fn *pullFn) ProcessElement(ctx context.Context, we *pullEstimator, rt *sdf.LockRTracker, _ []byte, emit func(string)) (sdf.ProcessContinuation, error) {
+	rest := rt.GetRestriction().(offsetrange.Restriction)
+	stream := int(rest.Start >> streamShift)
+	clk := fn.Clock
+	st := we.state()
+	now := clk.Now()
 	if st.LastMessageMillis == 0 {
-		now := time.Now().UnixMilli()
-		we.update(func(s *PullState) { s.LastMessageMillis = now })
+		we.update(func(s *PullState) { s.LastMessageMillis, s.StartedMillis = now.UnixMilli(), now.UnixMilli() })
+		st = we.state()
 	}
-	finish := func() (sdf.ProcessContinuation, error) {
-		we.update(func(s *PullState) { s.Done = true })
-		rt.TryClaim(int64(pullEnd)) // marks the restriction done
-		return sdf.StopProcessing(), nil
+	rec, err := fn.record(ctx, stream, st)
+	if err != nil {
+		return nil, err
 	}
-	bundleEnd := time.Now().Add(checkpointEvery)
-	next := rt.GetRestriction().(offsetrange.Restriction).Start
-	for {
-		if st.Done || (fn.MaxMessages > 0 && st.Pulled >= fn.MaxMessages) {
-			return finish()
+	if stop, why := fn.stopRequested(ctx, st, now); stop {
+		return fn.finish(ctx, we, rt, stream, completion.StateStopped, why)
+	}
+
+	s := &streamSession{fn: fn, stream: stream, rt: rt, next: rest.Start, tracker: newOutstanding(), state: st, nonce: nonce()}
+	errc := make(chan error, 1)
+	files := make(chan []string, 16)
+	s.run(ctx, time.Now().Add(session), errc, files)
+	// This goroutine emits what the writers wrote and keeps the stream's
+	// record fresh (a held batch can keep a session going for long).
+	beat := clk.NewTicker(heartbeatEvery)
+	defer beat.Stop()
+	var runErr error
+	for collecting := true; collecting; {
+		select {
+		case fs, ok := <-files:
+			if !ok {
+				collecting = false
+				break
+			}
+			for _, f := range fs {
+				emit(f)
+			}
+		case err := <-errc:
+			if runErr == nil {
+				runErr = err
+			}
+		case <-beat.C:
+			if err := s.beat(ctx, rec); err != nil && runErr == nil {
+				runErr = err
+				s.cancel()
+			}
 		}
-		n := fn.BatchSize
-		if fn.MaxMessages > 0 {
-			n = int(min(int64(n), fn.MaxMessages-st.Pulled))
+	}
+	if runErr == nil {
+		select {
+		case runErr = <-errc:
+		default:
 		}
-		pctx, cancel := context.WithTimeout(ctx, pullWait)
-		resp, err := fn.client.Pull(pctx, &pubsubpb.PullRequest{Subscription: fn.Subscription, MaxMessages: int32(n)})
+	}
+	// Everything pulled in the session is written and acknowledged (or, on
+	// an error, unacknowledged and left to expire): the watermark moves on.
+	final := s.snapshot()
+	final.WatermarkMillis = s.watermark(clk.Now())
+	if s.pulledAny {
+		// The session's last batch was written just now (a held batch can
+		// take long): idleness counts from here.
+		final.LastMessageMillis = clk.Now().UnixMilli()
+	}
+	we.update(func(p *PullState) { *p = final })
+	if runErr != nil {
+		return nil, runErr
+	}
+	if err := fn.heartbeat(ctx, rec, final, completion.StateRunning, ""); err != nil {
+		return nil, err
+	}
+	if stream == 0 {
+		if err := fn.observe(ctx, rec); err != nil {
+			return nil, err
+		}
+	}
+	now = clk.Now()
+	switch {
+	case fn.IdleTimeoutMs > 0 && now.UnixMilli()-final.LastMessageMillis >= fn.IdleTimeoutMs:
+		return fn.finish(ctx, we, rt, stream, completion.StateDrained, fmt.Sprintf("idle for %s", time.Duration(fn.IdleTimeoutMs)*time.Millisecond))
+	case s.stopped:
+		return fn.finish(ctx, we, rt, stream, completion.StateStopped, s.stopWhy)
+	case s.exhausted:
+		return sdf.StopProcessing(), nil // split away by the runner (checkpoint, drain)
+	}
+	if s.pulledAny {
+		return sdf.ResumeProcessingIn(0), nil
+	}
+	return sdf.ResumeProcessingIn(emptyBackoff), nil
+}
+
+// stopRequested reports a planned stop: StopAfter reached, MaxMessages
+// pulled, or the run's stop object created.
+func (fn *pullFn) stopRequested(ctx context.Context, st PullState, now time.Time) (bool, string) {
+	if fn.StopAfterMs > 0 && now.UnixMilli()-st.StartedMillis >= fn.StopAfterMs {
+		return true, fmt.Sprintf("stop after %s", time.Duration(fn.StopAfterMs)*time.Millisecond)
+	}
+	if fn.MaxMessages > 0 && st.Pulled >= fn.MaxMessages {
+		return true, fmt.Sprintf("%d messages pulled (max %d)", st.Pulled, fn.MaxMessages)
+	}
+	if ok, err := fn.writer.bucket.Exists(ctx, layout.WriterStop(fn.Write.RunID)); err == nil && ok {
+		return true, "stop requested (" + layout.WriterStop(fn.Write.RunID) + ")"
+	}
+	return false, ""
+}
+
+// finish ends a stream: it records its final state and marks the
+// restriction done.
+func (fn *pullFn) finish(ctx context.Context, we *pullEstimator, rt *sdf.LockRTracker, stream int, state, why string) (sdf.ProcessContinuation, error) {
+	st := we.state()
+	rec, err := fn.record(ctx, stream, st)
+	if err != nil {
+		return nil, err
+	}
+	if err := fn.heartbeat(ctx, rec, st, state, why); err != nil {
+		return nil, err
+	}
+	log.Infof(ctx, "lockstream: pull stream %d of run %s %s: %s", stream, fn.Write.RunID, state, why)
+	if err := fn.observe(ctx, rec); err != nil {
+		return nil, err
+	}
+	we.update(func(s *PullState) { s.Done = true })
+	rt.TryClaim(rt.GetRestriction().(offsetrange.Restriction).End) // marks the restriction done
+	return sdf.StopProcessing(), nil
+}
+
+// record returns the stream's record, reading or creating it on the
+// stream's first session in this DoFn instance.
+func (fn *pullFn) record(ctx context.Context, stream int, st PullState) (*completion.Record, error) {
+	fn.mu.Lock()
+	rec := fn.records[stream]
+	fn.mu.Unlock()
+	if rec != nil {
+		return rec, nil
+	}
+	part := fmt.Sprintf("stream-%03d", stream)
+	name := layout.WriterRecord(fn.Write.RunID, part)
+	rec = &completion.Record{RunID: fn.Write.RunID, Part: part, Kind: completion.KindStream, Source: fn.Subscription,
+		State: completion.StateRunning, Lateness: completion.Duration(time.Duration(fn.LatenessMs) * time.Millisecond),
+		StaleAfter: completion.Duration(time.Duration(fn.StaleAfterMs) * time.Millisecond), StartedAt: time.UnixMilli(st.StartedMillis).UTC(), Name: name}
+	if _, gen, err := fn.writer.bucket.ReadVersion(ctx, name); err == nil {
+		rec.Generation = gen // an earlier session, in another instance
+	} else if !errors.Is(err, blob.ErrNotExist) {
+		return nil, err
+	}
+	// The record exists before the stream pulls: a stream holds every hour
+	// from its first message on.
+	if err := fn.heartbeat(ctx, rec, st, completion.StateRunning, ""); err != nil {
+		return nil, err
+	}
+	fn.mu.Lock()
+	fn.records[stream] = rec
+	fn.mu.Unlock()
+	return rec, nil
+}
+
+// heartbeat rewrites a stream's record from its state.
+func (fn *pullFn) heartbeat(ctx context.Context, rec *completion.Record, st PullState, state, note string) error {
+	fn.mu.Lock()
+	defer fn.mu.Unlock()
+	rec.State, rec.Note = state, note
+	rec.HeartbeatAt = fn.Clock.Now()
+	rec.Pulled, rec.Written = st.Pulled, st.Written
+	rec.Watermark = nil
+	if st.WatermarkMillis != math.MinInt64 {
+		w := time.UnixMilli(st.WatermarkMillis).UTC()
+		rec.Watermark = &w
+	}
+	err := completion.Write(ctx, fn.writer.bucket, rec)
+	if errors.Is(err, blob.ErrPrecondition) {
+		// Written by another instance since (this stream's previous
+		// sessions ran there): take its generation.
+		if _, gen, rerr := fn.writer.bucket.ReadVersion(ctx, rec.Name); rerr == nil {
+			rec.Generation = gen
+			err = completion.Write(ctx, fn.writer.bucket, rec)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("transforms: record of %s: %w", rec.ID(), err)
+	}
+	return nil
+}
+
+// observe decides the completion of the open hours of the root and marks
+// those that are complete.
+func (fn *pullFn) observe(ctx context.Context, rec *completion.Record) error {
+	hours, err := completion.Open(ctx, fn.writer.bucket)
+	if err != nil {
+		return err
+	}
+	o := &completion.Observer{Bucket: fn.writer.bucket, Name: rec.ID(), Now: fn.Clock.Now}
+	if fn.ExitBeforeComplete {
+		o.BeforeMark = func(h layout.Hour) error {
+			log.Warnf(ctx, "lockstream: test hook: killing the process before marking %s complete", h)
+			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {}
+		}
+	}
+	ds, err := o.Observe(ctx, hours)
+	for _, d := range ds {
+		if d.MarkedNow {
+			progress.closed.Add(1)
+		}
+	}
+	if now := fn.Clock.Now(); err == nil && now.Sub(fn.lastPrune) >= time.Hour {
+		// Old runs' records can decide nothing any more.
+		fn.lastPrune = now
+		if _, perr := completion.Prune(ctx, fn.writer.bucket, now, completion.DefaultKeepRecords); perr != nil {
+			log.Warnf(ctx, "lockstream: prune old writer records: %v", perr)
+		}
+	}
+	return err
+}
+
+func nonce() string {
+	var b [4]byte
+	for i := range b {
+		b[i] = byte(rand.N(256))
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// streamSession is one session of one stream.
+type streamSession struct {
+	fn      *pullFn
+	stream  int
+	rt      *sdf.LockRTracker
+	next    int64
+	nonce   string
+	tracker *outstanding
+
+	cancel func()
+
+	mu        sync.Mutex
+	state     PullState
+	pulledAny bool
+	stopped   bool
+	stopWhy   string
+	exhausted bool
+}
+
+func (s *streamSession) snapshot() PullState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state
+}
+
+// beat rewrites the stream's record with its current watermark, looks for
+// a stop request, and (stream 0) observes the completion of open hours.
+func (s *streamSession) beat(ctx context.Context, rec *completion.Record) error {
+	fn := s.fn
+	now := fn.Clock.Now()
+	w := s.watermark(now)
+	s.mu.Lock()
+	s.state.WatermarkMillis = w
+	st := s.state
+	s.mu.Unlock()
+	if err := fn.heartbeat(ctx, rec, st, completion.StateRunning, ""); err != nil {
+		return err
+	}
+	if stop, why := fn.stopRequested(ctx, st, now); stop {
+		s.mu.Lock()
+		s.stopped, s.stopWhy = true, why
+		s.mu.Unlock()
+	}
+	if s.stream == 0 {
+		if err := fn.observe(ctx, rec); err != nil {
+			log.Warnf(ctx, "lockstream: observe hour completion: %v", err)
+		}
+	}
+	return nil
+}
+
+// run starts the session's puller, writers and lease keeper; files gets
+// the names each batch wrote and is closed when the session is over.
+func (s *streamSession) run(ctx context.Context, end time.Time, errc chan<- error, files chan<- []string) {
+	fn := s.fn
+	ctx, cancel := context.WithCancel(ctx)
+	s.cancel = cancel
+	work := make(chan *pulled, 1)
+	fail := func(err error) {
+		select {
+		case errc <- err:
+		default:
+		}
 		cancel()
-		if err != nil && ctx.Err() != nil {
-			return nil, ctx.Err()
+	}
+	var writers sync.WaitGroup
+	nw := max(2, runtime.GOMAXPROCS(0))
+	for range nw {
+		writers.Add(1)
+		go func() {
+			defer writers.Done()
+			for p := range work {
+				if ctx.Err() != nil {
+					continue // failed session: leave the rest unacknowledged
+				}
+				res, err := fn.writer.write(ctx, &p.batch, true)
+				if err != nil {
+					fail(err)
+					continue
+				}
+				ackErr := acknowledge(ctx, fn.client, fn.Subscription, p.batch.AckIDs)
+				if ackErr != nil {
+					// The output is durable; only the ack failed. Pub/Sub
+					// redelivers these messages (at once if it takes them
+					// back now, else when their lease expires), raw gets
+					// duplicates that hourly drops: nothing is lost, so the
+					// run goes on. Until then they hold the watermark.
+					_ = modifyDeadline(ctx, fn.client, fn.Subscription, p.batch.AckIDs, 0)
+					log.Warnf(ctx, "lockstream: %d messages written but not acknowledged (they will be redelivered and deduplicated): %v", len(p.batch.AckIDs), ackErr)
+				}
+				s.tracker.done(p.batch.AckIDs, ackErr != nil, fn.Clock.Now().Add(2*leaseSeconds*time.Second))
+				fn.flow.release(len(p.batch.AckIDs), p.bytes)
+				if ackErr != nil {
+					progress.ackFailed.Add(int64(len(p.batch.AckIDs)))
+				} else {
+					progress.acked.Add(int64(len(p.batch.AckIDs)))
+				}
+				s.mu.Lock()
+				s.state.Written += res.written + res.late
+				s.mu.Unlock()
+				files <- res.files
+			}
+		}()
+	}
+	leaseDone := make(chan struct{})
+	go func() {
+		defer close(leaseDone)
+		s.keepLeases(ctx)
+	}()
+	go func() {
+		s.pull(ctx, end, work, fail)
+		close(work)
+		writers.Wait()
+		cancel() // stops the lease keeper: nothing is outstanding any more
+		<-leaseDone
+		close(files)
+	}()
+}
+
+// pull is the session's puller: it pulls batches while the flow control
+// lets it, until end (real time) or a stop.
+func (s *streamSession) pull(ctx context.Context, end time.Time, work chan<- *pulled, fail func(error)) {
+	fn := s.fn
+	clk := fn.Clock
+	for time.Now().Before(end) && ctx.Err() == nil {
+		st := s.snapshot()
+		now := clk.Now()
+		s.mu.Lock()
+		stopped := s.stopped
+		s.mu.Unlock()
+		if stopped {
+			return
+		}
+		if (fn.StopAfterMs > 0 && now.UnixMilli()-st.StartedMillis >= fn.StopAfterMs) || (fn.MaxMessages > 0 && st.Pulled >= fn.MaxMessages) {
+			_, why := fn.stopRequested(ctx, st, now)
+			s.mu.Lock()
+			s.stopped, s.stopWhy = true, why
+			s.mu.Unlock()
+			return
+		}
+		if fn.IdleTimeoutMs > 0 && now.UnixMilli()-st.LastMessageMillis >= fn.IdleTimeoutMs {
+			return
+		}
+		want := fn.BatchSize
+		if fn.MaxMessages > 0 {
+			want = int(min(int64(want), max(1, fn.MaxMessages-st.Pulled)))
+		}
+		n, err := fn.flow.acquire(ctx, want, min(time.Until(end), 500*time.Millisecond))
+		if err != nil || n == 0 {
+			// The worker holds all it may: not idle, just busy.
+			s.mu.Lock()
+			s.state.LastMessageMillis = clk.Now().UnixMilli()
+			s.mu.Unlock()
+			continue
+		}
+		started := clk.Now()
+		pctx, pcancel := context.WithTimeout(ctx, pullWait)
+		resp, err := fn.client.Pull(pctx, &pubsubpb.PullRequest{Subscription: fn.Subscription, MaxMessages: int32(n)})
+		pcancel()
+		if ctx.Err() != nil {
+			fn.flow.release(n, 0)
+			return
 		}
 		if err != nil && !isDeadline(err) {
+			fn.flow.release(n, 0)
 			// Transient server trouble: try again after a pause.
 			log.Warnf(ctx, "lockstream: pull %s: %v", fn.Subscription, err)
-			return sdf.ResumeProcessingIn(time.Second), nil
-		}
-		if resp == nil || len(resp.ReceivedMessages) == 0 {
-			now := time.Now()
-			if fn.IdleTimeoutMs > 0 && now.UnixMilli()-st.LastMessageMillis >= fn.IdleTimeoutMs {
-				return finish()
+			if clk.Sleep(ctx, time.Second) != nil {
+				return
 			}
-			// Nothing outstanding: event time follows the clock.
-			we.advance(now.Add(-assumedLag))
-			return sdf.ResumeProcessingIn(emptyBackoff), nil
+			continue
 		}
-		pos := next
-		next++
-		if !rt.TryClaim(pos) {
-			// Split away (checkpoint/drain): hand the messages back.
-			nack(ctx, fn.client, fn.Subscription, resp.ReceivedMessages)
-			return sdf.StopProcessing(), nil
+		msgs := resp.GetReceivedMessages()
+		fn.flow.release(n-len(msgs), 0)
+		s.mu.Lock()
+		if len(msgs) < n {
+			// The subscription had no more for us: everything published
+			// before started-MaxDeliveryDelay has been delivered.
+			s.state.LastEmptyMillis = started.UnixMilli()
 		}
-		b := Batch{
-			ID:           fn.RunID + "-p" + strconv.FormatInt(pos, 10),
+		s.mu.Unlock()
+		if len(msgs) == 0 {
+			continue
+		}
+		pos := s.next
+		s.next++
+		if !s.rt.TryClaim(pos) {
+			// Split away (checkpoint, drain): hand the messages back.
+			ids := make([]string, len(msgs))
+			for i, rm := range msgs {
+				ids[i] = rm.GetAckId()
+			}
+			_ = modifyDeadline(context.WithoutCancel(ctx), fn.client, fn.Subscription, ids, 0)
+			fn.flow.release(len(msgs), 0)
+			s.mu.Lock()
+			s.exhausted = true
+			s.mu.Unlock()
+			return
+		}
+		p := &pulled{batch: Batch{
+			ID:           fn.Write.RunID + "-s" + strconv.Itoa(s.stream) + "-" + s.nonce + "-" + strconv.FormatInt(pos&(1<<streamShift-1), 10),
 			Subscription: fn.Subscription,
-			Messages:     make([]BatchMessage, len(resp.ReceivedMessages)),
-			AckIDs:       make([]string, len(resp.ReceivedMessages)),
-		}
+			Messages:     make([]BatchMessage, len(msgs)),
+			AckIDs:       make([]string, len(msgs)),
+		}}
 		minPT := int64(math.MaxInt64)
-		for i, rm := range resp.ReceivedMessages {
+		pts := make([]int64, len(msgs))
+		for i, rm := range msgs {
 			m := rm.GetMessage()
 			pt := m.GetPublishTime().AsTime().UnixMilli()
 			minPT = min(minPT, pt)
-			b.Messages[i] = BatchMessage{ID: m.GetMessageId(), PublishMillis: pt, Attributes: m.GetAttributes(), Data: m.GetData()}
-			b.AckIDs[i] = rm.GetAckId()
+			pts[i] = pt
+			p.batch.Messages[i] = BatchMessage{ID: m.GetMessageId(), PublishMillis: pt, Attributes: m.GetAttributes(), Data: m.GetData()}
+			p.batch.AckIDs[i] = rm.GetAckId()
+			p.bytes += int64(len(m.GetData()) + len(rm.GetAckId()) + 64)
+			for k, v := range m.GetAttributes() {
+				p.bytes += int64(len(k) + len(v))
+			}
 		}
-		// The batch's event time is its oldest publish time, but never behind
-		// the watermark already reported (then its events may be late).
-		ts := max(minPT, st.WatermarkMillis)
-		now := time.Now().UnixMilli()
-		we.update(func(s *PullState) {
-			s.Pulled += int64(len(b.Messages))
-			s.LastMessageMillis = now
-		})
-		emit(mtime.FromMilliseconds(ts), b) // the write stage is fused: this returns after the ack
-		we.advance(time.UnixMilli(minPT))
-		if time.Now().After(bundleEnd) {
-			return sdf.ResumeProcessingIn(0), nil
+		p.batch.TimeMillis = minPT
+		s.tracker.add(p.batch.AckIDs, pts)
+		fn.flow.addBytes(p.bytes)
+		s.mu.Lock()
+		s.state.Pulled += int64(len(msgs))
+		s.state.LastMessageMillis = clk.Now().UnixMilli()
+		s.pulledAny = true
+		s.mu.Unlock()
+		select {
+		case work <- p:
+		case <-ctx.Done():
+			return
 		}
 	}
+}
+
+// watermark is the stream's watermark now: the oldest publish time it
+// holds, and at most its last empty pull minus the delivery delay; never
+// behind what it reported before (math.MinInt64: none yet).
+func (s *streamSession) watermark(now time.Time) int64 {
+	s.mu.Lock()
+	st := s.state
+	s.mu.Unlock()
+	if st.LastEmptyMillis == 0 {
+		return st.WatermarkMillis
+	}
+	w := st.LastEmptyMillis - s.fn.MaxDeliveryDelayMs
+	if o, ok := s.tracker.oldest(now); ok {
+		w = min(w, o)
+	}
+	return max(w, st.WatermarkMillis)
+}
+
+// keepLeases extends the ack deadlines of every outstanding message of the
+// session, from the pull to the ack, until ctx ends.
+func (s *streamSession) keepLeases(ctx context.Context) {
+	fn := s.fn
+	t := fn.Clock.NewTicker(leaseEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			ids := s.tracker.active()
+			if err := modifyDeadline(ctx, fn.client, fn.Subscription, ids, leaseSeconds); err != nil && ctx.Err() == nil {
+				log.Warnf(ctx, "lockstream: extend leases of %d messages on %s: %v", len(ids), fn.Subscription, err)
+			}
+		}
+	}
+}
+
+// outstanding tracks the messages a session holds: pulled and not yet
+// acknowledged, or whose acknowledgement failed (they come back when their
+// lease expires, so they hold the watermark until then).
+type outstanding struct {
+	mu sync.Mutex
+	m  map[string]outstandingMsg
+}
+
+type outstandingMsg struct {
+	publish int64
+	until   time.Time // zero: held; else: ack failed, counts until then
+}
+
+func newOutstanding() *outstanding { return &outstanding{m: map[string]outstandingMsg{}} }
+
+func (o *outstanding) add(ids []string, pts []int64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for i, id := range ids {
+		o.m[id] = outstandingMsg{publish: pts[i]}
+	}
+}
+
+func (o *outstanding) done(ids []string, ackFailed bool, until time.Time) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, id := range ids {
+		if ackFailed {
+			m := o.m[id]
+			m.until = until
+			o.m[id] = m
+		} else {
+			delete(o.m, id)
+		}
+	}
+}
+
+func (o *outstanding) active() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	ids := make([]string, 0, len(o.m))
+	for id, m := range o.m {
+		if m.until.IsZero() {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+func (o *outstanding) oldest(now time.Time) (int64, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	oldest, ok := int64(math.MaxInt64), false
+	for id, m := range o.m {
+		if !m.until.IsZero() && now.After(m.until) {
+			delete(o.m, id)
+			continue
+		}
+		oldest, ok = min(oldest, m.publish), true
+	}
+	return oldest, ok
+}
+
+// flowControl bounds the messages and bytes a worker holds pulled and not
+// yet acknowledged, over every stream of one subscription and run.
+type flowControl struct {
+	maxMsgs  int
+	maxBytes int64
+
+	mu    sync.Mutex
+	msgs  int
+	bytes int64
+	freed chan struct{} // closed and replaced whenever something is released
+}
+
+var flows sync.Map // subscription + run id -> *flowControl: the worker's environment
+
+func flowFor(key string, maxMsgs int, maxBytes int64) *flowControl {
+	f, _ := flows.LoadOrStore(key, &flowControl{maxMsgs: maxMsgs, maxBytes: maxBytes, freed: make(chan struct{})})
+	return f.(*flowControl)
+}
+
+// acquire reserves up to want messages, waiting (at most wait) while the
+// worker is at either limit. It returns 0 when the wait ended first.
+func (f *flowControl) acquire(ctx context.Context, want int, wait time.Duration) (int, error) {
+	timer := time.NewTimer(max(wait, 0))
+	defer timer.Stop()
+	for {
+		f.mu.Lock()
+		if f.msgs < f.maxMsgs && f.bytes < f.maxBytes {
+			n := min(want, f.maxMsgs-f.msgs)
+			f.msgs += n
+			f.mu.Unlock()
+			return n, nil
+		}
+		freed := f.freed
+		f.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-timer.C:
+			return 0, nil
+		case <-freed:
+		}
+	}
+}
+
+func (f *flowControl) addBytes(n int64) {
+	f.mu.Lock()
+	f.bytes += n
+	f.mu.Unlock()
+}
+
+// release returns msgs messages and bytes bytes.
+func (f *flowControl) release(msgs int, bytes int64) {
+	if msgs == 0 && bytes == 0 {
+		return
+	}
+	f.mu.Lock()
+	f.msgs -= msgs
+	f.bytes -= bytes
+	close(f.freed)
+	f.freed = make(chan struct{})
+	f.mu.Unlock()
+}
+
+// outstandingNow reports what the worker holds (for tests and progress).
+func (f *flowControl) outstandingNow() (int, int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.msgs, f.bytes
 }
 
 func isDeadline(err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "DeadlineExceeded")
-}
-
-func nack(ctx context.Context, c *vkit.SubscriptionAdminClient, sub string, rms []*pubsubpb.ReceivedMessage) {
-	ids := make([]string, len(rms))
-	for i, rm := range rms {
-		ids[i] = rm.GetAckId()
-	}
-	_ = c.ModifyAckDeadline(ctx, &pubsubpb.ModifyAckDeadlineRequest{Subscription: sub, AckIds: ids, AckDeadlineSeconds: 0})
 }
 
 var subscriberClients struct {
@@ -305,65 +981,31 @@ func subscriber(ctx context.Context) (*vkit.SubscriptionAdminClient, error) {
 	return c, nil
 }
 
-// ackChunk bounds ack ids per request (the API limit is by request size).
-const ackChunk = 500
-
-// acknowledge acks a batch's messages; it returns an error only if some
-// could not be acked (they are redelivered: duplicates, never loss).
-func acknowledge(ctx context.Context, sub string, ids []string) error {
-	c, err := subscriber(ctx)
-	if err != nil {
-		return err
-	}
+// acknowledge acks a batch's messages, retrying each chunk a few times with
+// backoff; it returns an error only if some could not be acked (they are
+// redelivered: duplicates, never loss).
+func acknowledge(ctx context.Context, c *vkit.SubscriptionAdminClient, sub string, ids []string) error {
 	for i := 0; i < len(ids); i += ackChunk {
 		j := min(i+ackChunk, len(ids))
-		var lastErr error
-		for attempt := 0; attempt < 4; attempt++ {
-			if f := ackFault.Load(); f != nil {
-				if lastErr = (*f)(ids[i:j]); lastErr != nil {
-					continue
-				}
-			}
+		err := retry(ctx, 4, 100*time.Millisecond, func() error {
 			actx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			lastErr = c.Acknowledge(actx, &pubsubpb.AcknowledgeRequest{Subscription: sub, AckIds: ids[i:j]})
-			cancel()
-			if lastErr == nil {
-				break
-			}
-			time.Sleep(time.Duration(100<<attempt) * time.Millisecond)
-		}
-		if lastErr != nil {
-			return fmt.Errorf("transforms: acknowledge %d messages on %s: %w", j-i, sub, lastErr)
+			defer cancel()
+			return c.Acknowledge(actx, &pubsubpb.AcknowledgeRequest{Subscription: sub, AckIds: ids[i:j]})
+		})
+		if err != nil {
+			return fmt.Errorf("transforms: acknowledge %d messages on %s: %w", j-i, sub, err)
 		}
 	}
 	return nil
 }
 
-// ackFault, when set, is called before each Acknowledge attempt; an error
-// fails that attempt (fault-injection tests: SetAckFault).
-var ackFault atomic.Pointer[func(ids []string) error]
-
-// SetAckFault makes acknowledgements fail when f returns an error, for
-// fault-injection tests; nil removes it. Not for production use.
-func SetAckFault(f func(ids []string) error) {
-	if f == nil {
-		ackFault.Store(nil)
-		return
-	}
-	ackFault.Store(&f)
-}
-
-// release hands messages back to Pub/Sub unacknowledged (ack deadline 0):
-// they are redelivered after the subscription's retry backoff.
-func release(ctx context.Context, sub string, ids []string) error {
-	c, err := subscriber(ctx)
-	if err != nil {
-		return err
-	}
+// modifyDeadline sets the ack deadline of messages (0 hands them back for
+// redelivery).
+func modifyDeadline(ctx context.Context, c *vkit.SubscriptionAdminClient, sub string, ids []string, seconds int32) error {
 	for i := 0; i < len(ids); i += ackChunk {
 		j := min(i+ackChunk, len(ids))
 		mctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := c.ModifyAckDeadline(mctx, &pubsubpb.ModifyAckDeadlineRequest{Subscription: sub, AckIds: ids[i:j], AckDeadlineSeconds: 0})
+		err := c.ModifyAckDeadline(mctx, &pubsubpb.ModifyAckDeadlineRequest{Subscription: sub, AckIds: ids[i:j], AckDeadlineSeconds: seconds})
 		cancel()
 		if err != nil {
 			return err
@@ -372,45 +1014,26 @@ func release(ctx context.Context, sub string, ids []string) error {
 	return nil
 }
 
-// Lease extension: while a batch is being written, its messages' ack
-// deadlines are pushed out every leaseEvery by leaseSeconds.
-const (
-	leaseEvery   = 5 * time.Second
-	leaseSeconds = 60
-)
-
-// keepLeases extends the ack deadlines of ids until the returned stop is
-// called (stop may be called more than once).
-func keepLeases(ctx context.Context, sub string, ids []string) (stop func()) {
-	c, err := subscriber(ctx)
-	if err != nil {
-		return func() {}
-	}
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(leaseEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				for i := 0; i < len(ids); i += ackChunk {
-					j := min(i+ackChunk, len(ids))
-					mctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-					if err := c.ModifyAckDeadline(mctx, &pubsubpb.ModifyAckDeadlineRequest{Subscription: sub, AckIds: ids[i:j], AckDeadlineSeconds: leaseSeconds}); err != nil {
-						log.Warnf(ctx, "lockstream: extend leases on %s: %v", sub, err)
-					}
-					cancel()
-				}
-			}
+// retry calls f up to attempts times, with jittered exponential backoff
+// from first between attempts, until it succeeds or ctx ends.
+func retry(ctx context.Context, attempts int, first time.Duration, f func() error) error {
+	var err error
+	wait := first
+	for a := 0; a < attempts; a++ {
+		if err = f(); err == nil {
+			return nil
 		}
-	}()
-	var once sync.Once
-	return func() { once.Do(func() { close(done); wg.Wait() }) }
+		if a == attempts-1 {
+			break
+		}
+		t := time.NewTimer(wait/2 + rand.N(wait/2+1))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		wait *= 2
+	}
+	return err
 }

@@ -9,7 +9,6 @@ import (
 
 	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 	"cloud.google.com/go/pubsub/v2/pstest"
-	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/core/graph/mtime"
 )
 
@@ -35,13 +34,20 @@ func TestPullEstimatorReadDuringProcessElement(t *testing.T) {
 		srv.Publish(topic, []byte(strconv.Itoa(i)), nil)
 	}
 
-	fn := &pullFn{Subscription: sub, BatchSize: 7, IdleTimeoutMs: 300, RunID: "r"}
+	root := t.TempDir()
+	fn := &pullFn{Subscription: sub, BatchSize: 7, Streams: 1, MaxOutstandingMessages: 100, MaxOutstandingBytes: 1 << 20,
+		MaxDeliveryDelayMs: 1000, IdleTimeoutMs: 300, StaleAfterMs: time.Minute.Milliseconds(),
+		Write: writeFnConfig{Root: root, KeysURL: registerTestKeys(&testKeys{}), RunID: "r", KeyRetryBudgetMs: 1000}}
 	if err := fn.Setup(ctx); err != nil {
 		t.Fatal(err)
 	}
-	we := fn.CreateWatermarkEstimator(fn.InitialWatermarkEstimatorState(0, fn.CreateInitialRestriction(nil), nil))
-	rt := fn.CreateTracker(fn.CreateInitialRestriction(nil))
-
+	init := fn.CreateInitialRestriction(nil)
+	rest := fn.SplitRestriction(nil, init)
+	if len(rest) != 1 {
+		t.Fatalf("%d restrictions for 1 stream", len(rest))
+	}
+	we := fn.CreateWatermarkEstimator(fn.InitialWatermarkEstimatorState(0, rest[0], nil))
+	rt := fn.CreateTracker(rest[0])
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -58,8 +64,8 @@ func TestPullEstimatorReadDuringProcessElement(t *testing.T) {
 			time.Sleep(100 * time.Microsecond)
 		}
 	}()
-	got := 0
-	emit := func(_ beam.EventTime, b Batch) { got += len(b.Messages) }
+	var files []string
+	emit := func(f string) { files = append(files, f) }
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		pc, err := fn.ProcessElement(ctx, we, rt, nil, emit)
@@ -74,8 +80,15 @@ func TestPullEstimatorReadDuringProcessElement(t *testing.T) {
 	wg.Wait()
 
 	st := fn.WatermarkEstimatorState(we)
-	if got != n || st.Pulled != n || !st.Done {
-		t.Fatalf("pulled %d messages (state: %+v), want %d and done", got, st, n)
+	if st.Pulled != n || !st.Done {
+		t.Fatalf("pulled %d messages (state: %+v), want %d and done", st.Pulled, st, n)
+	}
+	// The payloads are not messages of the contract: every one is
+	// dead-lettered, and acknowledged.
+	for _, m := range srv.Messages() {
+		if m.Acks == 0 {
+			t.Fatalf("message %s was not acknowledged", m.ID)
+		}
 	}
 	if wm := we.CurrentWatermark(); !wm.Equal(mtime.MaxTimestamp.ToTime()) {
 		t.Fatalf("watermark after the drain %v, want the end of time", wm)

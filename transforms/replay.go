@@ -207,6 +207,7 @@ func (fn *replayFn) parse(br *bufio.Reader, f ReplayFile, base string, pos int64
 			lastTS = minTS
 		}
 		b.ID = fn.RunID + "-f" + strconv.Itoa(f.Index) + "p" + strconv.Itoa(f.Part) + "-" + strconv.Itoa(seq)
+		b.TimeMillis = ts
 		seq++
 		ok := send(ts, b)
 		b = Batch{}

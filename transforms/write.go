@@ -18,16 +18,18 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/lockstream/lockstream/blob"
+	"github.com/lockstream/lockstream/completion"
 	"github.com/lockstream/lockstream/fieldcrypt"
 	"github.com/lockstream/lockstream/keyclient"
 	"github.com/lockstream/lockstream/layout"
 	"github.com/lockstream/lockstream/record"
+	"github.com/lockstream/lockstream/rootid"
 	"github.com/lockstream/lockstream/schemas"
 )
 
 func init() {
-	register.DoFn4x1[context.Context, beam.EventTime, Batch, func(beam.EventTime, string, Notice), error](&writeFn{})
-	register.Emitter3[beam.EventTime, string, Notice]()
+	register.DoFn3x1[context.Context, Batch, func(string), error](&writeFn{})
+	register.Emitter1[string]()
 }
 
 // Metric namespace of the counters of the write stage. Counter names are
@@ -48,18 +50,20 @@ func CounterName(kind, eventType string, version int, hour time.Time) string {
 	return kind + "|" + eventType + "|" + strconv.Itoa(version) + "|" + layout.FormatHour(hour)
 }
 
-// WriteConfig configures AnonymizeAndWrite.
+// WriteConfig configures the write stage (AnonymizeAndWrite, and the
+// writers inside the Pub/Sub streams).
 type WriteConfig struct {
 	Root       string // output root (blob.Open)
 	KeysURL    string // see OpenKeys
 	KeyScope   string // key-derivation scope; "" = DefaultKeyScope
 	MaxPayload int    // bytes; 0 = record.DefaultMaxPayload
-	// AllowedLateness: an event of hour H in a batch whose event time is at
-	// or past H's end plus this is late (its hour may be closed).
-	AllowedLateness time.Duration
+	// RunID is the run's id: before a writer's first raw file of an hour it
+	// records the hour under writers/<run>/hours/ (package completion).
+	RunID string
 	// KeyRetryBudget is how long key-service errors of one batch are retried
-	// (jittered exponential backoff) before the batch is dead-lettered as
-	// key_unavailable. 0 = DefaultKeyRetryBudget.
+	// (jittered exponential backoff) before a replay batch is dead-lettered
+	// as key_unavailable; a Pub/Sub batch is held (its messages stay leased)
+	// and retried until the service is back. 0 = DefaultKeyRetryBudget.
 	KeyRetryBudget time.Duration
 	// KeyCacheSize is how many users' keys, and how many built ciphers, a
 	// worker keeps in memory (see DefaultKeyCacheSize, the default for 0).
@@ -73,43 +77,54 @@ const DefaultKeyRetryBudget = 30 * time.Second
 
 func (c *WriteConfig) validate() error {
 	if c.Root == "" {
-		return errors.New("transforms.AnonymizeAndWrite: Root is empty")
+		return errors.New("transforms: write: Root is empty")
 	}
 	if err := ValidateKeysURL(c.KeysURL); err != nil {
-		return fmt.Errorf("transforms.AnonymizeAndWrite: %w", err)
+		return fmt.Errorf("transforms: write: %w", err)
 	}
 	if c.MaxPayload < 0 {
-		return fmt.Errorf("transforms.AnonymizeAndWrite: MaxPayload %d < 0", c.MaxPayload)
-	}
-	if c.AllowedLateness < 0 {
-		return fmt.Errorf("transforms.AnonymizeAndWrite: AllowedLateness %s < 0", c.AllowedLateness)
+		return fmt.Errorf("transforms: write: MaxPayload %d < 0", c.MaxPayload)
 	}
 	if c.KeyRetryBudget < 0 {
-		return fmt.Errorf("transforms.AnonymizeAndWrite: KeyRetryBudget %s < 0", c.KeyRetryBudget)
+		return fmt.Errorf("transforms: write: KeyRetryBudget %s < 0", c.KeyRetryBudget)
 	}
 	if c.KeyCacheSize < 0 {
-		return fmt.Errorf("transforms.AnonymizeAndWrite: KeyCacheSize %d < 0", c.KeyCacheSize)
+		return fmt.Errorf("transforms: write: KeyCacheSize %d < 0", c.KeyCacheSize)
+	}
+	if err := validRunID(c.RunID); err != nil {
+		return fmt.Errorf("transforms: write: %w", err)
+	}
+	if c.KeyRetryBudget == 0 {
+		c.KeyRetryBudget = DefaultKeyRetryBudget
 	}
 	return nil
 }
 
-// AnonymizeAndWrite anonymizes each batch (one key lookup), writes its raw,
-// late and dead-letter files, acknowledges its Pub/Sub messages once all of
-// them are durable, and returns the completion notices keyed by HourKey.
-// Invalid configuration panics at construction.
-func AnonymizeAndWrite(s beam.Scope, batches beam.PCollection, cfg WriteConfig) beam.PCollection {
+// AnonymizeAndWrite anonymizes each batch of the replay source (one key
+// lookup), writes its raw, late and dead-letter files, and returns the
+// names of the raw and late files written (for transforms.EndBranch).
+func AnonymizeAndWrite(s beam.Scope, batches beam.PCollection, cfg WriteConfig) (beam.PCollection, error) {
 	if err := cfg.validate(); err != nil {
-		panic(err)
-	}
-	if cfg.KeyRetryBudget == 0 {
-		cfg.KeyRetryBudget = DefaultKeyRetryBudget
+		return beam.PCollection{}, err
 	}
 	s = s.Scope("transforms.AnonymizeAndWrite")
-	return beam.ParDo(s, &writeFn{
-		Root: cfg.Root, KeysURL: cfg.KeysURL, KeyScope: cfg.KeyScope, MaxPayload: cfg.MaxPayload,
-		AllowedLatenessMs: cfg.AllowedLateness.Milliseconds(), KeyRetryBudgetMs: cfg.KeyRetryBudget.Milliseconds(),
-		KeyCacheSize: cfg.KeyCacheSize,
-	}, batches)
+	return beam.ParDo(s, &writeFn{Config: toFnConfig(cfg)}, batches), nil
+}
+
+// writeFnConfig is WriteConfig as DoFns carry it (durations in ms).
+type writeFnConfig struct {
+	Root             string
+	KeysURL          string
+	KeyScope         string
+	MaxPayload       int
+	RunID            string
+	KeyRetryBudgetMs int64
+	KeyCacheSize     int
+}
+
+func toFnConfig(c WriteConfig) writeFnConfig {
+	return writeFnConfig{Root: c.Root, KeysURL: c.KeysURL, KeyScope: c.KeyScope, MaxPayload: c.MaxPayload, RunID: c.RunID,
+		KeyRetryBudgetMs: c.KeyRetryBudget.Milliseconds(), KeyCacheSize: c.KeyCacheSize}
 }
 
 // HourKey is the key of notices: "<type>|<version>|<hour>".
@@ -118,42 +133,79 @@ func HourKey(eventType string, version int, hour time.Time) string {
 }
 
 type writeFn struct {
-	Root              string
-	KeysURL           string
-	KeyScope          string
-	MaxPayload        int
-	AllowedLatenessMs int64
-	KeyRetryBudgetMs  int64
-	KeyCacheSize      int
+	Config writeFnConfig
 
-	bucket  blob.Bucket
-	reg     *schemas.Registry
-	keys    keyclient.Keys
-	ciphers *fieldcrypt.Cache
-	anons   []*record.Anonymizer // one per core: a batch is anonymized in parallel slices
-	closed  *closedCache
+	w *batchWriter
 }
 
 func (fn *writeFn) Setup(ctx context.Context) error {
 	var err error
-	if fn.bucket, err = blob.Open(ctx, fn.Root); err != nil {
+	fn.w, err = newBatchWriter(ctx, fn.Config)
+	return err
+}
+
+func (fn *writeFn) ProcessElement(ctx context.Context, b Batch, emit func(string)) error {
+	res, err := fn.w.write(ctx, &b, false)
+	if err != nil {
 		return err
 	}
-	if fn.reg, err = schemas.Embedded(); err != nil {
-		return err
+	for _, f := range res.files {
+		emit(f)
 	}
-	if fn.keys, err = OpenKeys(ctx, fn.KeysURL, fn.KeyScope, fn.KeyCacheSize); err != nil {
-		return err
-	}
-	fn.ciphers = sharedCiphers(fn.KeyCacheSize)
-	fn.anons = make([]*record.Anonymizer, runtime.GOMAXPROCS(0))
-	for i := range fn.anons {
-		if fn.anons[i], err = record.NewAnonymizer(fn.reg, fn.keys, record.Options{MaxPayload: fn.MaxPayload, Ciphers: fn.ciphers}); err != nil {
-			return err
-		}
-	}
-	fn.closed = closedHours(fn.Root)
 	return nil
+}
+
+// batchWriter is the write stage: it anonymizes a batch and writes its
+// raw, late and dead-letter files. It is safe for concurrent use (the
+// Pub/Sub streams write several batches at once).
+type batchWriter struct {
+	cfg     writeFnConfig
+	bucket  blob.Bucket
+	reg     *schemas.Registry
+	keys    keyclient.Keys
+	ciphers *fieldcrypt.Cache
+	anons   chan *record.Anonymizer // idle anonymizers (one goroutine each at a time)
+	closed  *closedCache
+	marks   completion.HourMarks
+	rootID  string
+}
+
+func newBatchWriter(ctx context.Context, cfg writeFnConfig) (*batchWriter, error) {
+	w := &batchWriter{cfg: cfg, closed: &closedCache{hour: map[HourKey3]time.Time{}}}
+	var err error
+	if w.bucket, err = blob.Open(ctx, cfg.Root); err != nil {
+		return nil, err
+	}
+	if w.reg, err = schemas.Embedded(); err != nil {
+		return nil, err
+	}
+	if w.keys, err = OpenKeys(ctx, cfg.KeysURL, cfg.KeyScope, cfg.KeyCacheSize); err != nil {
+		return nil, err
+	}
+	w.ciphers = sharedCiphers(cfg.KeyCacheSize)
+	w.anons = make(chan *record.Anonymizer, 4*runtime.GOMAXPROCS(0))
+	// Dead letters of users no one can tell are sealed under a key of this
+	// root and day, which retention shreds with them.
+	if w.rootID, err = rootid.Get(ctx, w.bucket); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+func (w *batchWriter) anonymizer() (*record.Anonymizer, error) {
+	select {
+	case a := <-w.anons:
+		return a, nil
+	default:
+		return record.NewAnonymizer(w.reg, w.keys, record.Options{MaxPayload: w.cfg.MaxPayload, Ciphers: w.ciphers, DeadLetterScope: w.rootID})
+	}
+}
+
+func (w *batchWriter) putAnonymizer(a *record.Anonymizer) {
+	select {
+	case w.anons <- a:
+	default:
+	}
 }
 
 // group is the output of one batch for one (type, version, hour).
@@ -171,43 +223,38 @@ type deadKey struct {
 	hour   time.Time
 }
 
-func (fn *writeFn) ProcessElement(ctx context.Context, ts beam.EventTime, b Batch, emit func(beam.EventTime, string, Notice)) error {
+// writeResult is what writing one batch did.
+type writeResult struct {
+	files   []string // raw and late files written
+	notices []Notice // per (type, version, hour) of the batch
+	written int64    // records written to raw
+	late    int64    // records written to late/
+	dead    int64    // messages dead-lettered
+}
+
+// write anonymizes a batch and writes its files; when it returns nil they
+// are durable. redeliverable: the source can deliver the batch again
+// (Pub/Sub), so a key-service outage holds it instead of dead-lettering it
+// (write then retries until ctx ends), and files of the batch's name must
+// not exist yet (batch ids of such sources are unique).
+func (w *batchWriter) write(ctx context.Context, b *Batch, redeliverable bool) (writeResult, error) {
+	var res writeResult
 	msgs := b.Records()
-	var stopLease func()
-	if len(b.AckIDs) > 0 {
-		stopLease = keepLeases(ctx, b.Subscription, b.AckIDs)
-		defer stopLease()
-	}
-	outs, err := fn.anonymize(ctx, msgs, len(b.AckIDs) > 0)
-	if errors.Is(err, errHeld) {
-		// Pub/Sub keeps the messages: hand them back unwritten and unacked
-		// (deadline 0), to be redelivered once the key service is back.
-		stopLease()
-		if err := release(ctx, b.Subscription, b.AckIDs); err != nil {
-			log.Warnf(ctx, "lockstream: release %d held messages on %s (they come back when their lease expires): %v", len(b.AckIDs), b.Subscription, err)
-		}
-		progress.held.Add(int64(len(b.AckIDs)))
-		return nil
-	}
+	outs, err := w.anonymize(ctx, msgs, redeliverable)
 	if err != nil {
-		return err // context cancelled: the bundle fails, nothing is acked
+		return res, err
 	}
 
 	groups := map[HourKey3]*group{}
 	var order []HourKey3
 	dead := map[deadKey][]*record.Rejection{}
-	batchTime := ts.ToTime()
-	lateness := time.Duration(fn.AllowedLatenessMs) * time.Millisecond
 	getGroup := func(typ string, v int, hour time.Time) (*group, error) {
 		k := HourKey3{typ, v, hour.UnixMilli()}
 		g := groups[k]
 		if g == nil {
-			late := !batchTime.Before(hour.Add(time.Hour + lateness))
-			if !late {
-				var err error
-				if late, err = fn.closed.isClosed(ctx, fn.bucket, typ, v, hour); err != nil {
-					return nil, err
-				}
+			late, err := w.closed.isClosed(ctx, w.bucket, typ, v, hour)
+			if err != nil {
+				return nil, err
 			}
 			g = &group{typ: typ, version: v, hour: hour, late: late}
 			groups[k] = g
@@ -223,7 +270,7 @@ func (fn *writeFn) ProcessElement(ctx context.Context, ts beam.EventTime, b Batc
 			if o.EventType != "" && o.Version > 0 {
 				g, err := getGroup(o.EventType, o.Version, o.Hour)
 				if err != nil {
-					return err
+					return res, err
 				}
 				if g.dead == nil {
 					g.dead = map[string]int64{}
@@ -234,11 +281,11 @@ func (fn *writeFn) ProcessElement(ctx context.Context, ts beam.EventTime, b Batc
 		}
 		g, err := getGroup(o.EventType, o.Version, o.Hour)
 		if err != nil {
-			return err
+			return res, err
 		}
 		g.recs = append(g.recs, o.Record)
 	}
-	badHour := record.Hour(batchTime)
+	badHour := record.Hour(b.Time())
 	for _, bl := range b.Bad {
 		dk := deadKey{record.ReasonBadMessage, badHour}
 		dead[dk] = append(dead[dk], &record.Rejection{
@@ -247,23 +294,26 @@ func (fn *writeFn) ProcessElement(ctx context.Context, ts beam.EventTime, b Batc
 		})
 	}
 
-	// Write every file of the batch; only then acknowledge.
+	// Write every file of the batch.
 	for _, k := range order {
 		g := groups[k]
 		if len(g.recs) == 0 {
 			continue
 		}
-		s, err := fn.reg.Lookup(g.typ, g.version)
+		s, err := w.reg.Lookup(g.typ, g.version)
 		if err != nil {
-			return fmt.Errorf("transforms: %s v%d: %w", g.typ, g.version, err)
+			return res, fmt.Errorf("transforms: %s v%d: %w", g.typ, g.version, err)
 		}
 		name := RawPartName(g.typ, g.version, g.hour, b.ID)
 		if g.late {
 			name = LatePartName(g.typ, g.version, g.hour, b.ID)
+		} else if err := w.marks.Mark(ctx, w.bucket, w.cfg.RunID, layout.Hour{Type: g.typ, Version: g.version, Hour: g.hour}); err != nil {
+			return res, err
 		}
-		if err := writeOCF(ctx, fn.bucket, name, s.Encrypted().JSON, g.recs); err != nil {
-			return err
+		if err := writeOCF(ctx, w.bucket, name, s.Encrypted().JSON, g.recs, !redeliverable); err != nil {
+			return res, err
 		}
+		res.files = append(res.files, name)
 	}
 	deadKeys := make([]deadKey, 0, len(dead))
 	for k := range dead {
@@ -276,24 +326,13 @@ func (fn *writeFn) ProcessElement(ctx context.Context, ts beam.EventTime, b Batc
 		return deadKeys[i].hour.Before(deadKeys[j].hour)
 	})
 	for _, k := range deadKeys {
-		if err := writeDeadLetters(ctx, fn.bucket, DeadLetterName(k.reason, k.hour, b.ID), dead[k]); err != nil {
-			return err
-		}
-	}
-	if len(b.AckIDs) > 0 {
-		if err := acknowledge(ctx, b.Subscription, b.AckIDs); err != nil {
-			// The output is durable; only the ack failed. Pub/Sub redelivers
-			// these messages, raw gets duplicates that hourly drops: nothing
-			// is lost, so the run goes on.
-			log.Warnf(ctx, "lockstream: %d messages written but not acknowledged (they will be redelivered and deduplicated): %v", len(b.AckIDs), err)
-			progress.ackFailed.Add(int64(len(b.AckIDs)))
-		} else {
-			progress.acked.Add(int64(len(b.AckIDs)))
+		if err := writeDeadLetters(ctx, w.bucket, DeadLetterName(k.reason, k.hour, b.ID), dead[k], !redeliverable); err != nil {
+			return res, err
 		}
 	}
 
-	// Account and notify. Counts are keyed by value; each counter's name is
-	// formatted once per batch, not once per message.
+	// Account. Counts are keyed by value; each counter's name is formatted
+	// once per batch, not once per message.
 	type counterKey struct {
 		kind, reason string // reason: of CountDead
 		hk           HourKey3
@@ -321,27 +360,31 @@ func (fn *writeFn) ProcessElement(ctx context.Context, ts beam.EventTime, b Batc
 		name := CounterName(k.kind+k.reason, k.hk.Type, k.hk.Version, time.UnixMilli(k.hk.HourMillis).UTC())
 		beam.NewCounter(MetricsNamespace, name).Inc(ctx, n)
 	}
-	reportKeyActivity(ctx, fn.keys, fn.ciphers)
+	reportKeyActivity(ctx, w.keys, w.ciphers)
 	progress.messages.Add(int64(len(outs) + len(b.Bad)))
 	for _, k := range order {
 		g := groups[k]
-		switch {
-		case g.late:
-			progress.late.Add(int64(len(g.recs)))
-			continue // the hour is (or may be) closed: late files are counted from late/
-		default:
-			progress.written.Add(int64(len(g.recs)))
+		if g.late {
+			res.late += int64(len(g.recs))
+		} else {
+			res.written += int64(len(g.recs))
 		}
-		n := Notice{Type: g.typ, Version: g.version, HourMillis: g.hour.UnixMilli(), Records: int64(len(g.recs)), Dead: g.dead}
+		n := Notice{Type: g.typ, Version: g.version, HourMillis: g.hour.UnixMilli(), Records: int64(len(g.recs)), Dead: g.dead, Late: g.late}
 		if len(g.recs) > 0 {
 			n.File = RawPartName(g.typ, g.version, g.hour, b.ID)
+			if g.late {
+				n.File = LatePartName(g.typ, g.version, g.hour, b.ID)
+			}
 		}
-		emit(ts, HourKey(g.typ, g.version, g.hour), n)
+		res.notices = append(res.notices, n)
 	}
 	for _, rs := range dead {
-		progress.dead.Add(int64(len(rs)))
+		res.dead += int64(len(rs))
 	}
-	return nil
+	progress.written.Add(res.written)
+	progress.late.Add(res.late)
+	progress.dead.Add(res.dead)
+	return res, nil
 }
 
 // HourKey3 identifies an (event type, version, hour) in maps.
@@ -360,23 +403,31 @@ func badLinePath(bl BadLine) string {
 	return bl.File + "@" + strconv.FormatInt(bl.Offset, 10)
 }
 
-// errHeld: a batch the source can redeliver was not written because the
-// key service stayed unavailable for the whole retry budget.
-var errHeld = errors.New("transforms: key service unavailable: batch held for redelivery")
-
-// anonymize retries key-service errors with jittered exponential backoff
-// within the budget. Then a batch the source can redeliver (Pub/Sub) is
-// held (errHeld): nothing is written or lost, the messages come back; any
-// other batch (replay files) is dead-lettered as key_unavailable, without
-// payload (it cannot be sealed without a key): replay the file once the
-// service is back, hourly drops what was already written.
-func (fn *writeFn) anonymize(ctx context.Context, msgs []record.Message, redeliverable bool) ([]record.Outcome, error) {
-	budget := time.Duration(fn.KeyRetryBudgetMs) * time.Millisecond
-	deadline := time.Now().Add(budget)
+// anonymize retries key-service errors with jittered exponential backoff.
+// A batch the source can redeliver (Pub/Sub) is held: it is retried until
+// the service answers or ctx ends, its messages stay leased and its
+// publish times hold the stream's watermark, so an outage sends nothing
+// late and loses nothing. Any other batch (replay files) is retried for
+// the budget, then dead-lettered as key_unavailable, without payload (it
+// cannot be sealed without a key): replay the file once the service is
+// back, hourly drops what was already written.
+func (w *batchWriter) anonymize(ctx context.Context, msgs []record.Message, redeliverable bool) ([]record.Outcome, error) {
+	budget := time.Duration(w.cfg.KeyRetryBudgetMs) * time.Millisecond
+	start := time.Now()
+	deadline := start.Add(budget)
 	wait := 50 * time.Millisecond
+	held := false
+	defer func() {
+		if held {
+			progress.held.Add(-int64(len(msgs)))
+		}
+	}()
 	for attempt := 1; ; attempt++ {
-		outs, err := fn.anonymizeSlices(ctx, msgs)
+		outs, err := w.anonymizeSlices(ctx, msgs)
 		if err == nil {
+			if held {
+				log.Infof(ctx, "lockstream: key service back after %s; writing %d held messages", time.Since(start).Round(time.Second), len(msgs))
+			}
 			return outs, nil
 		}
 		if ctx.Err() != nil {
@@ -390,15 +441,20 @@ func (fn *writeFn) anonymize(ctx context.Context, msgs []record.Message, redeliv
 			return nil, fmt.Errorf("lockstream: the key service refused a batch of %d messages (not retried): %w", len(msgs), err)
 		}
 		sleep := wait/2 + rand.N(wait/2+1)
-		if time.Now().Add(sleep).After(deadline) && redeliverable {
-			log.Warnf(ctx, "lockstream: key service unavailable for a batch of %d messages after %d attempts; holding them for redelivery: %v", len(msgs), attempt, err)
-			return nil, errHeld
-		}
 		if time.Now().Add(sleep).After(deadline) {
-			// The error text names no user (record's errors carry counts only).
-			log.Warnf(ctx, "lockstream: key service unavailable for a batch of %d messages after %d attempts; dead-lettering them as %s: %v",
-				len(msgs), attempt, record.ReasonKeyUnavailable, err)
-			return record.KeyUnavailable(msgs), nil
+			if !redeliverable {
+				// The error text names no user (record's errors carry counts only).
+				log.Warnf(ctx, "lockstream: key service unavailable for a batch of %d messages after %d attempts; dead-lettering them as %s: %v",
+					len(msgs), attempt, record.ReasonKeyUnavailable, err)
+				return record.KeyUnavailable(msgs), nil
+			}
+			if !held {
+				held = true
+				progress.held.Add(int64(len(msgs)))
+			}
+			log.Warnf(ctx, "lockstream: key service unavailable for %s; holding a batch of %d messages (leased, not written, not late) and retrying: %v",
+				time.Since(start).Round(time.Second), len(msgs), err)
+			deadline = time.Now().Add(budget)
 		}
 		select {
 		case <-ctx.Done():
@@ -417,10 +473,15 @@ const minSlice = 500
 // prism may hand one bundle many batches while the other core idles, and
 // Anonymize is most of a batch's CPU. Each slice makes its own (batched,
 // cached) key lookup.
-func (fn *writeFn) anonymizeSlices(ctx context.Context, msgs []record.Message) ([]record.Outcome, error) {
-	n := min(len(fn.anons), len(msgs)/minSlice)
+func (w *batchWriter) anonymizeSlices(ctx context.Context, msgs []record.Message) ([]record.Outcome, error) {
+	n := min(runtime.GOMAXPROCS(0), len(msgs)/minSlice)
 	if n <= 1 {
-		return fn.anons[0].Anonymize(ctx, msgs)
+		a, err := w.anonymizer()
+		if err != nil {
+			return nil, err
+		}
+		defer w.putAnonymizer(a)
+		return a.Anonymize(ctx, msgs)
 	}
 	outs := make([]record.Outcome, 0, len(msgs))
 	parts := make([][]record.Outcome, n)
@@ -428,8 +489,12 @@ func (fn *writeFn) anonymizeSlices(ctx context.Context, msgs []record.Message) (
 	for i := range n {
 		lo, hi := i*len(msgs)/n, (i+1)*len(msgs)/n
 		g.Go(func() error {
-			var err error
-			parts[i], err = fn.anons[i].Anonymize(gctx, msgs[lo:hi])
+			a, err := w.anonymizer()
+			if err != nil {
+				return err
+			}
+			defer w.putAnonymizer(a)
+			parts[i], err = a.Anonymize(gctx, msgs[lo:hi])
 			return err
 		})
 	}
@@ -446,12 +511,15 @@ func (fn *writeFn) anonymizeSlices(ctx context.Context, msgs []record.Message) (
 // writes (see record.CodecSnappy for the measurement behind it).
 const FileCodec = record.CodecSnappy
 
-// writeOCF writes one OCF file of pre-encoded records. A file of that name
-// that exists already was written by an earlier attempt of the same batch
-// (names carry the batch id; Create is atomic), so it counts as written.
-func writeOCF(ctx context.Context, b blob.Bucket, name string, schemaJSON []byte, recs [][]byte) error {
+// writeOCF writes one OCF file of pre-encoded records. With existingOK, a
+// file of that name that exists already was written by an earlier attempt
+// of the same batch (replay batch ids are a pure function of the input
+// range; Create is atomic), so it counts as written. Without it (Pub/Sub
+// batch ids are unique per pull), an existing file is an error: the batch
+// must not be acknowledged as written.
+func writeOCF(ctx context.Context, b blob.Bucket, name string, schemaJSON []byte, recs [][]byte, existingOK bool) error {
 	w, err := b.Create(ctx, name)
-	if errors.Is(err, blob.ErrExist) {
+	if errors.Is(err, blob.ErrExist) && existingOK {
 		return nil
 	}
 	if err != nil {
@@ -472,7 +540,7 @@ func writeOCF(ctx context.Context, b blob.Bucket, name string, schemaJSON []byte
 		w.Abort()
 		return fmt.Errorf("transforms: %s: %w", name, err)
 	}
-	if err := w.Close(); err != nil && !errors.Is(err, blob.ErrExist) {
+	if err := w.Close(); err != nil && !(existingOK && errors.Is(err, blob.ErrExist)) {
 		return fmt.Errorf("transforms: close %s: %w", name, err)
 	}
 	return nil
@@ -480,7 +548,7 @@ func writeOCF(ctx context.Context, b blob.Bucket, name string, schemaJSON []byte
 
 // writeDeadLetters writes rejections as NDJSON (record.Rejection holds no
 // plaintext: payloads are sealed).
-func writeDeadLetters(ctx context.Context, b blob.Bucket, name string, rs []*record.Rejection) error {
+func writeDeadLetters(ctx context.Context, b blob.Bucket, name string, rs []*record.Rejection, existingOK bool) error {
 	var buf []byte
 	for _, r := range rs {
 		line, err := json.Marshal(r)
@@ -490,27 +558,23 @@ func writeDeadLetters(ctx context.Context, b blob.Bucket, name string, rs []*rec
 		buf = append(append(buf, line...), '\n')
 	}
 	err := blob.WriteAll(ctx, b, name, buf)
-	if err != nil && !errors.Is(err, blob.ErrExist) {
+	if err != nil && !(existingOK && errors.Is(err, blob.ErrExist)) {
 		return fmt.Errorf("transforms: %s: %w", name, err)
 	}
 	return nil
 }
 
 // closedCache remembers which hours have a _COMPLETE marker: a closed hour
-// stays closed; an open one is re-checked after a minute.
+// stays closed; an open one is re-checked after openRecheck. A batch that
+// writes to raw/ just after its hour completed (the cache was stale) is not
+// lost: the hour's next supplement publishes every part file no manifest
+// lists.
 type closedCache struct {
 	mu   sync.Mutex
 	hour map[HourKey3]time.Time // zero time: closed; else: open as of then
 }
 
-var closedCaches sync.Map // root -> *closedCache
-
-func closedHours(root string) *closedCache {
-	c, _ := closedCaches.LoadOrStore(root, &closedCache{hour: map[HourKey3]time.Time{}})
-	return c.(*closedCache)
-}
-
-const openRecheck = time.Minute
+const openRecheck = 10 * time.Second
 
 func (c *closedCache) isClosed(ctx context.Context, b blob.Bucket, typ string, v int, hour time.Time) (bool, error) {
 	k := HourKey3{typ, v, hour.UnixMilli()}
@@ -520,7 +584,7 @@ func (c *closedCache) isClosed(ctx context.Context, b blob.Bucket, typ string, v
 	if ok && (t.IsZero() || time.Since(t) < openRecheck) {
 		return t.IsZero(), nil
 	}
-	closed, err := b.Exists(ctx, CompleteName(typ, v, hour))
+	closed, err := b.Exists(ctx, layout.CompleteName(typ, v, hour))
 	if err != nil {
 		return false, fmt.Errorf("transforms: %w", err)
 	}
@@ -532,11 +596,4 @@ func (c *closedCache) isClosed(ctx context.Context, b blob.Bucket, typ string, v
 	}
 	c.mu.Unlock()
 	return closed, nil
-}
-
-// markClosed records a marker this process wrote.
-func (c *closedCache) markClosed(typ string, v int, hour time.Time) {
-	c.mu.Lock()
-	c.hour[HourKey3{typ, v, hour.UnixMilli()}] = time.Time{}
-	c.mu.Unlock()
 }

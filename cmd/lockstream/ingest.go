@@ -1,17 +1,21 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/lockstream/lockstream/clock"
 	"github.com/lockstream/lockstream/pipelines"
 	"github.com/lockstream/lockstream/transforms"
 )
@@ -45,35 +49,63 @@ func (b *byteSize) Set(s string) error {
 }
 
 type ingestFlags struct {
-	inputs       []string
-	subscription string
-	out          string
-	keys         string
-	keyScope     string
-	idle         time.Duration
-	maxMessages  int64
-	maxPayload   byteSize
-	lateness     time.Duration
-	batchSize    int
-	keyRetry     time.Duration
-	keyCache     keyCacheSize
-	quiet        bool
-	logLevel     string
+	inputs        []string
+	subscription  string
+	out           string
+	keys          string
+	keyScope      string
+	runID         string
+	idle          time.Duration
+	stopAfter     time.Duration
+	maxMessages   int64
+	maxPayload    byteSize
+	lateness      time.Duration
+	deliveryDelay time.Duration
+	streams       int
+	maxOutMsgs    int
+	maxOutBytes   byteSize
+	pubsubRead    string
+	batchSize     int
+	keyRetry      time.Duration
+	keyCache      keyCacheSize
+	quiet         bool
+	logLevel      string
+	// Test hooks (hidden flags).
+	testExitBeforeComplete bool
+	testClockStart         string
+	testClockRate          float64
 }
 
 func newIngestCmd() *cobra.Command {
-	f := ingestFlags{maxPayload: byteSize(1 << 20)}
+	f := ingestFlags{maxPayload: byteSize(1 << 20), maxOutBytes: byteSize(transforms.DefaultMaxOutstandingBytes)}
 	c := &cobra.Command{
 		Use:   "ingest (--input FILE.ndjson | --subscription projects/P/subscriptions/S) --out ROOT --keys URL [flags] [beam runner flags]",
 		Short: "Anonymize input messages into the raw hourly layout (Beam pipeline; prism runner locally)",
 		Long: `Ingest reads Pub/Sub messages (or replay files of the same shape, one JSON message per line),
 encrypts every personal field with the user's key, and writes Avro files to
-  ROOT/raw/<type>/v<version>/<day>/<hour>/part-*.avro   (and _COMPLETE once the hour is closed)
-  ROOT/deadletter/<reason>/<day>/<hour>/*.ndjson        (rejected messages, payload sealed)
-  ROOT/late/<type>/v<version>/<day>/<hour>/part-*.avro  (events whose hour had closed)
-Pub/Sub messages are acknowledged only after their files are durable. It ends with an accounting
-table per (type, hour): in = written + dead-lettered + late, then a line of what the key caches
-did (size them with --key-cache-size).
+  ROOT/raw/<type>/v<version>/<day>/<hour>/part-*.avro   (encrypted records)
+  ROOT/deadletter/<reason>/<day>/<hour>/*.ndjson        (rejected messages, payload and attributes sealed)
+  ROOT/late/<type>/v<version>/<day>/<hour>/part-*.avro  (events whose hour was already complete)
+and records under ROOT/writers/<run>/ how far it has got (watermark, heartbeat, hours written).
+An hour is complete (its raw _COMPLETE marker is written, by ingest or hourly) when every live
+writer has passed its end plus --allowed-lateness; hourly then publishes it, and publishes late
+events as numbered supplements of their hour.
+
+Pub/Sub: --pull-streams parallel pull streams (the runner spreads them over its workers) with flow
+control: a worker holds at most --max-outstanding-messages and --max-outstanding-bytes pulled and
+not yet acknowledged, and pulling pauses at either limit. Every outstanding message's lease is
+extended from its pull until its files are durable; then it is acknowledged. A stream's watermark
+is the oldest publish time it holds, and at most the last time it found the subscription empty
+minus --max-delivery-delay (how late after its publish time Pub/Sub may deliver a message; the
+emulator cannot tell us). A key-service outage holds messages (leased, not late) until it ends.
+Stopping: --idle-timeout drains (like a Dataflow drain: the hours the run wrote may complete);
+SIGTERM or --stop-after is a planned stop: in-flight batches are written and acknowledged, each
+stream records where it stopped, and later hours stay open for the next job (a second signal
+aborts). --pubsub-read=dataflow uses Beam's native Pub/Sub read instead (Dataflow only).
+
+Every run ends with an accounting table per (type, hour): in = written + dead-lettered + late,
+a line of what the key caches did (size them with --key-cache-size), and the hours that are
+complete or still open (and why).
 
 Keys: --keys local:DIR (embedded key service; master key from $LOCKSTREAM_MASTER_KEY or DIR/master.key)
 or http(s)://HOST:PORT (a "lockstream keys serve"; secret from $` + transforms.KeysSecretEnv + `).
@@ -83,8 +115,7 @@ Beam flags pass through (--runner=prism is the default; e.g. --runner=dataflow -
 
 Examples:
   lockstream ingest --input events.ndjson --out ./out --keys local:./keys
-  lockstream ingest --subscription projects/p/subscriptions/events --out gs://b/ls --keys https://keys:7400 \
-      --allowed-lateness 5m
+  lockstream ingest --subscription projects/p/subscriptions/events --out gs://b/ls --keys https://keys:7400
   lockstream ingest --subscription projects/p/subscriptions/events --out ./out --keys local:./keys --idle-timeout 30s`,
 		DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -97,10 +128,23 @@ Examples:
 	fl.StringVar(&f.out, "out", "", "output root: a directory or gs://bucket/prefix (required)")
 	fl.StringVar(&f.keys, "keys", os.Getenv("LOCKSTREAM_KEYS"), "key service: local:DIR or http(s)://HOST:PORT (default $LOCKSTREAM_KEYS)")
 	fl.StringVar(&f.keyScope, "key-scope", transforms.DefaultKeyScope, "key-derivation scope (readers must use the same)")
-	fl.DurationVar(&f.idle, "idle-timeout", 0, "Pub/Sub: stop after no message arrived for this long, closing every open hour (0: run until cancelled)")
-	fl.Int64Var(&f.maxMessages, "max-messages", 0, "Pub/Sub: stop after about this many messages (0: no limit)")
+	fl.StringVar(&f.runID, "run-id", "", "this run's id, the prefix of its file names (default: time and random; a used one is refused)")
+	fl.DurationVar(&f.idle, "idle-timeout", 0, "Pub/Sub: drain after no message arrived for this long; the hours the run wrote may complete (0: run until stopped)")
+	fl.DurationVar(&f.stopAfter, "stop-after", 0, "Pub/Sub: planned stop after this long, as on SIGTERM: later hours stay open for the next job (0: never)")
+	fl.Int64Var(&f.maxMessages, "max-messages", 0, "Pub/Sub: planned stop after about this many messages (0: no limit)")
 	fl.Var(&f.maxPayload, "max-payload", "largest payload accepted; larger ones are dead-lettered as oversized")
-	fl.DurationVar(&f.lateness, "allowed-lateness", 0, "an hour closes when the watermark passes its end plus this (e.g. 5m when streaming)")
+	fl.DurationVar(&f.lateness, "allowed-lateness", pipelines.DefaultAllowedLateness, "an hour completes when every live writer's watermark passed its end plus this (0: at its end)")
+	fl.DurationVar(&f.deliveryDelay, "max-delivery-delay", transforms.DefaultMaxDeliveryDelay, "Pub/Sub: how late after its publish time a message may still be delivered (bounds the watermark)")
+	fl.IntVar(&f.streams, "pull-streams", transforms.DefaultPullStreams, "Pub/Sub: parallel pull streams of the job (on prism, as many run at once as there are cores)")
+	fl.IntVar(&f.maxOutMsgs, "max-outstanding-messages", transforms.DefaultMaxOutstandingMessages, "Pub/Sub: most messages a worker holds pulled and not yet acknowledged")
+	fl.Var(&f.maxOutBytes, "max-outstanding-bytes", "Pub/Sub: most bytes a worker holds pulled and not yet acknowledged")
+	fl.StringVar(&f.pubsubRead, "pubsub-read", pipelines.PubSubReadPull, "Pub/Sub: pull (lockstream's own source, any runner) or dataflow (Beam's native read, Dataflow only)")
+	fl.BoolVar(&f.testExitBeforeComplete, "test-exit-before-complete", false, "tests: SIGKILL the process just before it marks an hour complete")
+	fl.StringVar(&f.testClockStart, "test-clock-start", "", "tests: run on a clock that starts at this RFC 3339 time")
+	fl.Float64Var(&f.testClockRate, "test-clock-rate", 1, "tests: with --test-clock-start, clock seconds per real second")
+	for _, n := range []string{"test-exit-before-complete", "test-clock-start", "test-clock-rate"} {
+		_ = fl.MarkHidden(n)
+	}
 	fl.IntVar(&f.batchSize, "batch-size", 0, fmt.Sprintf("messages per batch: one key lookup, and one fsynced file per (type, hour), each (0: %d for files, %d for Pub/Sub, its most)", pipelines.DefaultReplayBatchSize, pipelines.DefaultBatchSize))
 	fl.DurationVar(&f.keyRetry, "key-retry-budget", transforms.DefaultKeyRetryBudget, "how long a batch retries the key service before it is dead-lettered as key_unavailable")
 	addKeyCacheSizeFlag(fl, &f.keyCache, "users")
@@ -183,22 +227,45 @@ func runIngest(cmd *cobra.Command, f *ingestFlags, args []string) error {
 		return errors.New("--keys is required (local:DIR or http(s)://HOST:PORT; or set LOCKSTREAM_KEYS)")
 	case strings.HasPrefix(f.keys, "registered:"):
 		return errors.New("--keys: registered: sources exist only inside tests")
-	case f.subscription == "" && (f.idle > 0 || f.maxMessages > 0):
-		return errors.New("--idle-timeout and --max-messages apply to --subscription only")
+	case f.subscription == "" && (f.idle > 0 || f.maxMessages > 0 || f.stopAfter > 0):
+		return errors.New("--idle-timeout, --stop-after and --max-messages apply to --subscription only")
 	}
 	if err := initBeam(f.logLevel); err != nil {
 		return err
 	}
 
+	lateness := f.lateness
+	if lateness == 0 {
+		lateness = -1 // none (IngestConfig's 0 means the default)
+	}
 	cfg := pipelines.IngestConfig{
-		Inputs: f.inputs, Subscription: f.subscription, Out: f.out, KeysURL: f.keys, KeyScope: f.keyScope,
-		MaxPayload: int(f.maxPayload), BatchSize: f.batchSize, IdleTimeout: f.idle, MaxMessages: f.maxMessages,
-		AllowedLateness: f.lateness, KeyRetryBudget: f.keyRetry, KeyCacheSize: int(f.keyCache),
+		Inputs: f.inputs, Subscription: f.subscription, Out: f.out, KeysURL: f.keys, KeyScope: f.keyScope, RunID: f.runID,
+		MaxPayload: int(f.maxPayload), BatchSize: f.batchSize, KeyRetryBudget: f.keyRetry, KeyCacheSize: int(f.keyCache),
+		ExitBeforeComplete: f.testExitBeforeComplete,
+	}
+	if f.subscription != "" {
+		cfg.IdleTimeout, cfg.StopAfter, cfg.MaxMessages, cfg.AllowedLateness = f.idle, f.stopAfter, f.maxMessages, lateness
+		cfg.MaxDeliveryDelay, cfg.Streams, cfg.PubSubRead = f.deliveryDelay, f.streams, f.pubsubRead
+		cfg.MaxOutstandingMessages, cfg.MaxOutstandingBytes = f.maxOutMsgs, int64(f.maxOutBytes)
+	}
+	if f.testClockStart != "" {
+		start, err := time.Parse(time.RFC3339, f.testClockStart)
+		if err != nil {
+			return fmt.Errorf("--test-clock-start: %w", err)
+		}
+		cfg.Clock = clock.Starting(start, f.testClockRate)
+	}
+	if cfg.RunID == "" {
+		cfg.RunID = pipelines.NewRunID()
 	}
 	if !f.quiet {
 		cfg.Progress = cmd.ErrOrStderr()
 	}
-	res, err := pipelines.Ingest(cmd.Context(), cfg)
+	ctx, cancel := context.WithCancel(context.WithoutCancel(cmd.Context()))
+	defer cancel()
+	stopSignals := plannedStopOnSignal(ctx, cancel, cmd.ErrOrStderr(), cfg)
+	defer stopSignals()
+	res, err := pipelines.Ingest(ctx, cfg)
 	if errors.Is(err, pipelines.ErrDryRun) {
 		return dryRunDone(cmd.ErrOrStderr())
 	}
@@ -207,6 +274,39 @@ func runIngest(cmd *cobra.Command, f *ingestFlags, args []string) error {
 	}
 	res.WriteTable(cmd.OutOrStdout())
 	return nil
+}
+
+// plannedStopOnSignal turns the first SIGTERM or SIGINT of a Pub/Sub run
+// into a planned stop (the run's stop object, which every stream looks
+// for): in-flight batches are written and acknowledged, each stream
+// records where it stopped. A second signal, or any signal during a replay
+// run, aborts (cancel): nothing unwritten is acknowledged.
+func plannedStopOnSignal(ctx context.Context, cancel func(), w io.Writer, cfg pipelines.IngestConfig) (stop func()) {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	done := make(chan struct{})
+	go func() {
+		asked := false
+		for {
+			select {
+			case <-done:
+				return
+			case sig := <-sigs:
+				if asked || cfg.Subscription == "" {
+					fmt.Fprintf(w, "ingest: %s: aborting\n", sig)
+					cancel()
+					continue
+				}
+				asked = true
+				fmt.Fprintf(w, "ingest: %s: stopping run %s (in-flight batches are written and acknowledged; signal again to abort)\n", sig, cfg.RunID)
+				if err := pipelines.RequestStop(ctx, cfg.Out, cfg.RunID); err != nil {
+					fmt.Fprintf(w, "ingest: cannot ask for a planned stop (%v): aborting\n", err)
+					cancel()
+				}
+			}
+		}
+	}()
+	return func() { signal.Stop(sigs); close(done) }
 }
 
 // dryRunDone reports a finished dry run (Beam's --dry_run with
