@@ -3,6 +3,7 @@ package pipelines
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -12,6 +13,7 @@ import (
 	"path"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -20,23 +22,55 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/lockstream/lockstream/blob"
+	"github.com/lockstream/lockstream/clock"
+	"github.com/lockstream/lockstream/completion"
+	"github.com/lockstream/lockstream/dataset"
 	"github.com/lockstream/lockstream/layout"
 	"github.com/lockstream/lockstream/record"
 	"github.com/lockstream/lockstream/schemas"
 	"github.com/lockstream/lockstream/transforms"
 )
 
-// HourlyConfig configures Hourly: the publication of one (type, version, hour).
+// HourlyConfig configures Hourly: the publication of one (type, version,
+// hour): its main part, or, once that is published, a late supplement.
 type HourlyConfig struct {
-	Root     string
-	Type     string
-	Version  int
-	Hour     time.Time
-	Force    bool          // publish even without the raw _COMPLETE marker
-	Lookback time.Duration // drop event ids published in the previous hours within this (default 1h; 0 = default, <0 = none)
-	Shards   int           // dataset files (default DefaultShards)
-	KeyScope string        // recorded in the manifest's lineage ("" = transforms.DefaultKeyScope)
-	Log      io.Writer     // progress lines; nil = silent
+	Root    string
+	Type    string
+	Version int
+	Hour    time.Time
+	// Force publishes the main part of an hour that is not complete (no
+	// completion decision), and marks the hour complete (a forced
+	// _COMPLETE): later raw data of it goes to a supplement.
+	Force bool
+	// Lookback: drop event ids published in the neighbouring hours within
+	// this, before and after the hour (default 1h; 0 = default, <0 = none).
+	Lookback time.Duration
+	Shards   int       // dataset files of a part (default DefaultShards)
+	KeyScope string    // recorded in the manifest's lineage ("" = transforms.DefaultKeyScope)
+	Log      io.Writer // progress lines; nil = silent
+	// RunID names this run in publication leases, staging names, completion
+	// markers it writes and manifests ("" = a random id; HourlyMany gives
+	// every entry without one the same). [A-Za-z0-9_], at most 64.
+	RunID string
+	// Clock is the time of leases, completion decisions and manifests
+	// (zero: the system clock).
+	Clock clock.Clock
+	// LeaseTTL is how long the publication lease lasts without renewal (0 =
+	// dataset.DefaultLeaseTTL); it is renewed every TTL/4 while the run works.
+	LeaseTTL time.Duration
+	// Hooks are for tests only.
+	Hooks *HourlyHooks
+}
+
+// HourlyHooks let tests stop a publication at chosen points. For tests
+// only: production code leaves HourlyConfig.Hooks nil.
+type HourlyHooks struct {
+	// BeforeManifest is called once a part's files are in place, before
+	// the lease is re-checked and _MANIFEST.json written, with the lease's
+	// renewal stopped as if the process were paused there: a hook that
+	// returns after the lease expired makes the publication fail with
+	// dataset.ErrLeaseLost, and publish nothing more.
+	BeforeManifest func(h layout.Hour)
 }
 
 // DefaultShards is the default number of dataset files of an hour.
@@ -44,21 +78,50 @@ const DefaultShards = 4
 
 // Publication states of an hour.
 const (
-	StatePublished        = "published"
-	StateAlreadyPublished = "already-published"
+	StatePublished           = "published"  // the main part
+	StatePublishedSupplement = "supplement" // a late supplement (HourlyResult.Part)
+	StateAlreadyPublished    = "already-published"
 )
 
-// ErrNotReady is returned when an hour's raw _COMPLETE marker is missing
-// (and Force is off): the scheduler should try again later.
-var ErrNotReady = errors.New("pipelines: hour not complete yet (no raw _COMPLETE marker)")
+// ErrNotReady is returned when an hour is not complete (and Force is off):
+// the scheduler should try again later. The error is a *NotReadyError,
+// which says why.
+var ErrNotReady = errors.New("pipelines: hour not complete yet")
+
+// NotReadyError is ErrNotReady with the completion decision.
+type NotReadyError struct{ Decision completion.Decision }
+
+func (e *NotReadyError) Error() string {
+	return fmt.Sprintf("%s: %v: %s", e.Decision.Hour, ErrNotReady, e.Decision.Reason)
+}
+
+func (e *NotReadyError) Unwrap() error { return ErrNotReady }
+
+// ErrLeaseHeld is the outcome of an hour another run is publishing (its
+// lease is live): not a failure, the hour is that run's. The error is a
+// *dataset.HeldError, which says who holds it and until when.
+var ErrLeaseHeld = dataset.ErrLeaseHeld
 
 // HourlyResult is the outcome of one publication.
 type HourlyResult struct {
-	Hour     layout.Hour
-	State    string
+	Hour  layout.Hour
+	State string
+	// Part is the part published (layout.MainPart or "late-000n"); for
+	// StateAlreadyPublished, the main part.
+	Part     string
 	Manifest layout.ManifestDoc
-	Removed  int // leftover objects of an unfinished earlier run that were removed
-	Elapsed  time.Duration
+	// Leftovers counts the objects of an unfinished earlier attempt found
+	// in the part's directory; Removed those of them deleted (a file with
+	// the bytes this run staged for its name is kept).
+	Leftovers, Removed int
+	Elapsed            time.Duration
+}
+
+// NewRunID returns a random run id: the UTC time and 12 hex digits.
+func NewRunID() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return time.Now().UTC().Format("20060102T150405") + "_" + hex.EncodeToString(b[:])
 }
 
 func (c *HourlyConfig) normalize() error {
@@ -78,8 +141,11 @@ func (c *HourlyConfig) normalize() error {
 	if c.Shards == 0 {
 		c.Shards = DefaultShards
 	}
-	if c.Shards < 1 || c.Shards > 10000 {
-		return fmt.Errorf("%w: shards %d not in 1..10000", ErrConfig, c.Shards)
+	if c.RunID == "" {
+		c.RunID = NewRunID()
+	}
+	if c.LeaseTTL < 0 {
+		return fmt.Errorf("%w: lease TTL %s < 0", ErrConfig, c.LeaseTTL)
 	}
 	reg, err := schemas.Embedded()
 	if err != nil {
@@ -88,15 +154,28 @@ func (c *HourlyConfig) normalize() error {
 	if _, err := reg.Lookup(c.Type, c.Version); err != nil {
 		return fmt.Errorf("%w: %v", ErrConfig, err)
 	}
+	// The transform's own checks (shards, run id), before anything is read.
+	pc := transforms.PublishConfig{Root: c.Root, Type: c.Type, Version: c.Version, Hour: c.Hour, RunID: c.RunID, Part: layout.MainPart, Shards: c.Shards}
+	if err := pc.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", ErrConfig, err)
+	}
 	return nil
 }
 
-// Hourly publishes one hour: it waits for nothing — without the raw
-// _COMPLETE marker it returns ErrNotReady unless Force — and a published
-// hour (its _SUCCESS exists) is left alone. Otherwise it removes the
-// leftovers of an unfinished earlier run, dedupes the raw and late records
-// of the hour (and drops event ids published within Lookback before), writes
-// the dataset files, then _MANIFEST.json, then _SUCCESS.
+// Hourly publishes one (type, version, hour), under its publication lease
+// (dataset.AcquireLease; a live lease of another run: ErrLeaseHeld).
+//
+// An hour whose main part is not published must be complete (the
+// completion rule decides and marks it; otherwise ErrNotReady) unless
+// Force: its main part is every raw and late part file of the hour. A
+// published hour gets a late supplement (late-0001, late-0002, …) of the
+// part files no part consumed yet, if there are any; otherwise nothing is
+// done (StateAlreadyPublished). Either way records are deduplicated by
+// event id, and event ids already published within Lookback (before and
+// after the hour; for a supplement also in the hour's earlier parts) are
+// dropped. The files are staged under the run's own staging directory,
+// copied to their final names, read back into _MANIFEST.json, and last
+// _SUCCESS is written; the lease is re-checked before each of those two.
 func Hourly(ctx context.Context, cfg HourlyConfig) (*HourlyResult, error) {
 	out := HourlyMany(ctx, []HourlyConfig{cfg})
 	return out[0].Result, out[0].Err
@@ -108,18 +187,26 @@ type HourlyOutcome struct {
 	Err    error
 }
 
-// HourlyMany is Hourly for several (type, version, hour)s: those of one
-// hour are published by one Beam job (a job costs far more to start than a
-// small hour costs to run), hours go in time order, since an hour's lookback
-// reads the datasets of the hours before it. The i-th outcome belongs to
-// cfgs[i]; an entry that fails (not ready, bad configuration) does not stop
-// the others, but a failed Beam job fails every entry it carried.
+// HourlyMany is Hourly for several (type, version, hour)s: the parts of one
+// hour (main parts and supplements alike) are published by one Beam job (a
+// job costs far more to start than a small hour costs to run), hours go in
+// time order, since an hour's dedupe reads the published hours before it.
+// The i-th outcome belongs to cfgs[i]; an entry that fails (not ready,
+// lease held, bad configuration) does not stop the others — a caller that
+// goes on to later hours of that (type, version) should not, as their
+// lookback would miss it — but a failed Beam job fails every entry it
+// carried. Entries without a RunID share one.
 func HourlyMany(ctx context.Context, cfgs []HourlyConfig) []HourlyOutcome {
 	out := make([]HourlyOutcome, len(cfgs))
+	cfgs = slices.Clone(cfgs)
+	runID := NewRunID()
 	byHour := map[time.Time][]int{}
 	var hours []time.Time
-	for i, cfg := range cfgs {
-		h := cfg.Hour.UTC()
+	for i := range cfgs {
+		if cfgs[i].RunID == "" {
+			cfgs[i].RunID = runID
+		}
+		h := cfgs[i].Hour.UTC()
 		if _, ok := byHour[h]; !ok {
 			hours = append(hours, h)
 		}
@@ -135,132 +222,240 @@ func HourlyMany(ctx context.Context, cfgs []HourlyConfig) []HourlyOutcome {
 			case err != nil:
 				out[i].Err = err
 			case j.res.State == StateAlreadyPublished:
+				j.close(ctx)
 				out[i].Result = j.res
 			default:
 				jobs, at = append(jobs, j), append(at, i)
 			}
 		}
-		if err := runHourJobs(ctx, jobs); err != nil {
-			for _, i := range at {
-				out[i].Err = err
-			}
-			continue
-		}
+		jobErr := runHourJobs(ctx, jobs)
 		for k, j := range jobs {
-			if err := j.finish(ctx); err != nil {
+			err := jobErr
+			if err == nil {
+				err = j.finish(ctx)
+			}
+			if err != nil {
 				out[at[k]].Err = err
 			} else {
 				out[at[k]].Result = j.res
 			}
+			j.close(ctx)
 		}
 	}
 	return out
 }
 
-// hourJob is one hour being published: what prepareHour found.
+// hourJob is one part of an hour being published: what prepareHour found.
 type hourJob struct {
-	cfg         HourlyConfig
-	b           blob.Bucket
-	res         *HourlyResult
-	parts       []string // raw and late part files
-	lookback    []string // dataset files of the hours within Lookback
-	lookbackSHA []string // their checksums (manifests)
-	inputHours  []string
-	start       time.Time
+	cfg   HourlyConfig
+	b     blob.Bucket
+	res   *HourlyResult
+	hour  layout.Hour
+	part  string
+	parts []string // raw and late part files consumed
+	// dedupe are the published dataset files whose event ids the part must
+	// not repeat, with their checksums (manifests).
+	dedupe, dedupeSHA []string
+	inputHours        []string
+	lease             *dataset.Lease
+	stopKeepAlive     func()
+	start             time.Time
 }
 
-// prepareHour checks an hour (published? ready?), lists its inputs and
-// lookback files, and removes what an unfinished earlier run left.
+// prepareHour decides what to publish of an hour (nothing, its main part or
+// a supplement), takes its lease, and lists the inputs and the files to
+// dedupe against. A job it returns holds the lease until close.
 func prepareHour(ctx context.Context, cfg HourlyConfig) (*hourJob, error) {
 	if err := cfg.normalize(); err != nil {
 		return nil, err
 	}
-	j := &hourJob{cfg: cfg, start: time.Now()}
 	h := layout.Hour{Type: cfg.Type, Version: cfg.Version, Hour: cfg.Hour}
-	j.res = &HourlyResult{Hour: h}
+	j := &hourJob{cfg: cfg, hour: h, start: time.Now(), res: &HourlyResult{Hour: h}}
 	b, err := blob.Open(ctx, cfg.Root)
 	if err != nil {
 		return nil, err
 	}
 	j.b = b
-	dir := layout.DatasetDir(cfg.Type, cfg.Version, cfg.Hour)
-	if ok, err := b.Exists(ctx, dir+layout.Success); err != nil {
-		return nil, err
-	} else if ok {
-		j.res.State = StateAlreadyPublished
-		if m, err := ReadManifest(ctx, b, h); err == nil {
-			j.res.Manifest = *m
-		}
-		return j, nil
-	}
-	if !cfg.Force {
-		ok, err := b.Exists(ctx, transforms.CompleteName(cfg.Type, cfg.Version, cfg.Hour))
-		if err != nil {
-			return nil, err
-		}
-		if !ok {
-			return nil, fmt.Errorf("%s: %w", h, ErrNotReady)
-		}
-	}
-	for _, d := range []string{layout.RawDir(cfg.Type, cfg.Version, cfg.Hour), layout.LateDir(cfg.Type, cfg.Version, cfg.Hour)} {
-		names, err := b.List(ctx, d)
-		if err != nil {
-			return nil, err
-		}
-		for _, n := range names {
-			if transforms.IsPart(n) {
-				j.parts = append(j.parts, n)
-			}
-		}
-	}
-	// No _SUCCESS: whatever is in the dataset directory is a crashed run's
-	// and was never published. Output is deterministic, so rewriting gives
-	// the same bytes.
-	left, err := b.List(ctx, dir)
+	// A first look without the lease: a published hour with nothing
+	// pending needs none (a scheduler's --since passes over many), and an
+	// hour that is not complete does not take one.
+	cur, err := dataset.Read(ctx, b, h)
 	if err != nil {
 		return nil, err
 	}
-	if IsDryRun() {
-		left = nil // a dry run changes nothing, leftovers included
-	}
-	for _, n := range left {
-		if err := b.Delete(ctx, n); err != nil {
-			return nil, err
-		}
-	}
-	j.res.Removed = len(left)
-	stale, err := b.List(ctx, transforms.StatsDir(cfg.Type, cfg.Version, cfg.Hour))
-	if err != nil {
-		return nil, err
-	}
-	if IsDryRun() {
-		stale = nil
-	}
-	for _, n := range stale {
-		if err := b.Delete(ctx, n); err != nil {
-			return nil, err
-		}
-	}
-	if len(left) > 0 && cfg.Log != nil {
-		fmt.Fprintf(cfg.Log, "hourly %s: removed %d objects of an unfinished earlier run\n", h, len(left))
-	}
-	j.inputHours = []string{layout.FormatHour(cfg.Hour)}
-	for back := time.Hour; cfg.Lookback > 0 && back <= cfg.Lookback; back += time.Hour {
-		prev := layout.Hour{Type: cfg.Type, Version: cfg.Version, Hour: cfg.Hour.Add(-back)}
-		m, err := ReadManifest(ctx, b, prev)
-		if errors.Is(err, blob.ErrNotExist) {
-			continue
-		}
+	if cur.Published() {
+		pending, err := dataset.Pending(ctx, b, cur)
 		if err != nil {
 			return nil, err
 		}
-		for _, f := range m.Files {
-			j.lookback = append(j.lookback, layout.DatasetDir(prev.Type, prev.Version, prev.Hour)+f.Name)
-			j.lookbackSHA = append(j.lookbackSHA, f.SHA256)
+		if len(pending) == 0 {
+			j.alreadyPublished(cur)
+			return j, nil
 		}
-		j.inputHours = append(j.inputHours, layout.FormatHour(prev.Hour))
+	} else if !cfg.Force {
+		if err := checkComplete(ctx, b, cfg, h); err != nil {
+			return nil, err
+		}
+	}
+	if !IsDryRun() { // a dry run changes nothing: no lease either
+		j.lease, err = dataset.AcquireLease(ctx, b, h, cfg.RunID, cfg.LeaseTTL, cfg.Clock)
+		if err != nil {
+			return nil, err
+		}
+		j.stopKeepAlive = j.lease.KeepAlive(ctx)
+	}
+	if err := j.plan(ctx); err != nil {
+		j.close(ctx)
+		return nil, err
 	}
 	return j, nil
+}
+
+// checkComplete applies the completion rule to h (marking it complete if
+// it is): ErrNotReady, as a *NotReadyError, when it is not. A dry run only
+// decides.
+func checkComplete(ctx context.Context, b blob.Bucket, cfg HourlyConfig, h layout.Hour) error {
+	var d completion.Decision
+	if IsDryRun() {
+		marked, err := completion.IsComplete(ctx, b, h)
+		if err != nil || marked {
+			return err
+		}
+		recs, err := completion.Load(ctx, b)
+		if err != nil {
+			return err
+		}
+		d = completion.Decide(h, recs, cfg.Clock.Now())
+	} else {
+		obs := completion.Observer{Bucket: b, Name: "hourly " + cfg.RunID, Now: cfg.Clock.Now}
+		ds, err := obs.Observe(ctx, []layout.Hour{h})
+		if err != nil {
+			return err
+		}
+		d = ds[0]
+	}
+	if !d.Complete {
+		return &NotReadyError{Decision: d}
+	}
+	return nil
+}
+
+func (j *hourJob) alreadyPublished(cur *dataset.Hour) {
+	j.res.State, j.res.Part, j.res.Manifest = StateAlreadyPublished, layout.MainPart, *cur.Parts[0].Manifest
+}
+
+// plan reads the hour again, now under the lease, and decides the part,
+// its inputs and the files it is deduplicated against.
+func (j *hourJob) plan(ctx context.Context) error {
+	cfg, b, h := j.cfg, j.b, j.hour
+	cur, err := dataset.Read(ctx, b, h)
+	if err != nil {
+		return err
+	}
+	j.inputHours = []string{layout.FormatHour(h.Hour)}
+	if !cur.Published() {
+		j.part = layout.MainPart
+		if cfg.Force && !IsDryRun() {
+			// Forced: the hour is closed from now on, so ingest sends what
+			// still comes for it to late/ (a supplement), not to raw/.
+			if err := completion.WriteMarker(ctx, b, h, completion.Decision{Hour: h}, "hourly "+cfg.RunID, cfg.Clock.Now(), true); err != nil {
+				return err
+			}
+		}
+		if j.parts, err = dataset.InputParts(ctx, b, h); err != nil {
+			return err
+		}
+	} else {
+		if j.parts, err = dataset.Pending(ctx, b, cur); err != nil {
+			return err
+		}
+		if len(j.parts) == 0 { // published meanwhile, by the run that held the lease
+			j.alreadyPublished(cur)
+			return nil
+		}
+		last := 0
+		for _, p := range cur.Parts {
+			if n, ok := layout.ParseSupplementPart(p.Name); ok && n > last {
+				last = n
+			}
+		}
+		// The next number: an unfinished attempt's directory (no _SUCCESS)
+		// of that number is reused, its leftovers replaced.
+		j.part = layout.SupplementPart(last + 1)
+		j.addDedupe(cur)
+	}
+	neighbours, err := dataset.Neighbours(ctx, b, h, cfg.Lookback, true)
+	if err != nil {
+		return err
+	}
+	for _, n := range neighbours {
+		j.addDedupe(n)
+		j.inputHours = append(j.inputHours, layout.FormatHour(n.Hour.Hour))
+	}
+	j.res.Part = j.part
+	if IsDryRun() {
+		return nil
+	}
+	// The staging directory of this run and part: what is there is an
+	// earlier attempt of this run's, which nothing else reads.
+	return deleteAll(ctx, b, j.staging())
+}
+
+func (j *hourJob) addDedupe(h *dataset.Hour) {
+	for _, f := range h.Files() {
+		j.dedupe = append(j.dedupe, f.Name)
+		j.dedupeSHA = append(j.dedupeSHA, f.SHA256)
+	}
+}
+
+func (j *hourJob) staging() string {
+	return layout.StagingDir(j.cfg.RunID, j.hour.Type, j.hour.Version, j.hour.Hour, j.part)
+}
+
+func (j *hourJob) partDir() string {
+	return layout.PartDir(j.hour.Type, j.hour.Version, j.hour.Hour, j.part)
+}
+
+// close stops renewing the lease, removes the run's staging objects of the
+// part and releases the lease (also after a failure).
+func (j *hourJob) close(ctx context.Context) {
+	if j.stopKeepAlive != nil {
+		j.stopKeepAlive()
+		j.stopKeepAlive = nil
+	}
+	if j.lease == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	if j.part != "" {
+		if err := deleteAll(ctx, j.b, j.staging()); err != nil {
+			j.logf("hourly %s: staging objects left in %s: %v", j.hour, j.staging(), err)
+		}
+	}
+	if err := j.lease.Release(ctx); err != nil {
+		j.logf("hourly %s: release lease: %v (it expires by itself)", j.hour, err)
+	}
+	j.lease = nil
+}
+
+func (j *hourJob) logf(format string, a ...any) {
+	if j.cfg.Log != nil {
+		fmt.Fprintf(j.cfg.Log, format+"\n", a...)
+	}
+}
+
+func deleteAll(ctx context.Context, b blob.Bucket, prefix string) error {
+	names, err := b.List(ctx, prefix)
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if err := b.Delete(ctx, n); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // runHourJobs runs the Publish transforms of jobs (those with input) as one
@@ -274,14 +469,17 @@ func runHourJobs(ctx context.Context, jobs []*hourJob) error {
 		}
 		cfg := j.cfg
 		files, err := transforms.Publish(s, transforms.PublishConfig{Root: cfg.Root, Type: cfg.Type, Version: cfg.Version,
-			Hour: cfg.Hour, Shards: cfg.Shards, Lookback: j.lookback, LookbackSHA256: j.lookbackSHA}, j.parts)
+			Hour: cfg.Hour, RunID: cfg.RunID, Part: j.part, Shards: cfg.Shards, Lookback: j.dedupe, LookbackSHA256: j.dedupeSHA}, j.parts)
 		if err != nil {
 			return err
 		}
 		transforms.EndBranch(s, files)
-		names = append(names, j.res.Hour.String())
+		names = append(names, j.res.Hour.String()+" "+j.part)
 	}
 	if len(names) == 0 {
+		if len(jobs) > 0 && IsDryRun() {
+			return ErrDryRun // nothing to run, and nothing to publish either
+		}
 		return nil
 	}
 	if _, err := run(ctx, p); err != nil {
@@ -293,43 +491,184 @@ func runHourJobs(ctx context.Context, jobs []*hourJob) error {
 	return nil
 }
 
-// finish writes the manifest, then _SUCCESS, of a job whose Publish ran.
+// finish publishes a part whose Publish ran: it copies the staged files to
+// their final names, removes what else an unfinished attempt left in the
+// part's directory, reads every file back into the manifest, and writes
+// _MANIFEST.json then _SUCCESS, re-checking the lease before each step.
 func (j *hourJob) finish(ctx context.Context) error {
-	cfg, b, h := j.cfg, j.b, j.res.Hour
+	cfg, b, h := j.cfg, j.b, j.hour
 	acc := layout.Accounting{RawFiles: len(j.parts)}
-	var written map[string]transforms.ShardStats
+	written := map[string]transforms.ShardStats{}
 	if len(j.parts) > 0 {
 		var err error
-		if written, err = shardAccounting(ctx, b, cfg, &acc); err != nil {
+		if written, err = shardAccounting(ctx, b, cfg, j.part, &acc); err != nil {
 			return err
 		}
 	}
-	m, err := buildManifest(ctx, b, cfg, acc, j.inputHours, written)
+	if err := j.lease.Check(ctx); err != nil {
+		return fmt.Errorf("pipelines: hourly %s %s: %w", h, j.part, err)
+	}
+	if err := j.placeFiles(ctx, written); err != nil {
+		return err
+	}
+	m, err := buildManifest(ctx, b, cfg, j.part, acc, j.inputHours, written)
 	if err != nil {
 		return err
 	}
 	if m.Records != acc.Published {
-		return fmt.Errorf("pipelines: hourly %s: files hold %d records, the pipeline published %d", h, m.Records, acc.Published)
+		return fmt.Errorf("pipelines: hourly %s %s: files hold %d records, the pipeline published %d", h, j.part, m.Records, acc.Published)
 	}
+	m.Parts, m.RunID, m.PublishedAt = j.parts, cfg.RunID, cfg.Clock.Now().UTC()
 	data, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return err
 	}
-	dir := layout.DatasetDir(cfg.Type, cfg.Version, cfg.Hour)
-	if err := blob.WriteAll(ctx, b, dir+layout.Manifest, append(data, '\n')); err != nil {
+	if hk := cfg.Hooks; hk != nil && hk.BeforeManifest != nil {
+		j.stopKeepAlive() // as if the whole process paused here
+		hk.BeforeManifest(h)
+		j.stopKeepAlive = j.lease.KeepAlive(ctx)
+	}
+	dir := j.partDir()
+	if err := j.lease.Check(ctx); err != nil {
+		return fmt.Errorf("pipelines: hourly %s %s: not writing %s: %w", h, j.part, layout.Manifest, err)
+	}
+	if err := createReplacingLeftover(ctx, b, dir+layout.Manifest, append(data, '\n')); err != nil {
 		return err
+	}
+	if err := j.lease.Check(ctx); err != nil {
+		return fmt.Errorf("pipelines: hourly %s %s: not writing %s: %w", h, j.part, layout.Success, err)
 	}
 	if err := blob.WriteAll(ctx, b, dir+layout.Success, nil); err != nil {
-		return err
+		// On GCS a retried create whose first attempt took effect finds
+		// its own object: fine if the manifest there is this run's.
+		if !errors.Is(err, blob.ErrExist) {
+			return err
+		}
+		if got, rerr := dataset.ReadManifest(ctx, b, dir); rerr != nil || got.RunID != cfg.RunID || !got.PublishedAt.Equal(m.PublishedAt) {
+			return fmt.Errorf("pipelines: hourly %s %s: %w (and the manifest is not this run's)", h, j.part, err)
+		}
 	}
-	j.res.State, j.res.Manifest, j.res.Elapsed = StatePublished, *m, time.Since(j.start)
+	j.res.State = StatePublished
+	if j.part != layout.MainPart {
+		j.res.State = StatePublishedSupplement
+	}
+	j.res.Manifest, j.res.Elapsed = *m, time.Since(j.start)
 	return nil
 }
 
-// shardAccounting sums the shards' stats objects and removes them. It
-// returns the stats by the dataset file each shard wrote.
-func shardAccounting(ctx context.Context, b blob.Bucket, cfg HourlyConfig, acc *layout.Accounting) (map[string]transforms.ShardStats, error) {
-	names, err := b.List(ctx, transforms.StatsDir(cfg.Type, cfg.Version, cfg.Hour))
+// placeFiles copies the staged files to their final names and deletes every
+// other object an unfinished attempt left in the part's directory. The
+// part is not published (no _SUCCESS), so nothing there is visible; a
+// leftover with the very bytes staged for its name is kept.
+func (j *hourJob) placeFiles(ctx context.Context, written map[string]transforms.ShardStats) error {
+	b, dir, staging := j.b, j.partDir(), j.staging()
+	ours := map[string]bool{}
+	for base, st := range written {
+		ours[base] = true
+		left, removed, err := placeFile(ctx, b, staging+base, dir+base, st.SHA256)
+		if err != nil {
+			return fmt.Errorf("pipelines: hourly %s %s: %w", j.hour, j.part, err)
+		}
+		j.res.Leftovers += left
+		j.res.Removed += removed
+	}
+	names, err := partObjects(ctx, b, dir)
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		base := path.Base(n)
+		if ours[base] {
+			continue
+		}
+		if base == layout.Success {
+			return fmt.Errorf("pipelines: hourly %s %s: %s appeared while this run held the lease", j.hour, j.part, n)
+		}
+		if err := deleteLeftover(ctx, b, n); err != nil {
+			return err
+		}
+		j.res.Leftovers++
+		j.res.Removed++
+	}
+	if j.res.Leftovers > 0 {
+		j.logf("hourly %s %s: %d objects of an unfinished earlier attempt found, %d removed", j.hour, j.part, j.res.Leftovers, j.res.Removed)
+	}
+	return nil
+}
+
+// placeFile copies staged to final. A final object that exists already is
+// an unfinished attempt's: kept if its checksum is sha, else deleted (at
+// the generation read) and copied again.
+func placeFile(ctx context.Context, b blob.Bucket, staged, final, sha string) (leftovers, removed int, err error) {
+	err = b.Copy(ctx, staged, final)
+	if !errors.Is(err, blob.ErrExist) {
+		return 0, 0, err
+	}
+	data, gen, err := b.ReadVersion(ctx, final)
+	if err != nil {
+		return 1, 0, err
+	}
+	if s := sha256.Sum256(data); hex.EncodeToString(s[:]) == sha {
+		return 1, 0, nil
+	}
+	if err := b.DeleteVersion(ctx, final, gen); err != nil {
+		return 1, 0, fmt.Errorf("remove leftover %s: %w", final, err)
+	}
+	return 1, 1, b.Copy(ctx, staged, final)
+}
+
+// deleteLeftover deletes an object at the generation it has now.
+func deleteLeftover(ctx context.Context, b blob.Bucket, name string) error {
+	gen, _, err := b.Stat(ctx, name)
+	if errors.Is(err, blob.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := b.DeleteVersion(ctx, name, gen); err != nil {
+		return fmt.Errorf("pipelines: remove leftover %s: %w", name, err)
+	}
+	return nil
+}
+
+// createReplacingLeftover creates name, in a part's directory; one that
+// exists is an unfinished attempt's (the part has no _SUCCESS yet):
+// deleted at its generation, then created again.
+func createReplacingLeftover(ctx context.Context, b blob.Bucket, name string, data []byte) error {
+	err := blob.WriteAll(ctx, b, name, data)
+	if !errors.Is(err, blob.ErrExist) {
+		return err
+	}
+	if ok, err := b.Exists(ctx, path.Dir(name)+"/"+layout.Success); err != nil || ok {
+		return fmt.Errorf("pipelines: %s exists, and the part is published (%v)", name, err)
+	}
+	if err := deleteLeftover(ctx, b, name); err != nil {
+		return err
+	}
+	return blob.WriteAll(ctx, b, name, data)
+}
+
+// partObjects lists the objects directly in a part's directory (a main
+// part's directory also holds the supplements' directories).
+func partObjects(ctx context.Context, b blob.Bucket, dir string) ([]string, error) {
+	names, err := b.List(ctx, dir)
+	if err != nil {
+		return nil, err
+	}
+	out := names[:0]
+	for _, n := range names {
+		if !strings.Contains(strings.TrimPrefix(n, dir), "/") {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+// shardAccounting sums the shards' stats objects (every shard must have
+// reported). It returns the stats by the dataset file each shard wrote.
+func shardAccounting(ctx context.Context, b blob.Bucket, cfg HourlyConfig, part string, acc *layout.Accounting) (map[string]transforms.ShardStats, error) {
+	names, err := b.List(ctx, transforms.StatsDir(cfg.RunID, cfg.Type, cfg.Version, cfg.Hour, part))
 	if err != nil {
 		return nil, err
 	}
@@ -344,8 +683,8 @@ func shardAccounting(ctx context.Context, b blob.Bucket, cfg HourlyConfig, acc *
 		if err := json.Unmarshal(data, &st); err != nil {
 			return nil, fmt.Errorf("pipelines: %s: %w", n, err)
 		}
-		if seen[st.Shard] {
-			return nil, fmt.Errorf("pipelines: shard %d reported twice", st.Shard)
+		if seen[st.Shard] || st.Shard < 0 || st.Shard >= cfg.Shards {
+			return nil, fmt.Errorf("pipelines: %s: shard %d reported twice or out of range", n, st.Shard)
 		}
 		seen[st.Shard] = true
 		if st.File != "" {
@@ -357,19 +696,19 @@ func shardAccounting(ctx context.Context, b blob.Bucket, cfg HourlyConfig, acc *
 		acc.LookbackDropped += st.Lookback
 		acc.Published += st.Published
 	}
-	for _, n := range names {
-		if err := b.Delete(ctx, n); err != nil {
-			return nil, err
-		}
+	if len(seen) != cfg.Shards {
+		return nil, fmt.Errorf("pipelines: hourly %s v%d %s %s: %d of %d shards reported", cfg.Type, cfg.Version, layout.FormatHour(cfg.Hour), part, len(seen), cfg.Shards)
 	}
 	return written, nil
 }
 
-// buildManifest reads back every dataset file: count, size, checksum. A
-// file whose shard reported the checksum of what it wrote (written) must
-// be stored with exactly those bytes, and is counted from its block
-// headers; any other is decoded record by record.
-func buildManifest(ctx context.Context, b blob.Bucket, cfg HourlyConfig, acc layout.Accounting, inputHours []string, written map[string]transforms.ShardStats) (*layout.ManifestDoc, error) {
+// buildManifest reads back every dataset file of a part: count, size,
+// checksum. A file whose shard reported the checksum of what it wrote
+// (written) must be stored with exactly those bytes, and is counted from
+// its block headers; with written nil, every file is decoded record by
+// record. With written set, the part's directory must hold exactly the
+// files written.
+func buildManifest(ctx context.Context, b blob.Bucket, cfg HourlyConfig, part string, acc layout.Accounting, inputHours []string, written map[string]transforms.ShardStats) (*layout.ManifestDoc, error) {
 	reg, err := schemas.Embedded()
 	if err != nil {
 		return nil, err
@@ -382,14 +721,34 @@ func buildManifest(ctx context.Context, b blob.Bucket, cfg HourlyConfig, acc lay
 	if err != nil {
 		return nil, err
 	}
-	dir := layout.DatasetDir(cfg.Type, cfg.Version, cfg.Hour)
-	names, err := b.List(ctx, dir)
+	dir := layout.PartDir(cfg.Type, cfg.Version, cfg.Hour, part)
+	all, err := partObjects(ctx, b, dir)
 	if err != nil {
 		return nil, err
 	}
+	var names []string
+	for _, n := range all {
+		if strings.HasSuffix(n, ".avro") {
+			names = append(names, n)
+		}
+	}
+	if written != nil {
+		found := map[string]bool{}
+		for _, n := range names {
+			if _, ok := written[path.Base(n)]; !ok {
+				return nil, fmt.Errorf("pipelines: verify %s: not written by this run", n)
+			}
+			found[path.Base(n)] = true
+		}
+		for base := range written {
+			if !found[base] {
+				return nil, fmt.Errorf("pipelines: verify %s%s: missing", dir, base)
+			}
+		}
+	}
 	m := &layout.ManifestDoc{
-		FormatVersion: 1, EventType: cfg.Type, SchemaVersion: cfg.Version, Hour: layout.FormatHour(cfg.Hour),
-		SchemaFingerprint: s.Encrypted().Fingerprint, Input: acc, Files: []layout.ManifestFile{},
+		FormatVersion: layout.ManifestFormatVersion, EventType: cfg.Type, SchemaVersion: cfg.Version, Hour: layout.FormatHour(cfg.Hour),
+		Part: part, SchemaFingerprint: s.Encrypted().Fingerprint, Input: acc, Files: []layout.ManifestFile{},
 		Lineage: layout.Lineage{InputHours: inputHours, CodeVersion: CodeVersion(), KeyScope: cfg.KeyScope},
 	}
 	// Every file is read back and decoded: on all cores, as the files
@@ -398,9 +757,6 @@ func buildManifest(ctx context.Context, b blob.Bucket, cfg HourlyConfig, acc lay
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(runtime.GOMAXPROCS(0))
 	for i, n := range names {
-		if !strings.HasSuffix(n, ".avro") {
-			continue
-		}
 		g.Go(func() error {
 			data, err := blob.ReadAll(gctx, b, n)
 			if err != nil {
@@ -430,10 +786,8 @@ func buildManifest(ctx context.Context, b blob.Bucket, cfg HourlyConfig, acc lay
 		return nil, err
 	}
 	for _, f := range files {
-		if f.Name != "" {
-			m.Files = append(m.Files, f)
-			m.Records += f.Records
-		}
+		m.Files = append(m.Files, f)
+		m.Records += f.Records
 	}
 	sort.Slice(m.Files, func(i, j int) bool { return m.Files[i].Name < m.Files[j].Name })
 	return m, nil
@@ -466,49 +820,39 @@ func countRecords(data []byte, lay *record.Layout) (int64, error) {
 	}
 }
 
-// ReadManifest reads the manifest of a published hour (blob.ErrNotExist
-// when the hour is not published: no _SUCCESS).
-func ReadManifest(ctx context.Context, b blob.Bucket, h layout.Hour) (*layout.ManifestDoc, error) {
-	dir := layout.DatasetDir(h.Type, h.Version, h.Hour)
-	if ok, err := b.Exists(ctx, dir+layout.Success); err != nil {
-		return nil, err
-	} else if !ok {
-		return nil, fmt.Errorf("%w: %s", blob.ErrNotExist, dir+layout.Success)
+// readPublished is dataset.ReadPublished whose error for an unpublished
+// hour is also blob.ErrNotExist (what callers of ReadManifest test).
+func readPublished(ctx context.Context, b blob.Bucket, h layout.Hour) (*dataset.Hour, error) {
+	d, err := dataset.ReadPublished(ctx, b, h)
+	if errors.Is(err, dataset.ErrNotPublished) {
+		return nil, fmt.Errorf("%w: %w", blob.ErrNotExist, err)
 	}
-	data, err := blob.ReadAll(ctx, b, dir+layout.Manifest)
+	return d, err
+}
+
+// ReadManifest reads the manifest of a published hour's main part
+// (blob.ErrNotExist when the hour is not published: no _SUCCESS).
+// dataset.Read has every part, supplements included.
+func ReadManifest(ctx context.Context, b blob.Bucket, h layout.Hour) (*layout.ManifestDoc, error) {
+	d, err := readPublished(ctx, b, h)
 	if err != nil {
 		return nil, err
 	}
-	var m layout.ManifestDoc
-	if err := json.Unmarshal(data, &m); err != nil {
-		return nil, fmt.Errorf("pipelines: %s: %w", dir+layout.Manifest, err)
-	}
-	return &m, nil
+	return d.Parts[0].Manifest, nil
 }
 
-// VerifyHour re-reads a published hour and checks every file against its
-// manifest (size, checksum).
+// VerifyHour re-reads every file of every published part of an hour and
+// checks it against its manifest (size, checksum).
 func VerifyHour(ctx context.Context, b blob.Bucket, h layout.Hour) error {
-	m, err := ReadManifest(ctx, b, h)
+	d, err := readPublished(ctx, b, h)
 	if err != nil {
 		return err
 	}
-	dir := layout.DatasetDir(h.Type, h.Version, h.Hour)
-	for _, f := range m.Files {
-		data, err := blob.ReadAll(ctx, b, dir+f.Name)
-		if err != nil {
-			return err
-		}
-		sum := sha256.Sum256(data)
-		if int64(len(data)) != f.Bytes || hex.EncodeToString(sum[:]) != f.SHA256 {
-			return fmt.Errorf("pipelines: %s%s does not match its manifest", dir, f.Name)
-		}
-	}
-	return nil
+	return dataset.Verify(ctx, b, d)
 }
 
 // RawHours lists the (type, version) pairs that have raw or late data for
-// an hour.
+// an hour (an hour may have late data only).
 func RawHours(ctx context.Context, b blob.Bucket, hour time.Time) ([]layout.Hour, error) {
 	reg, err := schemas.Embedded()
 	if err != nil {
@@ -532,6 +876,57 @@ func RawHours(ctx context.Context, b blob.Bucket, hour time.Time) ([]layout.Hour
 	return out, nil
 }
 
+// PendingSupplements lists the published (type, version, hour)s with hours
+// in [from, to) that have part files no published part consumed: each
+// needs a supplement. In time order, then by type and version.
+func PendingSupplements(ctx context.Context, b blob.Bucket, from, to time.Time) ([]layout.Hour, error) {
+	reg, err := schemas.Embedded()
+	if err != nil {
+		return nil, err
+	}
+	var cands []layout.Hour
+	for hr := from.UTC().Truncate(time.Hour); hr.Before(to); hr = hr.Add(time.Hour) {
+		for _, t := range reg.Types() {
+			for _, v := range reg.Versions(t) {
+				cands = append(cands, layout.Hour{Type: t, Version: v, Hour: hr})
+			}
+		}
+	}
+	pending := make([]bool, len(cands))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for i, h := range cands {
+		g.Go(func() error {
+			d, err := dataset.Read(gctx, b, h)
+			if err != nil || !d.Published() {
+				return err
+			}
+			p, err := dataset.Pending(gctx, b, d)
+			pending[i] = len(p) > 0
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	var out []layout.Hour
+	for i, h := range cands {
+		if pending[i] {
+			out = append(out, h)
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		if !out[i].Hour.Equal(out[j].Hour) {
+			return out[i].Hour.Before(out[j].Hour)
+		}
+		if out[i].Type != out[j].Type {
+			return out[i].Type < out[j].Type
+		}
+		return out[i].Version < out[j].Version
+	})
+	return out, nil
+}
+
 // CodeVersion names the build of this binary for lineage.
 func CodeVersion() string {
 	bi, ok := debug.ReadBuildInfo()
@@ -547,15 +942,15 @@ func CodeVersion() string {
 }
 
 // ReadDatasetEventIDs calls fn with the event id of every record of a
-// published hour.
+// published hour: its main part and every published supplement.
 func ReadDatasetEventIDs(ctx context.Context, b blob.Bucket, h layout.Hour, fn func(id string)) error {
-	m, err := ReadManifest(ctx, b, h)
+	d, err := readPublished(ctx, b, h)
 	if err != nil {
 		return err
 	}
 	var files []string
-	for _, f := range m.Files {
-		files = append(files, layout.DatasetDir(h.Type, h.Version, h.Hour)+f.Name)
+	for _, f := range d.Files() {
+		files = append(files, f.Name)
 	}
 	return transforms.ReadDatasetRecords(ctx, b, h.Type, h.Version, files, func(cols []record.Column, lay *record.Layout, _ []byte) {
 		fn(string(cols[lay.Dedupe].Bytes))

@@ -55,7 +55,7 @@ func TestManifestCheckAgainstWhatWasWritten(t *testing.T) {
 		written[f.Name] = transforms.ShardStats{File: f.Name, SHA256: f.SHA256, Published: f.Records}
 	}
 	check := func(w map[string]transforms.ShardStats) (*layout.ManifestDoc, error) {
-		return buildManifest(ctx, b, cfg, m.Input, m.Lineage.InputHours, w)
+		return buildManifest(ctx, b, cfg, layout.MainPart, m.Input, m.Lineage.InputHours, w)
 	}
 	got, err := check(written)
 	if err != nil || got.Records != m.Records {

@@ -4,29 +4,60 @@
 //
 // # Ingest
 //
-// ReadReplay and ReadPubSub emit batches of messages (one element = up to
-// BatchSize messages), so the anonymize stage makes one key-service lookup
-// per batch without emitting from FinishBundle (whose emits land in the
-// global window at time zero). ReadPubSub is an unbounded splittable DoFn
-// over the Pub/Sub v2 client (synchronous Pull; a manual watermark from
-// publish times; IdleTimeout ends it like a drain). AnonymizeAndWrite is
-// fused with the source (no shuffle per event): it anonymizes a batch
-// (package record), writes raw/late part files and dead-letter files
-// through package blob, and only then acknowledges the batch's Pub/Sub
-// messages — the stage that made the data durable acks it (bundle
-// finalization is not a safe ack point in Beam Go v2.77). CompleteHours
-// shuffles only one small notice per written file and writes each hour's
-// _COMPLETE marker from an event-time timer at hour end + allowed lateness.
+// ReadReplay emits batches of messages (one element = up to BatchSize
+// messages) that AnonymizeAndWrite, fused with it, anonymizes (one key
+// lookup per batch; package record) and writes as raw/late part files and
+// dead-letter files through package blob. Before a writer's first raw file
+// of an hour it records the hour under writers/<run>/hours/ (package
+// completion); an hour whose _COMPLETE marker exists gets late/ files
+// instead (re-checked every 10 s; a raw file written in the race is not
+// lost: the hour's next supplement publishes every part file no manifest
+// lists).
+//
+// # Pub/Sub
+//
+// IngestPubSub is an unbounded splittable DoFn over the Pub/Sub v2 client
+// whose restriction splits into Streams parallel pull streams, which the
+// runner spreads over its workers (prism runs as many at once as there are
+// cores). Each stream pulls, writes and acknowledges by itself: the stage
+// that made the data durable acks it, in the same process, so nothing about
+// a message crosses a shuffle (bundle finalization is not a safe ack point
+// in Beam Go v2.77). In a stream, a puller feeds batches to as many writers
+// as there are cores; every message is leased (its ack deadline extended
+// every 10 s by 60 s) from its pull until its ack; a worker holds at most
+// MaxOutstandingMessages and MaxOutstandingBytes pulled and not yet
+// acknowledged (the flow control is shared by the worker's streams of one
+// run), and pulling pauses at either limit. A stream runs in sessions of
+// 5 s: it returns (a checkpoint) only with nothing outstanding.
+//
+// A stream's watermark is the oldest publish time it holds, and at most the
+// start of its last pull that left the subscription empty minus
+// MaxDeliveryDelay; messages whose ack failed hold it until their lease
+// has surely expired (they are redelivered). A stream rewrites its writer
+// record (writers/<run>/stream-NNN.json) every 10 s and before its first
+// pull; stream 0 also observes the completion of the root's open hours and
+// writes their _COMPLETE markers. A key-service outage holds a batch (its
+// messages stay leased and hold the watermark) until the service answers:
+// nothing is written late or dead-lettered for it. IdleTimeout drains a
+// stream (state drained: the hours it wrote may complete); StopAfter,
+// MaxMessages or the run's stop object (layout.WriterStop) stop it as
+// planned (state stopped: later hours stay open).
+//
+// IngestPubSubDataflow uses Beam's native Pub/Sub read instead (Dataflow
+// only): batches within a bundle, written before the bundle commits.
 //
 // # Publication (hourly)
 //
-// Publish reads an hour's raw and late part files and keys each record by
-// shard = fnv32a(event id) mod Shards: ONE shuffle per event. A shard sorts
-// its records by (event id, publish time, bytes), keeps the first of each
-// event id, drops event ids published in the lookback hours, and writes
-// part-0000i-of-0000n.avro with a sync marker derived from its name: the
-// output is a pure function of the input set, so a re-run writes the same
-// bytes.
+// Publish reads the raw and late part files of one part of an hour (the
+// main part or a late supplement) and keys each record by shard =
+// fnv32a(event id) mod Shards: ONE shuffle per event. A shard sorts its
+// records by (event id, publish time, bytes), keeps the first of each event
+// id, drops event ids already published (the neighbouring hours within the
+// lookback and, for a supplement, the hour's earlier parts), and writes
+// part-0000i-of-0000n.avro to the run's staging directory, with a sync
+// marker derived from the file's final name: the output is a pure function
+// of the input set, so any run writes the same bytes. The driver
+// (pipelines.Hourly) publishes the staged files under its lease.
 //
 // # View
 //
@@ -43,16 +74,21 @@
 // # Guarantees
 //
 //   - No plaintext PII is written: records hold ciphertexts, dead-letter
-//     files hold reasons, paths and sealed payloads only.
+//     files hold reasons, paths and sealed payloads and attributes only.
 //   - Nothing is silently dropped: every message is written, dead-lettered
 //     (by reason) or routed late, and counted in metrics (MetricsNamespace).
-//   - A Pub/Sub message is acked only after its files are durably closed.
+//   - A Pub/Sub message is acked only after its files are durably closed,
+//     and stays leased until then.
+//   - No process-global state carries a message between stages: each Pub/Sub
+//     stream writes and acknowledges what it pulled.
 //
 // # Failure modes
 //
-// Key-service errors are retried with jittered backoff up to a budget; then
-// the batch is dead-lettered as key_unavailable (never written in
-// plaintext). A failed write is a bundle failure: the runner retries it,
-// nothing is acked, and Pub/Sub redelivers (raw may then hold duplicates,
-// which hourly removes).
+// Key-service errors of a replay batch are retried with jittered backoff up
+// to a budget; then the batch is dead-lettered as key_unavailable (never
+// written in plaintext). A Pub/Sub batch is held instead. A failed write is
+// a bundle failure: the runner retries it, nothing is acked, and Pub/Sub
+// redelivers when the leases expire (raw may then hold duplicates, which
+// hourly removes). A failed acknowledgement hands the messages back: they
+// are written again and deduplicated.
 package transforms

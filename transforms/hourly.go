@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path"
 	"slices"
 	"strings"
 	"sync"
@@ -26,14 +25,18 @@ import (
 	"github.com/lockstream/lockstream/schemas"
 )
 
-// Publication of one (type, version, hour): read the raw (and late) part
-// files, dedupe by event id, write the immutable dataset files.
+// Publication of one part of one (type, version, hour): read the raw (and
+// late) part files given, dedupe by event id, write the part's dataset
+// files to the run's staging directory (layout.StagingDir); the driver
+// copies them to their final names under its publication lease.
 //
 // One shuffle per event: every record is keyed by shard =
 // fnv32a(event id) mod Shards, so all copies of an event meet in one shard;
 // a shard sorts its records by (event id, publish time, bytes) and keeps the
 // first of each event id, which makes the output a pure function of the
-// input set — a re-run writes byte-identical files.
+// input set — a re-run writes byte-identical files. The Avro sync marker is
+// derived from the file's final name, never from the staging name, so the
+// bytes do not depend on the run that wrote them.
 
 func init() {
 	register.DoFn3x1[context.Context, string, func(int, []byte), error](&readPartsFn{})
@@ -55,12 +58,22 @@ const (
 
 // PublishConfig configures Publish.
 type PublishConfig struct {
-	Root     string
-	Type     string
-	Version  int
-	Hour     time.Time
-	Shards   int      // number of output files (>= 1)
-	Lookback []string // dataset part files of earlier hours whose event ids are dropped
+	Root    string
+	Type    string
+	Version int
+	Hour    time.Time
+	// RunID names the hourly run: its files go to its own staging
+	// directory, layout.StagingDir(RunID, ...), which no other run touches.
+	RunID string
+	// Part is the part published: layout.MainPart or a supplement
+	// ("late-0001", layout.SupplementPart).
+	Part   string
+	Shards int // number of output files (>= 1)
+	// Lookback are the published dataset files (root-relative) whose event
+	// ids this part must not repeat: every part of the neighbouring hours
+	// within the lookback and, for a supplement, the hour's earlier parts.
+	// Their records are dropped and counted as lookback.
+	Lookback []string
 	// LookbackSHA256 has, aligned with Lookback, each file's checksum from
 	// its manifest ("" unknown): a file this process wrote with exactly
 	// that checksum is not read back for its ids.
@@ -71,6 +84,12 @@ type PublishConfig struct {
 func (c *PublishConfig) Validate() error {
 	if c.Root == "" || c.Type == "" || c.Version < 1 || c.Hour.IsZero() {
 		return errors.New("transforms.Publish: Root, Type, Version and Hour are required")
+	}
+	if err := validRunID(c.RunID); err != nil {
+		return fmt.Errorf("transforms.Publish: %w", err)
+	}
+	if _, ok := layout.ParseSupplementPart(c.Part); c.Part != layout.MainPart && !ok {
+		return fmt.Errorf("transforms.Publish: Part %q is neither %q nor a supplement (late-0001)", c.Part, layout.MainPart)
 	}
 	if c.Shards < 1 || c.Shards > 10000 {
 		return fmt.Errorf("transforms.Publish: Shards %d not in 1..10000", c.Shards)
@@ -89,26 +108,28 @@ type ShardStats struct {
 	Duplicates int64 `json:"duplicates"`
 	Lookback   int64 `json:"lookback"`
 	Published  int64 `json:"published"`
-	// File is the dataset file written (base name; "" when every record
-	// was dropped) and SHA256 the checksum of its bytes as written: the
-	// manifest check compares what is stored against it.
+	// File is the dataset file written (base name, layout.ShardFile; ""
+	// when every record was dropped) and SHA256 the checksum of its bytes
+	// as written: the driver checks what it publishes against it.
 	File   string `json:"file,omitempty"`
 	SHA256 string `json:"sha256,omitempty"`
 }
 
 // StatsDir is where Publish leaves one ShardStats object per shard for the
-// driver (outside the dataset directory; removed once the manifest is out).
-func StatsDir(eventType string, version int, hour time.Time) string {
-	return "tmp/hourly/" + strings.TrimPrefix(layout.DatasetDir(eventType, version, hour), layout.DatasetsArea+"/")
+// driver: inside the run's staging directory of the part, removed with it.
+func StatsDir(runID, eventType string, version int, hour time.Time, part string) string {
+	return layout.StagingDir(runID, eventType, version, hour, part) + "stats/"
 }
 
-// ShardName is the object name of dataset file i of n.
-func ShardName(eventType string, version int, hour time.Time, i, n int) string {
-	return layout.DatasetDir(eventType, version, hour) + fmt.Sprintf("part-%05d-of-%05d.avro", i, n)
+// StatsName is the ShardStats object of one shard.
+func StatsName(runID, eventType string, version int, hour time.Time, part string, shard int) string {
+	return StatsDir(runID, eventType, version, hour, part) + fmt.Sprintf("shard-%05d.json", shard)
 }
 
 // Publish reads the given raw/late part files and writes the deduplicated
-// dataset files of one hour. It returns the names of the files written.
+// dataset files of one part of an hour to the run's staging directory
+// (layout.StagingDir + layout.ShardFile), with one ShardStats object per
+// shard (StatsName). It returns the staged names of the files written.
 func Publish(s beam.Scope, cfg PublishConfig, parts []string) (beam.PCollection, error) {
 	if err := cfg.Validate(); err != nil {
 		return beam.PCollection{}, err
@@ -118,7 +139,8 @@ func Publish(s beam.Scope, cfg PublishConfig, parts []string) (beam.PCollection,
 	keyed := beam.ParDo(s, &readPartsFn{Root: cfg.Root, Type: cfg.Type, Version: cfg.Version, Shards: cfg.Shards}, files)
 	grouped := beam.GroupByKey(s, keyed)
 	return beam.ParDo(s, &writeShardFn{Root: cfg.Root, Type: cfg.Type, Version: cfg.Version,
-		HourMillis: cfg.Hour.UnixMilli(), Shards: cfg.Shards, Lookback: cfg.Lookback, LookbackSHA256: cfg.LookbackSHA256}, grouped), nil
+		HourMillis: cfg.Hour.UnixMilli(), RunID: cfg.RunID, Part: cfg.Part, Shards: cfg.Shards,
+		Lookback: cfg.Lookback, LookbackSHA256: cfg.LookbackSHA256}, grouped), nil
 }
 
 func openSchema(eventType string, version int) (*schemas.Schema, *record.Layout, error) {
@@ -245,12 +267,15 @@ func shardOf[T string | []byte](eventID T, n int) int {
 	return int(h % uint32(n))
 }
 
-// writeShardFn dedupes one shard and writes its dataset file.
+// writeShardFn dedupes one shard and writes its dataset file to the
+// run's staging directory.
 type writeShardFn struct {
 	Root       string
 	Type       string
 	Version    int
 	HourMillis int64
+	RunID      string
+	Part       string
 	Shards     int
 	Lookback   []string
 	// LookbackSHA256: see PublishConfig.
@@ -313,9 +338,14 @@ func (fn *writeShardFn) ProcessElement(ctx context.Context, shard int, recs func
 		}
 		return bytes.Compare(a.rec, b.rec)
 	})
-	name := ShardName(fn.Type, fn.Version, time.UnixMilli(fn.HourMillis).UTC(), shard, fn.Shards)
+	hour := time.UnixMilli(fn.HourMillis).UTC()
+	base := layout.ShardFile(shard, fn.Shards)
+	// The final name, not the staged one: the bytes are a function of the
+	// input set and the file's place in the dataset, never of the run.
+	final := layout.PartDir(fn.Type, fn.Version, hour, fn.Part) + base
+	staged := layout.StagingDir(fn.RunID, fn.Type, fn.Version, hour, fn.Part) + base
 	var buf bytes.Buffer
-	w, err := record.NewOCFWriter(&buf, fn.schema.Encrypted().JSON, record.SyncMarker(name), FileCodec)
+	w, err := record.NewOCFWriter(&buf, fn.schema.Encrypted().JSON, record.SyncMarker(final), FileCodec)
 	if err != nil {
 		return err
 	}
@@ -344,51 +374,52 @@ func (fn *writeShardFn) ProcessElement(ctx context.Context, shard int, recs func
 	beam.NewCounter(MetricsNamespaceHourly, CountPublished).Inc(ctx, published)
 	st.Shard, st.Duplicates, st.Lookback, st.Published = shard, dups, back, published
 	if published > 0 {
-		st.File, st.SHA256 = path.Base(name), hex.EncodeToString(sum(buf.Bytes()))
+		st.File, st.SHA256 = base, hex.EncodeToString(sum(buf.Bytes()))
+		// The staging directory is this run's alone: what is there is a
+		// retried bundle's (or an earlier attempt of this run's), replaced.
+		if err := replaceObject(ctx, fn.bucket, staged, buf.Bytes()); err != nil {
+			return fmt.Errorf("transforms.Publish: %w", err)
+		}
+		rememberWritten(fn.bucket.Root(), final, st.SHA256, kept)
 	}
 	// The accounting travels in a small stats object per shard, not in Beam
 	// metrics: runner metrics are for monitoring (prism was seen to lose
-	// counter updates of large bundles), the manifest must be exact.
-	hour := time.UnixMilli(fn.HourMillis).UTC()
-	statsName := StatsDir(fn.Type, fn.Version, hour) + fmt.Sprintf("shard-%05d.json", shard)
+	// counter updates of large bundles), the manifest must be exact. It is
+	// written after the shard's file: a stats object means the shard is done.
 	js, err := json.Marshal(st)
 	if err != nil {
 		return err
 	}
-	if err := fn.bucket.Delete(ctx, statsName); err != nil { // a retried bundle's
+	statsName := StatsName(fn.RunID, fn.Type, fn.Version, hour, fn.Part, shard)
+	if err := replaceObject(ctx, fn.bucket, statsName, js); err != nil {
+		return fmt.Errorf("transforms.Publish: %w", err)
+	}
+	if published > 0 {
+		emit(staged)
+	}
+	return nil
+}
+
+// replaceObject writes name, replacing what is there: only for objects of
+// the run's own staging directory.
+func replaceObject(ctx context.Context, b blob.Bucket, name string, data []byte) error {
+	if err := b.Delete(ctx, name); err != nil {
 		return err
 	}
-	if err := blob.WriteAll(ctx, fn.bucket, statsName, js); err != nil {
-		return fmt.Errorf("transforms.Publish: write %s: %w", statsName, err)
+	if err := blob.WriteAll(ctx, b, name, data); err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
 	}
-	if published == 0 {
-		return nil // every record was a lookback duplicate: no file
-	}
-	if err := blob.WriteAll(ctx, fn.bucket, name, buf.Bytes()); err != nil {
-		if !errors.Is(err, blob.ErrExist) {
-			return fmt.Errorf("transforms.Publish: write %s: %w", name, err)
-		}
-		// A retried bundle (or a crashed run's leftover the driver did not
-		// clean) already wrote it: it must be the same bytes.
-		old, rerr := blob.ReadAll(ctx, fn.bucket, name)
-		if rerr != nil {
-			return rerr
-		}
-		if oldSum := hex.EncodeToString(sum(old)); oldSum != st.SHA256 {
-			return fmt.Errorf("transforms.Publish: %s exists with other content (sha256 %s)", name, oldSum)
-		}
-	}
-	rememberWritten(fn.bucket.Root(), name, st.SHA256, kept)
-	emit(name)
 	return nil
 }
 
 // writtenIDs holds the event ids of the dataset files this process wrote,
-// by root, name and checksum: the next hour's lookback (in the same
-// process, as on prism) takes them from here instead of reading and
-// inflating the previous hour's files again. Only a file whose manifest
-// names the very checksum it was written with is found here. It keeps the
-// files of a few hours of every (type, version).
+// by root, final name (not the staged one) and checksum: the next hour's
+// lookback (in the same process, as on prism) takes them from here instead
+// of reading and inflating the previous hour's files again. Only a file
+// whose manifest names the very checksum it was written with is found
+// here, so a file staged but never published (or published by another
+// run with other bytes) is read from storage. It keeps the files of a few
+// hours of every (type, version).
 var writtenIDs = newRecent[*idList](256)
 
 // lookbackCache holds, per file set, the lookback id sets split by shard:

@@ -49,10 +49,14 @@ func TestHourlySinceWithBigQuery(t *testing.T) {
 	if _, err := pipelines.Ingest(ctx, pipelines.IngestConfig{Inputs: []string{in}, Out: root, KeysURL: keys}); err != nil {
 		t.Fatal(err)
 	}
-	// Hide one _COMPLETE marker: that hour (and the ones after it) are not ready.
+	// Hide one _COMPLETE marker and the writer records that decided it:
+	// that hour (and the later ones of its type) are not ready.
 	marker := filepath.Join(root, "raw", "PlaybackEvent", "v1", "2026-11-23", "06", "_COMPLETE")
-	if err := os.Rename(marker, marker+".hidden"); err != nil {
-		t.Fatal(err)
+	writers := filepath.Join(root, "writers")
+	for _, p := range []string{marker, writers} {
+		if err := os.Rename(p, p+".hidden"); err != nil {
+			t.Fatal(err)
+		}
 	}
 	out.Reset()
 	err := runHourly(ctx, &out, &log, f)
@@ -64,7 +68,11 @@ func TestHourlySinceWithBigQuery(t *testing.T) {
 			t.Fatalf("err = %v, log %s", err, log.String())
 		}
 	}
+	if !strings.Contains(log.String(), "hourly PlaybackEvent v1 2026-11-23T06: not ready: no writer has passed") {
+		t.Fatalf("the not-ready line does not say why:\n%s", log.String())
+	}
 	os.Rename(marker+".hidden", marker)
+	os.Rename(writers+".hidden", writers)
 	out.Reset()
 	if err := runHourly(ctx, &out, &log, f); err != nil {
 		t.Fatalf("publish: %v\n%s", err, log.String())
