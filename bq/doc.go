@@ -5,20 +5,33 @@
 //
 // # Behavior
 //
-// Load. [Loader.LoadHour] loads one published hour (its _SUCCESS must
-// exist) into <dataset>.<Type>_v<N>: one load job over the gs:// URIs of the
-// files in _MANIFEST.json (SourceFormat AVRO, UseAvroLogicalTypes), into the
-// partition decorator <table>$YYYYMMDDHH with WRITE_TRUNCATE and
-// CREATE_NEVER. A missing table is created first from the encrypted schema
+// Load. [Loader.LoadHour] loads one published hour (its main part's
+// _SUCCESS must exist) into <dataset>.<Type>_v<N>. An hour's data is its
+// main part plus its late supplements (late-0001/, late-0002/, … each with
+// its own _MANIFEST.json and _SUCCESS), read through package dataset (the one
+// manifest reader), so the partition is always their union: one load job
+// over the gs:// URIs of every file of every published part (SourceFormat
+// AVRO, UseAvroLogicalTypes), into the partition decorator
+// <table>$YYYYMMDDHH with WRITE_TRUNCATE and CREATE_NEVER. A missing table is
+// created first from the encrypted schema
 // ([TableSchema]: bytes→BYTES, string→STRING, int/long→INTEGER,
 // timestamp-millis→TIMESTAMP, float/double→FLOAT, boolean→BOOLEAN,
 // enum→STRING; ["null",T]→NULLABLE, else REQUIRED; docs→descriptions),
 // partitioned by HOUR on _hour and clustered on _subject; an existing table
 // with other partitioning or incompatible columns is refused ([ErrTable]).
-// The manifest's schema fingerprint must be this binary's. After the job
-// succeeds (and its output row count equals the manifest's), the marker
-// _BQ_LOADED.<project>.<dataset>.json (job id, table, rows) is written next to
-// _SUCCESS; a later LoadHour finds it and issues no request at all.
+// Every part's manifest must describe the hour and that part, in this
+// binary's schema fingerprint. After the job succeeds (and its output row
+// count equals the parts' records), a marker naming the set of parts it
+// loaded is written next to _SUCCESS ([MarkerName]:
+// _BQ_LOADED.<project>.<dataset>.json for the main part alone,
+// …<dataset>.parts-<n>.json for n parts; job id, table, parts, rows); a later
+// LoadHour that finds the marker of the parts published now issues no
+// request at all. A supplement published later has no marker yet, so the
+// next LoadHour replaces the partition with all parts (WRITE_TRUNCATE again)
+// and writes the marker of the new set; the older markers stay, true of
+// what they name. The parts are read again after the job: if a supplement
+// appeared meanwhile, the partition is loaded again (at most 3 rounds)
+// before any marker is written.
 //
 // Retry rule. A load job that finished with an error is retried — with a
 // new job into the same partition, WRITE_TRUNCATE — only if its errorResult
@@ -39,7 +52,8 @@
 // insecurekeyset.Binary of insecurekeyset.AEAD (deterministic = FALSE) or
 // insecurekeyset.Deterministic (TRUE) of all versions, and version the
 // highest. Subjects come from the published files ([Subjects]: the distinct
-// _subject of each hour's manifest files). Deleted and unknown subjects and
+// _subject of the files of every part, main and supplements, of each
+// hour). Deleted and unknown subjects and
 // revoked categories get no row. [KeysTable.Replace] is a truncate-and-reload:
 // ONE load job, NDJSON uploaded with the job, WRITE_TRUNCATE,
 // CREATE_IF_NEEDED. We chose it over a DELETE query because key bytes must
@@ -69,6 +83,8 @@
 //     hour partition (WRITE_TRUNCATE), so a retry, a crash before the marker
 //     or a concurrent re-run yields the same rows, never duplicates.
 //   - With the marker present, re-running issues no load job.
+//   - A marker names every part its job loaded: the partition then holds
+//     exactly the union of those parts.
 //   - The views decrypt exactly what fieldcrypt wrote (same keyset, same
 //     AAD, same primitive); tests evaluate the generated SQL with Tink on
 //     record.Anonymizer output. No keys row → NULL, never an error.
@@ -98,9 +114,9 @@
 //
 // # Failure modes
 //
-//   - [ErrNotPublished]: no _SUCCESS yet; run after `hourly`.
-//   - [ErrManifest]: manifest missing, for another hour, or a schema
-//     fingerprint this binary does not know — permanent.
+//   - [ErrNotPublished]: no _SUCCESS of the main part yet; run after `hourly`.
+//   - [ErrManifest]: a part's manifest missing, for another hour or part, or
+//     a schema fingerprint this binary does not know — permanent.
 //   - [ErrTable]: the destination table exists with other partitioning or
 //     columns (or a view's name is taken by a table) — fix the table.
 //   - [*JobError] (errors.Is [ErrLoadFailed]; [IsRetryable]): a job failed;
@@ -109,6 +125,12 @@
 //     no marker, the next run reloads the partition.
 //   - A marker write failure after a successful load is reported; the next
 //     run loads the partition again (same rows).
+//   - Two loaders racing on one hour while a supplement appears: the one
+//     whose job ends last may have loaded fewer parts than the other's
+//     marker names. Each loader reads the parts again after its job and
+//     reloads if they grew, so this is only left behind when that loader
+//     dies between its job and that check; delete the hour's
+//     _BQ_LOADED.* markers to reload it.
 //   - Export: a key-service failure (whole call, or a per-subject error
 //     other than deleted/unknown) fails before any BigQuery request — a
 //     partial keys table would hide live users' data.

@@ -261,8 +261,8 @@ func PublishedHours(ctx context.Context, b blob.Bucket) ([]layout.Hour, error) {
 }
 
 // Subjects returns the distinct _subject values of the given published
-// hours, read from their data files (the manifest's list).
-func Subjects(ctx context.Context, b Bucket, reg *schemas.Registry, hours []layout.Hour) ([]string, error) {
+// hours, read from the data files of every part (main and supplements).
+func Subjects(ctx context.Context, b blob.Bucket, reg *schemas.Registry, hours []layout.Hour) ([]string, error) {
 	seen := map[string]bool{}
 	for _, h := range hours {
 		s, err := reg.Lookup(h.Type, h.Version)
@@ -273,14 +273,13 @@ func Subjects(ctx context.Context, b Bucket, reg *schemas.Registry, hours []layo
 		if err != nil {
 			return nil, err
 		}
-		dir := layout.DatasetDir(h.Type, h.Version, h.Hour)
-		man, err := readManifest(ctx, b, dir, h, s)
+		dh, err := readHour(ctx, b, h, s)
 		if err != nil {
 			return nil, err
 		}
 		cols := make([]record.Column, len(lay.Enc.Fields))
-		for _, f := range man.Files {
-			if err := subjectsOf(ctx, b, dir+f.Name, lay, cols, seen); err != nil {
+		for _, f := range dh.Files() {
+			if err := subjectsOf(ctx, b, f.Name, lay, cols, seen); err != nil {
 				return nil, err
 			}
 		}
@@ -293,7 +292,7 @@ func Subjects(ctx context.Context, b Bucket, reg *schemas.Registry, hours []layo
 	return out, nil
 }
 
-func subjectsOf(ctx context.Context, b Bucket, name string, lay *record.Layout, cols []record.Column, seen map[string]bool) error {
+func subjectsOf(ctx context.Context, b blob.Opener, name string, lay *record.Layout, cols []record.Column, seen map[string]bool) error {
 	rc, err := b.Open(ctx, name)
 	if err != nil {
 		return err

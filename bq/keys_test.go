@@ -23,6 +23,8 @@ func TestKeysExportAndShredThroughTheAPI(t *testing.T) {
 		playbackMsg("p1", "alice", "203.0.113.7", hour06),
 		playbackMsg("p2", "bob", "198.51.100.1", hour06.Add(time.Hour)),
 		accountMsg("a1", "carol", "carol@example.com", "Carol", "1970", hour06))
+	// dave is only in a late supplement of 06: his key is needed as much.
+	f.publishSupplement(t, 1, playbackMsg("p3", "dave", "192.0.2.9", hour06.Add(time.Minute)))
 	hours, err := PublishedHours(f.ctx, f.bucket)
 	if err != nil || len(hours) != 3 {
 		t.Fatalf("published hours %v, %v", hours, err)
@@ -31,7 +33,7 @@ func TestKeysExportAndShredThroughTheAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{f.keys.SubjectOf("alice"), f.keys.SubjectOf("bob"), f.keys.SubjectOf("carol")}
+	want := []string{f.keys.SubjectOf("alice"), f.keys.SubjectOf("bob"), f.keys.SubjectOf("carol"), f.keys.SubjectOf("dave")}
 	slices.Sort(want)
 	if !slices.Equal(subs, want) || len(pub) != 3 {
 		t.Fatalf("subjects %v, want %v", subs, want)
@@ -44,8 +46,8 @@ func TestKeysExportAndShredThroughTheAPI(t *testing.T) {
 	}
 	// One row per subject and category the schemas use (AES-GCM only in
 	// the shipped schemas).
-	if cats := KeyUses(f.reg).Categories(); len(rows) != 3*len(cats) {
-		t.Fatalf("%d rows for 3 subjects and categories %v", len(rows), cats)
+	if cats := KeyUses(f.reg).Categories(); len(rows) != 4*len(cats) {
+		t.Fatalf("%d rows for 4 subjects and categories %v", len(rows), cats)
 	}
 	f.srv.OnJob = func(n int, _ *bqv2.Job) bqtest.Outcome {
 		if n == 0 {
@@ -112,7 +114,7 @@ func TestKeysExportAndShredThroughTheAPI(t *testing.T) {
 		t.Fatalf("after shred: %v", f.srv.Ops())
 	}
 	body := string(reqs[0].Media)
-	if strings.Contains(body, f.keys.SubjectOf("bob")) || !strings.Contains(body, f.keys.SubjectOf("alice")) || strings.Count(body, "\n") != 2*len(KeyUses(f.reg).Categories()) {
+	if strings.Contains(body, f.keys.SubjectOf("bob")) || !strings.Contains(body, f.keys.SubjectOf("alice")) || strings.Count(body, "\n") != 3*len(KeyUses(f.reg).Categories()) {
 		t.Fatalf("after shred the keys table body is:\n%s", body)
 	}
 }

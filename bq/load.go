@@ -5,10 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -16,27 +16,18 @@ import (
 	"google.golang.org/api/googleapi"
 
 	"github.com/lockstream/lockstream/blob"
+	"github.com/lockstream/lockstream/dataset"
 	"github.com/lockstream/lockstream/layout"
 	"github.com/lockstream/lockstream/schemas"
 )
 
-// Bucket is what the loader needs of the storage holding published hours;
-// blob.Bucket (local directory or GCS) satisfies it.
-type Bucket interface {
-	Create(ctx context.Context, name string) (blob.Writer, error)
-	Open(ctx context.Context, name string) (io.ReadCloser, error)
-	Exists(ctx context.Context, name string) (bool, error)
-}
-
-var _ Bucket = (blob.Bucket)(nil)
-
 // Errors callers test with errors.Is.
 var (
-	// ErrNotPublished: the hour has no _SUCCESS marker yet. Retry after
-	// `hourly` published it.
+	// ErrNotPublished: the hour's main part has no _SUCCESS marker yet.
+	// Retry after `hourly` published it.
 	ErrNotPublished = errors.New("bq: hour is not published")
-	// ErrManifest: _MANIFEST.json is missing, unreadable or does not describe
-	// this hour or this binary's schema. Permanent.
+	// ErrManifest: a part's _MANIFEST.json is missing, unreadable or does
+	// not describe this hour or this binary's schema. Permanent.
 	ErrManifest = errors.New("bq: manifest does not match")
 	// ErrTable: the destination table exists with another partitioning or
 	// an incompatible schema. Permanent until the table is fixed.
@@ -130,33 +121,56 @@ type Loader struct {
 // LoadResult describes what LoadHour did.
 type LoadResult struct {
 	Hour      layout.Hour
-	Table     string // "project:dataset.Type_vN$YYYYMMDDHH"
-	JobID     string // the job that loaded the partition (from the marker when Skipped)
-	Attempts  int    // jobs issued by this call
-	Skipped   bool   // a marker said the hour was loaded: no job issued
+	Table     string   // "project:dataset.Type_vN$YYYYMMDDHH"
+	JobID     string   // the job that loaded the partition (from the marker when Skipped)
+	Attempts  int      // jobs issued by this call
+	Skipped   bool     // a marker said these parts were loaded: no job issued
+	Parts     []string // the hour's published parts, loaded together: main, late-0001, …
 	Files     int
-	Records   int64 // rows in the manifest (= rows loaded)
+	Records   int64 // rows in the parts' manifests (= rows loaded)
 	Marker    string
 	SourceURI []string
 }
 
+// MarkerFormatVersion is the version of the load marker written now: 2
+// added Parts (a format-1 marker is of the main part alone).
+const MarkerFormatVersion = 2
+
 // MarkerDoc is the content of the load marker.
 type MarkerDoc struct {
-	FormatVersion     int       `json:"format_version"`
-	Table             string    `json:"table"`
-	JobID             string    `json:"job_id"`
-	Location          string    `json:"location,omitempty"`
+	FormatVersion int    `json:"format_version"`
+	Table         string `json:"table"`
+	JobID         string `json:"job_id"`
+	Location      string `json:"location,omitempty"`
+	// Parts are the parts of the hour the job loaded (absent in format 1:
+	// the main part alone).
+	Parts             []string  `json:"parts,omitempty"`
 	Records           int64     `json:"records"`
 	SchemaFingerprint string    `json:"schema_fingerprint"`
 	LoadedAt          time.Time `json:"loaded_at"`
 }
 
-// MarkerName is the load marker of one hour and destination dataset, next to
-// the hour's _SUCCESS: "<dir>/_BQ_LOADED.<project>.<dataset>.json". One
-// marker per destination, so the same hour can be loaded into a staging and
-// a production dataset.
-func MarkerName(h layout.Hour, project, dataset string) string {
-	return layout.DatasetDir(h.Type, h.Version, h.Hour) + "_BQ_LOADED." + project + "." + dataset + ".json"
+// MarkerName is the load marker of an hour's first n published parts (the
+// main part and n-1 supplements) in one destination dataset, next to the
+// hour's _SUCCESS: "<dir>/_BQ_LOADED.<project>.<dataset>.json" for the main
+// part alone (the name markers had before supplements existed),
+// "<dir>/_BQ_LOADED.<project>.<dataset>.parts-<n>.json" for n > 1. An hour's
+// parts only ever grow (supplements are numbered and immutable), so the count
+// names the set: a new supplement means a new marker, and a marker, once
+// written, stays true. One marker per destination, so the same hour can be
+// loaded into a staging and a production dataset.
+func MarkerName(h layout.Hour, project, bqDataset string, parts int) string {
+	name := layout.DatasetDir(h.Type, h.Version, h.Hour) + "_BQ_LOADED." + project + "." + bqDataset
+	if parts > 1 {
+		name += ".parts-" + strconv.Itoa(parts)
+	}
+	return name + ".json"
+}
+
+// ReadMarker reads the load marker of the parts of h as published now into
+// project.dataset; ok is false when that set of parts is not loaded (yet).
+func ReadMarker(ctx context.Context, b blob.Bucket, h *dataset.Hour, project, bqDataset string) (m MarkerDoc, ok bool, err error) {
+	return readMarker(ctx, b, MarkerName(h.Hour, project, bqDataset, len(h.Parts)))
 }
 
 // PartitionDecorator is the hourly partition suffix, "$YYYYMMDDHH".
@@ -182,12 +196,15 @@ func (l *Loader) log() *slog.Logger {
 	return slog.Default()
 }
 
-// LoadHour loads one published hour (its manifest's files under gcsRoot,
-// "gs://bucket/prefix" — the GCS location of the root the bucket reads) into
-// the hour's partition of <dataset>.<Type>_v<N>, creating the table if
-// missing. It is idempotent: the partition is replaced (WRITE_TRUNCATE) and
-// a marker next to _SUCCESS makes a re-run issue no job at all.
-func (l *Loader) LoadHour(ctx context.Context, bucket Bucket, hour layout.Hour, gcsRoot string) (LoadResult, error) {
+// LoadHour loads one published hour — every file of every published part:
+// the main part and its late supplements, under gcsRoot, "gs://bucket/prefix"
+// (the GCS location of the root the bucket reads) — into the hour's
+// partition of <dataset>.<Type>_v<N>, creating the table if missing. It is
+// idempotent: the partition is replaced (WRITE_TRUNCATE) by the union of the
+// parts, and a marker next to _SUCCESS naming that set of parts makes a
+// re-run issue no job at all; a supplement published later makes the next
+// LoadHour reload the partition with every part.
+func (l *Loader) LoadHour(ctx context.Context, bucket blob.Bucket, hour layout.Hour, gcsRoot string) (LoadResult, error) {
 	hour.Hour = hour.Hour.UTC().Truncate(time.Hour)
 	res := LoadResult{Hour: hour}
 	reg, err := l.defaults()
@@ -205,46 +222,62 @@ func (l *Loader) LoadHour(ctx context.Context, bucket Bucket, hour layout.Hour, 
 	project := l.Client.Project()
 	table := TableName(hour.Type, hour.Version)
 	res.Table = fmt.Sprintf("%s:%s.%s%s", project, l.Dataset, table, PartitionDecorator(hour.Hour))
-	res.Marker = MarkerName(hour, project, l.Dataset)
-	dir := layout.DatasetDir(hour.Type, hour.Version, hour.Hour)
 
-	if ok, err := bucket.Exists(ctx, dir+layout.Success); err != nil {
-		return res, fmt.Errorf("bq: %s: %w", hour, err)
-	} else if !ok {
-		return res, fmt.Errorf("%w: %s (no %s%s)", ErrNotPublished, hour, dir, layout.Success)
-	}
-	if m, ok, err := readMarker(ctx, bucket, res.Marker); err != nil {
-		return res, err
-	} else if ok {
-		res.Skipped, res.JobID, res.Records = true, m.JobID, m.Records
-		return res, nil
-	}
-
-	man, err := readManifest(ctx, bucket, dir, hour, s)
-	if err != nil {
-		return res, err
-	}
-	res.Records, res.Files = man.Records, len(man.Files)
-	for _, f := range man.Files {
-		res.SourceURI = append(res.SourceURI, gcsRoot+"/"+dir+f.Name)
-	}
-	if len(res.SourceURI) > 0 {
-		if err := l.ensureTable(ctx, s, table); err != nil {
+	// A supplement published while a job runs (ours or a concurrent
+	// run's, which may finish after ours and truncate the partition to
+	// fewer parts) is caught by reading the parts again after the job: if
+	// they changed, the partition is loaded again with all of them before
+	// the marker is written.
+	const maxRounds = 3
+	var loadedParts []string
+	for round := 1; ; round++ {
+		h, err := readHour(ctx, bucket, hour, s)
+		if err != nil {
 			return res, err
 		}
-		if err := l.load(ctx, &res, table); err != nil {
-			return res, err
+		names := partNames(h)
+		if loadedParts != nil && slices.Equal(names, loadedParts) {
+			break // the job loaded the parts as they are now
 		}
+		if round > maxRounds {
+			return res, fmt.Errorf("bq: %s: parts keep changing while loading (%v, then %v); run again", hour, loadedParts, names)
+		}
+		res.Parts, res.Marker = names, MarkerName(hour, project, l.Dataset, len(h.Parts))
+		if loadedParts == nil {
+			if m, ok, err := readMarker(ctx, bucket, res.Marker); err != nil {
+				return res, err
+			} else if ok {
+				res.Skipped, res.JobID, res.Records = true, m.JobID, m.Records
+				res.Files = len(h.Files())
+				return res, nil
+			}
+		}
+		res.Records, res.Files, res.SourceURI = h.Records(), 0, nil
+		for _, f := range h.Files() {
+			res.SourceURI = append(res.SourceURI, gcsRoot+"/"+f.Name)
+			res.Files++
+		}
+		if len(res.SourceURI) > 0 {
+			if err := l.ensureTable(ctx, s, table); err != nil {
+				return res, err
+			}
+			attempts := res.Attempts
+			if err := l.load(ctx, &res, table); err != nil {
+				return res, err
+			}
+			res.Attempts += attempts
+		}
+		// An hour without files (no events) gets a marker and no job: its
+		// partition stays empty.
+		loadedParts = names
 	}
-	// An hour without files (no events) gets a marker and no job: its
-	// partition stays empty.
 	now := time.Now
 	if l.Now != nil {
 		now = l.Now
 	}
-	doc, _ := json.MarshalIndent(MarkerDoc{FormatVersion: 1, Table: res.Table, JobID: res.JobID, Records: res.Records,
-		SchemaFingerprint: s.Encrypted().Fingerprint, LoadedAt: now().UTC()}, "", "  ")
-	if err := writeAll(ctx, bucket, res.Marker, append(doc, '\n')); err != nil && !errors.Is(err, blob.ErrExist) {
+	doc, _ := json.MarshalIndent(MarkerDoc{FormatVersion: MarkerFormatVersion, Table: res.Table, JobID: res.JobID, Parts: res.Parts,
+		Records: res.Records, SchemaFingerprint: s.Encrypted().Fingerprint, LoadedAt: now().UTC()}, "", "  ")
+	if err := blob.WriteAll(ctx, bucket, res.Marker, append(doc, '\n')); err != nil && !errors.Is(err, blob.ErrExist) {
 		// The partition is loaded; without the marker a re-run loads it
 		// again (WRITE_TRUNCATE: same rows, no duplicates).
 		return res, fmt.Errorf("bq: %s loaded by job %s, but writing the marker failed: %w", hour, res.JobID, err)
@@ -252,13 +285,47 @@ func (l *Loader) LoadHour(ctx context.Context, bucket Bucket, hour layout.Hour, 
 	return res, nil
 }
 
-func readMarker(ctx context.Context, b Bucket, name string) (MarkerDoc, bool, error) {
+// readHour reads the published parts of h through dataset.Read and checks
+// every part's manifest against the hour and the schema.
+func readHour(ctx context.Context, b blob.Bucket, h layout.Hour, s *schemas.Schema) (*dataset.Hour, error) {
+	dh, err := dataset.Read(ctx, b, h)
+	if err != nil {
+		if errors.Is(err, blob.ErrNotExist) {
+			return nil, fmt.Errorf("%w: %s: %v", ErrManifest, h, err)
+		}
+		var se *json.SyntaxError
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &se) || errors.As(err, &te) {
+			return nil, fmt.Errorf("%w: %s: %v", ErrManifest, h, err)
+		}
+		return nil, fmt.Errorf("bq: %s: %w", h, err)
+	}
+	if !dh.Published() {
+		return nil, fmt.Errorf("%w: %s (no %s%s)", ErrNotPublished, h, layout.DatasetDir(h.Type, h.Version, h.Hour), layout.Success)
+	}
+	for _, p := range dh.Parts {
+		if err := checkManifest(p, h, s); err != nil {
+			return nil, err
+		}
+	}
+	return dh, nil
+}
+
+func partNames(h *dataset.Hour) []string {
+	out := make([]string, len(h.Parts))
+	for i, p := range h.Parts {
+		out[i] = p.Name
+	}
+	return out
+}
+
+func readMarker(ctx context.Context, b blob.Bucket, name string) (MarkerDoc, bool, error) {
 	var m MarkerDoc
 	ok, err := b.Exists(ctx, name)
 	if err != nil || !ok {
 		return m, false, err
 	}
-	data, err := readAll(ctx, b, name)
+	data, err := blob.ReadAll(ctx, b, name)
 	if err != nil {
 		return m, false, err
 	}
@@ -268,35 +335,24 @@ func readMarker(ctx context.Context, b Bucket, name string) (MarkerDoc, bool, er
 	return m, true, nil
 }
 
-func writeAll(ctx context.Context, b Bucket, name string, data []byte) error {
-	return blob.WriteAll(ctx, b, name, data)
-}
-
-func readAll(ctx context.Context, b Bucket, name string) ([]byte, error) {
-	return blob.ReadAll(ctx, b, name)
-}
-
-func readManifest(ctx context.Context, b Bucket, dir string, h layout.Hour, s *schemas.Schema) (*layout.ManifestDoc, error) {
-	data, err := readAll(ctx, b, dir+layout.Manifest)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrManifest, h, err)
-	}
-	var m layout.ManifestDoc
-	if err := json.Unmarshal(data, &m); err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrManifest, h, err)
-	}
+// checkManifest checks that a part's manifest describes hour h, part p,
+// in this binary's encrypted schema s, and names files inside the part.
+func checkManifest(p dataset.Part, h layout.Hour, s *schemas.Schema) error {
+	m := p.Manifest
 	switch {
 	case m.EventType != h.Type || m.SchemaVersion != h.Version || m.Hour != layout.FormatHour(h.Hour):
-		return nil, fmt.Errorf("%w: %s: manifest says %s v%d %s", ErrManifest, h, m.EventType, m.SchemaVersion, m.Hour)
+		return fmt.Errorf("%w: %s %s: manifest says %s v%d %s", ErrManifest, h, p.Name, m.EventType, m.SchemaVersion, m.Hour)
+	case m.PartName() != p.Name:
+		return fmt.Errorf("%w: %s %s: manifest says part %s", ErrManifest, h, p.Name, m.PartName())
 	case m.SchemaFingerprint != s.Encrypted().Fingerprint:
-		return nil, fmt.Errorf("%w: %s: schema fingerprint %s, this binary's encrypted schema is %s", ErrManifest, h, m.SchemaFingerprint, s.Encrypted().Fingerprint)
+		return fmt.Errorf("%w: %s %s: schema fingerprint %s, this binary's encrypted schema is %s", ErrManifest, h, p.Name, m.SchemaFingerprint, s.Encrypted().Fingerprint)
 	}
 	for _, f := range m.Files {
 		if f.Name == "" || strings.Contains(f.Name, "..") || strings.HasPrefix(f.Name, "/") {
-			return nil, fmt.Errorf("%w: %s: bad file name %q", ErrManifest, h, f.Name)
+			return fmt.Errorf("%w: %s %s: bad file name %q", ErrManifest, h, p.Name, f.Name)
 		}
 	}
-	return &m, nil
+	return nil
 }
 
 // TableExists reports whether the table of s exists, and checks that an

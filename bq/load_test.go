@@ -16,6 +16,7 @@ import (
 
 	"github.com/lockstream/lockstream/blob"
 	"github.com/lockstream/lockstream/bq/bqtest"
+	"github.com/lockstream/lockstream/dataset"
 	"github.com/lockstream/lockstream/keyclient"
 	"github.com/lockstream/lockstream/layout"
 	"github.com/lockstream/lockstream/record"
@@ -283,7 +284,7 @@ func TestLoadHourPermanentJobErrors(t *testing.T) {
 			if n := len(f.srv.Jobs()); n != 1 || len(f.sleeps) != 0 {
 				t.Fatalf("%d jobs, sleeps %v: a permanent error was retried", n, f.sleeps)
 			}
-			if ok, _ := f.bucket.Exists(f.ctx, MarkerName(playbackHour(), testProject, testDataset)); ok {
+			if ok, _ := f.bucket.Exists(f.ctx, MarkerName(playbackHour(), testProject, testDataset, 1)); ok {
 				t.Fatal("marker written for a failed load")
 			}
 			// Without a marker, the next run tries again.
@@ -315,7 +316,7 @@ func TestLoadHourRowCountMismatch(t *testing.T) {
 	if !errors.Is(err, ErrRowCount) {
 		t.Fatalf("err = %v", err)
 	}
-	if ok, _ := f.bucket.Exists(f.ctx, MarkerName(playbackHour(), testProject, testDataset)); ok {
+	if ok, _ := f.bucket.Exists(f.ctx, MarkerName(playbackHour(), testProject, testDataset, 1)); ok {
 		t.Fatal("marker written after a row count mismatch")
 	}
 }
@@ -387,5 +388,172 @@ func TestTableSchemaMapping(t *testing.T) {
 		if _, err := EncryptedTableSchema(sc); err != nil {
 			t.Fatalf("%s: %v", sc, err)
 		}
+	}
+}
+
+// publishSupplement writes msgs as supplement n of their hours.
+func (f *fixture) publishSupplement(t *testing.T, n int, msgs ...record.Message) {
+	t.Helper()
+	if err := f.publishPart(layout.SupplementPart(n), msgs...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (f *fixture) publishPart(part string, msgs ...record.Message) error {
+	a, err := record.NewAnonymizer(f.reg, f.keys, record.Options{})
+	if err != nil {
+		return err
+	}
+	_, err = bqtest.PublishPart(f.ctx, f.bucket, f.reg, a, msgs, part)
+	return err
+}
+
+func (f *fixture) marker(t *testing.T, parts int) MarkerDoc {
+	t.Helper()
+	data, err := blob.ReadAll(f.ctx, f.bucket, MarkerName(playbackHour(), testProject, testDataset, parts))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m MarkerDoc
+	if err := json.Unmarshal(data, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// The partition of an hour is the union of its published parts: a
+// supplement published after a load makes the next LoadHour replace the
+// partition with every file of every part, under a new marker; a re-run
+// after that issues no request.
+func TestLoadHourReloadsThePartitionWhenASupplementAppears(t *testing.T) {
+	f := newFixture(t)
+	f.publish(t, playbackMsg("e1", "alice", "203.0.113.7", hour06.Add(12*time.Minute)),
+		playbackMsg("e2", "bob", "198.51.100.1", hour06.Add(59*time.Minute)))
+	f.srv.OnJob = func(int, *bqv2.Job) bqtest.Outcome { return bqtest.Outcome{OutputRows: 2} }
+	first, err := f.loader.LoadHour(f.ctx, f.bucket, playbackHour(), testGCSRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Skipped || !slices.Equal(first.Parts, []string{"main"}) || first.Records != 2 ||
+		first.Marker != "datasets/PlaybackEvent/v1/2026-11-23/06/_BQ_LOADED.lockstream-test.events.json" {
+		t.Fatalf("first load %+v", first)
+	}
+	if m := f.marker(t, 1); m.FormatVersion != MarkerFormatVersion || !slices.Equal(m.Parts, []string{"main"}) || m.JobID != first.JobID {
+		t.Fatalf("first marker %+v", m)
+	}
+
+	// Late events of the hour, published as its first supplement.
+	f.publishSupplement(t, 1, playbackMsg("e3", "carol", "192.0.2.1", hour06.Add(30*time.Minute)))
+	f.srv.Reset()
+	f.srv.OnJob = func(int, *bqv2.Job) bqtest.Outcome { return bqtest.Outcome{OutputRows: 3} }
+	second, err := f.loader.LoadHour(f.ctx, f.bucket, playbackHour(), testGCSRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := f.srv.Ops(), []string{"tables.get", "jobs.insert", "jobs.get"}; !slices.Equal(got, want) {
+		t.Fatalf("reload requests = %v, want %v", got, want)
+	}
+	wantParts := []string{"main", "late-0001"}
+	if second.Skipped || second.Attempts != 1 || !slices.Equal(second.Parts, wantParts) || second.Records != 3 || second.Files != 2 ||
+		second.Marker != "datasets/PlaybackEvent/v1/2026-11-23/06/_BQ_LOADED.lockstream-test.events.parts-2.json" {
+		t.Fatalf("reload %+v", second)
+	}
+	jobs := f.srv.Jobs()
+	ld := jobs[0].Configuration.Load
+	wantURIs := []string{
+		"gs://ls-bucket/prod/datasets/PlaybackEvent/v1/2026-11-23/06/part-00000.avro",
+		"gs://ls-bucket/prod/datasets/PlaybackEvent/v1/2026-11-23/06/late-0001/part-00000.avro",
+	}
+	if ld.WriteDisposition != "WRITE_TRUNCATE" || ld.CreateDisposition != "CREATE_NEVER" || ld.DestinationTable.TableId != "PlaybackEvent_v1$2026112306" ||
+		!slices.Equal(ld.SourceUris, wantURIs) {
+		t.Fatalf("reload job: write %s create %s into %s from %v", ld.WriteDisposition, ld.CreateDisposition, ld.DestinationTable.TableId, ld.SourceUris)
+	}
+	if m := f.marker(t, 2); !slices.Equal(m.Parts, wantParts) || m.Records != 3 || m.JobID != second.JobID {
+		t.Fatalf("second marker %+v", m)
+	}
+	if m := f.marker(t, 1); m.JobID != first.JobID {
+		t.Fatalf("the first marker changed: %+v", m)
+	}
+	dh, err := dataset.ReadPublished(f.ctx, f.bucket, playbackHour())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, ok, err := ReadMarker(f.ctx, f.bucket, dh, testProject, testDataset); err != nil || !ok || m.JobID != second.JobID {
+		t.Fatalf("ReadMarker: %+v %v %v", m, ok, err)
+	}
+
+	// Nothing new: no request at all.
+	f.srv.Reset()
+	again, err := f.loader.LoadHour(f.ctx, f.bucket, playbackHour(), testGCSRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !again.Skipped || again.JobID != second.JobID || again.Attempts != 0 || again.Records != 3 || !slices.Equal(again.Parts, wantParts) {
+		t.Fatalf("re-run %+v", again)
+	}
+	if ops := f.srv.Ops(); len(ops) != 0 {
+		t.Fatalf("re-run sent %v", ops)
+	}
+
+	// An unfinished supplement (no _SUCCESS) is not part of the hour.
+	if err := blob.WriteAll(f.ctx, f.bucket, "datasets/PlaybackEvent/v1/2026-11-23/06/late-0002/part-00000.avro", []byte("half")); err != nil {
+		t.Fatal(err)
+	}
+	if again, err := f.loader.LoadHour(f.ctx, f.bucket, playbackHour(), testGCSRoot); err != nil || !again.Skipped || len(f.srv.Ops()) != 0 {
+		t.Fatalf("unfinished supplement: %+v %v %v", again, err, f.srv.Ops())
+	}
+}
+
+// A supplement published while the load job runs is loaded too before the
+// marker is written: the marker never names fewer parts than the partition
+// holds.
+func TestLoadHourReloadsWhenASupplementAppearsDuringTheJob(t *testing.T) {
+	f := newFixture(t)
+	f.publish(t, playbackMsg("e1", "alice", "203.0.113.7", hour06))
+	var pubErr error
+	f.srv.OnJob = func(n int, _ *bqv2.Job) bqtest.Outcome {
+		if n == 0 {
+			// On the server's goroutine: no t.Fatal here.
+			pubErr = f.publishPart(layout.SupplementPart(1), playbackMsg("e2", "bob", "198.51.100.1", hour06.Add(time.Minute)))
+			return bqtest.Outcome{OutputRows: 1}
+		}
+		return bqtest.Outcome{OutputRows: 2}
+	}
+	res, err := f.loader.LoadHour(f.ctx, f.bucket, playbackHour(), testGCSRoot)
+	if err != nil || pubErr != nil {
+		t.Fatal(err, pubErr)
+	}
+	jobs := f.srv.Jobs()
+	if len(jobs) != 2 || len(jobs[1].Configuration.Load.SourceUris) != 2 || jobs[1].Configuration.Load.WriteDisposition != "WRITE_TRUNCATE" {
+		t.Fatalf("%d jobs (want a reload with both parts)", len(jobs))
+	}
+	if res.Attempts != 2 || res.Records != 2 || res.JobID != jobs[1].JobReference.JobId || !slices.Equal(res.Parts, []string{"main", "late-0001"}) {
+		t.Fatalf("result %+v", res)
+	}
+	if ok, _ := f.bucket.Exists(f.ctx, MarkerName(playbackHour(), testProject, testDataset, 1)); ok {
+		t.Fatal("a marker for the main part alone was written after the supplement appeared")
+	}
+	if m := f.marker(t, 2); m.Records != 2 {
+		t.Fatalf("marker %+v", m)
+	}
+}
+
+func TestLoadHourRefusesASupplementOfAnotherHour(t *testing.T) {
+	f := newFixture(t)
+	f.publish(t, playbackMsg("e1", "alice", "203.0.113.7", hour06))
+	// A supplement whose manifest describes 07 copied into 06.
+	f.publishSupplement(t, 1, playbackMsg("e2", "bob", "198.51.100.1", hour06.Add(time.Hour)))
+	from := "datasets/PlaybackEvent/v1/2026-11-23/07/late-0001/"
+	to := "datasets/PlaybackEvent/v1/2026-11-23/06/late-0001/"
+	for _, n := range []string{layout.Manifest, layout.Success} {
+		if err := f.bucket.Copy(f.ctx, from+n, to+n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := f.loader.LoadHour(f.ctx, f.bucket, playbackHour(), testGCSRoot); !errors.Is(err, ErrManifest) || !strings.Contains(err.Error(), "late-0001") {
+		t.Fatalf("err = %v, want ErrManifest naming the part", err)
+	}
+	if len(f.srv.Jobs()) != 0 {
+		t.Fatal("job issued")
 	}
 }

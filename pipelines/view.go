@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"github.com/linkedin/goavro/v2"
 
 	"github.com/lockstream/lockstream/blob"
+	"github.com/lockstream/lockstream/dataset"
 	"github.com/lockstream/lockstream/layout"
 	"github.com/lockstream/lockstream/record"
 	"github.com/lockstream/lockstream/schemas"
@@ -39,6 +42,7 @@ type ViewConfig struct {
 // ViewResult counts what View wrote.
 type ViewResult struct {
 	Out             string
+	Parts           int   // published parts of the hour read: the main part and its supplements
 	Records         int64 // records written
 	ShreddedRecords int64 // records with at least one field null because its key is gone
 	ShreddedFields  int64
@@ -51,9 +55,10 @@ type ViewResult struct {
 // ErrNotPublished is returned for an hour without _SUCCESS.
 var ErrNotPublished = errors.New("pipelines: hour is not published (no _SUCCESS)")
 
-// View decrypts one published dataset hour into one file: PII of shredded
-// users and revoked categories comes out as null, a tampered or moved
-// ciphertext as null and counted as corrupt.
+// View decrypts one published dataset hour — every record of its main part
+// and of its published late supplements, each once, in that order — into
+// one file: PII of shredded users and revoked categories comes out as null,
+// a tampered or moved ciphertext as null and counted as corrupt.
 func View(ctx context.Context, cfg ViewConfig) (*ViewResult, error) {
 	if cfg.Format == "" {
 		cfg.Format = transforms.FormatNDJSON
@@ -78,8 +83,8 @@ func View(ctx context.Context, cfg ViewConfig) (*ViewResult, error) {
 		return nil, err
 	}
 	h := layout.Hour{Type: cfg.Type, Version: cfg.Version, Hour: cfg.Hour.UTC()}
-	m, err := ReadManifest(ctx, b, h)
-	if errors.Is(err, blob.ErrNotExist) {
+	dh, err := dataset.ReadPublished(ctx, b, h)
+	if errors.Is(err, dataset.ErrNotPublished) {
 		return nil, fmt.Errorf("%s: %w", h, ErrNotPublished)
 	}
 	if err != nil {
@@ -90,11 +95,12 @@ func View(ctx context.Context, cfg ViewConfig) (*ViewResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Every file of every part: the main part, then its supplements.
 	var files []string
-	for _, f := range m.Files {
-		files = append(files, layout.DatasetDir(h.Type, h.Version, h.Hour)+f.Name)
+	for _, f := range dh.Files() {
+		files = append(files, f.Name)
 	}
-	res := &ViewResult{Out: cfg.Out}
+	res := &ViewResult{Out: cfg.Out, Parts: len(dh.Parts)}
 	partPrefix := ".parts-" + outName + "/"
 	if len(files) > 0 {
 		p, sc := beam.NewPipelineWithRoot()
@@ -137,6 +143,10 @@ func View(ctx context.Context, cfg ViewConfig) (*ViewResult, error) {
 	}
 	if err := mergeParts(ctx, out, partPrefix, outName, cfg.Format, s); err != nil {
 		return nil, err
+	}
+	if d, ok := out.(*blob.Dir); ok {
+		// A directory keeps the parts' (now empty) directory; GCS has none.
+		os.Remove(filepath.Join(d.Root(), filepath.FromSlash(strings.TrimSuffix(partPrefix, "/"))))
 	}
 	res.Elapsed = time.Since(start)
 	return res, nil

@@ -13,6 +13,7 @@ import (
 	"github.com/linkedin/goavro/v2"
 
 	"github.com/lockstream/lockstream/blob"
+	"github.com/lockstream/lockstream/layout"
 	"github.com/lockstream/lockstream/record"
 	"github.com/lockstream/lockstream/schemas"
 )
@@ -75,7 +76,11 @@ func (c *DecryptConfig) Validate() error {
 }
 
 // DecryptFiles decrypts dataset files (one part output per input file) and
-// returns the names of the parts it wrote.
+// returns the names of the parts it wrote. The files may belong to several
+// parts of an hour (its main part and late supplements, whose files share
+// base names): each output is named after its file's part and base name, so
+// outputs are distinct, and sort main part first, then supplements in
+// order.
 func DecryptFiles(s beam.Scope, cfg DecryptConfig, files []string) (beam.PCollection, error) {
 	if err := cfg.Validate(); err != nil {
 		return beam.PCollection{}, err
@@ -85,6 +90,19 @@ func DecryptFiles(s beam.Scope, cfg DecryptConfig, files []string) (beam.PCollec
 	}
 	s = s.Scope("DecryptFiles")
 	return beam.ParDo(s, &decryptFileFn{Cfg: cfg}, beam.CreateList(s, files)), nil
+}
+
+// decryptedPartName names the decrypted output of dataset file name:
+// "<prefix><seq>.<base>.<format>", seq being 0000 for a main part's file and
+// n for a file of supplement late-000n.
+func decryptedPartName(prefix, name, format string) string {
+	seq := 0
+	if _, _, file, ok := layout.ParseDir(name); ok {
+		if dir, _, nested := strings.Cut(file, "/"); nested {
+			seq, _ = layout.ParseSupplementPart(dir)
+		}
+	}
+	return fmt.Sprintf("%s%04d.%s.%s", prefix, seq, strings.TrimSuffix(path.Base(name), ".avro"), format)
 }
 
 type decryptFileFn struct {
@@ -129,7 +147,7 @@ func (fn *decryptFileFn) ProcessElement(ctx context.Context, name string, emit f
 	}); err != nil {
 		return fmt.Errorf("transforms.DecryptFiles: %s: %w", name, err)
 	}
-	part := fn.Cfg.OutName + strings.TrimSuffix(path.Base(name), ".avro") + "." + fn.Cfg.Format
+	part := decryptedPartName(fn.Cfg.OutName, name, fn.Cfg.Format)
 	var buf bytes.Buffer
 	var ocf *goavro.OCFWriter
 	if fn.Cfg.Format == FormatAvro {

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/lockstream/lockstream/blob"
 	"github.com/lockstream/lockstream/layout"
@@ -18,6 +19,7 @@ import (
 // Published is one hour written by Publish, with the outcomes in it.
 type Published struct {
 	Hour     layout.Hour
+	Part     string // layout.MainPart or a supplement
 	Outcomes []record.Outcome
 }
 
@@ -27,6 +29,18 @@ type Published struct {
 // stand-in for the hourly pipeline (no dedupe, no raw area); it fails if a
 // message is rejected.
 func Publish(ctx context.Context, b blob.Bucket, reg *schemas.Registry, a *record.Anonymizer, msgs []record.Message) ([]Published, error) {
+	return PublishPart(ctx, b, reg, a, msgs, layout.MainPart)
+}
+
+// PublishPart is Publish for one part of the hours: layout.MainPart, or a
+// late supplement (layout.SupplementPart(n)) written into
+// <hour>/late-000n/ with its own _MANIFEST.json (format 2, the part named,
+// its records counted as late input) and _SUCCESS. It does not check that
+// the hour's main part exists, nor dedupe against it.
+func PublishPart(ctx context.Context, b blob.Bucket, reg *schemas.Registry, a *record.Anonymizer, msgs []record.Message, part string) ([]Published, error) {
+	if _, ok := layout.ParseSupplementPart(part); !ok && part != layout.MainPart {
+		return nil, fmt.Errorf("bqtest: part %q is neither %q nor a supplement", part, layout.MainPart)
+	}
 	outs, err := a.Anonymize(ctx, msgs)
 	if err != nil {
 		return nil, err
@@ -50,7 +64,7 @@ func Publish(ctx context.Context, b blob.Bucket, reg *schemas.Registry, a *recor
 		if err != nil {
 			return nil, err
 		}
-		dir := layout.DatasetDir(h.Type, h.Version, h.Hour)
+		dir := layout.PartDir(h.Type, h.Version, h.Hour, part)
 		const name = "part-00000.avro"
 		var buf bytes.Buffer
 		w, err := record.NewOCFWriter(&buf, s.Encrypted().JSON, record.SyncMarker(dir+name), record.CodecSnappy)
@@ -72,6 +86,10 @@ func Publish(ctx context.Context, b blob.Bucket, reg *schemas.Registry, a *recor
 			Files:   []layout.ManifestFile{{Name: name, Records: n, Bytes: int64(buf.Len()), SHA256: hex.EncodeToString(sum[:])}},
 			Input:   layout.Accounting{RawFiles: 1, RawRecords: n, Published: n},
 			Lineage: layout.Lineage{InputHours: []string{layout.FormatHour(h.Hour)}, CodeVersion: "bqtest"}}
+		if part != layout.MainPart {
+			man.FormatVersion, man.Part, man.RunID, man.PublishedAt = layout.ManifestFormatVersion, part, "bqtest", time.Now().UTC()
+			man.Input.RawRecords, man.Input.LateRecords = 0, n
+		}
 		mj, _ := json.MarshalIndent(man, "", "  ")
 		for _, f := range []struct {
 			name string
@@ -81,7 +99,7 @@ func Publish(ctx context.Context, b blob.Bucket, reg *schemas.Registry, a *recor
 				return nil, err
 			}
 		}
-		res = append(res, Published{Hour: h, Outcomes: byHour[h]})
+		res = append(res, Published{Hour: h, Part: part, Outcomes: byHour[h]})
 	}
 	return res, nil
 }

@@ -80,9 +80,12 @@ func newBQLoadCmd() *cobra.Command {
 		Use:   "load --root ROOT --project P --dataset D [--hour 2026-11-23T06 ...]",
 		Short: "Load published hours into hour-partitioned BigQuery tables (skips hours already loaded)",
 		Long: `Load published hours (those with _SUCCESS) into <dataset>.<Type>_v<N>, one load job per hour
-from the manifest's Avro files, into the partition <table>$YYYYMMDDHH with WRITE_TRUNCATE. The table is
-created if missing (HOUR partitions on _hour, clustered on _subject). A marker
-_BQ_LOADED.<project>.<dataset>.json next to _SUCCESS makes re-runs issue no job. Failed jobs with reason
+from the Avro files of every published part of the hour (the main part and its late supplements
+late-0001/, late-0002/, …), into the partition <table>$YYYYMMDDHH with WRITE_TRUNCATE: the partition is
+always the union of the parts. The table is created if missing (HOUR partitions on _hour, clustered on
+_subject). A marker next to _SUCCESS naming the parts loaded (_BQ_LOADED.<project>.<dataset>.json for
+the main part alone, ….parts-<n>.json for n parts) makes re-runs issue no job; a supplement published
+later makes the next run reload the whole partition. Failed jobs with reason
 backendError, rateLimitExceeded, internalError (also jobBackendError, jobInternalError) are retried with
 backoff; other reasons fail at once. Exit status 1 if any hour failed.`,
 		Example: `  lockstream bq load --root gs://my-bucket/ls --project my-proj --dataset events
@@ -123,9 +126,9 @@ backoff; other reasons fail at once. Exit status 1 if any hour failed.`,
 					failed++
 					fmt.Fprintf(cmd.ErrOrStderr(), "FAILED  %s: %v\n", h, err)
 				case res.Skipped:
-					fmt.Fprintf(out, "skipped %s: already loaded by job %s\n", h, res.JobID)
+					fmt.Fprintf(out, "skipped %s: already loaded by job %s (%s)\n", h, res.JobID, strings.Join(res.Parts, "+"))
 				default:
-					fmt.Fprintf(out, "loaded  %s: %d rows into %s (job %s, %d attempt(s))\n", h, res.Records, res.Table, res.JobID, res.Attempts)
+					fmt.Fprintf(out, "loaded  %s: %d rows of %s into %s (job %s, %d attempt(s))\n", h, res.Records, strings.Join(res.Parts, "+"), res.Table, res.JobID, res.Attempts)
 				}
 			}
 			if failed > 0 {

@@ -1,21 +1,30 @@
 // Package invariants is the one checker every fault scenario ends with. It
 // reads a finished output root (after ingest and hourly) and checks the
-// invariants of DESIGN.md against what was sent:
+// invariants of DESIGN.md against what was sent. An hour's data is its main
+// part plus its published late supplements (read through package dataset,
+// the one manifest reader):
 //
 //   - nothing lost: every distinct valid event sent is in exactly one
-//     published dataset, or in the late area of an hour that was already
-//     published, or dead-lettered with a reason; every invalid message is
-//     dead-lettered;
-//   - nothing duplicated: no event id twice in the published datasets of a
-//     type, across all its hours;
-//   - accounting balances: per published hour raw + late = published +
-//     duplicates + lookback drops, and the manifest matches its objects and
-//     checksums (ingest's runner-metric table is compared too, its drift
-//     reported);
+//     published part of one hour, or in a late-pending part file (a raw or
+//     late part file of a published hour that no manifest lists yet: the
+//     input of its next supplement), or dead-lettered with a reason; every
+//     invalid message is dead-lettered;
+//   - nothing duplicated: no event id twice in the published parts of a
+//     type, across all its hours and parts;
+//   - accounting balances: per published part raw + late = published +
+//     duplicates + lookback drops, every part's manifest matches its
+//     objects and checksums, and each raw or late part file of an hour is
+//     consumed by at most one part of that hour (ingest's runner-metric
+//     table is compared too, its drift reported);
+//   - lineage: every part names its schema, code version and key scope, and
+//     its input hours are the hour itself, then published neighbours —
+//     earlier ones for a main part, earlier or later ones for a supplement;
+//   - no late events in a fault-free run (Input.NoLate): no record in any
+//     part file under late/, consumed or not;
 //   - no plaintext: no canary in any byte under the root (Avro container
 //     files decompressed) or in the logs;
-//   - decryptability: given canaries decrypt in view output, shredded ones
-//     do not.
+//   - decryptability: given canaries decrypt in view output (every part of
+//     every hour), shredded ones do not.
 //
 // A violation names the scenario and the invariant, never a plaintext value.
 package invariants
@@ -25,6 +34,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -35,6 +45,7 @@ import (
 	"testing"
 
 	"github.com/lockstream/lockstream/blob"
+	"github.com/lockstream/lockstream/dataset"
 	"github.com/lockstream/lockstream/layout"
 	"github.com/lockstream/lockstream/pipelines"
 	"github.com/lockstream/lockstream/record"
@@ -64,6 +75,10 @@ type Input struct {
 	// MaxPayload is the ingest limit (0: record.DefaultMaxPayload); larger
 	// messages count as invalid.
 	MaxPayload int
+	// NoLate marks a fault-free run: any event routed to the late area (a
+	// part file under late/, whether a supplement consumed it or not) is a
+	// violation.
+	NoLate bool
 
 	// With KeysURL, view decrypts every published hour (NDJSON): every
 	// Readable canary must be a string value in its output and no
@@ -76,17 +91,23 @@ type Input struct {
 
 // Summary is what the checker found.
 type Summary struct {
-	Scenario  string
-	Sent      int   // messages sent
-	Valid     int   // distinct valid events sent
-	Invalid   int   // messages that must be dead-lettered
-	Published int64 // records in published datasets
-	Hours     int   // published hours
-	Dead      int64 // distinct dead-lettered messages
-	Late      int64 // events waiting in the late area of a published hour (in no dataset)
-	Dups      int64 // event ids published more than once
-	Lost      int64 // valid events or invalid messages found nowhere
-	Leaks     int64 // canary occurrences in outputs or logs
+	Scenario    string
+	Sent        int   // messages sent
+	Valid       int   // distinct valid events sent
+	Invalid     int   // messages that must be dead-lettered
+	Published   int64 // records in published parts (main parts and supplements)
+	Hours       int   // published hours
+	Supplements int   // published late supplements, over all hours
+	Dead        int64 // distinct dead-lettered messages
+	// Late is the number of events that are late pending: only in part
+	// files of a published hour that no manifest lists (in no dataset yet).
+	Late int64
+	// LateRouted is the number of records in part files under late/,
+	// consumed by a supplement or pending.
+	LateRouted int64
+	Dups       int64 // event ids published more than once
+	Lost       int64 // valid events or invalid messages found nowhere
+	Leaks      int64 // canary occurrences in outputs or logs
 	// MetricsDrift is how far ingest's runner-metric accounting is from
 	// in = written + dead + late (reported, not a violation).
 	MetricsDrift int64
@@ -94,8 +115,8 @@ type Summary struct {
 }
 
 func (s *Summary) String() string {
-	return fmt.Sprintf("scenario %s: sent %d (valid %d, invalid %d) → published %d in %d hours, dead %d, late %d, dups %d, lost %d, leaks %d (ingest metrics drift %d)",
-		s.Scenario, s.Sent, s.Valid, s.Invalid, s.Published, s.Hours, s.Dead, s.Late, s.Dups, s.Lost, s.Leaks, s.MetricsDrift)
+	return fmt.Sprintf("scenario %s: sent %d (valid %d, invalid %d) → published %d in %d hours (%d supplements), dead %d, late pending %d, late routed %d, dups %d, lost %d, leaks %d (ingest metrics drift %d)",
+		s.Scenario, s.Sent, s.Valid, s.Invalid, s.Published, s.Hours, s.Supplements, s.Dead, s.Late, s.LateRouted, s.Dups, s.Lost, s.Leaks, s.MetricsDrift)
 }
 
 func (s *Summary) violate(invariant, format string, a ...any) {
@@ -141,11 +162,12 @@ func Check(ctx context.Context, in Input) (*Summary, error) {
 	}
 	s.Valid, s.Invalid = len(valid), len(invalid)
 
-	published, hours, err := readPublished(ctx, b, names, s)
+	ids := &partIDs{b: b, ids: map[string][]string{}}
+	published, hours, err := readPublished(ctx, b, names, ids, s)
 	if err != nil {
 		return nil, err
 	}
-	late, err := readLate(ctx, b, names, hours)
+	pending, err := readLate(ctx, b, names, hours, ids, in.NoLate, s)
 	if err != nil {
 		return nil, err
 	}
@@ -154,15 +176,15 @@ func Check(ctx context.Context, in Input) (*Summary, error) {
 		return nil, err
 	}
 	s.Dead = int64(len(dead))
-	for k := range late {
-		if published[k] == 0 { // else it was read by the hour's publication, or is a copy of a published event
+	for k := range pending {
+		if published[k] == 0 { // else it is a copy of a published event (a supplement will drop it)
 			s.Late++
 		}
 	}
 
 	// Nothing lost.
 	for k, ids := range valid {
-		if published[k] > 0 || late[k] {
+		if published[k] > 0 || pending[k] {
 			continue
 		}
 		found := false
@@ -174,7 +196,7 @@ func Check(ctx context.Context, in Input) (*Summary, error) {
 		}
 		if !found {
 			s.Lost++
-			s.violate("nothing lost", "%s event %s is in no dataset, late area or dead letter", k.typ, k.id)
+			s.violate("nothing lost", "%s event %s is in no published part, late-pending part file or dead letter", k.typ, k.id)
 		}
 	}
 	for id := range invalid {
@@ -334,56 +356,105 @@ func classify(in Input) (valid map[eventKey][]string, invalid map[string]bool, e
 	return valid, invalid, nil
 }
 
-// readPublished reads the event ids of every published hour and checks
-// each hour's manifest against its objects and accounting.
-func readPublished(ctx context.Context, b blob.Bucket, names []string, s *Summary) (map[eventKey]int, map[layout.Hour]bool, error) {
+// partIDs reads (once) the event ids of Avro part files: dataset files,
+// raw and late part files alike.
+type partIDs struct {
+	b   blob.Bucket
+	ids map[string][]string
+}
+
+func (p *partIDs) read(ctx context.Context, h layout.Hour, name string) ([]string, error) {
+	if ids, ok := p.ids[name]; ok {
+		return ids, nil
+	}
+	ids := []string{}
+	err := transforms.ReadDatasetRecords(ctx, p.b, h.Type, h.Version, []string{name}, func(cols []record.Column, lay *record.Layout, _ []byte) {
+		ids = append(ids, string(cols[lay.Dedupe].Bytes))
+	})
+	if err != nil {
+		return nil, err
+	}
+	p.ids[name] = ids
+	return ids, nil
+}
+
+// readPublished reads every published hour — its main part and its
+// supplements — counts the event ids of every part, and checks each part's
+// manifest against its objects (checksums), its accounting, its lineage and
+// the part files it consumed.
+func readPublished(ctx context.Context, b blob.Bucket, names []string, ids *partIDs, s *Summary) (map[eventKey]int, map[layout.Hour]*dataset.Hour, error) {
 	published := map[eventKey]int{}
-	hours := map[layout.Hour]bool{}
+	set := map[layout.Hour]bool{}
 	for _, n := range names {
 		area, h, file, ok := layout.ParseDir(n)
 		if !ok || area != layout.DatasetsArea || file != layout.Success {
 			continue
 		}
-		hours[h] = true
+		set[h] = true
 	}
-	s.Hours = len(hours)
-	for _, h := range sortedHours(hours) {
-		if err := pipelines.VerifyHour(ctx, b, h); err != nil {
+	s.Hours = len(set)
+	hours := map[layout.Hour]*dataset.Hour{}
+	for _, h := range sortedHours(set) {
+		dh, err := dataset.Read(ctx, b, h)
+		if err != nil {
 			s.violate("published hour matches its manifest", "%s: %v", h, err)
 			continue
 		}
-		m, err := pipelines.ReadManifest(ctx, b, h)
-		if err != nil {
-			return nil, nil, err
+		hours[h] = dh
+		if err := dataset.Verify(ctx, b, dh); err != nil {
+			s.violate("published hour matches its manifest", "%s: %v", h, err)
+			continue
 		}
-		checkLineage(s, h, m, hours)
-		a := m.Input
-		if a.RawRecords+a.LateRecords != a.Published+a.DuplicatesDropped+a.LookbackDropped {
-			s.violate("hourly accounting", "%s: raw %d + late %d != published %d + duplicates %d + lookback %d",
-				h, a.RawRecords, a.LateRecords, a.Published, a.DuplicatesDropped, a.LookbackDropped)
+		s.Supplements += dh.Supplements()
+		consumedBy := map[string]string{}
+		for _, p := range dh.Parts {
+			m := p.Manifest
+			if m.PartName() != p.Name || m.EventType != h.Type || m.SchemaVersion != h.Version || m.Hour != layout.FormatHour(h.Hour) {
+				s.violate("published hour matches its manifest", "%s %s: manifest says %s v%d %s part %s", h, p.Name, m.EventType, m.SchemaVersion, m.Hour, m.PartName())
+			}
+			checkLineage(s, h, p.Name, m, set)
+			a := m.Input
+			if a.RawRecords+a.LateRecords != a.Published+a.DuplicatesDropped+a.LookbackDropped {
+				s.violate("hourly accounting", "%s %s: raw %d + late %d != published %d + duplicates %d + lookback %d",
+					h, p.Name, a.RawRecords, a.LateRecords, a.Published, a.DuplicatesDropped, a.LookbackDropped)
+			}
+			for _, f := range m.Parts {
+				area, fh, _, ok := layout.ParseDir(f)
+				if !ok || (area != layout.RawArea && area != layout.LateArea) || fh != h || !dataset.IsPartFile(f) {
+					s.violate("part files consumed once, by their hour", "%s %s: consumed %s, not a raw or late part file of the hour", h, p.Name, f)
+				}
+				if other, dup := consumedBy[f]; dup {
+					s.violate("part files consumed once, by their hour", "%s: %s consumed by %s and by %s", h, f, other, p.Name)
+				}
+				consumedBy[f] = p.Name
+			}
+			var n int64
+			for _, f := range m.Files {
+				fids, err := ids.read(ctx, h, p.Dir+f.Name)
+				if err != nil {
+					return nil, nil, err
+				}
+				for _, id := range fids {
+					published[eventKey{h.Type, id}]++
+				}
+				n += int64(len(fids))
+			}
+			if n != m.Records || n != a.Published {
+				s.violate("hourly accounting", "%s %s: %d records read, manifest says %d, accounting %d", h, p.Name, n, m.Records, a.Published)
+			}
+			s.Published += n
 		}
-		var n int64
-		err = pipelines.ReadDatasetEventIDs(ctx, b, h, func(id string) {
-			published[eventKey{h.Type, id}]++
-			n++
-		})
-		if err != nil {
-			return nil, nil, err
-		}
-		if n != m.Records || n != a.Published {
-			s.violate("hourly accounting", "%s: %d records read, manifest says %d, accounting %d", h, n, m.Records, a.Published)
-		}
-		s.Published += n
 	}
 	return published, hours, nil
 }
 
-// checkLineage: a manifest traces its dataset back to its inputs — the
+// checkLineage: a part's manifest traces its data back to its inputs — the
 // schema it was written with (fingerprint of the registry's encrypted
 // schema), the code version, the key scope, and the input hours: the hour
 // itself first, then only published hours of the same type and version
-// before it (the lookback).
-func checkLineage(s *Summary, h layout.Hour, m *layout.ManifestDoc, published map[layout.Hour]bool) {
+// that it was deduplicated against: earlier ones for the main part (the
+// lookback), earlier or later ones for a supplement (published around it).
+func checkLineage(s *Summary, h layout.Hour, part string, m *layout.ManifestDoc, published map[layout.Hour]bool) {
 	reg, err := schemas.Embedded()
 	if err != nil {
 		s.violate("lineage", "%v", err)
@@ -396,40 +467,82 @@ func checkLineage(s *Summary, h layout.Hour, m *layout.ManifestDoc, published ma
 	}
 	l := m.Lineage
 	if m.SchemaFingerprint != sch.Encrypted().Fingerprint || l.CodeVersion == "" || l.KeyScope == "" {
-		s.violate("lineage", "%s: fingerprint %q (registry %q), code version %q, key scope %q", h, m.SchemaFingerprint, sch.Encrypted().Fingerprint, l.CodeVersion, l.KeyScope)
+		s.violate("lineage", "%s %s: fingerprint %q (registry %q), code version %q, key scope %q", h, part, m.SchemaFingerprint, sch.Encrypted().Fingerprint, l.CodeVersion, l.KeyScope)
 	}
 	if len(l.InputHours) == 0 || l.InputHours[0] != layout.FormatHour(h.Hour) {
-		s.violate("lineage", "%s: input hours %v do not start with the hour itself", h, l.InputHours)
+		s.violate("lineage", "%s %s: input hours %v do not start with the hour itself", h, part, l.InputHours)
 		return
 	}
+	supplement := part != layout.MainPart
 	for _, in := range l.InputHours[1:] {
 		t, err := layout.ParseHour(in)
-		if err != nil || !t.Before(h.Hour) || !published[layout.Hour{Type: h.Type, Version: h.Version, Hour: t}] {
-			s.violate("lineage", "%s: lookback input hour %s is not an earlier published hour", h, in)
+		neighbour := err == nil && published[layout.Hour{Type: h.Type, Version: h.Version, Hour: t}] &&
+			(t.Before(h.Hour) || (supplement && t.After(h.Hour)))
+		switch {
+		case neighbour:
+		case supplement:
+			s.violate("lineage", "%s %s: input hour %s is not a published neighbour hour", h, part, in)
+		default:
+			s.violate("lineage", "%s %s: lookback input hour %s is not an earlier published hour", h, part, in)
 		}
 	}
 }
 
-// readLate reads the event ids in late files of hours that are already
-// published (late files of an unpublished hour are read by its hourly run).
-func readLate(ctx context.Context, b blob.Bucket, names []string, published map[layout.Hour]bool) (map[eventKey]bool, error) {
-	late := map[eventKey]bool{}
-	byHour := map[layout.Hour][]string{}
+// readLate reads the late area and what is pending. It returns the event
+// ids that are late pending: in part files of a published hour that no
+// manifest lists (dataset.Pending; for an hour whose main part's manifest
+// does not list what it consumed (format 1), every late part file of the
+// hour). It counts the records of every part file under late/ — of any
+// hour, consumed or pending — in s.LateRouted, and with noLate reports each
+// hour that has any as a violation.
+func readLate(ctx context.Context, b blob.Bucket, names []string, published map[layout.Hour]*dataset.Hour, ids *partIDs, noLate bool, s *Summary) (map[eventKey]bool, error) {
+	lateFiles := map[layout.Hour][]string{}
 	for _, n := range names {
-		area, h, _, ok := layout.ParseDir(n)
-		if ok && area == layout.LateArea && transforms.IsPart(n) && published[h] {
-			byHour[h] = append(byHour[h], n)
+		if area, h, _, ok := layout.ParseDir(n); ok && area == layout.LateArea && dataset.IsPartFile(n) {
+			lateFiles[h] = append(lateFiles[h], n)
 		}
 	}
-	for h, files := range byHour {
-		err := transforms.ReadDatasetRecords(ctx, b, h.Type, h.Version, files, func(cols []record.Column, lay *record.Layout, _ []byte) {
-			late[eventKey{h.Type, string(cols[lay.Dedupe].Bytes)}] = true
-		})
-		if err != nil {
-			return nil, err
+	set := map[layout.Hour]bool{}
+	for h := range lateFiles {
+		set[h] = true
+	}
+	for _, h := range sortedHours(set) {
+		var n int64
+		for _, f := range lateFiles[h] {
+			fids, err := ids.read(ctx, h, f)
+			if err != nil {
+				return nil, err
+			}
+			n += int64(len(fids))
+		}
+		s.LateRouted += n
+		if noLate && n > 0 {
+			s.violate("no late events in a fault-free run", "%s: %d records in %d part files under %s", h, n, len(lateFiles[h]), layout.LateDir(h.Type, h.Version, h.Hour))
 		}
 	}
-	return late, nil
+
+	pending := map[eventKey]bool{}
+	for h, dh := range published {
+		var files []string
+		if _, known := dh.Consumed(); known {
+			var err error
+			if files, err = dataset.Pending(ctx, b, dh); err != nil {
+				return nil, err
+			}
+		} else {
+			files = lateFiles[h]
+		}
+		for _, f := range files {
+			fids, err := ids.read(ctx, h, f)
+			if err != nil {
+				return nil, err
+			}
+			for _, id := range fids {
+				pending[eventKey{h.Type, id}] = true
+			}
+		}
+	}
+	return pending, nil
 }
 
 // readDead maps each dead-lettered message id to its reason.
@@ -457,8 +570,13 @@ func readDead(ctx context.Context, b blob.Bucket, names []string) (map[string]st
 	return dead, nil
 }
 
-// checkView decrypts every published hour and looks for the canaries.
-func checkView(ctx context.Context, in Input, hours map[layout.Hour]bool, s *Summary) error {
+// checkView decrypts every published hour (all its parts) and looks for
+// the canaries.
+func checkView(ctx context.Context, in Input, published map[layout.Hour]*dataset.Hour, s *Summary) error {
+	hours := map[layout.Hour]bool{}
+	for h := range published {
+		hours[h] = true
+	}
 	dir, err := os.MkdirTemp("", "lockstream-invariants-view-")
 	if err != nil {
 		return err
@@ -521,6 +639,19 @@ func sortedHours(m map[layout.Hour]bool) []layout.Hour {
 // markers need not be there). cfg gives the root and any other options; its
 // type, version and hour are set per hour. It returns the hours it saw.
 func PublishAll(ctx context.Context, cfg pipelines.HourlyConfig) ([]layout.Hour, error) {
+	return publishHours(ctx, cfg, true)
+}
+
+// PublishGated is PublishAll without force: every hour with raw or late
+// data goes through the normal completion path, so an hour that is not
+// complete (no _COMPLETE) fails it, with every such hour named (errors.Is
+// pipelines.ErrNotReady). Published hours with pending part files get their
+// supplements as hourly publishes them.
+func PublishGated(ctx context.Context, cfg pipelines.HourlyConfig) ([]layout.Hour, error) {
+	return publishHours(ctx, cfg, false)
+}
+
+func publishHours(ctx context.Context, cfg pipelines.HourlyConfig, force bool) ([]layout.Hour, error) {
 	b, err := blob.Open(ctx, cfg.Root)
 	if err != nil {
 		return nil, err
@@ -531,7 +662,7 @@ func PublishAll(ctx context.Context, cfg pipelines.HourlyConfig) ([]layout.Hour,
 	}
 	set := map[layout.Hour]bool{}
 	for _, n := range names {
-		if area, h, _, ok := layout.ParseDir(n); ok && (area == layout.RawArea || area == layout.LateArea) && transforms.IsPart(n) {
+		if area, h, _, ok := layout.ParseDir(n); ok && (area == layout.RawArea || area == layout.LateArea) && dataset.IsPartFile(n) {
 			set[h] = true
 		}
 	}
@@ -539,12 +670,19 @@ func PublishAll(ctx context.Context, cfg pipelines.HourlyConfig) ([]layout.Hour,
 	cfgs := make([]pipelines.HourlyConfig, len(hours))
 	for i, h := range hours {
 		cfgs[i] = cfg
-		cfgs[i].Type, cfgs[i].Version, cfgs[i].Hour, cfgs[i].Force = h.Type, h.Version, h.Hour, true
+		cfgs[i].Type, cfgs[i].Version, cfgs[i].Hour, cfgs[i].Force = h.Type, h.Version, h.Hour, force
 	}
+	var errs []error
 	for i, o := range pipelines.HourlyMany(ctx, cfgs) {
 		if o.Err != nil {
-			return nil, fmt.Errorf("hourly %s: %w", hours[i], o.Err)
+			if force {
+				return nil, fmt.Errorf("hourly %s: %w", hours[i], o.Err)
+			}
+			errs = append(errs, fmt.Errorf("hourly %s: %w", hours[i], o.Err))
 		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
 	return hours, nil
 }
