@@ -519,7 +519,8 @@ func (fn *pullFn) observe(ctx context.Context, rec *completion.Record) error {
 	o := &completion.Observer{Bucket: fn.writer.bucket, Name: rec.ID(), Now: fn.Clock.Now}
 	if fn.ExitBeforeComplete {
 		o.BeforeMark = func(h layout.Hour) error {
-			log.Warnf(ctx, "lockstream: test hook: killing the process before marking %s complete", h)
+			// Straight to stderr: Beam's log line may not get out before the kill.
+			fmt.Fprintf(os.Stderr, "lockstream: test hook: killing the process before marking %s complete\n", h)
 			syscall.Kill(os.Getpid(), syscall.SIGKILL)
 			select {}
 		}
