@@ -8,6 +8,7 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/lockstream/lockstream/blob"
@@ -152,6 +153,50 @@ type Observer struct {
 	// BeforeMark, when set, is called before each marker is written; an
 	// error stops the observation (tests: a crash just before _COMPLETE).
 	BeforeMark func(layout.Hour) error
+
+	mu       sync.Mutex
+	complete map[layout.Hour]bool // hours seen complete (they stay so)
+}
+
+// known reports whether h was seen complete; markKnown records it.
+func (o *Observer) known(h layout.Hour) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.complete[h]
+}
+
+func (o *Observer) markKnown(h layout.Hour) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.complete == nil {
+		o.complete = map[layout.Hour]bool{}
+	}
+	o.complete[h] = true
+}
+
+// OpenHours is Open for a long-lived observer: hours it has seen complete
+// are not checked again.
+func (o *Observer) OpenHours(ctx context.Context) ([]layout.Hour, error) {
+	hours, err := writtenHours(ctx, o.Bucket)
+	if err != nil {
+		return nil, err
+	}
+	open := hours[:0]
+	for _, h := range hours {
+		if o.known(h) {
+			continue
+		}
+		ok, err := IsComplete(ctx, o.Bucket, h)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			o.markKnown(h)
+		} else {
+			open = append(open, h)
+		}
+	}
+	return open, nil
 }
 
 // Observe decides each hour (already marked ones are reported as such)
@@ -166,6 +211,7 @@ func (o *Observer) Observe(ctx context.Context, hours []layout.Hour) ([]Decision
 			return out, err
 		}
 		if ok {
+			o.markKnown(h)
 			out = append(out, Decision{Hour: h, Complete: true, Marked: true})
 			continue
 		}
@@ -187,6 +233,7 @@ func (o *Observer) Observe(ctx context.Context, hours []layout.Hour) ([]Decision
 				return out, err
 			}
 			d.Marked, d.MarkedNow = true, true
+			o.markKnown(h)
 		}
 		out = append(out, d)
 	}
@@ -196,6 +243,26 @@ func (o *Observer) Observe(ctx context.Context, hours []layout.Hour) ([]Decision
 // Open lists the hours that writers wrote and that are not complete yet
 // (those with no _COMPLETE marker), oldest first.
 func Open(ctx context.Context, b blob.Bucket) ([]layout.Hour, error) {
+	hours, err := writtenHours(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	open := hours[:0]
+	for _, h := range hours {
+		ok, err := IsComplete(ctx, b, h)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			open = append(open, h)
+		}
+	}
+	return open, nil
+}
+
+// writtenHours lists the hours of every writer's hour markers, oldest
+// first.
+func writtenHours(ctx context.Context, b blob.Bucket) ([]layout.Hour, error) {
 	names, err := b.List(ctx, layout.WritersArea+"/")
 	if err != nil {
 		return nil, err
@@ -217,15 +284,5 @@ func Open(ctx context.Context, b blob.Bucket) ([]layout.Hour, error) {
 		}
 		return hours[i].Version < hours[j].Version
 	})
-	open := hours[:0]
-	for _, h := range hours {
-		ok, err := IsComplete(ctx, b, h)
-		if err != nil {
-			return nil, err
-		}
-		if !ok {
-			open = append(open, h)
-		}
-	}
-	return open, nil
+	return hours, nil
 }

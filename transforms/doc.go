@@ -28,7 +28,12 @@
 // MaxOutstandingMessages and MaxOutstandingBytes pulled and not yet
 // acknowledged (the flow control is shared by the worker's streams of one
 // run), and pulling pauses at either limit. A stream runs in sessions of
-// 5 s: it returns (a checkpoint) only with nothing outstanding.
+// 5 s: it returns (a checkpoint) only with nothing outstanding. It emits
+// the names of the files it wrote when the session ends, not as it writes
+// them: the streams start in one bundle, and prism splits a bundle (so the
+// other streams run beside the first) only while it sees no output from it
+// (BENCHMARKS.md: with names emitted as written, one stream pulled a whole
+// backlog alone).
 //
 // A stream's watermark is the oldest publish time it holds, and at most the
 // start of its last pull that left the subscription empty minus

@@ -240,6 +240,7 @@ type pullFn struct {
 	mu        sync.Mutex
 	records   map[int]*completion.Record
 	lastPrune time.Time
+	observer  *completion.Observer // of stream 0: remembers the hours it saw complete
 }
 
 // A stream's restriction is [stream<<streamShift, (stream+1)<<streamShift-1):
@@ -354,6 +355,10 @@ func (fn *pullFn) ProcessElement(ctx context.Context, we *pullEstimator, rt *sdf
 	beat := clk.NewTicker(heartbeatEvery)
 	defer beat.Stop()
 	var runErr error
+	// The names are emitted when the session ends, not as they come: prism
+	// splits a bundle (and runs the other streams beside this one) only
+	// while it sees no output from it.
+	var written []string
 	for collecting := true; collecting; {
 		select {
 		case fs, ok := <-files:
@@ -361,9 +366,7 @@ func (fn *pullFn) ProcessElement(ctx context.Context, we *pullEstimator, rt *sdf
 				collecting = false
 				break
 			}
-			for _, f := range fs {
-				emit(f)
-			}
+			written = append(written, fs...)
 		case err := <-errc:
 			if runErr == nil {
 				runErr = err
@@ -380,6 +383,9 @@ func (fn *pullFn) ProcessElement(ctx context.Context, we *pullEstimator, rt *sdf
 		case runErr = <-errc:
 		default:
 		}
+	}
+	for _, f := range written {
+		emit(f)
 	}
 	// Everything pulled in the session is written and acknowledged (or, on
 	// an error, unacknowledged and left to expire): the watermark moves on.
@@ -512,11 +518,14 @@ func (fn *pullFn) heartbeat(ctx context.Context, rec *completion.Record, st Pull
 // observe decides the completion of the open hours of the root and marks
 // those that are complete.
 func (fn *pullFn) observe(ctx context.Context, rec *completion.Record) error {
-	hours, err := completion.Open(ctx, fn.writer.bucket)
+	if fn.observer == nil {
+		fn.observer = &completion.Observer{Bucket: fn.writer.bucket, Name: rec.ID(), Now: fn.Clock.Now}
+	}
+	o := fn.observer
+	hours, err := o.OpenHours(ctx)
 	if err != nil {
 		return err
 	}
-	o := &completion.Observer{Bucket: fn.writer.bucket, Name: rec.ID(), Now: fn.Clock.Now}
 	if fn.ExitBeforeComplete {
 		o.BeforeMark = func(h layout.Hour) error {
 			// Straight to stderr: Beam's log line may not get out before the kill.

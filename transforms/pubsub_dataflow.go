@@ -188,8 +188,9 @@ type trackWriterFn struct {
 	// WatermarkMillis is the last event-time timer that fired (0: none).
 	WatermarkMillis state.Value[int64]
 
-	bucket blob.Bucket
-	rec    *completion.Record
+	bucket   blob.Bucket
+	rec      *completion.Record
+	observer *completion.Observer
 }
 
 func (fn *trackWriterFn) Setup(ctx context.Context) error {
@@ -253,12 +254,15 @@ func (fn *trackWriterFn) write(ctx context.Context, w int64) error {
 			return nil // the next beat tries again
 		}
 	}
-	hours, err := completion.Open(ctx, fn.bucket)
+	if fn.observer == nil {
+		fn.observer = &completion.Observer{Bucket: fn.bucket, Name: fn.rec.ID(), Now: func() time.Time { return time.Now().UTC() }}
+	}
+	hours, err := fn.observer.OpenHours(ctx)
 	if err != nil {
+		log.Warnf(ctx, "lockstream: open hours: %v", err)
 		return nil
 	}
-	o := &completion.Observer{Bucket: fn.bucket, Name: fn.rec.ID(), Now: func() time.Time { return time.Now().UTC() }}
-	if _, err := o.Observe(ctx, hours); err != nil {
+	if _, err := fn.observer.Observe(ctx, hours); err != nil {
 		log.Warnf(ctx, "lockstream: observe hour completion: %v", err)
 	}
 	return nil

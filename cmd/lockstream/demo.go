@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lockstream/lockstream/blob"
+	"github.com/lockstream/lockstream/dataset"
 	"github.com/lockstream/lockstream/keyclient"
 	"github.com/lockstream/lockstream/keyclient/local"
 	"github.com/lockstream/lockstream/keyservice"
@@ -44,7 +45,8 @@ func newDemoCmd() *cobra.Command {
 		Long: `demo needs no cloud account. In DIR it creates an embedded key store (DIR/keys),
 generates three hours of synthetic traffic for both event types (about 5% duplicates,
 including redeliveries and retries that cross an hour boundary, 1% malformed messages, and
-late events), runs ingest on the Beam prism runner, hourly for every closed hour, and view;
+late events), runs ingest on the Beam prism runner and hourly for every complete hour, then
+ingests the late events and publishes them as supplements of their hours, and runs view;
 then deletes one user, revokes the "contact" category of another, runs view again and shows
 what an analyst sees before and after. DIR/data holds every output; inspect it with
   lockstream inspect DIR/data/datasets/<type>/v1/<day>/<hour>`,
@@ -142,14 +144,17 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, f demoFlags) error {
 	}
 	res.WriteTable(stdout)
 
-	step("ingest the late arrivals (their hours are closed: routed to late/, counted)")
+	if err := demoPublish(ctx, env); err != nil {
+		return err
+	}
+
+	step("ingest the late arrivals (their hours are complete: routed to late/)")
 	res, err = pipelines.Ingest(ctx, pipelines.IngestConfig{Inputs: []string{lateFile}, Out: env.root, KeysURL: keysURL, Progress: stderr})
 	if err != nil {
 		return err
 	}
 	res.WriteTable(stdout)
-
-	if err := demoPublish(ctx, env); err != nil {
+	if err := demoSupplements(ctx, env); err != nil {
 		return err
 	}
 
@@ -182,8 +187,8 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, f demoFlags) error {
 	}
 	for _, hr := range env.hours {
 		for _, typ := range []string{"AccountUpdate", "PlaybackEvent"} {
-			if m, err := pipelines.ReadManifest(ctx, b, layout.Hour{Type: typ, Version: 1, Hour: hr}); err == nil {
-				published += m.Records
+			if d, err := dataset.Read(ctx, b, layout.Hour{Type: typ, Version: 1, Hour: hr}); err == nil {
+				published += d.Records() // the main part and its supplements
 			}
 		}
 	}
@@ -316,6 +321,27 @@ func demoPublish(ctx context.Context, env *demoEnv) error {
 	fmt.Fprintln(env.out, "re-run of the same hours (idempotent: nothing is rewritten):")
 	_, _, err = publishRange(ctx, b, env.out, env.log, f, env.hours[0], env.hours[0].Add(time.Hour), time.Hour, nil)
 	return err
+}
+
+// demoSupplements publishes the late arrivals as supplements of their
+// (published) hours, then shows a re-run adds nothing.
+func demoSupplements(ctx context.Context, env *demoEnv) error {
+	fmt.Fprintf(env.out, "\n== hourly again: late events become numbered supplements of their hours (late-0001/), deduplicated\n")
+	b, err := blob.Open(ctx, env.root)
+	if err != nil {
+		return err
+	}
+	f := hourlyFlags{root: env.root, lookback: time.Hour, shards: 2, keyScope: transforms.DefaultKeyScope}
+	last := env.hours[len(env.hours)-1].Add(time.Hour)
+	for round := 0; round < 2; round++ {
+		if round == 1 {
+			fmt.Fprintln(env.out, "re-run (nothing pending: no new supplement):")
+		}
+		if _, _, err := publishRange(ctx, b, env.out, env.log, f, env.hours[0], last, time.Hour, nil); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // viewRows are decrypted records by _subject, then "Type" → first record.
