@@ -348,7 +348,7 @@ func (fn *pullFn) ProcessElement(ctx context.Context, we *pullEstimator, rt *sdf
 
 	s := &streamSession{fn: fn, stream: stream, rt: rt, next: rest.Start, tracker: newOutstanding(), state: st, nonce: nonce()}
 	errc := make(chan error, 1)
-	files := make(chan []string, 16)
+	files := make(chan writeResult, 16)
 	s.run(ctx, time.Now().Add(session), errc, files)
 	// This goroutine emits what the writers wrote and keeps the stream's
 	// record fresh (a held batch can keep a session going for long).
@@ -359,14 +359,18 @@ func (fn *pullFn) ProcessElement(ctx context.Context, we *pullEstimator, rt *sdf
 	// splits a bundle (and runs the other streams beside this one) only
 	// while it sees no output from it.
 	var written []string
+	counts := map[string]int64{}
 	for collecting := true; collecting; {
 		select {
-		case fs, ok := <-files:
+		case res, ok := <-files:
 			if !ok {
 				collecting = false
 				break
 			}
-			written = append(written, fs...)
+			written = append(written, res.files...)
+			for name, n := range res.counts {
+				counts[name] += n
+			}
 		case err := <-errc:
 			if runErr == nil {
 				runErr = err
@@ -384,6 +388,7 @@ func (fn *pullFn) ProcessElement(ctx context.Context, we *pullEstimator, rt *sdf
 		default:
 		}
 	}
+	fn.writer.report(ctx, counts) // from this goroutine: Beam's counters are not concurrency-safe
 	for _, f := range written {
 		emit(f)
 	}
@@ -610,8 +615,8 @@ func (s *streamSession) beat(ctx context.Context, rec *completion.Record) error 
 }
 
 // run starts the session's puller, writers and lease keeper; files gets
-// the names each batch wrote and is closed when the session is over.
-func (s *streamSession) run(ctx context.Context, end time.Time, errc chan<- error, files chan<- []string) {
+// what each batch wrote and is closed when the session is over.
+func (s *streamSession) run(ctx context.Context, end time.Time, errc chan<- error, files chan<- writeResult) {
 	fn := s.fn
 	ctx, cancel := context.WithCancel(ctx)
 	s.cancel = cancel
@@ -658,7 +663,7 @@ func (s *streamSession) run(ctx context.Context, end time.Time, errc chan<- erro
 				s.mu.Lock()
 				s.state.Written += res.written + res.late
 				s.mu.Unlock()
-				files <- res.files
+				files <- res
 			}
 		}()
 	}

@@ -169,6 +169,7 @@ func (fn *writeMessagesFn) flush(ctx context.Context, emit func(string)) error {
 	if err != nil {
 		return err
 	}
+	fn.w.report(ctx, res.counts)
 	for _, f := range res.files {
 		emit(f)
 	}

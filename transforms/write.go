@@ -149,6 +149,7 @@ func (fn *writeFn) ProcessElement(ctx context.Context, b Batch, emit func(string
 	if err != nil {
 		return err
 	}
+	fn.w.report(ctx, res.counts)
 	for _, f := range res.files {
 		emit(f)
 	}
@@ -230,6 +231,20 @@ type writeResult struct {
 	written int64    // records written to raw
 	late    int64    // records written to late/
 	dead    int64    // messages dead-lettered
+	// counts are the batch's accounting counters (MetricsNamespace), by
+	// name: report them from the DoFn's own goroutine (Beam's counters of
+	// a bundle are not safe for concurrent use).
+	counts map[string]int64
+}
+
+// report adds counts to the bundle's counters, with what the worker's key
+// caches did since they were last reported. Call it from the goroutine
+// that runs the DoFn's ProcessElement.
+func (w *batchWriter) report(ctx context.Context, counts map[string]int64) {
+	for name, n := range counts {
+		beam.NewCounter(MetricsNamespace, name).Inc(ctx, n)
+	}
+	reportKeyActivity(ctx, w.keys, w.ciphers)
 }
 
 // write anonymizes a batch and writes its files; when it returns nil they
@@ -356,11 +371,10 @@ func (w *batchWriter) write(ctx context.Context, b *Batch, redeliverable bool) (
 		in[counterKey{CountIn, "", hk}] += n
 		in[counterKey{CountDead, record.ReasonBadMessage, hk}] += n
 	}
+	res.counts = make(map[string]int64, len(in))
 	for k, n := range in {
-		name := CounterName(k.kind+k.reason, k.hk.Type, k.hk.Version, time.UnixMilli(k.hk.HourMillis).UTC())
-		beam.NewCounter(MetricsNamespace, name).Inc(ctx, n)
+		res.counts[CounterName(k.kind+k.reason, k.hk.Type, k.hk.Version, time.UnixMilli(k.hk.HourMillis).UTC())] += n
 	}
-	reportKeyActivity(ctx, w.keys, w.ciphers)
 	progress.messages.Add(int64(len(outs) + len(b.Bad)))
 	for _, k := range order {
 		g := groups[k]
