@@ -61,6 +61,10 @@ func TestDataflowDryRun(t *testing.T) {
 		step string // a transform the printed job must contain
 	}{
 		{"ingest", []string{"ingest", "--input", in, "--out", filepath.Join(dir, "other-root"), "--keys", keys}, "transforms.AnonymizeAndWrite"},
+		{"ingest-pubsub-pull", []string{"ingest", "--subscription", "projects/my-proj/subscriptions/events", "--out", filepath.Join(dir, "other-root"),
+			"--keys", keys, "--pull-streams", "16"}, "transforms.IngestPubSub/transforms.pullFn"},
+		{"ingest-pubsub-dataflow", []string{"ingest", "--subscription", "projects/my-proj/subscriptions/events", "--out", filepath.Join(dir, "other-root"),
+			"--keys", keys, "--pubsub-read", "dataflow"}, "pubsub_read"},
 		{"hourly", []string{"hourly", "--root", root, "--hour", layout.FormatHour(h0.Add(time.Hour)), "--force"}, "Publish"},
 		{"view", []string{"view", "--root", root, "--hour", layout.FormatHour(h0), "--type", "PlaybackEvent", "--out", viewOut, "--keys", keys}, "DecryptFiles/transforms.decryptFileFn"},
 	} {

@@ -133,7 +133,7 @@ func TestScenario08_ShredProof(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := invariants.PublishAll(ctx, pipelines.HourlyConfig{Root: root}); err != nil {
+	if _, err := invariants.PublishGated(ctx, pipelines.HourlyConfig{Root: root}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -184,7 +184,7 @@ func TestScenario08_ShredProof(t *testing.T) {
 	}
 	check := func(name, keys string) {
 		t.Helper()
-		invariants.Require(t, ctx, invariants.Input{Scenario: "08-shred-" + name, Root: root, Sent: tr.Messages, Canaries: tr.Canaries,
+		invariants.Require(t, ctx, invariants.Input{NoLate: true, Scenario: "08-shred-" + name, Root: root, Sent: tr.Messages, Canaries: tr.Canaries,
 			Logs: logs.Bytes(), Ingest: res.Rows, KeysURL: keys, Readable: readable, Unreadable: unreadable})
 	}
 	check("after-window", pipelineKeys("shred-view-1"))

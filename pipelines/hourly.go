@@ -696,9 +696,8 @@ func shardAccounting(ctx context.Context, b blob.Bucket, cfg HourlyConfig, part 
 		acc.LookbackDropped += st.Lookback
 		acc.Published += st.Published
 	}
-	if len(seen) != cfg.Shards {
-		return nil, fmt.Errorf("pipelines: hourly %s v%d %s %s: %d of %d shards reported", cfg.Type, cfg.Version, layout.FormatHour(cfg.Hour), part, len(seen), cfg.Shards)
-	}
+	// A shard that got no record never runs and reports nothing: fewer
+	// reports than shards is normal for a small hour.
 	return written, nil
 }
 

@@ -410,7 +410,8 @@ func (fn *pullFn) ProcessElement(ctx context.Context, we *pullEstimator, rt *sdf
 	}
 	if stream == 0 {
 		if err := fn.observe(ctx, rec); err != nil {
-			return nil, err
+			// Observing again at the next heartbeat is as good.
+			log.Warnf(ctx, "lockstream: observe hour completion: %v", err)
 		}
 	}
 	now = clk.Now()
@@ -456,7 +457,8 @@ func (fn *pullFn) finish(ctx context.Context, we *pullEstimator, rt *sdf.LockRTr
 	}
 	log.Infof(ctx, "lockstream: pull stream %d of run %s %s: %s", stream, fn.Write.RunID, state, why)
 	if err := fn.observe(ctx, rec); err != nil {
-		return nil, err
+		// The run's end (or the next run) observes again.
+		log.Warnf(ctx, "lockstream: observe hour completion: %v", err)
 	}
 	we.update(func(s *PullState) { s.Done = true })
 	rt.TryClaim(rt.GetRestriction().(offsetrange.Restriction).End) // marks the restriction done

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/lockstream/lockstream/clock"
+	"github.com/lockstream/lockstream/completion"
 	"github.com/lockstream/lockstream/pipelines"
 	"github.com/lockstream/lockstream/transforms"
 )
@@ -61,6 +62,7 @@ type ingestFlags struct {
 	maxPayload    byteSize
 	lateness      time.Duration
 	deliveryDelay time.Duration
+	staleAfter    time.Duration
 	streams       int
 	maxOutMsgs    int
 	maxOutBytes   byteSize
@@ -135,6 +137,7 @@ Examples:
 	fl.Var(&f.maxPayload, "max-payload", "largest payload accepted; larger ones are dead-lettered as oversized")
 	fl.DurationVar(&f.lateness, "allowed-lateness", pipelines.DefaultAllowedLateness, "an hour completes when every live writer's watermark passed its end plus this (0: at its end)")
 	fl.DurationVar(&f.deliveryDelay, "max-delivery-delay", transforms.DefaultMaxDeliveryDelay, "Pub/Sub: how late after its publish time a message may still be delivered (bounds the watermark)")
+	fl.DurationVar(&f.staleAfter, "stale-after", completion.DefaultStaleAfter, "how long after its last heartbeat a writer of this run counts as dead (it then holds no hour; at least 40s)")
 	fl.IntVar(&f.streams, "pull-streams", transforms.DefaultPullStreams, "Pub/Sub: parallel pull streams of the job (on prism, as many run at once as there are cores)")
 	fl.IntVar(&f.maxOutMsgs, "max-outstanding-messages", transforms.DefaultMaxOutstandingMessages, "Pub/Sub: most messages a worker holds pulled and not yet acknowledged")
 	fl.Var(&f.maxOutBytes, "max-outstanding-bytes", "Pub/Sub: most bytes a worker holds pulled and not yet acknowledged")
@@ -241,7 +244,7 @@ func runIngest(cmd *cobra.Command, f *ingestFlags, args []string) error {
 	cfg := pipelines.IngestConfig{
 		Inputs: f.inputs, Subscription: f.subscription, Out: f.out, KeysURL: f.keys, KeyScope: f.keyScope, RunID: f.runID,
 		MaxPayload: int(f.maxPayload), BatchSize: f.batchSize, KeyRetryBudget: f.keyRetry, KeyCacheSize: int(f.keyCache),
-		ExitBeforeComplete: f.testExitBeforeComplete,
+		StaleAfter: f.staleAfter, ExitBeforeComplete: f.testExitBeforeComplete,
 	}
 	if f.subscription != "" {
 		cfg.IdleTimeout, cfg.StopAfter, cfg.MaxMessages, cfg.AllowedLateness = f.idle, f.stopAfter, f.maxMessages, lateness
