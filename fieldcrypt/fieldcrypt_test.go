@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 )
 
 func testKey(t testing.TB, subject, category string, version int) CategoryKey {
@@ -268,104 +267,50 @@ func TestSecretNeverPrints(t *testing.T) {
 	}
 }
 
+// TestCache: a key met again is answered from the cache (its keys are
+// not derived again); a key of other material or another version never
+// is; eviction keeps the capacity; a cached cipher decrypts what a fresh
+// one of the same key encrypts.
 func TestCache(t *testing.T) {
-	c := NewCache(2, time.Minute)
-	now := time.Unix(0, 0)
-	c.SetClock(func() time.Time { return now })
+	c := NewCache(2, 0)
 	a, b, d := testKey(t, "s_a", "contact", 1), testKey(t, "s_b", "contact", 1), testKey(t, "s_d", "contact", 1)
-	ca1, _ := c.Cipher(a)
-	ca2, _ := c.Cipher(a)
-	if ca1 != ca2 {
-		t.Fatal("second lookup rebuilt the cipher")
+	misses := func() uint64 { _, m := c.Stats(); return m }
+	ca1, _ := c.Cipher(a, false)
+	ca2, _ := c.Cipher(a, false)
+	if ca1 != ca2 || misses() != 1 {
+		t.Fatalf("second lookup derived again (%d misses)", misses())
 	}
-	c.Cipher(b)
-	c.Cipher(d) // evicts a
+	aad := AAD("T", "f", "s_a")
+	ct, err := ca2.Encrypt([]byte("x"), aad, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pt, err := mustCipher(t, a).Decrypt(ct, aad, false); err != nil || string(pt) != "x" {
+		t.Fatalf("the cached cipher's ciphertext does not open with a fresh one: %v", err)
+	}
+	c.Cipher(b, false)
+	c.Cipher(d, false) // evicts one of a and b
 	if c.Len() != 2 {
 		t.Fatalf("Len = %d, want 2", c.Len())
 	}
-	if ca3, _ := c.Cipher(a); ca3 == ca1 {
-		t.Fatal("evicted entry served")
-	}
-	// Same id, different material: never served from the cache.
+	// Same subject and category, other material: derived for itself.
 	a2 := testKey(t, "s_a", "contact", 1)
-	if ca4, _ := c.Cipher(a2); ca4 == ca1 {
-		t.Fatal("cipher of other key material served")
+	before := misses()
+	ca4, _ := c.Cipher(a2, false)
+	if ca4 == ca1 || misses() != before+1 {
+		t.Fatal("the cipher of other key material was served")
 	}
-	// TTL.
-	cd1, _ := c.Cipher(d)
-	now = now.Add(2 * time.Minute)
-	if cd2, _ := c.Cipher(d); cd2 == cd1 {
-		t.Fatal("expired entry served")
+	if _, err := ca4.Decrypt(ct, aad, false); err == nil {
+		t.Fatal("another key's cipher opens the ciphertext")
 	}
-	c.ForgetSubject("s_d")
-	hits, misses := c.Stats()
-	if hits == 0 || misses == 0 {
-		t.Fatalf("stats hits=%d misses=%d", hits, misses)
-	}
-}
-
-// TestCacheMemoizedKeys: copies of a memoized key get the cipher built for
-// it without a lookup; a copy whose material or version was changed never
-// does (it gets its own cipher, which decrypts only its own ciphertexts);
-// eviction, expiry and ForgetSubject empty the slot.
-func TestCacheMemoizedKeys(t *testing.T) {
-	now := time.Unix(0, 0)
-	c := NewCache(1, time.Minute)
-	c.SetClock(func() time.Time { return now })
-	a := testKey(t, "s_a", "contact", 1).Memoized()
-	ca, _ := c.Cipher(a)
-	copyOfA := a
-	_, misses := c.Stats()
-	if got, _ := c.Cipher(copyOfA); got != ca {
-		t.Fatal("a copy of a memoized key got another cipher")
-	}
-	if _, m := c.Stats(); m != misses {
-		t.Fatal("a memoized hit was a miss")
-	}
-	if a.memo.p.Load() == nil {
-		t.Fatal("the slot was not filled")
-	}
-
-	// Changed material or version behind the same slot: looked up afresh.
-	other := a
-	other.Secret = testKey(t, "s_a", "contact", 1).Secret
-	co, _ := c.Cipher(other)
-	if co == ca {
-		t.Fatal("a key with other material got the memoized cipher")
-	}
-	aad := AAD("T", "f", "s_a")
-	ct, _ := co.Encrypt([]byte("x"), aad, false)
-	if _, err := mustCipher(t, a).Decrypt(ct, aad, false); err == nil {
-		t.Fatal("the other key's ciphertext decrypts under a")
-	}
+	// Another version of the same material: its own prefix.
 	v2 := a
 	v2.Version = 2
-	if cv, _ := c.Cipher(v2); cv == ca || cv.version != 2 {
-		t.Fatal("a key with another version got the memoized cipher")
+	if cv, _ := c.Cipher(v2, true); cv == ca1 || cv.Version() != 2 {
+		t.Fatal("a key with another version got the cached cipher")
 	}
-
-	// Eviction (capacity 1) empties the slot.
-	b := testKey(t, "s_b", "contact", 1).Memoized()
-	c2 := NewCache(1, 0)
-	cb, _ := c2.Cipher(b)
-	c2.Cipher(testKey(t, "s_c", "contact", 1))
-	if b.memo.p.Load() != nil {
-		t.Fatal("eviction left the slot filled")
-	}
-	if got, _ := c2.Cipher(b); got == cb {
-		t.Fatal("evicted cipher served through the slot")
-	}
-	// ForgetSubject empties it.
-	c2.ForgetSubject("s_b")
-	if b.memo.p.Load() != nil {
-		t.Fatal("ForgetSubject left the slot filled")
-	}
-	// Expiry: a filled slot past the TTL is not served.
-	d := testKey(t, "s_d", "contact", 1).Memoized()
-	cd, _ := c.Cipher(d)
-	now = now.Add(2 * time.Minute)
-	if got, _ := c.Cipher(d); got == cd {
-		t.Fatal("expired cipher served through the slot")
+	if hits, _ := c.Stats(); hits == 0 {
+		t.Fatal("no hits counted")
 	}
 }
 
@@ -395,12 +340,12 @@ func BenchmarkEncrypt64(b *testing.B) {
 }
 
 func BenchmarkCacheHit(b *testing.B) {
-	c := NewCache(1024, time.Minute)
+	c := NewCache(1024, 0)
 	k := testKey(b, "s_a", "contact", 1)
-	c.Cipher(k)
+	c.Cipher(k, false)
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := c.Cipher(k); err != nil {
+		if _, err := c.Cipher(k, false); err != nil {
 			b.Fatal(err)
 		}
 	}

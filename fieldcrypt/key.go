@@ -72,21 +72,6 @@ type CategoryKey struct {
 	Category string // PII category, e.g. "contact"
 	Version  int    // >= 1; also the Tink key id of its ciphertexts
 	Secret   Secret // CategoryKeySize bytes
-
-	memo *cipherMemo // see Memoized; nil in keys made as literals
-}
-
-// Memoized returns k with a slot, shared by every copy of the returned key,
-// in which a Cache keeps the cipher it builds for it: Cache.Cipher of any
-// copy then returns that cipher without a cache lookup. A holder that hands
-// out many copies of one key (keyclient's cache) attaches the slot once.
-// The slot answers only for the very key material it was filled for (a
-// copy whose Secret or Version was changed is looked up as usual), and a
-// Cache empties it when it evicts or forgets the cipher, so memoized
-// ciphers never outnumber the cache's capacity.
-func (k CategoryKey) Memoized() CategoryKey {
-	k.memo = &cipherMemo{}
-	return k
 }
 
 // Validate checks the fields a cipher depends on.

@@ -1,11 +1,12 @@
 package keyclient
 
 import (
+	"errors"
 	"hash/maphash"
 	"sync"
-	"sync/atomic"
 	"time"
 
+	"github.com/lockstream/lockstream/cache"
 	"github.com/lockstream/lockstream/fieldcrypt"
 )
 
@@ -23,201 +24,297 @@ type cacheKey struct {
 	id   string
 }
 
-// cacheEntry is what the cache knows of one user or subject: either a
-// negative answer (err: deleted, unknown) or the categories fetched so far,
-// each with its own expiry. One entry per id, not per (id, category): a
-// lookup of a user's categories is one map lookup, which was most of a
-// pipeline's key-lookup CPU when it was one per category. Entries are
-// immutable once in the cache; store replaces them.
-type cacheEntry struct {
-	key     cacheKey
+// maxSlots bounds the (category, version) keys one entry holds: a user's
+// categories, and for a subject every live version of each. An answer
+// with more is not cached (it is rare: many rotations).
+const maxSlots = 8
+
+// entry is what the cache knows of one user or subject: either a negative
+// answer (deleted, unknown) or the categories fetched so far, each with
+// its own expiry. It is a value with one pointer, the subject: the key
+// bytes are in the entry itself, so a cache of hundreds of thousands of
+// users is not millions of objects for the garbage collector to mark (see
+// package cache).
+type entry struct {
 	subject string
-	err     error // negative entries only
-	cats    []catEntry
-	expires time.Time // the latest expiry of the entry's parts
-	// answer memoizes the last answer built from this entry for one list of
-	// categories: a pipeline asks the same list batch after batch, and
-	// copying the keys for every user of every batch was most of the
-	// cache's cost. Answers are shared, read-only.
-	answer atomic.Pointer[cachedAnswer]
-
-	ref  atomic.Bool // read since the eviction hand last passed
-	slot int         // position in keyCache.ring (keyCache.mu)
+	neg     negKind
+	n       uint8
+	slots   [maxSlots]slot
 }
 
-type cachedAnswer struct {
-	cats    []string
-	keys    []fieldcrypt.CategoryKey
-	revoked []string
-	until   time.Time // the earliest expiry of the categories it holds
-}
-
-type catEntry struct {
-	category string
-	// keys are memoized (fieldcrypt.CategoryKey.Memoized): the cipher built
-	// for one is found again through every copy the cache hands out.
-	keys    []fieldcrypt.CategoryKey
+// slot is one category of an entry: one key version of it, or its
+// revocation.
+type slot struct {
+	cat     uint16 // index into keyCache.cats
 	revoked bool
-	expires time.Time
+	version int32
+	secret  [fieldcrypt.CategoryKeySize]byte
+	expires int64 // Unix nanoseconds
 }
 
-// cat returns the live part of e for category.
-func (e *cacheEntry) cat(category string, now time.Time) (*catEntry, bool) {
-	for i := range e.cats {
-		if c := &e.cats[i]; c.category == category {
-			return c, now.Before(c.expires)
-		}
+// negKind is a negative answer's error, as a number (a value type).
+type negKind uint8
+
+const (
+	negNone negKind = iota
+	negDeleted
+	negUnknownSubject
+	negUnknownUser
+)
+
+func negOf(err error) negKind {
+	switch {
+	case errors.Is(err, ErrUserDeleted):
+		return negDeleted
+	case errors.Is(err, ErrUnknownSubject):
+		return negUnknownSubject
+	case errors.Is(err, ErrUnknownUser):
+		return negUnknownUser
 	}
-	return nil, false
+	return negNone
 }
 
-// keyCache is a cache of entries with a time to live (negative entries,
-// deleted users and unknown subjects, have their own, shorter one) and a
-// capacity, evicting by CLOCK (second chance), an approximation of least
-// recently used.
-//
-// A lookup takes one shard's read lock for one map lookup and sets the
-// entry's reference bit; it never waits for another lookup. (The
-// mutex-guarded LRU list this replaced moved an element on every lookup,
-// one per user of every batch: ~1.2 µs a lookup on 2 cores, an eighth of
-// ingest's CPU.) Puts, forgets and evictions take c.mu, then a shard's
-// write lock.
+func (n negKind) err() error {
+	switch n {
+	case negDeleted:
+		return ErrUserDeleted
+	case negUnknownSubject:
+		return ErrUnknownSubject
+	case negUnknownUser:
+		return ErrUnknownUser
+	}
+	return nil
+}
+
+// keyCache is the client's cache of entries (package cache: CLOCK
+// eviction, a time to live per entry), with the category names interned.
 type keyCache struct {
-	cap    int
-	now    func() time.Time
-	seed   maphash.Seed
-	shards [cacheShards]cacheShard
+	c   *cache.Cache[cacheKey, entry]
+	now func() time.Time
 
-	mu   sync.Mutex // guards ring and hand, and each entry's slot
-	ring []*cacheEntry
-	hand int
-}
-
-const cacheShards = 32
-
-type cacheShard struct {
-	mu sync.RWMutex
-	m  map[cacheKey]*cacheEntry
-	_  [64 - 8 - 24]byte // a cache line each
+	mu   sync.RWMutex
+	cats []string
+	idx  map[string]uint16
 }
 
 func newKeyCache(capacity int, now func() time.Time) *keyCache {
-	c := &keyCache{cap: capacity, now: now, seed: maphash.MakeSeed()}
-	for i := range c.shards {
-		c.shards[i].m = map[cacheKey]*cacheEntry{}
+	kc := &keyCache{now: now, idx: map[string]uint16{}}
+	if capacity > 0 {
+		seed := maphash.MakeSeed()
+		kc.c = cache.NewHashed[cacheKey, entry](capacity, cache.Options{Now: now, Shards: 32},
+			func(k cacheKey) uint64 { return maphash.String(seed, k.id) })
 	}
-	return c
+	return kc
 }
 
-func (c *keyCache) shard(k cacheKey) *cacheShard {
-	return &c.shards[maphash.String(c.seed, k.id)%cacheShards]
-}
-
-// get returns a live entry (at least one part unexpired); the entry must
-// not be modified. An expired entry stays until put replaces it or it is
-// evicted.
-func (c *keyCache) get(k cacheKey) (*cacheEntry, bool) {
-	if c.cap <= 0 {
-		return nil, false
-	}
-	sh := c.shard(k)
-	sh.mu.RLock()
-	e, ok := sh.m[k]
-	sh.mu.RUnlock()
-	if !ok || !c.now().Before(e.expires) {
-		return nil, false
-	}
-	if !e.ref.Load() {
-		e.ref.Store(true) // written once per sweep of the hand, not per hit
-	}
-	return e, true
-}
-
-func (c *keyCache) put(e *cacheEntry) {
-	if c.cap <= 0 {
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	sh := c.shard(e.key)
-	sh.mu.Lock()
-	old, ok := sh.m[e.key]
-	sh.m[e.key] = e
-	sh.mu.Unlock()
+// intern returns the index of a category name.
+func (kc *keyCache) intern(cat string) (uint16, bool) {
+	kc.mu.RLock()
+	i, ok := kc.idx[cat]
+	kc.mu.RUnlock()
 	if ok {
-		// Fetched again while cached: in use.
-		e.ref.Store(true)
-		e.slot = old.slot
-		c.ring[e.slot] = e
-		return
+		return i, true
 	}
-	// A new entry starts unreferenced: one looked up only once goes at the
-	// hand's next pass, before entries read since its last one.
-	e.slot = len(c.ring)
-	c.ring = append(c.ring, e)
-	for len(c.ring) > c.cap {
-		c.evictOne()
+	kc.mu.Lock()
+	defer kc.mu.Unlock()
+	if i, ok := kc.idx[cat]; ok {
+		return i, true
 	}
+	if len(kc.cats) >= 1<<16-1 {
+		return 0, false
+	}
+	i = uint16(len(kc.cats))
+	kc.cats = append(kc.cats, cat)
+	kc.idx[cat] = i
+	return i, true
 }
 
-// evictOne removes the first entry the hand finds unread since it last
-// passed (c.mu held).
-func (c *keyCache) evictOne() {
-	for {
-		if c.hand >= len(c.ring) {
-			c.hand = 0
+// lookup returns the answer for categories (in their order) from a live
+// entry, or false when the entry is missing, negative-expired, or lacks a
+// live part for one of the categories.
+func (kc *keyCache) lookup(kind entryKind, id string, categories []string, dst *UserKeys) bool {
+	if kc.c == nil {
+		return false
+	}
+	found, hit := false, false
+	kc.c.Peek(cacheKey{kind, id}, func(e *entry) {
+		found = true
+		hit = kc.answer(e, categories, dst)
+	})
+	return found && hit
+}
+
+// answer builds the answer for categories from e (under its read lock).
+func (kc *keyCache) answer(e *entry, categories []string, dst *UserKeys) bool {
+	if e.neg != negNone {
+		*dst = UserKeys{Subject: e.subject, Err: e.neg.err()}
+		return true
+	}
+	now := kc.now().UnixNano()
+	var ids [maxSlots]uint16
+	n := 0
+	for j, cat := range categories {
+		ci, ok := kc.intern(cat)
+		if !ok {
+			return false
 		}
-		e := c.ring[c.hand]
-		if e.ref.Load() {
-			e.ref.Store(false)
-			c.hand++
+		if j < len(ids) {
+			ids[j] = ci
+		}
+		found := false
+		for i := range e.n {
+			s := &e.slots[i]
+			if s.cat != ci {
+				continue
+			}
+			if now >= s.expires {
+				return false
+			}
+			found = true
+			if !s.revoked {
+				n++
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	r := UserKeys{Subject: e.subject}
+	if n > 0 {
+		r.Keys = make([]fieldcrypt.CategoryKey, 0, n)
+	}
+	for j, cat := range categories {
+		var ci uint16
+		if j < len(ids) {
+			ci = ids[j]
+		} else {
+			ci, _ = kc.intern(cat)
+		}
+		for i := range e.n {
+			s := &e.slots[i]
+			switch {
+			case s.cat != ci:
+			case s.revoked:
+				r.Revoked = append(r.Revoked, cat)
+			default:
+				r.Keys = append(r.Keys, fieldcrypt.CategoryKey{Subject: e.subject, Category: cat, Version: int(s.version),
+					Secret: fieldcrypt.NewSecret(s.secret[:])})
+			}
+		}
+	}
+	*dst = r
+	return true
+}
+
+// store caches the answer r for id and the categories asked (negative
+// answers for negativeTTL): the categories of the entry already cached
+// that are not in cats stay, if unexpired and of the same subject.
+func (kc *keyCache) store(kind entryKind, id string, cats []string, r UserKeys, ttl, negativeTTL time.Duration) {
+	if kc.c == nil {
+		return
+	}
+	now := kc.now()
+	key := cacheKey{kind, id}
+	if r.Err != nil {
+		if neg := negOf(r.Err); neg != negNone {
+			kc.c.PutUntil(key, entry{subject: r.Subject, neg: neg}, now.Add(negativeTTL))
+		}
+		return
+	}
+	exp := now.Add(ttl)
+	e := entry{subject: r.Subject}
+	add := func(s slot) bool {
+		if int(e.n) == maxSlots {
+			return false
+		}
+		e.slots[e.n] = s
+		e.n++
+		return true
+	}
+	want := make([]uint16, 0, len(cats))
+	for _, cat := range cats {
+		ci, ok := kc.intern(cat)
+		if !ok {
+			return
+		}
+		want = append(want, ci)
+	}
+	latest := exp.UnixNano()
+	if old, ok := kc.c.Get(key); ok && old.neg == negNone && old.subject == r.Subject {
+		for i := range old.n {
+			s := old.slots[i]
+			if now.UnixNano() < s.expires && !containsCat(want, s.cat) {
+				if !add(s) {
+					return
+				}
+			}
+		}
+	}
+	for j, cat := range cats {
+		s := slot{cat: want[j], expires: exp.UnixNano()}
+		if containsString(r.Revoked, cat) {
+			s.revoked = true
+			if !add(s) {
+				return
+			}
 			continue
 		}
-		c.remove(e)
-		return
+		for _, k := range r.Keys {
+			if k.Category != cat || k.Secret.Len() != fieldcrypt.CategoryKeySize {
+				continue
+			}
+			s.version, s.secret = int32(k.Version), [fieldcrypt.CategoryKeySize]byte(k.Secret.Expose())
+			if !add(s) {
+				return // more than an entry holds: not cached
+			}
+		}
 	}
+	if e.n == 0 {
+		return // the service said nothing about them: do not cache
+	}
+	for i := range e.n {
+		latest = max(latest, e.slots[i].expires)
+	}
+	kc.c.PutUntil(key, e, time.Unix(0, latest))
 }
 
-// remove drops e from its shard and the ring (c.mu held).
-func (c *keyCache) remove(e *cacheEntry) {
-	sh := c.shard(e.key)
-	sh.mu.Lock()
-	if sh.m[e.key] == e {
-		delete(sh.m, e.key)
+func containsCat(s []uint16, c uint16) bool {
+	for _, x := range s {
+		if x == c {
+			return true
+		}
 	}
-	sh.mu.Unlock()
-	last := len(c.ring) - 1
-	moved := c.ring[last]
-	c.ring[e.slot], moved.slot = moved, e.slot
-	c.ring[last] = nil
-	c.ring = c.ring[:last]
+	return false
+}
+
+func containsString(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
 }
 
 // forget drops every entry of one user id or subject (both spaces, matched by
 // id and by the subject an entry holds).
-func (c *keyCache) forget(idOrSubject string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for i := 0; i < len(c.ring); {
-		if e := c.ring[i]; e.key.id == idOrSubject || e.subject == idOrSubject {
-			c.remove(e) // moves the last entry to i
-			continue
-		}
-		i++
+func (kc *keyCache) forget(idOrSubject string) {
+	if kc.c == nil {
+		return
 	}
+	kc.c.DeleteFunc(func(k cacheKey, e entry) bool { return k.id == idOrSubject || e.subject == idOrSubject })
 }
 
 // purge drops every entry.
-func (c *keyCache) purge() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for i := range c.shards {
-		sh := &c.shards[i]
-		sh.mu.Lock()
-		sh.m = map[cacheKey]*cacheEntry{}
-		sh.mu.Unlock()
+func (kc *keyCache) purge() {
+	if kc.c != nil {
+		kc.c.Purge()
 	}
-	c.ring, c.hand = nil, 0
 }
 
-func (c *keyCache) len() int { c.mu.Lock(); defer c.mu.Unlock(); return len(c.ring) }
+func (kc *keyCache) len() int {
+	if kc.c == nil {
+		return 0
+	}
+	return kc.c.Len()
+}

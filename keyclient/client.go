@@ -11,8 +11,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/lockstream/lockstream/fieldcrypt"
 )
 
 // Options configure a Client. The zero value of every field but Scope picks
@@ -329,87 +327,11 @@ func pick(dst *UserKeys, r UserKeys, categories []string) {
 }
 
 func (c *Client) fromCache(kind entryKind, id string, categories []string, dst *UserKeys) bool {
-	e, ok := c.cache.get(cacheKey{kind, id})
-	if !ok {
-		return false
-	}
-	if e.err != nil {
-		*dst = UserKeys{Subject: e.subject, Err: e.err}
-		return true
-	}
-	now := c.o.Now()
-	if a := e.answer.Load(); a != nil && now.Before(a.until) && slices.Equal(a.cats, categories) {
-		*dst = UserKeys{Subject: e.subject, Keys: a.keys, Revoked: a.revoked}
-		return true
-	}
-	n := 0
-	var until time.Time
-	for _, cat := range categories {
-		ce, live := e.cat(cat, now)
-		if !live {
-			return false
-		}
-		n += len(ce.keys)
-		if until.IsZero() || ce.expires.Before(until) {
-			until = ce.expires
-		}
-	}
-	r := UserKeys{Subject: e.subject}
-	if n > 0 {
-		r.Keys = make([]fieldcrypt.CategoryKey, 0, n)
-	}
-	for _, cat := range categories {
-		ce, _ := e.cat(cat, now)
-		if ce.revoked {
-			r.Revoked = append(r.Revoked, cat)
-		} else {
-			r.Keys = append(r.Keys, ce.keys...)
-		}
-	}
-	e.answer.Store(&cachedAnswer{cats: slices.Clone(categories), keys: r.Keys, revoked: r.Revoked, until: until})
-	*dst = r
-	return true
+	return c.cache.lookup(kind, id, categories, dst)
 }
 
 func (c *Client) store(kind entryKind, id string, cats []string, r UserKeys) {
-	now := c.o.Now()
-	key := cacheKey{kind, id}
-	if r.Err != nil {
-		if errors.Is(r.Err, ErrUserDeleted) || errors.Is(r.Err, ErrUnknownSubject) || errors.Is(r.Err, ErrUnknownUser) {
-			c.cache.put(&cacheEntry{key: key, subject: r.Subject, err: r.Err, expires: now.Add(c.o.NegativeTTL)})
-		}
-		return
-	}
-	exp := now.Add(c.o.TTL)
-	e := &cacheEntry{key: key, subject: r.Subject, expires: exp}
-	// The categories of the entry already cached stay (unexpired, same
-	// subject, not fetched again now).
-	if old, ok := c.cache.get(key); ok && old.err == nil && old.subject == r.Subject {
-		for _, oc := range old.cats {
-			if now.Before(oc.expires) && !slices.Contains(cats, oc.category) {
-				e.cats = append(e.cats, oc)
-			}
-		}
-	}
-	for _, cat := range cats {
-		ce := catEntry{category: cat, expires: exp}
-		if slices.Contains(r.Revoked, cat) {
-			ce.revoked = true
-		} else {
-			for _, k := range r.Keys {
-				if k.Category == cat {
-					ce.keys = append(ce.keys, k.Memoized())
-				}
-			}
-			if len(ce.keys) == 0 {
-				continue // the service said nothing about it: do not cache
-			}
-		}
-		e.cats = append(e.cats, ce)
-	}
-	if len(e.cats) > 0 {
-		c.cache.put(e)
-	}
+	c.cache.store(kind, id, cats, r, c.o.TTL, c.o.NegativeTTL)
 }
 
 // flushPending sends b if it is still pending (its window ran out).

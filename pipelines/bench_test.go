@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -24,9 +25,11 @@ import (
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/x/beamx"
+	"github.com/google/pprof/profile"
 
 	"github.com/lockstream/lockstream/blob"
 	"github.com/lockstream/lockstream/keyclient"
+	"github.com/lockstream/lockstream/layout"
 	"github.com/lockstream/lockstream/record"
 	"github.com/lockstream/lockstream/synth"
 	"github.com/lockstream/lockstream/transforms"
@@ -230,6 +233,11 @@ type phase struct {
 	wall, cpu, sys time.Duration
 	faults         int64
 	rss            int64 // bytes
+	alloc          int64 // bytes allocated by the process (runtime.MemStats.TotalAlloc)
+	// keysCPU is the CPU time the in-process fake key service took (from
+	// the child's CPU profile: samples with keyclient.(*Fake) on the stack).
+	keysCPU time.Duration
+	records int64 // view: records decrypted
 }
 
 // user is the phase's user CPU time.
@@ -244,6 +252,36 @@ type benchRound struct {
 	// ingest and hourly without encryption (revokedKeys)
 	plainIngest, plainHourly phase
 	warm                     phase // ingest with warm caches (LOCKSTREAM_BENCH_WARM)
+	view                     phase // view of every published hour (round 0)
+}
+
+// cryptoCPU is what keys and encryption cost ingest: its CPU time minus
+// that of ingest without encryption, in µs per message.
+func (r benchRound) cryptoCPU(msgs float64) float64 {
+	return float64((r.ingest.cpu - r.plainIngest.cpu).Nanoseconds()) / msgs / 1e3
+}
+
+// noCryptoWallRatio and noCryptoCPURatio compare ingest + hourly with and
+// without encryption.
+func (r benchRound) noCryptoWallRatio() float64 {
+	return (r.ingest.wall + r.hourly.wall).Seconds() / (r.plainIngest.wall + r.plainHourly.wall).Seconds()
+}
+
+func (r benchRound) noCryptoCPURatio() float64 {
+	return (r.ingest.cpu + r.hourly.cpu).Seconds() / (r.plainIngest.cpu + r.plainHourly.cpu).Seconds()
+}
+
+// cpuRatio is ingest + hourly's CPU time over the baseline's.
+func (r benchRound) cpuRatio() float64 {
+	return (r.ingest.cpu + r.hourly.cpu).Seconds() / r.pass.cpu.Seconds()
+}
+
+// viewCPU is view's CPU time per record decrypted, in µs.
+func (r benchRound) viewCPU() float64 {
+	if r.view.records == 0 {
+		return 0
+	}
+	return float64(r.view.cpu.Nanoseconds()) / float64(r.view.records) / 1e3
 }
 
 // ratio is the round's lockstream time over its baseline's.
@@ -280,13 +318,13 @@ func (r benchRound) userRatio() float64 {
 // runtime's scavenger rather than with the work. A process of its own also
 // gives each pipeline its own peak RSS.
 const (
-	benchChildEnv   = "LOCKSTREAM_BENCH_CHILD"   // baseline, baseline-ocf, ingest, hourly, ingest-no-crypto, hourly-no-crypto or ingest-warm
+	benchChildEnv   = "LOCKSTREAM_BENCH_CHILD"   // baseline, baseline-ocf, ingest, hourly, ingest-no-crypto, hourly-no-crypto, view or ingest-warm
 	benchInEnv      = "LOCKSTREAM_BENCH_IN"      // the replay file
 	benchRootEnv    = "LOCKSTREAM_BENCH_ROOT"    // the pipeline's output root
 	benchCountEnv   = "LOCKSTREAM_BENCH_COUNT"   // messages in the replay file (ingest checks its accounting)
 	benchProfileEnv = "LOCKSTREAM_BENCH_PROFILE" // a directory: each child writes <pipeline>-<round>.pprof (CPU) and .allocs there
 	benchRoundEnv   = "LOCKSTREAM_BENCH_ROUND"
-	benchRSSEnv     = "LOCKSTREAM_BENCH_RSS_FILE" // the child writes its peak RSS (VmHWM, kB) there
+	benchRSSEnv     = "LOCKSTREAM_BENCH_RSS_FILE" // the child writes its peak RSS (VmHWM, kB), bytes allocated, the fake key service's CPU (ns) and view's records there
 	benchWarmEnv    = "LOCKSTREAM_BENCH_WARM"     // non-empty: each round also measures ingest with warm caches
 )
 
@@ -321,16 +359,19 @@ func measure(b *testing.B, pipeline, round, in, root string, count int) phase {
 	if err != nil {
 		b.Fatalf("%s: its peak RSS: %v", pipeline, err)
 	}
-	kb, err := strconv.ParseInt(string(data), 10, 64)
-	if err != nil {
+	var kb, alloc, keysCPU, records int64
+	if _, err := fmt.Sscan(string(data), &kb, &alloc, &keysCPU, &records); err != nil {
 		b.Fatalf("%s: its peak RSS %q: %v", pipeline, data, err)
 	}
 	return phase{
-		wall:   wall,
-		cpu:    time.Duration(ru.Utime.Nano() + ru.Stime.Nano()),
-		sys:    time.Duration(ru.Stime.Nano()),
-		faults: ru.Minflt,
-		rss:    kb << 10,
+		wall:    wall,
+		cpu:     time.Duration(ru.Utime.Nano() + ru.Stime.Nano()),
+		sys:     time.Duration(ru.Stime.Nano()),
+		faults:  ru.Minflt,
+		rss:     kb << 10,
+		alloc:   alloc,
+		keysCPU: time.Duration(keysCPU),
+		records: records,
 	}
 }
 
@@ -355,6 +396,18 @@ func runBenchChild() int {
 	in, root := os.Getenv(benchInEnv), os.Getenv(benchRootEnv)
 	count, _ := strconv.Atoi(os.Getenv(benchCountEnv))
 	profile := "" // the profiles' path without their extension
+	// Ingest is always profiled (in memory) for the share of its CPU that
+	// the fake key service takes; with LOCKSTREAM_BENCH_PROFILE the profile
+	// goes to a file instead.
+	var cpuProf *bytes.Buffer
+	var records int64
+	if dir := os.Getenv(benchProfileEnv); dir == "" && pipeline == "ingest" {
+		cpuProf = &bytes.Buffer{}
+		if err := pprof.StartCPUProfile(cpuProf); err != nil {
+			fmt.Fprintf(os.Stderr, "bench %s: CPU profile: %v\n", pipeline, err)
+			return 1
+		}
+	}
 	if dir := os.Getenv(benchProfileEnv); dir != "" {
 		profile = filepath.Join(dir, pipeline+"-"+round)
 		f, err := os.Create(profile + ".pprof")
@@ -385,16 +438,25 @@ func runBenchChild() int {
 		err = benchIngestWarm(ctx, in, root, count)
 	case "hourly", "hourly-no-crypto":
 		err = benchHourly(ctx, root)
+	case "view":
+		records, err = benchView(ctx, in, root, count)
 	default:
 		err = fmt.Errorf("unknown pipeline %q", pipeline)
 	}
 	if profile != "" && err == nil {
 		err = writeAllocs(profile + ".allocs")
 	}
+	var keysCPU time.Duration
+	if cpuProf != nil {
+		pprof.StopCPUProfile()
+		keysCPU, err = fakeKeysCPU(cpuProf.Bytes())
+	}
 	if err == nil {
 		var kb string
 		if kb, err = peakRSS(); err == nil {
-			err = os.WriteFile(os.Getenv(benchRSSEnv), []byte(kb), 0o644)
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			err = os.WriteFile(os.Getenv(benchRSSEnv), fmt.Appendf(nil, "%s %d %d %d", kb, ms.TotalAlloc, keysCPU, records), 0o644)
 		}
 	}
 	if err != nil {
@@ -507,6 +569,103 @@ func measureWarm(b *testing.B, round, in, root string, count int) phase {
 	return phase{wall: time.Duration(wall), cpu: time.Duration(user + sys), sys: time.Duration(sys), faults: faults, rss: p.rss}
 }
 
+// fakeKeysCPU is the CPU time of the samples of a CPU profile with the fake
+// key service (keyclient.(*Fake)) on their stack.
+func fakeKeysCPU(prof []byte) (time.Duration, error) {
+	p, err := profile.Parse(bytes.NewReader(prof))
+	if err != nil {
+		return 0, fmt.Errorf("parse the CPU profile: %w", err)
+	}
+	vi := -1
+	for i, st := range p.SampleType {
+		if st.Type == "cpu" {
+			vi = i
+		}
+	}
+	if vi < 0 {
+		return 0, errors.New("the CPU profile has no cpu samples")
+	}
+	var ns int64
+	for _, smp := range p.Sample {
+	stack:
+		for _, loc := range smp.Location {
+			for _, ln := range loc.Line {
+				if ln.Function != nil && strings.Contains(ln.Function.Name, "keyclient.(*Fake)") {
+					ns += smp.Value[vi]
+					break stack
+				}
+			}
+		}
+	}
+	return time.Duration(ns), nil
+}
+
+// benchView ingests in and publishes it (not measured), then decrypts
+// every published hour with view and writes what that cost to
+// root+".view" (as benchIngestWarm does); it returns the records decrypted.
+func benchView(ctx context.Context, in, root string, count int) (int64, error) {
+	kc, err := benchKeys()
+	if err != nil {
+		return 0, err
+	}
+	if err := benchIngest(ctx, kc, in, root, count); err != nil {
+		return 0, err
+	}
+	if err := benchHourly(ctx, root); err != nil {
+		return 0, err
+	}
+	bk, err := blob.Open(ctx, root)
+	if err != nil {
+		return 0, err
+	}
+	var hours []layout.Hour
+	for hr := time.Date(2026, 11, 23, 6, 0, 0, 0, time.UTC); hr.Before(time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)); hr = hr.Add(time.Hour) {
+		hs, err := RawHours(ctx, bk, hr)
+		if err != nil {
+			return 0, err
+		}
+		hours = append(hours, hs...)
+	}
+	keys := registerKeys(kc)
+	syscall.Sync()
+	var before, after syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &before); err != nil {
+		return 0, err
+	}
+	t0 := time.Now()
+	var records int64
+	for i, h := range hours {
+		res, err := View(ctx, ViewConfig{Root: root, Type: h.Type, Version: h.Version, Hour: h.Hour,
+			Out: filepath.Join(root, fmt.Sprintf("view-%d.ndjson", i)), KeysURL: keys})
+		if err != nil {
+			return 0, err
+		}
+		records += res.Records
+	}
+	wall := time.Since(t0)
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &after); err != nil {
+		return 0, err
+	}
+	cost := fmt.Sprintf("%d %d %d %d", wall, after.Utime.Nano()-before.Utime.Nano(),
+		after.Stime.Nano()-before.Stime.Nano(), after.Minflt-before.Minflt)
+	return records, os.WriteFile(root+".view", []byte(cost), 0o644)
+}
+
+// measureView runs view in a child process (see benchView) and returns
+// the cost of decrypting every published hour.
+func measureView(b *testing.B, round, in, root string, count int) phase {
+	p := measure(b, "view", round, in, root, count)
+	data, err := os.ReadFile(root + ".view")
+	if err != nil {
+		b.Fatalf("view: %v", err)
+	}
+	var wall, user, sys, faults int64
+	if _, err := fmt.Sscan(string(data), &wall, &user, &sys, &faults); err != nil {
+		b.Fatalf("view: its cost %q: %v", data, err)
+	}
+	return phase{wall: time.Duration(wall), cpu: time.Duration(user + sys), sys: time.Duration(sys), faults: faults, rss: p.rss, records: p.records}
+}
+
 // benchHourly publishes every (type, hour) the synthetic traffic has.
 func benchHourly(ctx context.Context, root string) error {
 	bk, err := blob.Open(ctx, root)
@@ -582,7 +741,8 @@ func benchEvents() int {
 func BenchmarkEndToEnd(b *testing.B) {
 	n := benchEvents()
 	dir := b.TempDir()
-	tr := synth.Generate(synth.Config{Events: n, Users: max(n/20, 10), Hours: 3, Seed: 11})
+	// PlaybackEvent v3: each also seals a deterministic (AES-SIV) field.
+	tr := synth.Generate(synth.Config{Events: n, Users: max(n/20, 10), Hours: 3, Seed: 11, PlaybackVersion: 3})
 	in := filepath.Join(dir, "in.ndjson")
 	writeReplay(b, in, tr.Messages)
 	count := len(tr.Messages)
@@ -605,13 +765,21 @@ func BenchmarkEndToEnd(b *testing.B) {
 		r.plainHourly = run("hourly-no-crypto", "plain")
 		b.Logf("round %s: baseline %s; baseline-ocf %s; ingest %s; hourly %s; ratio %.2f (user CPU %.2f)", i, r.pass, r.passOCF, r.ingest, r.hourly, r.ratio(), r.userRatio())
 		b.Logf("round %s: without encryption: ingest %s; hourly %s; ratio %.2f", i, r.plainIngest, r.plainHourly, r.noCryptoRatio())
+		b.Logf("round %s: keys and encryption: %.2f µs of CPU per message (%.2f µs of it in the fake key service), %.0f bytes allocated per message (%.0f without encryption); events/s %.0f (%.0f without); wall ratio %.2f, CPU ratio %.2f to the pipeline without encryption",
+			i, r.cryptoCPU(msgs), float64(r.ingest.keysCPU.Nanoseconds())/msgs/1e3, float64(r.ingest.alloc)/msgs, float64(r.plainIngest.alloc)/msgs,
+			msgs/(r.ingest.wall+r.hourly.wall).Seconds(), msgs/(r.plainIngest.wall+r.plainHourly.wall).Seconds(), r.noCryptoWallRatio(), r.noCryptoCPURatio())
+		if i == "0" {
+			syscall.Sync()
+			r.view = measureView(b, i, in, filepath.Join(dir, "view-"+i), count)
+			b.Logf("round %s: view of every published hour: %s, %d records, %.2f µs of CPU per record", i, r.view, r.view.records, r.viewCPU())
+		}
 		if warm {
 			syscall.Sync()
 			r.warm = measureWarm(b, i, in, filepath.Join(dir, "warm-"+i), count)
 			b.Logf("round %s: ingest with warm caches %s; ratio with it %.2f", i, r.warm, r.warmRatio())
 		}
 		// ~2 GB of output per round at 1M events.
-		for _, d := range []string{"pass-" + i, "passocf-" + i, "real-" + i, "plain-" + i, "warm-" + i, "warm-" + i + "-first"} {
+		for _, d := range []string{"pass-" + i, "passocf-" + i, "real-" + i, "plain-" + i, "warm-" + i, "warm-" + i + "-first", "view-" + i} {
 			if err := os.RemoveAll(filepath.Join(dir, d)); err != nil {
 				b.Fatal(err)
 			}
@@ -622,9 +790,25 @@ func BenchmarkEndToEnd(b *testing.B) {
 	var pass, passOCF, real, ingestT, ingestCPU, hourlyCPU time.Duration
 	var ingestRSS, hourlyRSS int64
 	var ratios, userRatios, noCryptoRatios, warmRatios []float64
+	var cryptoCPU, keysCPU, allocs, plainAllocs, evs, plainEvs, wallVsPlain, cpuVsPlain, cpuRatios []float64
+	var plainRSS int64
+	var viewCPU float64
 	var warmT time.Duration
 	for i := 0; b.Loop(); i++ {
 		r := round(strconv.Itoa(i))
+		cryptoCPU = append(cryptoCPU, r.cryptoCPU(msgs))
+		keysCPU = append(keysCPU, float64(r.ingest.keysCPU.Nanoseconds())/msgs/1e3)
+		allocs = append(allocs, float64(r.ingest.alloc)/msgs)
+		plainAllocs = append(plainAllocs, float64(r.plainIngest.alloc)/msgs)
+		evs = append(evs, msgs/(r.ingest.wall+r.hourly.wall).Seconds())
+		plainEvs = append(plainEvs, msgs/(r.plainIngest.wall+r.plainHourly.wall).Seconds())
+		wallVsPlain = append(wallVsPlain, r.noCryptoWallRatio())
+		cpuVsPlain = append(cpuVsPlain, r.noCryptoCPURatio())
+		cpuRatios = append(cpuRatios, r.cpuRatio())
+		plainRSS = max(plainRSS, r.plainIngest.rss)
+		if i == 0 {
+			viewCPU = r.viewCPU()
+		}
 		ratios = append(ratios, r.ratio())
 		userRatios = append(userRatios, r.userRatio())
 		noCryptoRatios = append(noCryptoRatios, r.noCryptoRatio())
@@ -659,7 +843,19 @@ func BenchmarkEndToEnd(b *testing.B) {
 	b.ReportMetric(hourlyCPU.Seconds()/(real-ingestT).Seconds(), "hourly-cores")
 	// Peak RSS of each pipeline's process, the highest of the rounds.
 	b.ReportMetric(float64(ingestRSS>>20), "ingest-peak-rss-MB")
+	b.ReportMetric(float64(plainRSS>>20), "ingest-no-crypto-peak-rss-MB")
 	b.ReportMetric(float64(hourlyRSS>>20), "hourly-peak-rss-MB")
+	// What keys and encryption cost (medians of the rounds).
+	b.ReportMetric(median(cryptoCPU), "crypto-cpu-us-per-msg")
+	b.ReportMetric(median(keysCPU), "keysvc-cpu-us-per-msg")
+	b.ReportMetric(median(allocs), "ingest-alloc-bytes-per-msg")
+	b.ReportMetric(median(plainAllocs), "ingest-no-crypto-alloc-bytes-per-msg")
+	b.ReportMetric(median(evs), "events/s-median")
+	b.ReportMetric(median(plainEvs), "no-crypto-events/s-median")
+	b.ReportMetric(median(wallVsPlain), "ratio-to-no-crypto-median")
+	b.ReportMetric(median(cpuVsPlain), "cpu-ratio-to-no-crypto-median")
+	b.ReportMetric(median(cpuRatios), "cpu-ratio-median")
+	b.ReportMetric(viewCPU, "view-cpu-us-per-record")
 	if warm {
 		b.ReportMetric(warmT.Seconds()/runs, "ingest-warm-s")
 		b.ReportMetric(median(warmRatios), "ratio-warm-median")

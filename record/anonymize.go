@@ -309,7 +309,7 @@ func (a *Anonymizer) encrypt(s *schemas.Schema, ev *schemas.Event, uk *keyclient
 				buf = append(buf, 0)
 				continue
 			}
-			c, err := a.ciphers.Cipher(k)
+			c, err := a.ciphers.Cipher(k, f.PII.Deterministic)
 			if err != nil {
 				return nil, fmt.Errorf("record: cipher for %s: %w", k, err)
 			}
@@ -452,7 +452,7 @@ func (a *Anonymizer) sealRejected(ctx context.Context, msgs []Message, out []Out
 		if !ok {
 			continue // "payload" revoked: likewise
 		}
-		c, err := a.ciphers.Cipher(k)
+		c, err := a.ciphers.Cipher(k, false)
 		if err != nil {
 			return fmt.Errorf("record: payload cipher: %w", err)
 		}

@@ -267,7 +267,7 @@ func (d *Decryptor) open(s *schemas.Schema, f *schemas.EncryptedField, ct []byte
 	if key.Version == 0 {
 		return nil, StateShredded
 	}
-	c, err := d.ciphers.Cipher(key)
+	c, err := d.ciphers.Cipher(key, f.PII.Deterministic)
 	if err != nil {
 		return nil, StateCorrupt
 	}

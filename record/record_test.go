@@ -530,3 +530,63 @@ func BenchmarkCore(b *testing.B) {
 		})
 	}
 }
+
+// TestDeterministicDeviceRef: PlaybackEvent v3's device_ref is sealed with
+// AES-SIV: equal references of one user give byte-equal ciphertexts (joins
+// and distinct counts without decrypting), other users' or other
+// references differ, and each decrypts back; device_id (AES-GCM) never
+// repeats.
+func TestDeterministicDeviceRef(t *testing.T) {
+	keys := &testKeys{}
+	a := newAnon(t, keys)
+	v3 := func(id, user, ref string) Message {
+		m := playback(id, user, "203.0.113.7")
+		m.Attributes = map[string]string{AttrEventType: "PlaybackEvent", AttrSchemaVersion: "3"}
+		m.Data = []byte(strings.TrimSuffix(string(m.Data), "}") + fmt.Sprintf(`,"device_id":"same","device_ref":%q}`, ref))
+		m.Data = []byte(strings.Replace(string(m.Data), fmt.Sprintf(`"device_id":"dev-%s",`, id), "", 1))
+		return m
+	}
+	msgs := []Message{v3("e1", "alice", "ref-1"), v3("e2", "alice", "ref-1"), v3("e3", "alice", "ref-2"), v3("e4", "bob", "ref-1")}
+	out, err := a.Anonymize(context.Background(), msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, _ := schemas.Embedded()
+	s, err := reg.Lookup("PlaybackEvent", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	field := func(i int, name string) []byte {
+		if out[i].Reject != nil {
+			t.Fatalf("message %d rejected: %+v", i, out[i].Reject)
+		}
+		native, _, err := s.Encrypted().Codec.NativeFromBinary(out[i].Record)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v := native.(map[string]any)[name]
+		u, ok := v.(map[string]any)
+		if !ok {
+			t.Fatalf("%s of record %d is %v", name, i, v)
+		}
+		return u["bytes"].([]byte)
+	}
+	if !bytes.Equal(field(0, "device_ref"), field(1, "device_ref")) {
+		t.Fatal("one user's equal device references have different ciphertexts")
+	}
+	if bytes.Equal(field(0, "device_ref"), field(2, "device_ref")) || bytes.Equal(field(0, "device_ref"), field(3, "device_ref")) {
+		t.Fatal("another reference, or another user's, has the same ciphertext")
+	}
+	if bytes.Equal(field(0, "device_id"), field(1, "device_id")) {
+		t.Fatal("AES-GCM ciphertexts of equal values repeat")
+	}
+	plain, errs, err := NewDecryptor(keys, nil).Decrypt(context.Background(), s, [][]byte{out[0].Record, out[3].Record})
+	if err != nil || errs[0] != nil || errs[1] != nil {
+		t.Fatal(err, errs)
+	}
+	for i, want := range []string{"ref-1", "ref-1"} {
+		if got := plain[i].Values[indexOf(plain[i].Names, "device_ref")]; got != want {
+			t.Fatalf("record %d: device_ref decrypts to %v", i, got)
+		}
+	}
+}

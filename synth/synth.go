@@ -20,6 +20,9 @@ type Config struct {
 	MalformedRate float64   // share of extra malformed messages (default 0.01)
 	LateRate      float64   // share of extra events published after their hour (default 0.01)
 	Seed          uint64
+	// PlaybackVersion is the schema version of the PlaybackEvents (1, the
+	// default, or 3: with a device_ref, encrypted deterministically).
+	PlaybackVersion int
 }
 
 // Traffic is generated input.
@@ -61,6 +64,9 @@ func (c *Config) defaults() {
 	if c.LateRate == 0 {
 		c.LateRate = 0.01
 	}
+	if c.PlaybackVersion == 0 {
+		c.PlaybackVersion = 1
+	}
 }
 
 // User returns the user id of user n (itself a canary: user ids are PII).
@@ -82,6 +88,9 @@ func Generate(cfg Config) *Traffic {
 	for u := 0; u < cfg.Users; u++ {
 		tr.Users = append(tr.Users, User(u))
 		tr.Canaries = append(tr.Canaries, User(u), Email(u), "pii-name-"+strconv.Itoa(u))
+		if cfg.PlaybackVersion >= 3 {
+			tr.Canaries = append(tr.Canaries, DeviceRef(u))
+		}
 	}
 	msgID := 0
 	next := func() string { msgID++; return fmt.Sprintf("msg-%07d", msgID) }
@@ -90,7 +99,7 @@ func Generate(cfg Config) *Traffic {
 		u := r.IntN(cfg.Users)
 		at := cfg.Start.Add(time.Duration(r.Int64N(int64(span))))
 		at = at.Truncate(time.Millisecond)
-		m := event(i, u, at)
+		m := event(i, u, at, cfg.PlaybackVersion)
 		m.ID = next()
 		add(m)
 		if ip := IP(i); !seen[ip] {
@@ -123,7 +132,7 @@ func Generate(cfg Config) *Traffic {
 	for i := 0; i < nLate; i++ {
 		u := r.IntN(cfg.Users)
 		at := cfg.Start.Add(time.Duration(r.Int64N(int64(span - time.Hour))))
-		m := event(cfg.Events+i, u, at.Truncate(time.Millisecond))
+		m := event(cfg.Events+i, u, at.Truncate(time.Millisecond), cfg.PlaybackVersion)
 		m.ID = next()
 		// Published well after its event time: lands in a later hour.
 		m.PublishTime = at.Add(time.Hour + 10*time.Minute).Truncate(time.Millisecond)
@@ -146,9 +155,14 @@ func Generate(cfg Config) *Traffic {
 	return tr
 }
 
-func event(i, u int, at time.Time) record.Message {
+// DeviceRef returns the device reference of user n's device (PlaybackEvent
+// v3; a canary: it is personal).
+func DeviceRef(n int) string { return fmt.Sprintf("pii-devref-%04d", n) }
+
+func event(i, u int, at time.Time, playbackVersion int) record.Message {
 	var data string
 	var typ string
+	version := "1"
 	if i%4 == 3 {
 		typ = "AccountUpdate"
 		birth := "null"
@@ -159,10 +173,15 @@ func event(i, u int, at time.Time) record.Message {
 			i, User(u), at.Add(-time.Second).Format("2006-01-02T15:04:05.000Z"), Email(u), u, birth)
 	} else {
 		typ = "PlaybackEvent"
-		data = fmt.Sprintf(`{"event_id":"ev-%07d","user_id":%q,"timestamp":%d,"track_id":"track-%d","ms_played":%d,"country":"SE","ip_address":%q,"device_id":"pii-device-%d"}`,
+		data = fmt.Sprintf(`{"event_id":"ev-%07d","user_id":%q,"timestamp":%d,"track_id":"track-%d","ms_played":%d,"country":"SE","ip_address":%q,"device_id":"pii-device-%d"`,
 			i, User(u), at.Add(-time.Second).UnixMilli(), i%500, 1000+i%300000, IP(i), u)
+		if playbackVersion >= 3 {
+			version = strconv.Itoa(playbackVersion)
+			data += fmt.Sprintf(`,"device_ref":%q`, DeviceRef(u))
+		}
+		data += "}"
 	}
-	return record.Message{PublishTime: at, Attributes: map[string]string{record.AttrEventType: typ, record.AttrSchemaVersion: "1"}, Data: []byte(data)}
+	return record.Message{PublishTime: at, Attributes: map[string]string{record.AttrEventType: typ, record.AttrSchemaVersion: version}, Data: []byte(data)}
 }
 
 func malformed(i, u int, at time.Time) record.Message {

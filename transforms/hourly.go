@@ -20,6 +20,7 @@ import (
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
 
 	"github.com/lockstream/lockstream/blob"
+	"github.com/lockstream/lockstream/cache"
 	"github.com/lockstream/lockstream/layout"
 	"github.com/lockstream/lockstream/record"
 	"github.com/lockstream/lockstream/schemas"
@@ -413,20 +414,18 @@ func replaceObject(ctx context.Context, b blob.Bucket, name string, data []byte)
 }
 
 // writtenIDs holds the event ids of the dataset files this process wrote,
-// by root, final name (not the staged one) and checksum: the next hour's
-// lookback (in the same process, as on prism) takes them from here instead
-// of reading and inflating the previous hour's files again. Only a file
-// whose manifest names the very checksum it was written with is found
-// here, so a file staged but never published (or published by another
-// run with other bytes) is read from storage. It keeps the files of a few
-// hours of every (type, version).
-var writtenIDs = newRecent[*idList](256)
+// by root, name and checksum: the next hour's lookback (in the same
+// process, as on prism) takes them from here instead of reading and
+// inflating the previous hour's files again. Only a file whose manifest
+// names the very checksum it was written with is found here. It keeps the
+// files of a few hours of every (type, version).
+var writtenIDs = cache.New[string, *idList](256, cache.Options{})
 
 // lookbackCache holds, per file set, the lookback id sets split by shard:
 // a long-running process (hourly --watch) publishes hour after hour, so it
 // keeps the latest few only, enough for every (type, version) of one
 // hour's job and the next.
-var lookbackCache = newRecent[*lookbackEntry](64)
+var lookbackCache = cache.New[string, *lookbackEntry](64, cache.Options{})
 
 type lookbackEntry struct {
 	once sync.Once
@@ -434,67 +433,13 @@ type lookbackEntry struct {
 	err  error
 }
 
-// recent is a map that keeps the latest max keys put in it; safe for
-// concurrent use.
-type recent[V any] struct {
-	mu    sync.Mutex
-	max   int
-	m     map[string]V
-	order []string // insertion order, for eviction
-}
-
-func newRecent[V any](max int) *recent[V] { return &recent[V]{max: max, m: map[string]V{}} }
-
-func (r *recent[V]) get(k string) (V, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	v, ok := r.m[k]
-	return v, ok
-}
-
-// put sets k to v.
-func (r *recent[V]) put(k string, v V) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.putLocked(k, v)
-}
-
-// getOrPut returns k's value, first setting it to mk() if absent.
-func (r *recent[V]) getOrPut(k string, mk func() V) V {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	v, ok := r.m[k]
-	if !ok {
-		v = mk()
-		r.putLocked(k, v)
-	}
-	return v
-}
-
-func (r *recent[V]) putLocked(k string, v V) {
-	if _, ok := r.m[k]; !ok {
-		r.order = append(r.order, k)
-		if len(r.order) > r.max {
-			delete(r.m, r.order[0])
-			r.order = r.order[1:]
-		}
-	}
-	r.m[k] = v
-}
-
-func (r *recent[V]) clear() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.m, r.order = map[string]V{}, nil
-}
-
 // DropProcessCaches empties this process's caches of dataset event ids
 // (writtenIDs and the lookback sets): the next publication reads its
 // lookback hours from storage. For tests, and for a long-running process
 // that wants the memory back.
 func DropProcessCaches() {
-	writtenIDs.clear()
-	lookbackCache.clear()
+	writtenIDs.Purge()
+	lookbackCache.Purge()
 }
 
 func sum(b []byte) []byte { s := sha256.Sum256(b); return s[:] }
@@ -502,14 +447,14 @@ func sum(b []byte) []byte { s := sha256.Sum256(b); return s[:] }
 func writtenKey(root, name, sha string) string { return root + "\x00" + name + "\x00" + sha }
 
 func rememberWritten(root, name, sha string, ids *idList) {
-	writtenIDs.put(writtenKey(root, name, sha), ids)
+	writtenIDs.Put(writtenKey(root, name, sha), ids)
 }
 
 func writtenFile(root, name, sha string) (*idList, bool) {
 	if sha == "" {
 		return nil, false
 	}
-	return writtenIDs.get(writtenKey(root, name, sha))
+	return writtenIDs.Get(writtenKey(root, name, sha))
 }
 
 // lookbackIDs loads, once per process and file set, the event ids of the
@@ -518,7 +463,7 @@ func writtenFile(root, name, sha string) (*idList, bool) {
 // else by reading them.
 func lookbackIDs(ctx context.Context, b blob.Bucket, eventType string, version int, files, shas []string, shards int) ([]*idSet, error) {
 	key := fmt.Sprint(b.Root(), eventType, version, shards, files, shas)
-	e := lookbackCache.getOrPut(key, func() *lookbackEntry { return &lookbackEntry{} })
+	e := lookbackCache.GetOrPut(key, func() *lookbackEntry { return &lookbackEntry{} })
 	e.once.Do(func() {
 		e.ids = make([]*idSet, shards)
 		for i := range e.ids {

@@ -54,14 +54,21 @@ func RegisterKeys(name string, k keyclient.Keys) string {
 // ErrKeysURL is wrapped by errors about an unusable keys URL.
 var ErrKeysURL = errors.New("transforms: keys URL")
 
-// ValidateKeysURL checks the form of a keys URL without opening it.
+// ValidateKeysURL checks the form of a keys URL without opening it: a
+// "local:DIR" with a directory, a "registered:NAME", or one or more
+// comma-separated http(s) endpoints that each parse (keyclient.ParseEndpoints).
+// An unknown scheme or an address that does not parse fails here, before
+// any input is read.
 func ValidateKeysURL(url string) error {
 	switch {
 	case strings.HasPrefix(url, "registered:") && len(url) > len("registered:"):
 	case strings.HasPrefix(url, "local:") && len(url) > len("local:"):
-	case strings.HasPrefix(url, "http://"), strings.HasPrefix(url, "https://"):
+	case keyclient.IsRemoteURL(url):
+		if _, err := keyclient.ParseEndpoints(url); err != nil {
+			return fmt.Errorf("%w: %w", ErrKeysURL, err)
+		}
 	default:
-		return fmt.Errorf("%w %q: want local:DIR, http(s)://host:port or registered:NAME", ErrKeysURL, url)
+		return fmt.Errorf("%w %q: want local:DIR, http(s)://HOST:PORT[,http(s)://HOST:PORT…] or registered:NAME", ErrKeysURL, url)
 	}
 	return nil
 }
@@ -111,17 +118,17 @@ var ciphers struct {
 }
 
 // DefaultKeyCacheSize is how many users' keys (keyclient's cache) and how
-// many built ciphers (one per user, category and key version) a worker
-// keeps unless told otherwise. A cached cipher takes ~1.2 KB and a user's
-// keys ~1.2 KB (5 categories), so up to ~600 MB when both are full; the
-// 1M-event benchmark's 50k users and ~250k keys took ingest's peak RSS
-// from 100 MB (no keys) to 1.0-1.2 GB. A cipher miss costs ~1.3 µs (HKDF
-// + AES-GCM setup), a key miss a share of a key-service round trip. 100k
-// ciphers thrashed on the benchmark's ~160k active keys (38% misses).
+// many category keys' per-algorithm keys (fieldcrypt's cache) a worker
+// keeps unless told otherwise. Both hold key bytes and no pointer (package
+// cache): ~0.4 KB per user and ~0.25 KB per category key, so ~160 MB when
+// both are full; the 1M-event benchmark's 50k users and ~250k keys take
+// ~80 MB. AES state is built where a value is sealed, not cached. A key
+// miss costs a share of a key-service round trip, a derived-key miss
+// ~1.2 µs of HKDF.
 const DefaultKeyCacheSize = 250_000
 
-// sharedCiphers is the process-wide cipher cache of the anonymizers and
-// decryptors; the first caller sets its capacity (0 means
+// sharedCiphers is the process-wide cache of derived keys of the
+// anonymizers and decryptors; the first caller sets its capacity (0 means
 // DefaultKeyCacheSize) until DropKeyCaches.
 func sharedCiphers(capacity int) *fieldcrypt.Cache {
 	ciphers.mu.Lock()
