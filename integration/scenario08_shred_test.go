@@ -38,7 +38,7 @@ type shredNode struct {
 
 func startShredNode(t *testing.T, base keyservice.Store, mc string, window time.Duration, log *lockedBuffer) *shredNode {
 	t.Helper()
-	tier, err := keyservice.NewMemcached(base, []string{mc}, window)
+	tier, err := keyservice.NewMemcached(base, []string{mc}, window, storetest.MasterKey)
 	if err != nil {
 		t.Fatal(err)
 	}

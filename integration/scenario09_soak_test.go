@@ -56,7 +56,7 @@ func TestScenario09_Soak(t *testing.T) {
 	defer cancel()
 	mc := storetest.Memcached(t)
 	k := startScenarioKeyServer(t, server.Config{}, func(st keyservice.Store) keyservice.Store {
-		tier, err := keyservice.NewMemcached(st, []string{mc}, keyservice.DefaultStaleWindow)
+		tier, err := keyservice.NewMemcached(st, []string{mc}, keyservice.DefaultStaleWindow, storetest.MasterKey)
 		if err != nil {
 			t.Fatal(err)
 		}

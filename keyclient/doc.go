@@ -6,14 +6,23 @@
 // Transports:
 //   - [RemoteTransport]: the key service API over HTTP (connect-go client,
 //     Connect protocol, binary protobuf), "Authorization: Bearer <secret>".
+//   - [MultiTransport]: several endpoints, each its own failure domain (in
+//     production a deployment group behind its own load balancer): health
+//     checks, failover, hedging (see below).
 //   - keyclient/local: in process over a *keyservice.Service on a bolt
 //     directory ("local:DIR"); a separate package so that pipelines talking
 //     to a remote service do not link the service and its stores.
 //   - [Fake]: in memory, with fault hooks (errors, latency) and call
 //     counters, for pipeline tests; it is also a [Keys] by itself.
 //
-// [Open] picks one from a URL: "http(s)://host:port" or "local:DIR".
-// [Admin] is the administrative client (delete, revoke, rotate, show).
+// [Open] picks one from a URL: "http(s)://host:port", a comma-separated
+// list of them ("https://keys-a:7400,https://keys-b:7400": a
+// MultiTransport), or "local:DIR". A URL that does not parse or names an
+// unknown scheme fails there with [ErrConfig] ([ParseEndpoints] checks one
+// without opening it). [CheckAccess] asks every endpoint whether a secret
+// may get the keys it will need, creating nothing: a launcher calls it
+// before reading input. [Admin] is the administrative client (delete,
+// revoke, rotate, show).
 //
 // # Behavior
 //
@@ -26,6 +35,15 @@
 //     from many goroutines become one RPC.
 //   - Singleflight: a user (or subject) already pending or in flight is not
 //     asked for again; its callers share the one answer.
+//   - Several endpoints (MultiTransport): a call goes to the first healthy
+//     endpoint in the order given; each endpoint's /readyz is probed every
+//     second. A connection error, timeout, Unavailable or ResourceExhausted
+//     takes the endpoint out of preference (for at least 2 s, until a probe
+//     passes) and sends the call on to the next endpoint within the same
+//     attempt. A call slower than the learned p95 of recent calls is hedged
+//     to the next healthy endpoint (first answer wins), at most 5% of calls
+//     over time (a token bucket). A refusal is never failed over or
+//     hedged. [Client.EndpointStats] says how many calls went where.
 //   - Deadlines and retries: each RPC has AttemptTimeout (default 2 s);
 //     transient failures (unavailable, overloaded, deadline) are retried up
 //     to MaxAttempts with jittered exponential backoff, paid from a retry
@@ -45,11 +63,14 @@
 //
 // # Failure modes
 //
-// Whole calls fail with [ErrUnavailable] (transient: retry later, or
-// dead-letter as key_unavailable; also matches context.DeadlineExceeded
-// when a deadline caused it) or with a permanent [ErrUnauthenticated],
-// [ErrPermissionDenied], [ErrInvalidArgument] or [ErrInternal] (fix the
-// configuration; retrying does not help). [IsTransient] tells them apart.
+// Whole calls fail with [ErrUnavailable] (transient: hold the work and
+// retry later; also matches context.DeadlineExceeded when a deadline caused
+// it) or with a permanent [ErrUnauthenticated], [ErrPermissionDenied],
+// [ErrInvalidArgument], [ErrConfig] (an address that does not parse, an
+// unknown scheme, an untrusted certificate, https to a plain-HTTP server)
+// or [ErrInternal] (fix the configuration; retrying does not help).
+// [IsTransient] tells them apart: only a failure to reach the service
+// (refused or reset connections, timeouts, DNS) is transient.
 // Per-user outcomes are in UserKeys.Err: [ErrUserDeleted] (drop the event),
 // [ErrUnknownSubject], [ErrUnknownUser] — all permanent.
 package keyclient

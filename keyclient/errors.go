@@ -20,8 +20,8 @@ var (
 // Whole-call errors.
 var (
 	// ErrUnavailable is transient: the key service did not answer (down,
-	// overloaded, deadline exceeded) within the retry budget. Retry later or
-	// dead-letter as key_unavailable.
+	// overloaded, deadline exceeded) within the retry budget. Hold the work
+	// and retry later.
 	ErrUnavailable = errors.New("keyclient: key service unavailable")
 	// ErrUnauthenticated is permanent: the service secret was refused.
 	ErrUnauthenticated = errors.New("keyclient: key service refused the credentials")
@@ -33,6 +33,11 @@ var (
 	ErrInvalidArgument = errors.New("keyclient: invalid argument")
 	// ErrInternal is a server bug or corruption; treated as permanent.
 	ErrInternal = errors.New("keyclient: key service internal error")
+	// ErrConfig is permanent: the key service address or the client's
+	// setup is wrong (an address that does not parse, an unknown scheme, a
+	// TLS certificate the client does not trust, https to a plain-HTTP
+	// server). Fix the configuration; retrying does not help.
+	ErrConfig = errors.New("keyclient: key service configuration")
 )
 
 // IsTransient reports whether err may succeed when retried later:

@@ -6,8 +6,10 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -22,19 +24,58 @@ import (
 // RemoteTransport is the Transport over the key service API (Connect
 // protocol, binary protobuf, over HTTP/1.1 or HTTP/2).
 type RemoteTransport struct {
-	c keysv1connect.KeyServiceClient
+	c    keysv1connect.KeyServiceClient
+	base string // base URL, without a trailing slash
+	http *http.Client
 }
 
 // NewRemoteTransport returns a transport to the key service at baseURL
 // ("http://host:port" or "https://host:port") authenticating with secret.
 // httpClient nil uses DefaultHTTPClient().
 func NewRemoteTransport(baseURL, secret string, httpClient *http.Client) (*RemoteTransport, error) {
+	if httpClient == nil {
+		httpClient = DefaultHTTPClient()
+	}
 	c, err := newConnectClient(baseURL, secret, httpClient)
 	if err != nil {
 		return nil, err
 	}
-	return &RemoteTransport{c: c}, nil
+	return &RemoteTransport{c: c, base: strings.TrimRight(baseURL, "/"), http: httpClient}, nil
 }
+
+// Ready asks the server's /readyz (no credentials needed): nil when it
+// answers 200, i.e. it serves and its store answers.
+func (r *RemoteTransport) Ready(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.base+"/readyz", nil)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	resp, err := r.http.Do(req)
+	if err != nil {
+		if cerr := configCause(err); cerr != nil {
+			return fmt.Errorf("%w: %w", ErrConfig, cerr)
+		}
+		return Unavailable(err)
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return Unavailable(fmt.Errorf("/readyz: HTTP %d", resp.StatusCode))
+	}
+	return nil
+}
+
+// CheckAccess makes one lookup that creates nothing (GetKeysByUser of a
+// made-up id): it fails, as a call would, when the secret is refused
+// (ErrUnauthenticated) or the service may not use scope or a category
+// (ErrPermissionDenied).
+func (r *RemoteTransport) CheckAccess(ctx context.Context, scope string, categories []string) error {
+	_, err := r.c.GetKeysByUser(ctx, connect.NewRequest(&keysv1.GetKeysByUserRequest{Scope: scope, UserIds: []string{accessCheckID}, Categories: categories}))
+	return mapNil(err)
+}
+
+// accessCheckID is the user id CheckAccess looks up (it exists nowhere).
+const accessCheckID = "lockstream-access-check"
 
 // NewRemote returns a Client (cache, batching, retries) over a
 // RemoteTransport built from opts.Secret and opts.HTTPClient.
@@ -92,8 +133,8 @@ func httpClient(caFile string) (*http.Client, error) {
 }
 
 func newConnectClient(baseURL, secret string, httpClient *http.Client) (keysv1connect.KeyServiceClient, error) {
-	if !strings.HasPrefix(baseURL, "http://") && !strings.HasPrefix(baseURL, "https://") {
-		return nil, fmt.Errorf("keyclient: key service URL must start with http:// or https://")
+	if err := checkEndpoint(baseURL); err != nil {
+		return nil, err
 	}
 	if httpClient == nil {
 		httpClient = DefaultHTTPClient()
@@ -171,13 +212,16 @@ func fromResults(rs []*keysv1.UserKeys, ids []string, bySubject bool) ([]UserKey
 }
 
 // fromConnect maps an RPC error to this package's sentinels. The server's
-// messages carry no PII, so they are kept.
+// messages carry no PII, so they are kept. A failure that no retry can
+// pass (an address that does not parse, an unsupported scheme, an
+// untrusted certificate) is ErrConfig; other failures to reach the server
+// (refused or reset connections, timeouts, DNS) are transient.
 func fromConnect(err error) error {
+	if cerr := configCause(err); cerr != nil {
+		return fmt.Errorf("%w: %w", ErrConfig, cerr)
+	}
 	var ce *connect.Error
 	if !errors.As(err, &ce) {
-		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-			return Unavailable(err)
-		}
 		return Unavailable(err)
 	}
 	msg := ce.Message()
@@ -204,19 +248,96 @@ func fromConnect(err error) error {
 	return fmt.Errorf("%w: %s", sentinel, msg)
 }
 
+// configCause returns the cause of err if it is a configuration error of
+// the client (see ErrConfig), else nil. connect-go reports these as
+// Unavailable; they are not.
+func configCause(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) && ue.Op == "parse" {
+		return ue
+	}
+	var (
+		unknownCA x509.UnknownAuthorityError
+		hostname  x509.HostnameError
+		invalid   x509.CertificateInvalidError
+		verify    *tls.CertificateVerificationError
+		header    tls.RecordHeaderError
+	)
+	switch {
+	case errors.As(err, &verify):
+		return fmt.Errorf("TLS: %w", verify)
+	case errors.As(err, &unknownCA):
+		return fmt.Errorf("TLS: %w", unknownCA)
+	case errors.As(err, &hostname):
+		return fmt.Errorf("TLS: %w", hostname)
+	case errors.As(err, &invalid):
+		return fmt.Errorf("TLS: %w", invalid)
+	case errors.As(err, &header):
+		return fmt.Errorf("https to a server that does not speak TLS: %w", header)
+	}
+	msg := err.Error()
+	for _, s := range []string{"unsupported protocol scheme", "server gave HTTP response to HTTPS client", "missing scheme", "no Host in request URL"} {
+		if i := strings.Index(msg, s); i >= 0 {
+			return errors.New(msg[i:])
+		}
+	}
+	return nil
+}
+
 // Admin is the administrative client of the key service API (the calling
 // service needs admin: true). Its answers never carry key bytes.
 type Admin struct {
-	c keysv1connect.KeyServiceClient
+	cs    []keysv1connect.KeyServiceClient
+	names []string
 }
 
-// NewAdmin returns an admin client for baseURL ("http(s)://host:port").
+// NewAdmin returns an admin client for baseURL: "http(s)://host:port", or
+// a comma-separated list of endpoints over one store (see ParseEndpoints).
+// With several, an operation goes to the first, and to the next only when
+// a connection to it could not be made (so that no operation, e.g. a
+// rotation, is applied twice).
 func NewAdmin(baseURL, secret string, httpClient *http.Client) (*Admin, error) {
-	c, err := newConnectClient(baseURL, secret, httpClient)
+	eps, err := ParseEndpoints(baseURL)
 	if err != nil {
 		return nil, err
 	}
-	return &Admin{c: c}, nil
+	if httpClient == nil {
+		httpClient = DefaultHTTPClient()
+	}
+	a := &Admin{}
+	for _, e := range eps {
+		c, err := newConnectClient(e, secret, httpClient)
+		if err != nil {
+			return nil, err
+		}
+		a.cs, a.names = append(a.cs, c), append(a.names, endpointName(e))
+	}
+	return a, nil
+}
+
+// adminCall runs f on the admin's endpoints in order, moving on only when
+// the request could not be sent (see NewAdmin).
+func adminCall[T any](a *Admin, f func(c keysv1connect.KeyServiceClient) (T, error)) (T, error) {
+	var zero T
+	var errs []error
+	for i, c := range a.cs {
+		v, err := f(c)
+		if err == nil {
+			return v, nil
+		}
+		if len(a.cs) == 1 {
+			return zero, fromConnect(err)
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", a.names[i], fromConnect(err)))
+		var op *net.OpError
+		if !errors.As(err, &op) || op.Op != "dial" {
+			break
+		}
+	}
+	if len(errs) == 1 {
+		return zero, errs[0]
+	}
+	return zero, errors.Join(errs...)
 }
 
 // Keychain describes a keychain without key material.
@@ -256,57 +377,69 @@ func KeychainFromProto(k *keysv1.Keychain) Keychain {
 
 // CreateKeychain creates a user's keychain if needed.
 func (a *Admin) CreateKeychain(ctx context.Context, userID string) (Keychain, error) {
-	r, err := a.c.CreateKeychain(ctx, connect.NewRequest(&keysv1.CreateKeychainRequest{UserId: userID}))
-	if err != nil {
-		return Keychain{}, fromConnect(err)
-	}
-	return KeychainFromProto(r.Msg.GetKeychain()), nil
+	return adminCall(a, func(c keysv1connect.KeyServiceClient) (Keychain, error) {
+		r, err := c.CreateKeychain(ctx, connect.NewRequest(&keysv1.CreateKeychainRequest{UserId: userID}))
+		if err != nil {
+			return Keychain{}, err
+		}
+		return KeychainFromProto(r.Msg.GetKeychain()), nil
+	})
 }
 
 // DeleteUser shreds a user's keychain.
 func (a *Admin) DeleteUser(ctx context.Context, userID string) error {
-	_, err := a.c.DeleteUser(ctx, connect.NewRequest(&keysv1.DeleteUserRequest{Target: &keysv1.DeleteUserRequest_UserId{UserId: userID}}))
-	return mapNil(err)
+	_, err := adminCall(a, func(c keysv1connect.KeyServiceClient) (*connect.Response[keysv1.DeleteUserResponse], error) {
+		return c.DeleteUser(ctx, connect.NewRequest(&keysv1.DeleteUserRequest{Target: &keysv1.DeleteUserRequest_UserId{UserId: userID}}))
+	})
+	return err
 }
 
 // DeleteSubject shreds the keychain with this subject.
 func (a *Admin) DeleteSubject(ctx context.Context, subject string) error {
-	_, err := a.c.DeleteUser(ctx, connect.NewRequest(&keysv1.DeleteUserRequest{Target: &keysv1.DeleteUserRequest_Subject{Subject: subject}}))
-	return mapNil(err)
+	_, err := adminCall(a, func(c keysv1connect.KeyServiceClient) (*connect.Response[keysv1.DeleteUserResponse], error) {
+		return c.DeleteUser(ctx, connect.NewRequest(&keysv1.DeleteUserRequest{Target: &keysv1.DeleteUserRequest_Subject{Subject: subject}}))
+	})
+	return err
 }
 
 // Revoke shreds one category of one user.
 func (a *Admin) Revoke(ctx context.Context, userID, category string) error {
-	_, err := a.c.RevokeCategory(ctx, connect.NewRequest(&keysv1.RevokeCategoryRequest{UserId: userID, Category: category}))
-	return mapNil(err)
+	_, err := adminCall(a, func(c keysv1connect.KeyServiceClient) (*connect.Response[keysv1.RevokeCategoryResponse], error) {
+		return c.RevokeCategory(ctx, connect.NewRequest(&keysv1.RevokeCategoryRequest{UserId: userID, Category: category}))
+	})
+	return err
 }
 
 // Rotate starts a new version of a category; minVersion > 0 also retires
 // versions below it.
 func (a *Admin) Rotate(ctx context.Context, category string, minVersion int) (int, error) {
-	r, err := a.c.RotateCategory(ctx, connect.NewRequest(&keysv1.RotateCategoryRequest{Category: category, MinVersion: int32(minVersion)}))
-	if err != nil {
-		return 0, fromConnect(err)
-	}
-	return int(r.Msg.GetNewVersion()), nil
+	return adminCall(a, func(c keysv1connect.KeyServiceClient) (int, error) {
+		r, err := c.RotateCategory(ctx, connect.NewRequest(&keysv1.RotateCategoryRequest{Category: category, MinVersion: int32(minVersion)}))
+		if err != nil {
+			return 0, err
+		}
+		return int(r.Msg.GetNewVersion()), nil
+	})
 }
 
 // Show describes a user's keychain.
 func (a *Admin) Show(ctx context.Context, userID string) (Keychain, error) {
-	r, err := a.c.ShowKeychain(ctx, connect.NewRequest(&keysv1.ShowKeychainRequest{Target: &keysv1.ShowKeychainRequest_UserId{UserId: userID}}))
-	if err != nil {
-		return Keychain{}, fromConnect(err)
-	}
-	return KeychainFromProto(r.Msg.GetKeychain()), nil
+	return a.show(ctx, &keysv1.ShowKeychainRequest{Target: &keysv1.ShowKeychainRequest_UserId{UserId: userID}})
 }
 
 // ShowSubject describes the keychain with this subject.
 func (a *Admin) ShowSubject(ctx context.Context, subject string) (Keychain, error) {
-	r, err := a.c.ShowKeychain(ctx, connect.NewRequest(&keysv1.ShowKeychainRequest{Target: &keysv1.ShowKeychainRequest_Subject{Subject: subject}}))
-	if err != nil {
-		return Keychain{}, fromConnect(err)
-	}
-	return KeychainFromProto(r.Msg.GetKeychain()), nil
+	return a.show(ctx, &keysv1.ShowKeychainRequest{Target: &keysv1.ShowKeychainRequest_Subject{Subject: subject}})
+}
+
+func (a *Admin) show(ctx context.Context, req *keysv1.ShowKeychainRequest) (Keychain, error) {
+	return adminCall(a, func(c keysv1connect.KeyServiceClient) (Keychain, error) {
+		r, err := c.ShowKeychain(ctx, connect.NewRequest(req))
+		if err != nil {
+			return Keychain{}, err
+		}
+		return KeychainFromProto(r.Msg.GetKeychain()), nil
+	})
 }
 
 func mapNil(err error) error {

@@ -54,6 +54,40 @@
 // optional [MemcachedStore] tier in front of any of them ([OpenStore],
 // [WithMemcached]).
 //
+// # Memcached entries (format 2)
+//
+// memcached holds rows as stored (index rows, tombstones, sealed
+// keychains, policies) under "lockstream/ks2/" + namespace + "/" + row key
+// (keys over 240 bytes or with other than printable ASCII: "h" + hex
+// SHA-256). An entry is
+//
+//	0x02 | revision (8 bytes) | read time (8, Unix ns) | MAC (32) | value
+//
+// with MAC = HMAC-SHA256(K, "lockstream/keyservice/cache/v2" || LP(namespace)
+// || LP(row key) || revision || read time || value), all integers
+// big-endian, and K = HKDF-SHA256(master, nil,
+// "lockstream/keyservice/v1/master/cache-mac"). An entry is used only if
+// its MAC verifies and it was read from the store less than the stale
+// window ago; one that fails is rejected, counted
+// ([MemcachedStore.Rejected]; lockstream_keys_cache_rejected_total{reason})
+// and read through to the store:
+//
+//   - malformed: too short or another format (format 1, unauthenticated,
+//     lived under "ks1" and is never read);
+//   - mac: corrupt bytes, an entry forged without the master key, or a
+//     genuine entry of another row or namespace (a swapped index row would
+//     otherwise map a user to another keychain, a swapped tombstone mark a
+//     live user deleted);
+//   - replayed: authentic but older than memcached could have kept it (its
+//     TTL plus 2 s), so an old entry served again cannot outlive the
+//     stale window;
+//   - future: authentic but read more than a stale window ahead of this
+//     node's clock.
+//
+// An entry that is merely past the stale window (memcached's clock is
+// coarse) is a plain miss. memcached thus never decides what a node
+// serves: it only saves store reads.
+//
 // # Behavior
 //
 //   - GetOrCreate creates a keychain on first sight: it writes the keychain
@@ -113,6 +147,29 @@
 // wrote are gone (at 500 batch RPC/s over 10k users, a third of the
 // server's garbage).
 //
+// # Trust model
+//
+// A service in mode encrypt (ingest) receives symmetric keys: AES-GCM and
+// AES-SIV keys encrypt and decrypt alike. So a service that may encrypt for
+// a user can also decrypt whatever was written under the same scope for
+// that user, if it knows the user id (get-or-create by user id returns the
+// current version; a by-subject get, which returns older versions too, needs
+// mode decrypt). "Encrypt only" bounds what the service may ask for, not what
+// the keys it receives can do. The options:
+//
+//   - a scope per producer (ingest-web, ingest-mobile, …): keys derived for
+//     one scope never decrypt another's data, so a producer can read back
+//     only what it wrote itself; readers are granted the scopes they need;
+//   - short client TTLs (keyclient Options.TTL) and the key service's stale
+//     window bound how long a producer keeps keys after a delete or a
+//     revocation;
+//   - the audit log names every caller and scope, and an encrypt-mode
+//     service never sees subjects of users it has not been given ids of.
+//
+// Asymmetric (hybrid) encryption, where producers hold only public keys,
+// would remove this reach, at the cost of the BigQuery AEAD functions, which
+// need symmetric Tink keysets.
+//
 // # Guarantees
 //
 //   - One _subject and one root key per (user, category, version), however
@@ -122,6 +179,8 @@
 //   - The store, memcached and logs never see a user id or key in the
 //     clear; errors never contain user ids or key bytes (ids in invalid
 //     batches are named by position).
+//   - What memcached returns cannot change an answer: entries are
+//     authenticated and their age bounded (see "Memcached entries").
 //
 // # Failure modes
 //
@@ -131,6 +190,8 @@
 //   - ErrUnavailable (transient): a store failure or an expired deadline.
 //     The service never retries; clients retry with backoff and budget.
 //     Heavy write contention on one row also reports ErrUnavailable.
+//   - memcached down, slow or returning bad entries: reads go to the store
+//     (slower, never wrong); see CacheStats and the rejected counter.
 //   - ErrSealedRow (permanent): a root key does not open under the master
 //     key — the wrong master key is configured (New checks this against
 //     meta_master_check and refuses to start) or a row was tampered with.

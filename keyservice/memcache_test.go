@@ -21,7 +21,7 @@ func TestBoltMemcachedContract(t *testing.T) {
 			return s
 		},
 		Wrap: func(t *testing.T, s keyservice.Store) keyservice.Store {
-			mc, err := keyservice.NewMemcached(s, []string{addr}, 0)
+			mc, err := keyservice.NewMemcached(s, []string{addr}, 0, storetest.MasterKey)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -39,7 +39,7 @@ func TestBoltMemcachedContract(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			mc2, err := keyservice.NewMemcached(b, []string{addr}, 0)
+			mc2, err := keyservice.NewMemcached(b, []string{addr}, 0, storetest.MasterKey)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -66,7 +66,7 @@ func TestMemcachedStaleWindow(t *testing.T) {
 			ctx := t.Context()
 			inner := keyservice.NewMemoryStore()
 			open := func(cacheSize int) (*keyservice.MemcachedStore, *keyservice.Service) {
-				mc, err := keyservice.NewMemcached(inner, []string{addr}, window)
+				mc, err := keyservice.NewMemcached(inner, []string{addr}, window, storetest.MasterKey)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -139,7 +139,7 @@ func TestMemcachedNoNegativeCaching(t *testing.T) {
 	ctx := t.Context()
 	inner := keyservice.NewMemoryStore()
 	svc := func() *keyservice.Service {
-		mc, err := keyservice.NewMemcached(inner, []string{addr}, time.Minute)
+		mc, err := keyservice.NewMemcached(inner, []string{addr}, time.Minute, storetest.MasterKey)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -167,7 +167,7 @@ func TestMemcachedNoNegativeCaching(t *testing.T) {
 func TestMemcachedDown(t *testing.T) {
 	// A memcached that is not there: the tier reads through.
 	port := storetest.FreePort(t)
-	mc, err := keyservice.NewMemcached(keyservice.NewMemoryStore(), []string{"127.0.0.1:" + itoa(port)}, time.Second)
+	mc, err := keyservice.NewMemcached(keyservice.NewMemoryStore(), []string{"127.0.0.1:" + itoa(port)}, time.Second, storetest.MasterKey)
 	if err != nil {
 		t.Fatal(err)
 	}

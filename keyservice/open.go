@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"google.golang.org/api/option"
+
+	"github.com/lockstream/lockstream/fieldcrypt"
 )
 
 // OpenOption configures OpenStore.
@@ -18,14 +20,16 @@ type openConfig struct {
 	mcAddrs   []string
 	mcWindow  time.Duration
 	mcNS      string
+	mcMaster  fieldcrypt.Secret
 	btOptions []option.ClientOption
 }
 
 // WithMemcached puts a [MemcachedStore] tier on addrs in front of the store,
-// with the given stale window (<= 0: DefaultStaleWindow). No addresses: no
-// tier.
-func WithMemcached(addrs []string, staleWindow time.Duration) OpenOption {
-	return func(c *openConfig) { c.mcAddrs, c.mcWindow = addrs, staleWindow }
+// with the given stale window (<= 0: DefaultStaleWindow); its entries are
+// authenticated under a key derived from masterKey (the service's). No
+// addresses: no tier.
+func WithMemcached(addrs []string, staleWindow time.Duration, masterKey fieldcrypt.Secret) OpenOption {
+	return func(c *openConfig) { c.mcAddrs, c.mcWindow, c.mcMaster = addrs, staleWindow, masterKey }
 }
 
 // WithMemcachedNamespace sets the memcached key namespace (see
@@ -56,7 +60,7 @@ func OpenStore(ctx context.Context, storeURL string, opts ...OpenOption) (Store,
 		return nil, err
 	}
 	if len(cfg.mcAddrs) > 0 {
-		mc, err := NewMemcached(st, cfg.mcAddrs, cfg.mcWindow)
+		mc, err := NewMemcached(st, cfg.mcAddrs, cfg.mcWindow, cfg.mcMaster)
 		if err != nil {
 			st.Close()
 			return nil, err

@@ -31,7 +31,7 @@ func TestOpenStore(t *testing.T) {
 	if _, ok := st.(*keyservice.MemoryStore); !ok {
 		t.Fatalf("memory: gave %T", st)
 	}
-	st, err = keyservice.OpenStore(ctx, "memory:", keyservice.WithMemcached([]string{"127.0.0.1:1"}, 3*time.Second))
+	st, err = keyservice.OpenStore(ctx, "memory:", keyservice.WithMemcached([]string{"127.0.0.1:1"}, 3*time.Second, storetest.MasterKey))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -703,6 +703,11 @@ func (s *Service) ensureRoots(ctx context.Context, kc *keychain, pol map[string]
 	return nil, errContention
 }
 
+// maxConcurrentWrites bounds the users one call creates (or updates) at
+// once. With 32, a batch of 100 new users on bolt waited for 8 commits in
+// a row (`make bench`, path=create: p50 52 ms, p99 104 ms).
+const maxConcurrentWrites = 1000
+
 // createUser creates the keychain of user hash: first the keychain row
 // under a fresh random subject, then the index row with a compare-and-set
 // (rev: the index revision expected, 0 for absent). A loser deletes its
@@ -826,14 +831,19 @@ func (s *Service) GetByUserInto(ctx context.Context, scope string, userIDs, cate
 // for the next one.
 type Answer struct {
 	Users []UserKeys // one per requested id, in order
-	keys  []fieldcrypt.CategoryKey
+	// Writes is the number of users whose keychain the call wrote to the
+	// store (created, or given the root key of a new version): a call with
+	// writes waits for durable store writes, one without answers from
+	// caches and reads.
+	Writes int
+	keys   []fieldcrypt.CategoryKey
 }
 
 // Reset empties a for reuse, dropping its references to keys and ids.
 func (a *Answer) Reset() {
 	clear(a.Users[:cap(a.Users)])
 	clear(a.keys[:cap(a.keys)])
-	a.Users, a.keys = a.Users[:0], a.keys[:0]
+	a.Users, a.keys, a.Writes = a.Users[:0], a.keys[:0], 0
 }
 
 // GetByUser is GetOrCreate without creating users: a user without keychain
@@ -986,14 +996,20 @@ func (s *Service) byUser(ctx context.Context, scope string, userIDs, categories 
 	// the warm path is allocation-light.
 	var g *errgroup.Group
 	var gctx context.Context
+	writes := 0
 	for i := range sts {
 		st := &sts[i]
 		if st.err != nil || !st.create && !s.needsRoots(st.kc, pol) {
 			continue
 		}
+		writes++
 		if g == nil {
+			// Every write of the call at once: the store commits
+			// concurrent writes together (bolt's batch, one fsync), so a
+			// batch of new users costs about two commits, not two per 32
+			// users.
 			g, gctx = errgroup.WithContext(ctx)
-			g.SetLimit(32)
+			g.SetLimit(maxConcurrentWrites)
 		}
 		if st.hash == "" {
 			st.hash = hex.EncodeToString(st.sum[:])
@@ -1046,7 +1062,7 @@ func (s *Service) byUser(ctx context.Context, scope string, userIDs, categories 
 		}
 		out[i].UserID = id
 	}
-	a.Users, a.keys = out, keys
+	a.Users, a.keys, a.Writes = out, keys, writes
 	return nil
 }
 
@@ -1471,7 +1487,10 @@ type CacheStats struct {
 	ProcessRenewed                                  uint64
 	ProcessEntries                                  int // rows cached in process now
 	MemcachedHits, MemcachedMisses, MemcachedErrors uint64
-	Memcached                                       bool // the store has a memcached tier
+	// MemcachedRejected counts the entries memcached returned that were not
+	// used, by reason (indexed like RejectReasons; see MemcachedStore).
+	MemcachedRejected [numRejectReasons]uint64
+	Memcached         bool // the store has a memcached tier
 }
 
 // CacheStats reads the cache counters.
@@ -1487,6 +1506,11 @@ func (s *Service) CacheStats() CacheStats {
 	}); ok {
 		st.Memcached = true
 		st.MemcachedHits, st.MemcachedMisses, st.MemcachedErrors = m.Stats()
+	}
+	if m, ok := s.store.(interface {
+		Rejected() [numRejectReasons]uint64
+	}); ok {
+		st.MemcachedRejected = m.Rejected()
 	}
 	return st
 }

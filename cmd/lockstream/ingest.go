@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -17,7 +18,10 @@ import (
 
 	"github.com/lockstream/lockstream/clock"
 	"github.com/lockstream/lockstream/completion"
+	"github.com/lockstream/lockstream/keyclient"
 	"github.com/lockstream/lockstream/pipelines"
+	"github.com/lockstream/lockstream/record"
+	"github.com/lockstream/lockstream/schemas"
 	"github.com/lockstream/lockstream/transforms"
 )
 
@@ -149,7 +153,7 @@ Examples:
 		_ = fl.MarkHidden(n)
 	}
 	fl.IntVar(&f.batchSize, "batch-size", 0, fmt.Sprintf("messages per batch: one key lookup, and one fsynced file per (type, hour), each (0: %d for files, %d for Pub/Sub, its most)", pipelines.DefaultReplayBatchSize, pipelines.DefaultBatchSize))
-	fl.DurationVar(&f.keyRetry, "key-retry-budget", transforms.DefaultKeyRetryBudget, "how long a batch retries the key service before it is dead-lettered as key_unavailable")
+	fl.DurationVar(&f.keyRetry, "key-retry-budget", transforms.DefaultKeyRetryBudget, "how long a batch retries an unavailable key service: then a replay run fails with the cause (re-run it once the service answers); Pub/Sub batches are held and retried on")
 	addKeyCacheSizeFlag(fl, &f.keyCache, "users")
 	fl.BoolVar(&f.quiet, "quiet", false, "no progress lines on stderr")
 	addLogLevelFlag(fl, &f.logLevel)
@@ -213,25 +217,38 @@ func parseWithBeamFlags(cmd *cobra.Command, args []string) (help bool, err error
 	return false, nil
 }
 
+// exitConfig is the exit code of a command whose configuration is wrong
+// (flags, addresses, credentials): it stopped before reading any input.
+const exitConfig = 2
+
+// configError makes err a configuration error (exitConfig).
+func configError(err error) error { return &exitError{code: exitConfig, err: err} }
+
 func runIngest(cmd *cobra.Command, f *ingestFlags, args []string) error {
 	if help, err := parseWithBeamFlags(cmd, args); help {
 		return cmd.Help()
 	} else if err != nil {
-		return err
+		return configError(err)
 	}
 	switch {
 	case len(f.inputs) == 0 && f.subscription == "":
-		return errors.New("give --input FILE or --subscription projects/P/subscriptions/S")
+		return configError(errors.New("give --input FILE or --subscription projects/P/subscriptions/S"))
 	case len(f.inputs) > 0 && f.subscription != "":
-		return errors.New("--input and --subscription exclude each other")
+		return configError(errors.New("--input and --subscription exclude each other"))
 	case f.out == "":
-		return errors.New("--out ROOT is required")
+		return configError(errors.New("--out ROOT is required"))
 	case f.keys == "":
-		return errors.New("--keys is required (local:DIR or http(s)://HOST:PORT; or set LOCKSTREAM_KEYS)")
+		return configError(errors.New("--keys is required (local:DIR or http(s)://HOST:PORT[,http(s)://HOST:PORT…]; or set LOCKSTREAM_KEYS)"))
 	case strings.HasPrefix(f.keys, "registered:"):
-		return errors.New("--keys: registered: sources exist only inside tests")
+		return configError(errors.New("--keys: registered: sources exist only inside tests"))
 	case f.subscription == "" && (f.idle > 0 || f.maxMessages > 0 || f.stopAfter > 0):
-		return errors.New("--idle-timeout, --stop-after and --max-messages apply to --subscription only")
+		return configError(errors.New("--idle-timeout, --stop-after and --max-messages apply to --subscription only"))
+	}
+	if err := transforms.ValidateKeysURL(f.keys); err != nil {
+		return configError(fmt.Errorf("--keys: %s", keysURLProblem(err)))
+	}
+	if err := checkKeyAccess(cmd, f); err != nil {
+		return configError(err)
 	}
 	if err := initBeam(f.logLevel); err != nil {
 		return err
@@ -277,6 +294,55 @@ func runIngest(cmd *cobra.Command, f *ingestFlags, args []string) error {
 	}
 	res.WriteTable(cmd.OutOrStdout())
 	return nil
+}
+
+// keysURLProblem is what ValidateKeysURL's error says is wrong, without
+// the packages' prefixes.
+func keysURLProblem(err error) string {
+	msg := strings.TrimPrefix(err.Error(), transforms.ErrKeysURL.Error())
+	msg = strings.TrimPrefix(strings.TrimPrefix(msg, ":"), " ")
+	return strings.TrimPrefix(msg, keyclient.ErrConfig.Error()+": ")
+}
+
+// keyAccessTimeout bounds checkKeyAccess's lookup per endpoint.
+const keyAccessTimeout = 5 * time.Second
+
+// checkKeyAccess asks a remote key service, when this process holds the
+// secret ($LOCKSTREAM_KEYS_SECRET), whether it may get the keys ingest will
+// ask for: a refused secret or a missing right fails the command before it
+// reads input. A service that does not answer yet is not an error here
+// (Pub/Sub batches wait for it; a replay fails after --key-retry-budget).
+// Without the secret (on Dataflow it may live only on the workers) the job
+// fails at its first refused call instead: refusals are never retried.
+func checkKeyAccess(cmd *cobra.Command, f *ingestFlags) error {
+	secret := os.Getenv(transforms.KeysSecretEnv)
+	if !keyclient.IsRemoteURL(f.keys) || secret == "" {
+		return nil
+	}
+	cats := []string{record.PayloadCategory}
+	reg, err := schemas.Embedded()
+	if err != nil {
+		return err
+	}
+	for _, s := range reg.All() {
+		for _, fl := range s.PIIFields() {
+			if !slices.Contains(cats, fl.PII.Category) {
+				cats = append(cats, fl.PII.Category)
+			}
+		}
+	}
+	slices.Sort(cats)
+	err = keyclient.CheckAccess(cmdContext(cmd), f.keys, keyclient.Options{Scope: f.keyScope, Secret: secret}, cats, keyAccessTimeout)
+	switch {
+	case err == nil:
+		return nil
+	case keyclient.IsTransient(err):
+		if !f.quiet {
+			fmt.Fprintf(cmd.ErrOrStderr(), "ingest: warning: the key service does not answer yet (%v); starting anyway\n", err)
+		}
+		return nil
+	}
+	return fmt.Errorf("--keys: the key service refused this service's secret or rights ($%s, --key-scope %s): %w", transforms.KeysSecretEnv, f.keyScope, err)
 }
 
 // plannedStopOnSignal turns the first SIGTERM or SIGINT of a Pub/Sub run

@@ -37,6 +37,48 @@ const (
 // onKeysServing, when set (tests), is told the address `keys serve` listens on.
 var onKeysServing func(addr string)
 
+// buildVersion is the version of this build, set when it is linked:
+//
+//	go build -ldflags "-X main.buildVersion=v1.4.0" ./cmd/lockstream
+//
+// `keys serve` exports it as lockstream_keys_build_info{version} (see
+// deploy/keyservice/RUNBOOK.md). Unset, it is the VCS revision Go stamped
+// into the binary, or "devel".
+var buildVersion string
+
+// version is buildVersion, or what the binary knows of its source.
+func version() string {
+	if buildVersion != "" {
+		return buildVersion
+	}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "devel"
+	}
+	rev, dirty := "", false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	switch {
+	case rev != "":
+		if len(rev) > 12 {
+			rev = rev[:12]
+		}
+		if dirty {
+			rev += "-dirty"
+		}
+		return rev
+	case bi.Main.Version != "" && bi.Main.Version != "(devel)":
+		return bi.Main.Version
+	}
+	return "devel"
+}
+
 func newKeysCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "keys",
@@ -215,7 +257,7 @@ func runServe(cmd *cobra.Command, f serveFlags) error {
 
 	var opts []keyservice.OpenOption
 	if f.memcached != "" {
-		opts = append(opts, keyservice.WithMemcached(strings.Split(f.memcached, ","), f.staleWindow))
+		opts = append(opts, keyservice.WithMemcached(strings.Split(f.memcached, ","), f.staleWindow, mk))
 	}
 	openCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	store, err := keyservice.OpenStore(openCtx, f.store, opts...)
@@ -243,7 +285,7 @@ func runServe(cmd *cobra.Command, f serveFlags) error {
 	}
 	srv, err := server.New(server.Config{
 		Service: svc, Services: services, Audit: audit,
-		RequestTimeout: f.requestTimeout, MaxConcurrent: f.maxConcurrent,
+		RequestTimeout: f.requestTimeout, MaxConcurrent: f.maxConcurrent, BuildVersion: version(),
 	})
 	if err != nil {
 		return err
@@ -267,8 +309,8 @@ func runServe(cmd *cobra.Command, f serveFlags) error {
 	if f.tlsCert != "" {
 		tlsFiles, scheme = &server.TLSFiles{CertFile: f.tlsCert, KeyFile: f.tlsKey}, "https"
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "lockstream keys: serving %s://%s (store %s, %d services, categories %s); /metrics /healthz /readyz on the same port\n",
-		scheme, ln.Addr(), redactStoreURL(f.store), len(services.Names()), strings.Join(svc.Options().Categories, ","))
+	fmt.Fprintf(cmd.OutOrStdout(), "lockstream keys: version %s serving %s://%s (store %s, %d services, categories %s); /metrics /healthz /readyz on the same port\n",
+		version(), scheme, ln.Addr(), redactStoreURL(f.store), len(services.Names()), strings.Join(svc.Options().Categories, ","))
 	if onKeysServing != nil {
 		onKeysServing(ln.Addr().String())
 	}

@@ -46,11 +46,19 @@
 //
 // Metrics (on /metrics): lockstream_keys_requests_total{method,code},
 // lockstream_keys_request_duration_seconds{method},
-// lockstream_keys_keys_served_total{method},
+// lockstream_keys_get_or_create_duration_seconds{path} (path existing: every
+// keychain found; create: the call wrote keychains, i.e. waited for durable
+// store writes), lockstream_keys_keys_served_total{method},
 // lockstream_keys_users_total{method,status},
 // lockstream_keys_errors_total{kind}, lockstream_keys_inflight_requests,
-// plus Go and process metrics. /healthz answers while the process runs;
-// /readyz when the store answers within a second.
+// lockstream_keys_cache_requests_total{tier,result},
+// lockstream_keys_cache_rejected_total{reason} (memcached entries that
+// failed authentication or their age check; see package keyservice),
+// lockstream_keys_build_info{version,go_version} (Config.BuildVersion: the
+// versions serving during a rollout), plus Go and process metrics.
+// /healthz answers while the process runs; /readyz when the store answers
+// within a second (clients use it to pick a deployment group); both carry
+// the build version in the X-Lockstream-Version header.
 //
 // # Tuning the server process
 //

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -183,9 +184,15 @@ func (h *handler) GetOrCreateKeys(ctx context.Context, req *connect.Request[keys
 		return nil, err
 	}
 	ab := answerFrom(ctx)
+	start := time.Now()
 	if err := h.s.svc.GetOrCreateInto(ctx, m.Scope, m.UserIds, m.Categories, &ab.svc); err != nil {
 		return nil, toConnect(err)
 	}
+	path := "existing"
+	if ab.svc.Writes > 0 {
+		path = "create"
+	}
+	h.s.metrics.paths.WithLabelValues(path).Observe(time.Since(start).Seconds())
 	out, err := h.keysResponse(ctx, "GetOrCreateKeys", ab.svc.Users, false, m.UserIds)
 	if err != nil {
 		return nil, err

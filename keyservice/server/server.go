@@ -54,6 +54,10 @@ type Config struct {
 	Log *slog.Logger
 	// Now is the clock of audit records (tests); default time.Now.
 	Now func() time.Time
+	// BuildVersion is the version of the build serving, exported as
+	// lockstream_keys_build_info{version} and in the X-Lockstream-Version
+	// header of /healthz and /readyz; default "unknown".
+	BuildVersion string
 }
 
 // Server serves the key service API (gRPC, gRPC-Web and Connect on one
@@ -95,6 +99,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.BuildVersion == "" {
+		cfg.BuildVersion = "unknown"
+	}
 	s := &Server{
 		cfg: cfg, svc: cfg.Service, cats: cfg.Service.Options().Categories,
 		audit:   &auditLog{w: cfg.Audit, now: cfg.Now},
@@ -104,6 +111,7 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.Registry.Register(newCacheCollector(cfg.Service)); err != nil {
 		return nil, fmt.Errorf("server: registering cache metrics: %w", err)
 	}
+	registerBuildInfo(cfg.Registry, cfg.BuildVersion)
 	mux := http.NewServeMux()
 	path, h := keysv1connect.NewKeyServiceHandler(&handler{s: s},
 		connect.WithInterceptors(s.interceptor()),
@@ -115,7 +123,10 @@ func New(cfg Config) (*Server, error) {
 	)
 	mux.Handle(path, recycle(h))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{Registry: cfg.Registry}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("X-Lockstream-Version", cfg.BuildVersion)
+		_, _ = io.WriteString(w, "ok\n")
+	})
 	mux.HandleFunc("GET /readyz", s.ready)
 	s.handler = mux
 	return s, nil
@@ -126,6 +137,7 @@ func (s *Server) Handler() http.Handler { return s.handler }
 
 // ready checks that the store answers within a second.
 func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("X-Lockstream-Version", s.cfg.BuildVersion)
 	ctx, cancel := context.WithTimeout(r.Context(), time.Second)
 	defer cancel()
 	if len(s.cats) > 0 {
