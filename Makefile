@@ -7,6 +7,7 @@ FUZZTIME  ?= 30s
 BENCHTIME ?= 1s
 BENCH_EVENTS ?= 200000
 BENCH_KEY_CALLS ?= 30000
+BENCH_PATH_CALLS ?= 2000
 DEMO_OUT  ?= ./demo-out
 
 .PHONY: all demo test test-race test-integration soak bench fuzz lint generate build clean
@@ -55,6 +56,11 @@ soak:
 ## LOCKSTREAM_BENCH_SERVER_FLAGS passes flags to the key server the load
 ## benchmark starts (e.g. "--gc-percent=1000"); LOCKSTREAM_BENCH_CLIENT
 ## picks its load generator (wire, raw, connect).
+## BENCH_PATH_CALLS (default 2000) batches of 100 per row: the key server's
+## get-or-create latency split into existing keychains and batches that
+## create them (BenchmarkGetOrCreatePaths, p50/p99), and keyclient over two
+## endpoints, both up and with one refusing or stalled (keys/s, p99;
+## BenchmarkKeyclientEndpoints).
 ## Pub/Sub ingest (BenchmarkPubSubIngest, ~2.5 min on 2 cores) drains a
 ## backlog with 1 and 4 pull streams on pstest and on the Pub/Sub emulator
 ## (started from the gcloud SDK unless PUBSUB_EMULATOR_HOST is set; skipped
@@ -66,6 +72,7 @@ bench:
 	LOCKSTREAM_BENCH_EVENTS=$(BENCH_EVENTS) $(GO) test -run '^$$' -bench . -skip PubSubIngest -benchmem -benchtime $(BENCHTIME) ./fieldcrypt ./schemas ./record ./keyservice ./keyclient/... ./pipelines
 	$(GO) test -run '^$$' -bench 'Batch100|SingleKey' -benchtime $(BENCH_KEY_CALLS)x ./keyservice/server
 	$(GO) test -run '^$$' -bench 'KeyclientRPCsPer10k' -benchtime $(BENCHTIME) ./keyservice/server
+	$(GO) test -run '^$$' -bench 'GetOrCreatePaths|KeyclientEndpoints' -benchtime $(BENCH_PATH_CALLS)x ./keyservice/server
 	$(GO) test -run '^$$' -bench '^BenchmarkPubSubIngest$$' -benchtime $(or $(BENCH_PUBSUB_ROUNDS),3)x -timeout 60m ./pipelines
 
 ## fuzz: bounded fuzzing of the payload decoder, the message-line parser and

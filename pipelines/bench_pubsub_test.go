@@ -26,6 +26,7 @@ import (
 	"github.com/lockstream/lockstream/blob"
 	"github.com/lockstream/lockstream/completion"
 	"github.com/lockstream/lockstream/keyservice/storetest"
+	"github.com/lockstream/lockstream/loadgen"
 	"github.com/lockstream/lockstream/record"
 	"github.com/lockstream/lockstream/synth"
 	"github.com/lockstream/lockstream/transforms"
@@ -36,8 +37,9 @@ import (
 // process) and on the gcloud Pub/Sub emulator. As in BenchmarkEndToEnd,
 // each measured ingest is a process of its own (this test binary, re-run
 // for TestPubSubIngestBenchChild), so its peak RSS is its own; the backlog
-// is published before the ingest starts, so the rate is the ingest's drain
-// rate, not the publisher's. Keys come from the in-process fake key
+// is published before the ingest starts (with the load generator of
+// `lockstream publish`, package loadgen, on both backends), so the rate is
+// the ingest's drain rate, not the publisher's. Keys come from the in-process fake key
 // service behind the real keyclient (benchKeys).
 //
 // events/s is the backlog over the drain: from the first message handled
@@ -255,20 +257,9 @@ func publishEmulatorBacklog(b *testing.B, events int, project string) (sub strin
 	if _, err := client.SubscriptionAdminClient.CreateSubscription(ctx, &pubsubpb.Subscription{Name: sub, Topic: topic, AckDeadlineSeconds: 60}); err != nil {
 		b.Fatal(err)
 	}
-	pub := client.Publisher(topic)
-	pub.PublishSettings.CountThreshold = pubsub.MaxPublishRequestCount
-	pub.PublishSettings.ByteThreshold = 4 << 20
-	pub.PublishSettings.DelayThreshold = 20 * time.Millisecond
-	results := make([]*pubsub.PublishResult, len(msgs))
-	for i, m := range msgs {
-		results[i] = pub.Publish(ctx, &pubsub.Message{Data: m.Data, Attributes: m.Attributes})
+	if err := publishBacklog(ctx, client, topic, msgs); err != nil {
+		b.Fatalf("publish to the emulator: %v", err)
 	}
-	for _, r := range results {
-		if _, err := r.Get(ctx); err != nil {
-			b.Fatalf("publish to the emulator: %v", err)
-		}
-	}
-	pub.Stop()
 	drop = func() {
 		defer client.Close()
 		if err := client.SubscriptionAdminClient.DeleteSubscription(ctx, &pubsubpb.DeleteSubscriptionRequest{Subscription: sub}); err != nil {
@@ -279,6 +270,24 @@ func publishEmulatorBacklog(b *testing.B, events int, project string) (sub strin
 		}
 	}
 	return sub, len(msgs), drop
+}
+
+// publishBacklog publishes msgs to topic with the load generator of
+// `lockstream publish` (unpaced: as fast as Pub/Sub takes them).
+func publishBacklog(ctx context.Context, client *pubsub.Client, topic string, msgs []record.Message) error {
+	pub := client.Publisher(topic)
+	pub.PublishSettings.CountThreshold = pubsub.MaxPublishRequestCount
+	pub.PublishSettings.ByteThreshold = 4 << 20
+	pub.PublishSettings.DelayThreshold = 20 * time.Millisecond
+	defer pub.Stop()
+	sum, err := loadgen.Run(ctx, pub, loadgen.Messages(msgs), loadgen.Config{})
+	if err != nil {
+		return err
+	}
+	if sum.Errors > 0 {
+		return fmt.Errorf("%d of %d publishes failed (first: %v)", sum.Errors, sum.Messages(), sum.FirstError)
+	}
+	return nil
 }
 
 // pubsubTraffic is the benchmark's synthetic traffic: events unique events
@@ -355,8 +364,14 @@ func runPubSubChild(t *testing.T, backend string) (pubsubRun, error) {
 		}
 		t0 := time.Now()
 		msgs := pubsubTraffic(envInt(pubsubEventsEnv, 0))
-		for _, m := range msgs {
-			srv.Publish(topic, m.Data, m.Attributes)
+		client, err := pubsub.NewClient(ctx, "p")
+		if err != nil {
+			return r, err
+		}
+		err = publishBacklog(ctx, client, topic, msgs)
+		client.Close()
+		if err != nil {
+			return r, err
 		}
 		r.Messages, r.Publish = len(msgs), time.Since(t0)
 	case "emulator":

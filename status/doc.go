@@ -37,6 +37,28 @@
 //   - BigQuery: every load marker next to the hour's _SUCCESS
 //     (bq.MarkerName): the destination "project.dataset", how many parts
 //     the load covered, and whether that is every part published now.
+//   - Redriven: of those dead letters, the ones lockstream redrive
+//     re-ingested (its ledger entries, layout.RedriveLedger), by reason.
+//   - State: published with supplements ("supplemented"), published,
+//     complete, dead_letters (no raw or late part: every message of the
+//     hour was dead-lettered, so there is nothing to complete), stuck (not
+//     complete at its Deadline: its end plus lateness plus
+//     Options.StuckAfter, 30 minutes by default; lateness is the writers'
+//     largest), or waiting.
+//   - Input and Lineage: the sums of the published parts' manifests
+//     (records read, duplicates dropped, late records) and where they came
+//     from (the hours deduplicated against, run ids, code versions).
+//
+// Attention lists, one line each, what an operator should look at: stuck
+// hours, complete hours not published past their deadline, late parts no
+// supplement holds, BigQuery loads that miss a part, dead letters not
+// redriven (by reason), stale writers.
+//
+// [WriteHTML] renders a report as one self-contained page (no network
+// fetches): an hour grid per type and version coloured by state, each
+// cell's accounting on hover or click, the attention list and the writers.
+// [Exporter] exports a report as Prometheus gauges with bounded labels
+// (type, version, reason, state, kind; never an hour).
 //
 // Writers are the records of completion.Load whose heartbeat is at or
 // after Since, or that are live at Now; a record still "running" whose
@@ -53,6 +75,7 @@
 //     question about an hour of that day is answered from it); one listing
 //     of deadletter/ (reasons come first in its names, so no narrower
 //     listing finds every reason) and a read of each dead-letter file of
+//     the range; one listing of redrive/ and a read of each ledger entry of
 //     the range; a read of each _COMPLETE marker that exists, and of the
 //     manifests of published hours only.
 //   - The JSON shape below is stable: fields are only ever added.
@@ -70,14 +93,22 @@
 //	   "published": true, "records": 10234, "supplements": 1, "late_pending": 1,
 //	   "dead_lettered": {"missing_field": 3},                     // {} when none
 //	   "bigquery": [{"dataset": "proj.events", "parts": 2, "current": true}],  // [] when none
-//	   "waiting": "waiting for live writer …"}                     // absent when complete
+//	   "waiting": "waiting for live writer …",                    // absent when complete
+//	   "state": "supplemented", "deadline": "2026-11-23T07:32:00Z",
+//	   "input": {"raw_files": 3, "raw_records": 10240, "duplicates_dropped": 6, "lookback_dropped": 0,
+//	             "late_records": 2, "published": 10234},               // null until published
+//	   "lineage": {"input_hours": ["2026-11-23T06", "2026-11-23T05"], "code_versions": ["…"],
+//	               "run_ids": ["run-h1"], "parts": ["main 10232", "late-0001 2"]},  // null until published
+//	   "redriven": {"missing_field": 1}}                           // {} when none
 //	 ],
 //	 "writers": [
 //	  {"id": "run-a/stream-000", "kind": "stream", "source": "projects/p/subscriptions/s",
 //	   "state": "running", "note": "…", "watermark": "2026-11-23T06:41:00Z",  // watermark null: none yet
 //	   "lateness": "2m0s", "heartbeat_at": "2026-11-23T07:28:00Z", "heartbeat_age": "2m0s",
 //	   "live": true, "stale": false}
-//	 ]}
+//	 ],
+//	 "stuck_after": "30m0s", "lateness": "2m0s",
+//	 "attention": ["PlaybackEvent v1 2026-11-23T05 is complete but not published, …"]}
 //
 // Hours are sorted by type ([UnknownType] last), version and hour; writers
 // by id. complete.forced is true for a marker hourly --force wrote;

@@ -32,6 +32,24 @@ const UnknownType = "(unknown)"
 // DefaultRange is how far before Now the report starts when Since is zero.
 const DefaultRange = 24 * time.Hour
 
+// DefaultStuckAfter is Options.StuckAfter's default: an hour that is not
+// complete this long after its end plus lateness is stuck.
+const DefaultStuckAfter = 30 * time.Minute
+
+// DefaultLateness is the lateness an hour's deadline adds when no writer
+// record says one (ingest's default --allowed-lateness).
+const DefaultLateness = 2 * time.Minute
+
+// States of an hour (Hour.State): the colours of the status page.
+const (
+	StateWaiting      = "waiting"      // not complete, within its deadline
+	StateStuck        = "stuck"        // not complete past its deadline (see Options.StuckAfter)
+	StateComplete     = "complete"     // complete, not published
+	StatePublished    = "published"    // the main part is published
+	StateSupplemented = "supplemented" // published, with late supplements
+	StateDeadLetters  = "dead_letters" // dead letters only: nothing to complete (and the UnknownType row)
+)
+
 // Options select what Build reports.
 type Options struct {
 	// Since and Until bound the hours reported: those that start at or
@@ -47,6 +65,12 @@ type Options struct {
 	Now time.Time
 	// Registry names the types and versions (nil: schemas.Embedded()).
 	Registry *schemas.Registry
+	// StuckAfter: an hour not complete this long after its end plus
+	// lateness is stuck (0: DefaultStuckAfter).
+	StuckAfter time.Duration
+	// Lateness is added to an hour's end before its StuckAfter starts (0:
+	// the largest of the writer records' lateness, or DefaultLateness).
+	Lateness time.Duration
 }
 
 // Report is the status of a root: the JSON document of `lockstream status
@@ -57,6 +81,15 @@ type Report struct {
 	Now     time.Time `json:"now"`
 	Hours   []Hour    `json:"hours"`
 	Writers []Writer  `json:"writers"`
+	// StuckAfter and Lateness are the options the states were judged
+	// with ("30m0s").
+	StuckAfter string `json:"stuck_after"`
+	Lateness   string `json:"lateness"`
+	// Attention lists, one line each, what needs an operator: stuck
+	// hours, complete hours not published past their deadline, late parts
+	// pending in published hours, dead letters not redriven (by reason),
+	// stale writers, BigQuery loads that miss a part.
+	Attention []string `json:"attention"`
 }
 
 // Hour is the status of one (type, version, hour).
@@ -83,8 +116,47 @@ type Hour struct {
 	BigQuery []BigQueryLoad `json:"bigquery"`
 	// Waiting says why an hour that is not complete waits ("" otherwise).
 	Waiting string `json:"waiting,omitempty"`
+	// State is one of the State* constants.
+	State string `json:"state"`
+	// Deadline: when a not complete hour becomes stuck (its end plus
+	// lateness plus StuckAfter).
+	Deadline time.Time `json:"deadline"`
+	// Input sums the accounting of the published parts' manifests: raw
+	// and late records read, duplicates dropped (in the hour and against
+	// the lookback), late records, published (null until published).
+	Input *layout.Accounting `json:"input"`
+	// Lineage of the published parts (null until published).
+	Lineage *Lineage `json:"lineage"`
+	// Redriven counts this hour's dead letters that lockstream redrive
+	// re-ingested, by reason (they stay in their dead-letter files).
+	Redriven map[string]int64 `json:"redriven"`
 
 	key layout.Hour
+}
+
+// In is what the hour took in, as far as the root tells: the raw and late
+// records its published parts read plus its dead letters.
+func (h *Hour) In() int64 {
+	var n int64
+	if h.Input != nil {
+		n = h.Input.RawRecords + h.Input.LateRecords
+	}
+	for _, d := range h.DeadLettered {
+		n += d
+	}
+	return n
+}
+
+// Lineage is where an hour's published parts came from.
+type Lineage struct {
+	// InputHours: every hour a part was deduplicated against (the hour
+	// itself first).
+	InputHours   []string `json:"input_hours"`
+	CodeVersions []string `json:"code_versions"`
+	RunIDs       []string `json:"run_ids"`
+	// Parts names each published part with its records ("main 10",
+	// "late-0001 2").
+	Parts []string `json:"parts"`
 }
 
 // Completion says how an hour is complete.
@@ -136,7 +208,7 @@ func Build(ctx context.Context, b blob.Bucket, o Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Report{Since: o.Since, Until: o.Until, Now: o.Now, Hours: []Hour{}, Writers: []Writer{}}
+	r := &Report{Since: o.Since, Until: o.Until, Now: o.Now, Hours: []Hour{}, Writers: []Writer{}, Attention: []string{}}
 	c := &listCache{Bucket: b}
 	tvs := o.typeVersions()
 
@@ -151,7 +223,7 @@ func Build(ctx context.Context, b blob.Bucket, o Options) (*Report, error) {
 		}
 	}
 	var recs []*completion.Record
-	var deadNames []string
+	var deadNames, ledgerNames []string
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)
 	g.Go(func() (err error) {
@@ -160,6 +232,10 @@ func Build(ctx context.Context, b blob.Bucket, o Options) (*Report, error) {
 	})
 	g.Go(func() (err error) {
 		deadNames, err = c.Bucket.List(gctx, layout.DeadLetterArea+"/")
+		return err
+	})
+	g.Go(func() (err error) {
+		ledgerNames, err = c.Bucket.List(gctx, layout.RedriveArea+"/")
 		return err
 	})
 	for _, d := range dirs {
@@ -175,7 +251,8 @@ func Build(ctx context.Context, b blob.Bucket, o Options) (*Report, error) {
 		if rw := rows[h]; rw != nil {
 			return rw
 		}
-		rw := &Hour{Type: h.Type, Version: h.Version, Hour: layout.FormatHour(h.Hour), DeadLettered: map[string]int64{}, BigQuery: []BigQueryLoad{}, key: h}
+		rw := &Hour{Type: h.Type, Version: h.Version, Hour: layout.FormatHour(h.Hour), DeadLettered: map[string]int64{},
+			Redriven: map[string]int64{}, BigQuery: []BigQueryLoad{}, key: h}
 		rows[h] = rw
 		return rw
 	}
@@ -217,12 +294,46 @@ func Build(ctx context.Context, b blob.Bucket, o Options) (*Report, error) {
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
+	// Redrive ledger entries of the dead letters of the range.
+	type ledger struct {
+		name, reason string
+		hour         time.Time
+		counts       map[layout.Hour]int64
+	}
+	var ledgers []*ledger
+	for _, n := range ledgerNames {
+		if dl, _, ok := layout.ParseRedriveLedger(n); ok {
+			if reason, hour, ok := parseDeadLetter(dl); ok && o.inRange(hour) {
+				ledgers = append(ledgers, &ledger{name: n, reason: reason, hour: hour})
+			}
+		}
+	}
+	g, gctx = errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for _, l := range ledgers {
+		g.Go(func() (err error) {
+			l.counts, err = countRedriven(gctx, c, l.name, l.hour, o.Registry)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	skip := func(h layout.Hour) bool {
+		return h.Type == UnknownType && (len(o.Types) > 0 || o.Version > 0) || h.Type != UnknownType && !o.wants(h.Type, h.Version)
+	}
 	for _, f := range dead {
 		for h, n := range f.counts {
-			if h.Type == UnknownType && (len(o.Types) > 0 || o.Version > 0) || h.Type != UnknownType && !o.wants(h.Type, h.Version) {
-				continue
+			if !skip(h) {
+				row(h).DeadLettered[f.reason] += n
 			}
-			row(h).DeadLettered[f.reason] += n
+		}
+	}
+	for _, l := range ledgers {
+		for h, n := range l.counts {
+			if !skip(h) {
+				row(h).Redriven[l.reason] += n
+			}
 		}
 	}
 
@@ -243,7 +354,18 @@ func Build(ctx context.Context, b blob.Bucket, o Options) (*Report, error) {
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
+	lateness := o.Lateness
+	if lateness == 0 {
+		lateness = DefaultLateness
+		for i, rec := range recs {
+			if i == 0 || rec.Lateness.D() > lateness {
+				lateness = max(rec.Lateness.D(), 0)
+			}
+		}
+	}
+	r.StuckAfter, r.Lateness = o.StuckAfter.String(), lateness.String()
 	for _, rw := range all {
+		rw.judge(o.Now, lateness, o.StuckAfter)
 		r.Hours = append(r.Hours, *rw)
 	}
 
@@ -262,7 +384,33 @@ func Build(ctx context.Context, b blob.Bucket, o Options) (*Report, error) {
 		}
 		r.Writers = append(r.Writers, w)
 	}
+	r.Attention = attention(r)
 	return r, nil
+}
+
+// judge sets the hour's state and deadline.
+func (h *Hour) judge(now time.Time, lateness, stuckAfter time.Duration) {
+	if h.Type == UnknownType {
+		h.State = StateDeadLetters
+		return
+	}
+	h.Deadline = h.key.Hour.Add(time.Hour + lateness + stuckAfter)
+	switch {
+	case h.Published && h.Supplements > 0:
+		h.State = StateSupplemented
+	case h.Published:
+		h.State = StatePublished
+	case h.Complete != nil:
+		h.State = StateComplete
+	case h.RawParts == 0 && h.LatePending == 0 && len(h.DeadLettered) > 0:
+		// Nothing to complete or publish: every message of the hour was
+		// dead-lettered (a redrive gives it raw data, and completes it).
+		h.State = StateDeadLetters
+	case !now.Before(h.Deadline):
+		h.State = StateStuck
+	default:
+		h.State = StateWaiting
+	}
 }
 
 // hour fills in one row from the cached listings.
@@ -307,6 +455,21 @@ func (c *listCache) hour(ctx context.Context, rw *Hour, recs []*completion.Recor
 		return nil
 	}
 	rw.Published, rw.Records, rw.Supplements = true, dh.Records(), dh.Supplements()
+	rw.Input, rw.Lineage = &layout.Accounting{}, &Lineage{InputHours: []string{}, CodeVersions: []string{}, RunIDs: []string{}, Parts: []string{}}
+	for _, p := range dh.Parts {
+		in := p.Manifest.Input
+		rw.Input.RawFiles += in.RawFiles
+		rw.Input.RawRecords += in.RawRecords
+		rw.Input.DuplicatesDropped += in.DuplicatesDropped
+		rw.Input.LookbackDropped += in.LookbackDropped
+		rw.Input.LateRecords += in.LateRecords
+		rw.Input.Published += in.Published
+		l := p.Manifest.Lineage
+		rw.Lineage.InputHours = appendNew(rw.Lineage.InputHours, l.InputHours...)
+		rw.Lineage.CodeVersions = appendNew(rw.Lineage.CodeVersions, l.CodeVersion)
+		rw.Lineage.RunIDs = appendNew(rw.Lineage.RunIDs, p.Manifest.RunID)
+		rw.Lineage.Parts = append(rw.Lineage.Parts, p.Name+" "+strconv.FormatInt(p.Manifest.Records, 10))
+	}
 	pending, err := dataset.Pending(ctx, c, dh)
 	if err != nil {
 		return err
@@ -400,6 +563,32 @@ func countDeadLetters(ctx context.Context, b blob.Bucket, name string, hour time
 	return out, nil
 }
 
+// countRedriven counts the messages of one redrive ledger entry by the
+// type and version their dead letters' attributes name (as countDeadLetters
+// does, so that the two subtract).
+func countRedriven(ctx context.Context, b blob.Bucket, name string, hour time.Time, reg *schemas.Registry) (map[layout.Hour]int64, error) {
+	data, err := blob.ReadAll(ctx, b, name)
+	if errors.Is(err, blob.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var doc layout.RedriveDoc
+	if err := json.Unmarshal(data, &doc); err != nil {
+		return nil, fmt.Errorf("status: %s: %w", name, err)
+	}
+	out := map[layout.Hour]int64{}
+	for _, m := range doc.Messages {
+		h := layout.Hour{Type: UnknownType, Hour: hour}
+		if s, err := reg.Resolve(m.EventType, m.SchemaVersion); err == nil {
+			h = layout.Hour{Type: s.Type, Version: s.Version, Hour: hour}
+		}
+		out[h]++
+	}
+	return out, nil
+}
+
 func (o Options) normalize() (Options, error) {
 	if o.Now.IsZero() {
 		o.Now = time.Now()
@@ -412,6 +601,12 @@ func (o Options) normalize() (Options, error) {
 		o.Since = o.Now.Add(-DefaultRange)
 	}
 	o.Since, o.Until = o.Since.UTC().Truncate(time.Hour), o.Until.UTC()
+	if o.StuckAfter < 0 || o.Lateness < 0 {
+		return o, fmt.Errorf("status: stuck-after %s and lateness %s must not be negative", o.StuckAfter, o.Lateness)
+	}
+	if o.StuckAfter == 0 {
+		o.StuckAfter = DefaultStuckAfter
+	}
 	if !o.Since.Before(o.Until) {
 		return o, fmt.Errorf("status: since %s is not before until %s", layout.FormatHour(o.Since), o.Until.Format(time.RFC3339))
 	}
@@ -472,6 +667,16 @@ func less(a, b layout.Hour) bool {
 		return a.Version < b.Version
 	}
 	return a.Hour.Before(b.Hour)
+}
+
+// appendNew appends the non-empty values of vs that s lacks.
+func appendNew(s []string, vs ...string) []string {
+	for _, v := range vs {
+		if v != "" && !slices.Contains(s, v) {
+			s = append(s, v)
+		}
+	}
+	return s
 }
 
 func nonNil(s []string) []string {

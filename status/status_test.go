@@ -14,9 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/lockstream/lockstream/blob"
 	"github.com/lockstream/lockstream/bq"
 	"github.com/lockstream/lockstream/layout"
+	"github.com/lockstream/lockstream/schemas"
 	"github.com/lockstream/lockstream/status/statustest"
 )
 
@@ -66,7 +69,7 @@ func TestStatusReport(t *testing.T) {
 	for _, h := range r.Hours {
 		got = append(got, h.Type+" "+h.Hour)
 	}
-	want := []string{"AccountUpdate 2026-11-23T05", "PlaybackEvent 2026-11-23T04", "PlaybackEvent 2026-11-23T05", "PlaybackEvent 2026-11-23T06", "(unknown) 2026-11-23T05"}
+	want := []string{"AccountUpdate 2026-11-23T04", "AccountUpdate 2026-11-23T05", "PlaybackEvent 2026-11-23T04", "PlaybackEvent 2026-11-23T05", "PlaybackEvent 2026-11-23T06", "(unknown) 2026-11-23T05"}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("rows %q, want %q (hours outside the range, or without data, must not show)", got, want)
 	}
@@ -160,7 +163,8 @@ func TestStatusTable(t *testing.T) {
 		"PlaybackEvent v1 2026-11-23T06": "PlaybackEvent v1 2026-11-23T06 1 no no - 0 0 - - waiting for live writer run-x/stream-000 (watermark 2026-11-23T06:41:00Z, heartbeat 2m0s ago)",
 		"PlaybackEvent v1 2026-11-23T05": "PlaybackEvent v1 2026-11-23T05 2 yes, run-old/stream-000 at 2026-11-23T06:02:00Z no - 0 1 missing_field:2 unknown_field:1 -",
 		"PlaybackEvent v1 2026-11-23T04": "PlaybackEvent v1 2026-11-23T04 2 yes, hourly run-h1 at 2026-11-23T05:03:00Z yes 12 1 1 - proj.events proj.staging (1/2 parts)",
-		"AccountUpdate":                  "AccountUpdate v1 2026-11-23T05 1 yes (no _COMPLETE yet) no - 0 0 missing_field:1 -",
+		"AccountUpdate v1 2026-11-23T05": "AccountUpdate v1 2026-11-23T05 1 yes (no _COMPLETE yet) no - 0 0 missing_field:1 -",
+		"AccountUpdate v1 2026-11-23T04": "AccountUpdate v1 2026-11-23T04 1 yes, hourly run-h1 at 2026-11-23T05:03:00Z yes 4 0 0 - -",
 		"(unknown)":                      "(unknown) - 2026-11-23T05 - - - - - - malformed_json:1 unknown_event_type:1 -",
 		"run-dead/stream-000":            "run-dead/stream-000 stream running 2026-11-23T06:21:00Z 2m0s 10m0s ago stale",
 		"run-x/stream-000":               "run-x/stream-000 stream running 2026-11-23T06:41:00Z 2m0s 2m0s ago live",
@@ -321,16 +325,21 @@ func TestStatusRequests(t *testing.T) {
 			t.Errorf("listed %s twice", p)
 		}
 		seen[p] = true
-		if p == layout.WritersArea+"/" || p == layout.DeadLetterArea+"/" {
+		if p == layout.WritersArea+"/" || p == layout.DeadLetterArea+"/" || p == layout.RedriveArea+"/" {
 			continue
 		}
 		if parts := strings.Split(strings.TrimSuffix(p, "/"), "/"); len(parts) != 4 {
 			t.Errorf("listed %s: not a day directory", p)
 		}
 	}
-	// 4 registered (type, version)s × 3 areas × 2 days, writers/, deadletter/.
-	if len(cb.lists) != 4*3*2+2 {
-		t.Errorf("%d listings, want %d: %q", len(cb.lists), 4*3*2+2, cb.lists)
+	// Every registered (type, version) × 3 areas × 2 days, writers/,
+	// deadletter/, redrive/.
+	reg, err := schemas.Embedded()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := len(reg.All())*3*2 + 3; len(cb.lists) != want {
+		t.Errorf("%d listings, want %d: %q", len(cb.lists), want, cb.lists)
 	}
 	var manifests []string
 	for _, n := range cb.opened {
@@ -338,7 +347,8 @@ func TestStatusRequests(t *testing.T) {
 			manifests = append(manifests, n)
 		}
 	}
-	want := []string{layout.DatasetDir(statustest.PE, 1, statustest.H(4)) + layout.Manifest, layout.PartDir(statustest.PE, 1, statustest.H(4), layout.SupplementPart(1)) + layout.Manifest}
+	want := []string{layout.DatasetDir(statustest.PE, 1, statustest.H(4)) + layout.Manifest, layout.PartDir(statustest.PE, 1, statustest.H(4), layout.SupplementPart(1)) + layout.Manifest,
+		layout.DatasetDir(statustest.AU, 1, statustest.H(4)) + layout.Manifest}
 	if !sameSet(manifests, want) {
 		t.Errorf("manifests read %q, want %q", manifests, want)
 	}
@@ -363,7 +373,7 @@ func sameSet(a, b []string) bool {
 func TestStatusSelection(t *testing.T) {
 	_, b := fixture(t)
 	r := build(t, b, Options{Types: []string{statustest.AU}})
-	if len(r.Hours) != 1 || r.Hours[0].Type != statustest.AU {
+	if len(r.Hours) != 2 || r.Hours[0].Type != statustest.AU || r.Hours[1].Type != statustest.AU {
 		t.Fatalf("--type AccountUpdate: %+v", r.Hours)
 	}
 	r = build(t, b, Options{Since: statustest.H(6), Until: statustest.H(7)})
@@ -396,6 +406,112 @@ func TestParseLoadMarker(t *testing.T) {
 	for _, n := range []string{dir + "_BQ_LOADED.json", dir + "_BQ_LOADED.p.d.parts-1.json", dir + "late-0001/_BQ_LOADED.p.d.json", dir + layout.Manifest, dir + "_BQ_LOADED.p.d.txt"} {
 		if ds, _, ok := parseLoadMarker(h, n); ok {
 			t.Errorf("%s read as a load marker of %s", n, ds)
+		}
+	}
+}
+
+// States, deadlines, accounting, redriven counts and what needs attention,
+// as the fixture's root says.
+func TestStatusStatesAndAttention(t *testing.T) {
+	_, b := fixture(t)
+	r := build(t, b, Options{})
+	if r.StuckAfter != "30m0s" || r.Lateness != "2m0s" {
+		t.Fatalf("stuck after %s, lateness %s", r.StuckAfter, r.Lateness)
+	}
+	states := map[string]string{}
+	for _, h := range r.Hours {
+		states[h.Type+" "+h.Hour] = h.State
+	}
+	want := map[string]string{
+		"AccountUpdate 2026-11-23T04": StatePublished, "AccountUpdate 2026-11-23T05": StateComplete,
+		"PlaybackEvent 2026-11-23T04": StateSupplemented, "PlaybackEvent 2026-11-23T05": StateComplete,
+		"PlaybackEvent 2026-11-23T06": StateWaiting, // deadline 07:32, now 07:30
+		"(unknown) 2026-11-23T05":     StateDeadLetters,
+	}
+	if !reflect.DeepEqual(states, want) {
+		t.Fatalf("states %v, want %v", states, want)
+	}
+	h6 := rowOf(t, r, statustest.PE, 6)
+	if !h6.Deadline.Equal(statustest.H(7).Add(32 * time.Minute)) {
+		t.Fatalf("06's deadline %s", h6.Deadline)
+	}
+	// Ten minutes later (or with a shorter --stuck-after) it is stuck.
+	if rowOf(t, build(t, b, Options{Now: statustest.Now.Add(10 * time.Minute)}), statustest.PE, 6).State != StateStuck {
+		t.Fatal("06 is not stuck at 07:40")
+	}
+	if rowOf(t, build(t, b, Options{StuckAfter: 10 * time.Minute}), statustest.PE, 6).State != StateStuck {
+		t.Fatal("06 is not stuck with a 10m stuck-after")
+	}
+	h4 := rowOf(t, r, statustest.PE, 4)
+	if h4.Input == nil || h4.Input.RawRecords != 14 || h4.Input.DuplicatesDropped != 2 || h4.In() != 14 ||
+		!reflect.DeepEqual(h4.Lineage.Parts, []string{"main 10", "late-0001 2"}) || !reflect.DeepEqual(h4.Lineage.RunIDs, []string{"run-h1"}) {
+		t.Fatalf("04's accounting: %+v %+v", h4.Input, h4.Lineage)
+	}
+	h5 := rowOf(t, r, statustest.PE, 5)
+	if h5.Input != nil || h5.Redriven["missing_field"] != 1 || h5.DeadLettered["missing_field"] != 2 || h5.In() != 3 {
+		t.Fatalf("05: %+v", h5)
+	}
+	joined := strings.Join(r.Attention, "\n")
+	for _, w := range []string{
+		"PlaybackEvent v1 2026-11-23T05 is complete but not published",
+		"PlaybackEvent v1 2026-11-23T04 has 1 late part file(s)",
+		"2 dead letter(s) missing_field in 2 hour(s), not redriven",
+		"writer " + statustest.StaleWriter + " is stale",
+	} {
+		if !strings.Contains(joined, w) {
+			t.Errorf("attention lacks %q:\n%s", w, joined)
+		}
+	}
+	if strings.Contains(joined, "is stuck") {
+		t.Errorf("nothing is stuck yet:\n%s", joined)
+	}
+}
+
+// The exporter's gauges: bounded labels (never an hour), values of the
+// report.
+func TestStatusExporter(t *testing.T) {
+	_, b := fixture(t)
+	r := build(t, b, Options{StuckAfter: 10 * time.Minute})
+	e := NewExporter()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(e)
+	e.Update(r, time.Second)
+	e.Failed()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				if strings.Contains(l.GetValue(), "2026-") {
+					t.Errorf("%s has an hour in label %s", mf.GetName(), l.GetName())
+				}
+				labels = append(labels, l.GetName()+"="+l.GetValue())
+			}
+			v := m.GetGauge().GetValue() + m.GetCounter().GetValue()
+			got[mf.GetName()+"{"+strings.Join(labels, ",")+"}"] = v
+		}
+	}
+	for k, want := range map[string]float64{
+		MetricHoursStuck + "{type=PlaybackEvent,version=1}":                           1,
+		MetricHours + "{state=supplemented,type=PlaybackEvent,version=1}":             1,
+		MetricHours + "{state=published,type=AccountUpdate,version=1}":                1,
+		MetricLatePending + "{type=PlaybackEvent,version=1}":                          2, // 04 published, 05 not
+		MetricSupplements + "{type=PlaybackEvent,version=1}":                          1,
+		MetricPublishedRecords + "{type=PlaybackEvent,version=1}":                     12,
+		MetricDeadLetters + "{reason=missing_field,type=PlaybackEvent,version=1}":     2,
+		MetricDeadLettersLeft + "{reason=missing_field,type=PlaybackEvent,version=1}": 1,
+		MetricDeadLetters + "{reason=malformed_json,type=(unknown),version=0}":        1,
+		MetricHeartbeatAge + "{kind=stream}":                                          120,
+		MetricWriters + "{kind=stream,liveness=stale}":                                1,
+		MetricUpdateErrors + "{}":                                                     1,
+		MetricOldestStuckSecond + "{type=PlaybackEvent,version=1}":                    18 * 60,
+	} {
+		if got[k] != want {
+			t.Errorf("%s = %v, want %v", k, got[k], want)
 		}
 	}
 }

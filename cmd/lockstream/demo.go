@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -23,6 +24,7 @@ import (
 	"github.com/lockstream/lockstream/layout"
 	"github.com/lockstream/lockstream/pipelines"
 	"github.com/lockstream/lockstream/record"
+	"github.com/lockstream/lockstream/status"
 	"github.com/lockstream/lockstream/synth"
 	"github.com/lockstream/lockstream/transforms"
 )
@@ -35,6 +37,7 @@ type demoFlags struct {
 	users    int
 	seed     uint64
 	logLevel string
+	pubsub   string
 }
 
 func newDemoCmd() *cobra.Command {
@@ -49,7 +52,14 @@ late events), runs ingest on the Beam prism runner and hourly for every complete
 ingests the late events and publishes them as supplements of their hours, and runs view;
 then deletes one user, revokes the "contact" category of another, runs view again and shows
 what an analyst sees before and after. DIR/data holds every output; inspect it with
-  lockstream inspect DIR/data/datasets/<type>/v1/<day>/<hour>`,
+  lockstream inspect DIR/data/datasets/<type>/v1/<day>/<hour>
+It ends by writing the status page of DIR/data, DIR/status.html (lockstream status --format html),
+and printing its path.
+
+With a Pub/Sub emulator ($PUBSUB_EMULATOR_HOST, or the gcloud SDK's pubsub-emulator, which the demo
+then starts), the traffic goes through Pub/Sub: lockstream publish's load generator sends it to a
+topic and ingest reads the subscription until it is idle (the records' hours are then the hours
+Pub/Sub published them in); --pubsub files keeps to replay files.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runDemo(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), f)
@@ -59,6 +69,7 @@ what an analyst sees before and after. DIR/data holds every output; inspect it w
 	c.Flags().IntVar(&f.events, "events", 6000, "unique events to generate")
 	c.Flags().IntVar(&f.users, "users", 300, "distinct users")
 	c.Flags().Uint64Var(&f.seed, "seed", 1, "seed of the synthetic traffic")
+	c.Flags().StringVar(&f.pubsub, "pubsub", demoPubSubAuto, "feed ingest through the Pub/Sub emulator (emulator), replay files (files), or the emulator when one is found (auto)")
 	addLogLevelFlag(c.Flags(), &f.logLevel)
 	return c
 }
@@ -81,6 +92,12 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, f demoFlags) error {
 	}
 	if f.out == "" || f.out == "/" {
 		return errors.New("--out must name a directory")
+	}
+	if f.pubsub == "" {
+		f.pubsub = demoPubSubAuto
+	}
+	if err := demoPubSubMode(f.pubsub); err != nil {
+		return err
 	}
 	start := time.Now()
 	dir, err := filepath.Abs(f.out)
@@ -114,7 +131,9 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, f demoFlags) error {
 	defer env.svc.Close()
 
 	step("synthetic traffic: %d events, %d users, 3 hours", f.events, f.users)
-	env.traffic = synth.Generate(synth.Config{Events: f.events, Users: f.users, Seed: f.seed})
+	// PlaybackEvents of v3: their device_ref is encrypted deterministically
+	// (AES-SIV), so equal references of a user have equal ciphertexts.
+	env.traffic = synth.Generate(synth.Config{Events: f.events, Users: f.users, Seed: f.seed, PlaybackVersion: demoPlaybackVersion})
 	main, late := splitLate(env.traffic)
 	mainFile := filepath.Join(dir, "input", "events.ndjson")
 	lateFile := filepath.Join(dir, "input", "late.ndjson")
@@ -137,23 +156,55 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, f demoFlags) error {
 	if err != nil {
 		return err
 	}
-	step("ingest %s → %s (prism runner)", rel(mainFile), rel(env.root))
-	res, err := pipelines.Ingest(ctx, pipelines.IngestConfig{Inputs: []string{mainFile}, Out: env.root, KeysURL: keysURL, Progress: stderr})
+	ps, err := openDemoPubSub(f.pubsub, stderr)
+	if err != nil {
+		return err
+	}
+	ingest := func(file string, msgs []record.Message) (*pipelines.IngestResult, error) {
+		if ps == nil {
+			return pipelines.Ingest(ctx, pipelines.IngestConfig{Inputs: []string{file}, Out: env.root, KeysURL: keysURL, Progress: stderr})
+		}
+		sub, err := ps.publish(ctx, stdout, "events", msgs)
+		if err != nil {
+			return nil, err
+		}
+		return pipelines.Ingest(ctx, pipelines.IngestConfig{Subscription: sub, Out: env.root, KeysURL: keysURL, Progress: stderr,
+			IdleTimeout: 3 * time.Second, ProgressEvery: 5 * time.Second})
+	}
+	if ps != nil {
+		defer ps.stop()
+		step("publish %s to the Pub/Sub emulator (%s) with lockstream publish's load generator; ingest its subscription (prism runner)", rel(mainFile), ps.host)
+		env.hours = env.hours[:0]
+	} else {
+		step("ingest %s → %s (prism runner)", rel(mainFile), rel(env.root))
+	}
+	started := time.Now()
+	res, err := ingest(mainFile, main)
 	if err != nil {
 		return err
 	}
 	res.WriteTable(stdout)
+	if ps != nil {
+		// Pub/Sub stamps the publish times: the hours are this run's.
+		for h := record.Hour(started); !h.After(record.Hour(time.Now())); h = h.Add(time.Hour) {
+			env.hours = append(env.hours, h)
+		}
+	}
 
 	if err := demoPublish(ctx, env); err != nil {
 		return err
 	}
 
 	step("ingest the late arrivals (their hours are complete: routed to late/)")
-	res, err = pipelines.Ingest(ctx, pipelines.IngestConfig{Inputs: []string{lateFile}, Out: env.root, KeysURL: keysURL, Progress: stderr})
-	if err != nil {
+	if res, err = ingest(lateFile, late); err != nil {
 		return err
 	}
 	res.WriteTable(stdout)
+	if ps != nil {
+		if h := record.Hour(time.Now()); h.After(env.hours[len(env.hours)-1]) {
+			env.hours = append(env.hours, h)
+		}
+	}
 	if err := demoSupplements(ctx, env); err != nil {
 		return err
 	}
@@ -187,7 +238,7 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, f demoFlags) error {
 	}
 	for _, hr := range env.hours {
 		for _, typ := range []string{"AccountUpdate", "PlaybackEvent"} {
-			if d, err := dataset.Read(ctx, b, layout.Hour{Type: typ, Version: 1, Hour: hr}); err == nil {
+			if d, err := dataset.Read(ctx, b, layout.Hour{Type: typ, Version: demoVersion(typ), Hour: hr}); err == nil {
 				published += d.Records() // the main part and its supplements
 			}
 		}
@@ -198,7 +249,36 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, f demoFlags) error {
 	if published != int64(env.traffic.Unique) {
 		return fmt.Errorf("demo: published %d records for %d distinct events", published, env.traffic.Unique)
 	}
+	page := filepath.Join(dir, "status.html")
+	step("status page: lockstream status --root %s --since %s --format html --out %s", rel(env.root), layout.FormatHour(env.hours[0]), rel(page))
+	if err := demoStatusPage(ctx, b, env, page); err != nil {
+		return err
+	}
 	step("done in %.1fs; outputs under %s", time.Since(start).Seconds(), rel(dir))
+	fmt.Fprintf(stdout, "status page: %s\n", rel(page))
+	return nil
+}
+
+// demoStatusPage writes the status page of the demo's hours.
+func demoStatusPage(ctx context.Context, b blob.Bucket, env *demoEnv, page string) error {
+	r, err := status.Build(ctx, b, status.Options{Since: env.hours[0], Until: env.hours[len(env.hours)-1].Add(time.Hour)})
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	if err := status.WriteHTML(&buf, r, status.HTMLOptions{Root: rel(env.root)}); err != nil {
+		return err
+	}
+	if err := writeFileAtomic(page, buf.Bytes()); err != nil {
+		return err
+	}
+	states := map[string]int{}
+	for _, h := range r.Hours {
+		states[h.State]++
+	}
+	fmt.Fprintf(env.out, "%d hours: %d published, %d published with supplements, %d complete, %d waiting, %d stuck; %d lines need attention\n",
+		len(r.Hours)-states[status.StateDeadLetters], states[status.StatePublished], states[status.StateSupplemented], states[status.StateComplete],
+		states[status.StateWaiting], states[status.StateStuck], len(r.Attention))
 	return nil
 }
 
@@ -358,7 +438,7 @@ func demoView(ctx context.Context, env *demoEnv, label string) (viewRows, error)
 	for _, hr := range env.hours {
 		for _, typ := range []string{"AccountUpdate", "PlaybackEvent"} {
 			out := filepath.Join(env.dir, "view", label, fmt.Sprintf("%s-%s.ndjson", typ, layout.FormatHour(hr)))
-			res, err := pipelines.View(ctx, pipelines.ViewConfig{Root: env.root, Type: typ, Version: 1, Hour: hr, Out: out, KeysURL: keysURL})
+			res, err := pipelines.View(ctx, pipelines.ViewConfig{Root: env.root, Type: typ, Version: demoVersion(typ), Hour: hr, Out: out, KeysURL: keysURL})
 			if errors.Is(err, pipelines.ErrNotPublished) {
 				continue
 			}
@@ -410,13 +490,24 @@ func showAnalyst(w io.Writer, label, subject string, before, after viewRows) {
 		case "AccountUpdate":
 			fields = []string{"email", "display_name", "birth_year"}
 		default:
-			fields = []string{"ip_address", "device_id", "track_id"}
+			fields = []string{"ip_address", "device_id", "device_ref", "track_id"}
 		}
 		fmt.Fprintf(w, "  %s event %v\n", typ, b["event_id"])
 		for _, f := range fields {
 			fmt.Fprintf(w, "    %-13s before: %-32v after: %v\n", f, show(b[f]), show(a[f]))
 		}
 	}
+}
+
+// demoPlaybackVersion is the PlaybackEvent version of the demo's traffic.
+const demoPlaybackVersion = 3
+
+// demoVersion is the schema version of the demo's events of a type.
+func demoVersion(typ string) int {
+	if typ == "PlaybackEvent" {
+		return demoPlaybackVersion
+	}
+	return 1
 }
 
 func show(v any) string {

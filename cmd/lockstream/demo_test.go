@@ -28,6 +28,13 @@ func TestDemo(t *testing.T) {
 			t.Fatalf("demo output lacks %q:\n%s", want, out.String())
 		}
 	}
+	// It ends with the status page of its root, and says where it is.
+	if page, err := os.ReadFile(filepath.Join(dir, "status.html")); err != nil || !bytes.Contains(page, []byte(`data-state="supplemented"`)) {
+		t.Fatalf("status.html: %v (a published hour with a supplement expected)", err)
+	}
+	if lines := strings.Split(strings.TrimSpace(out.String()), "\n"); !strings.HasPrefix(lines[len(lines)-1], "status page: ") {
+		t.Fatalf("the demo's last line is %q, want the status page's path", lines[len(lines)-1])
+	}
 	tr := synth.Generate(synth.Config{Events: f.events, Users: f.users, Seed: f.seed})
 	var canaries []string
 	for _, c := range tr.Canaries {

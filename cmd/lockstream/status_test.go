@@ -3,10 +3,13 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lockstream/lockstream/blob"
 	"github.com/lockstream/lockstream/status"
@@ -100,5 +103,112 @@ func TestStatusCLIErrors(t *testing.T) {
 	}
 	if _, err := os.Stat(missing); !os.IsNotExist(err) {
 		t.Errorf("status created %s (%v)", missing, err)
+	}
+}
+
+// TestStatusHTMLWatchMetrics: --format html --out writes the page; --watch
+// rewrites it every interval and --metrics-listen serves the gauges of the
+// last report, until the context ends.
+func TestStatusHTMLWatchMetrics(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	b, err := blob.Open(ctx, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	statustest.Build(t, b)
+	page := filepath.Join(dir, "status.html")
+	if out, err := runCLI(t, ctx, "", "status", "--root", root, "--since", "2026-11-23T04", "--now", "2026-11-23T07:30:00Z",
+		"--format", "html", "--out", page, "--stuck-after", "10m"); err != nil || out != "" {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	data, err := os.ReadFile(page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`data-hour="2026-11-23T06" data-state="stuck"`, "Needs attention", "<script id=\"report\" type=\"application/json\">"} {
+		if !strings.Contains(string(data), want) {
+			t.Fatalf("page lacks %q", want)
+		}
+	}
+	if strings.Contains(string(data), "http://") || strings.Contains(string(data), "https://") {
+		t.Fatal("the page names a URL: it must fetch nothing")
+	}
+
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	page2 := filepath.Join(dir, "watch.html")
+	addr := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- runStatus(wctx, io.Discard, io.Discard, statusFlags{root: root, since: "2026-11-23T04", format: "html", out: page2,
+			watch: time.Second, stuckAfter: status.DefaultStuckAfter, metricsListen: "127.0.0.1:0", ready: func(a string) { addr <- a }})
+	}()
+	var a string
+	select {
+	case a = <-addr:
+	case err := <-done:
+		t.Fatalf("status --watch ended: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("no metrics listener")
+	}
+	var first time.Time
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if st, err := os.Stat(page2); err == nil {
+			if first.IsZero() {
+				first = st.ModTime()
+			} else if st.ModTime().After(first) {
+				break // rewritten
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("--watch did not rewrite the page")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	resp, err := http.Get("http://" + a + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`lockstream_status_hours_stuck{type="PlaybackEvent",version="1"} 1`, "lockstream_status_dead_letters{", "lockstream_status_last_update_timestamp_seconds"} {
+		if !strings.Contains(string(body), want) {
+			t.Fatalf("metrics lack %q:\n%s", want, body)
+		}
+	}
+	if strings.Contains(string(body), "2026-11-23T") {
+		t.Fatal("a metric label names an hour")
+	}
+	data, err = os.ReadFile(page2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), `http-equiv="refresh" content="1"`) {
+		t.Fatal("a watched page does not reload itself")
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("--watch did not stop with its context")
+	}
+	for _, args := range [][]string{
+		{"status", "--root", root, "--metrics-listen", "127.0.0.1:0"},
+		{"status", "--root", root, "--watch", "1s", "--now", "2026-11-23T07"},
+		{"status", "--root", root, "--stuck-after", "0s"},
+		{"status", "--root", root, "--out", filepath.Join(dir, "no", "such", "dir.html")},
+	} {
+		if out, err := runCLI(t, ctx, "", args...); err == nil {
+			t.Errorf("%q: no error\n%s", args, out)
+		}
 	}
 }

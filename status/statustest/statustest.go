@@ -44,9 +44,12 @@ const (
 //     proj.staging (main alone: 1/2 parts).
 //   - PlaybackEvent v1 05: raw part-c, part-d and late part-l3;
 //     _COMPLETE by Observer05; not published; dead letters:
-//     missing_field 2, unknown_field 1.
+//     missing_field 2 (one of them redriven: a redrive ledger entry),
+//     unknown_field 1.
 //   - PlaybackEvent v1 06: raw part-e; no marker: the live writer (at
 //     LiveWatermark) holds it.
+//   - AccountUpdate v1 04: raw part-g; _COMPLETE by Observer04;
+//     published: main part only (4 records).
 //   - AccountUpdate v1 05: raw part-f, no marker, but the live writer
 //     passed it (so did the stale writer, before it stopped): complete,
 //     not marked; dead letters: missing_field 1.
@@ -86,9 +89,12 @@ func Build(t testing.TB, b blob.Bucket) {
 	}
 	publish := func(h layout.Hour, part string, records int64, parts ...string) {
 		t.Helper()
+		// Each part read one duplicate more than it published.
 		m := layout.ManifestDoc{FormatVersion: layout.ManifestFormatVersion, EventType: h.Type, SchemaVersion: h.Version,
 			Hour: layout.FormatHour(h.Hour), Part: part, Records: records, Parts: parts, RunID: "run-h1", PublishedAt: Now.Add(-time.Hour),
-			Files: []layout.ManifestFile{{Name: layout.ShardFile(0, 1), Records: records}}}
+			Files:   []layout.ManifestFile{{Name: layout.ShardFile(0, 1), Records: records}},
+			Input:   layout.Accounting{RawFiles: len(parts), RawRecords: records + 1, DuplicatesDropped: 1, Published: records},
+			Lineage: layout.Lineage{InputHours: []string{layout.FormatHour(h.Hour), layout.FormatHour(h.Hour.Add(-time.Hour))}, CodeVersion: "test"}}
 		data, err := json.Marshal(m)
 		if err != nil {
 			t.Fatal(err)
@@ -135,6 +141,19 @@ func Build(t testing.TB, b blob.Bucket) {
 	dead("unknown_field", H(5), "b2.ndjson", rej(PE, "1"))
 	dead("unknown_event_type", H(5), "b3.ndjson", rej("Nope", "1"))
 	dead("malformed_json", H(5), "b4.ndjson", record.Rejection{MessageID: "m2"})
+
+	ledger, err := json.Marshal(layout.RedriveDoc{DeadLetter: layout.DeadLetterDir("missing_field", H(5)) + "b1.ndjson", Reason: "missing_field",
+		Attempt: 1, RunID: "redrive-1", At: Now.Add(-10 * time.Minute),
+		Messages: []layout.RedriveMessage{{ID: "m", EventType: PE, SchemaVersion: "1", Type: PE, Version: 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(layout.RedriveLedger(layout.DeadLetterDir("missing_field", H(5))+"b1.ndjson", 1), ledger)
+
+	au4 := layout.Hour{Type: AU, Version: 1, Hour: H(4)}
+	raw(au4, "g")
+	mark(au4, Observer04, H(5).Add(3*time.Minute))
+	publish(au4, layout.MainPart, 4, layout.RawDir(AU, 1, H(4))+"part-g.avro")
 
 	raw(pe(6), "e")
 	raw(layout.Hour{Type: AU, Version: 1, Hour: H(5)}, "f")
