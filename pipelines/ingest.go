@@ -192,6 +192,10 @@ func buildIngest(s beam.Scope, cfg IngestConfig) error {
 	write := transforms.WriteConfig{
 		Root: cfg.Out, KeysURL: cfg.KeysURL, KeyScope: cfg.KeyScope, MaxPayload: cfg.MaxPayload, RunID: cfg.RunID,
 		KeyRetryBudget: cfg.KeyRetryBudget, KeyCacheSize: cfg.KeyCacheSize,
+		// Per-hour counters feed the accounting table of a run whose
+		// metrics end with it; on Dataflow counters are monitoring series,
+		// which must not grow with every hour.
+		HourCounters: !onDataflow(),
 	}
 	var files beam.PCollection
 	var err error
@@ -286,8 +290,14 @@ func Ingest(ctx context.Context, cfg IngestConfig) (*IngestResult, error) {
 		return nil, err
 	}
 	out := &IngestResult{RunID: cfg.RunID, Elapsed: time.Since(start)}
-	if res != nil {
+	if counts, ok := transforms.TakeRunCounters(cfg.RunID); ok {
+		// The writers ran in this process: their own counts are exact
+		// where prism's metrics can lose updates (TakeRunCounters).
+		out.Rows = accountingFromCounters(counts)
+	} else if res != nil {
 		out.Rows = accountingFromMetrics(res.Metrics())
+	}
+	if res != nil {
 		out.Keys = keyActivityFromMetrics(res.Metrics())
 	}
 	if b != nil {
@@ -368,7 +378,7 @@ const recordEvery = 10 * time.Second
 type IngestResult struct {
 	RunID   string
 	Elapsed time.Duration
-	Rows    []AccountRow // by type, version, hour
+	Rows    []AccountRow // by type, version, hour (one row per type and version, of zero Hour, on Dataflow)
 	Keys    KeyActivity
 	// Hours are the open hours of the root as the run's end found them:
 	// complete (and marked) or waiting, and why.
@@ -458,20 +468,49 @@ func (r *IngestResult) Totals() AccountRow {
 	return t
 }
 
+// onDataflow reports whether the --runner flag names Dataflow.
+func onDataflow() bool {
+	f := flag.Lookup("runner")
+	return f != nil && strings.EqualFold(f.Value.String(), "dataflow")
+}
+
+// accountingFromMetrics builds the accounting rows from the write stage's
+// counters in the runner's metrics (accountingFromCounters).
 func accountingFromMetrics(m metrics.Results) []AccountRow {
-	rows := map[transforms.HourKey3]*AccountRow{}
+	counts := map[string]int64{}
 	for _, c := range m.AllMetrics().Counters() {
-		if c.Namespace() != transforms.MetricsNamespace {
-			continue
+		if c.Namespace() == transforms.MetricsNamespaceHours || c.Namespace() == transforms.MetricsNamespace {
+			counts[c.Name()] += c.Result() // one counter per step that reported it
 		}
-		p := strings.Split(c.Name(), "|")
-		if len(p) != 4 {
+	}
+	return accountingFromCounters(counts)
+}
+
+// accountingFromCounters builds the accounting rows from the write stage's
+// per-hour counters (transforms.HourCounterName); a run without them
+// (Dataflow) gets one row per type and version, of zero Hour, from the
+// bounded counters (transforms.CounterName).
+func accountingFromCounters(counts map[string]int64) []AccountRow {
+	fields := 3
+	for name := range counts {
+		if strings.Count(name, "|") == 3 {
+			fields = 4
+			break
+		}
+	}
+	rows := map[transforms.HourKey3]*AccountRow{}
+	for name, n := range counts {
+		p := strings.Split(name, "|")
+		if len(p) != fields {
 			continue
 		}
 		v, _ := strconv.Atoi(p[2])
-		h, err := layout.ParseHour(p[3])
-		if err != nil {
-			continue
+		var h time.Time
+		if fields == 4 {
+			var err error
+			if h, err = layout.ParseHour(p[3]); err != nil {
+				continue
+			}
 		}
 		k := transforms.HourKey3{Type: p[1], Version: v, HourMillis: h.UnixMilli()}
 		r := rows[k]
@@ -479,7 +518,6 @@ func accountingFromMetrics(m metrics.Results) []AccountRow {
 			r = &AccountRow{Type: p[1], Version: v, Hour: h, Dead: map[string]int64{}}
 			rows[k] = r
 		}
-		n := c.Result()
 		switch kind := p[0]; {
 		case kind == transforms.CountIn:
 			r.In += n
@@ -524,7 +562,11 @@ func (r *IngestResult) WriteTable(w io.Writer) {
 		if typ == "" {
 			typ, v = "(unknown)", "-"
 		}
-		row(typ, v, layout.FormatHour(a.Hour), a)
+		hour := "-" // a run without per-hour counters (Dataflow)
+		if !a.Hour.IsZero() {
+			hour = layout.FormatHour(a.Hour)
+		}
+		row(typ, v, hour, a)
 	}
 	row("TOTAL", "", "", r.Totals())
 	t := r.Totals()

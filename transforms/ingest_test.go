@@ -146,7 +146,7 @@ func runIngest(t *testing.T, file, root, keysURL string, retry time.Duration) be
 	t.Helper()
 	p, s := beam.NewPipelineWithRoot()
 	batches := ReadReplay(s, ReplayConfig{Files: []string{file}, BatchSize: 7, RunID: "run1", Fallback: h6})
-	files, err := AnonymizeAndWrite(s, batches, WriteConfig{Root: root, KeysURL: keysURL, RunID: "run1", KeyRetryBudget: retry})
+	files, err := AnonymizeAndWrite(s, batches, WriteConfig{Root: root, KeysURL: keysURL, RunID: "run1", KeyRetryBudget: retry, HourCounters: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +228,7 @@ func scanCanaries(t *testing.T, root string, canaries []string) {
 func counters(res beam.PipelineResult) map[string]int64 {
 	out := map[string]int64{}
 	for _, c := range res.Metrics().AllMetrics().Counters() {
-		if c.Namespace() == MetricsNamespace {
+		if c.Namespace() == MetricsNamespace || c.Namespace() == MetricsNamespaceHours {
 			out[c.Name()] += c.Result()
 		}
 	}
@@ -287,11 +287,19 @@ func TestReplayAnonymizeWriteComplete(t *testing.T) {
 
 	// Accounting counters: in = written + dead + late per (type, hour).
 	c := counters(res)
-	if got, want := c[CounterName(CountIn, "PlaybackEvent", 1, h6)], int64(in.valid["PlaybackEvent"][h6]+1); got != want {
+	if got, want := c[HourCounterName(CountIn, "PlaybackEvent", 1, h6)], int64(in.valid["PlaybackEvent"][h6]+1); got != want {
 		t.Errorf("in PlaybackEvent 06 = %d, want %d (counters %v)", got, want, c)
 	}
-	if got := c[CounterName(CountDead+record.ReasonBadMessage, "", 0, h6)]; got != 2 {
+	if got := c[CounterName(CountDead+record.ReasonBadMessage, "", 0)]; got != 2 {
 		t.Errorf("bad_message counter %d, want 2", got)
+	}
+	// The bounded counters (no hour: what Dataflow shows) hold the sums.
+	var pe int64
+	for _, n := range in.valid["PlaybackEvent"] {
+		pe += int64(n)
+	}
+	if got := c[CounterName(CountIn, "PlaybackEvent", 1)]; got != pe+1 || len(in.valid["PlaybackEvent"]) < 2 {
+		t.Errorf("in PlaybackEvent = %d, want %d over %d hours", got, pe+1, len(in.valid["PlaybackEvent"]))
 	}
 	// One key lookup per batch (plus one for the payload keys of batches with rejections).
 	batches := int64((len(in.lines) + 6) / 7)
@@ -335,30 +343,86 @@ func TestLateRouting(t *testing.T) {
 	if ok, _ := b.Exists(context.Background(), layout.WriterHourMarker("run1", "PlaybackEvent", 1, h6)); ok {
 		t.Error("the complete hour 06 was recorded as written to raw")
 	}
-	if c := counters(res); c[CounterName(CountLate, "PlaybackEvent", 1, h6)] != int64(in.valid["PlaybackEvent"][h6]) {
-		t.Errorf("late counter %d", c[CounterName(CountLate, "PlaybackEvent", 1, h6)])
+	if c := counters(res); c[HourCounterName(CountLate, "PlaybackEvent", 1, h6)] != int64(in.valid["PlaybackEvent"][h6]) {
+		t.Errorf("late counter %d", c[HourCounterName(CountLate, "PlaybackEvent", 1, h6)])
 	}
 	scanCanaries(t, root, in.canaries)
 }
 
-func TestKeyUnavailableDeadLetters(t *testing.T) {
-	in := genInput(5)
-	file := writeLines(t, in.lines)
-	root := t.TempDir()
-	keys := &testKeys{}
-	keys.fail.Store(1 << 30) // the key service never answers
-	res := runIngest(t, file, root, registerTestKeys(keys), 200*time.Millisecond)
-	c := counters(res)
-	if n := c[CounterName(CountDead+record.ReasonKeyUnavailable, "PlaybackEvent", 1, h6)]; n != int64(in.valid["PlaybackEvent"][h6])+1 {
-		t.Errorf("key_unavailable = %d, want %d (%v)", n, in.valid["PlaybackEvent"][h6]+1, c)
+// flakyKeys answers its first ok calls, then fails every call as
+// unavailable (a key service that goes down mid-run).
+type flakyKeys struct {
+	ok atomic.Int64
+	k  testKeys
+}
+
+func (f *flakyKeys) ForEncrypt(ctx context.Context, users, cats []string) ([]keyclient.UserKeys, error) {
+	if f.ok.Add(-1) < 0 {
+		f.k.calls.Add(1)
+		return nil, keyclient.Unavailable(errors.New("connection refused"))
 	}
-	if n := c[CounterName(CountWritten, "PlaybackEvent", 1, h6)]; n != 0 {
-		t.Errorf("written = %d without keys", n)
+	return f.k.ForEncrypt(ctx, users, cats)
+}
+
+func (f *flakyKeys) ForDecrypt(ctx context.Context, subs, cats []string) ([]keyclient.UserKeys, error) {
+	return f.k.ForDecrypt(ctx, subs, cats)
+}
+
+// A replay run never dead-letters for key unavailability, whether the key
+// service is down from the start or goes down mid-run: after the retry
+// budget the run fails with the cause and writes nothing of the batch; a
+// re-run once the service answers writes every event.
+func TestKeyUnavailableFailsReplay(t *testing.T) {
+	for name, answered := range map[string]int64{"down at start": 0, "down mid-run": 3} {
+		t.Run(name, func(t *testing.T) {
+			in := genInput(40)
+			file := writeLines(t, in.lines)
+			root := t.TempDir()
+			keys := &flakyKeys{}
+			keys.ok.Store(answered)
+			p, s := beam.NewPipelineWithRoot()
+			batches := ReadReplay(s, ReplayConfig{Files: []string{file}, BatchSize: 7, RunID: "run1", Fallback: h6})
+			files, err := AnonymizeAndWrite(s, batches, WriteConfig{Root: root, KeysURL: RegisterKeys(fmt.Sprintf("transforms-test-%d", keysSeq.Add(1)), keys), RunID: "run1", KeyRetryBudget: 200 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			EndBranch(s, files)
+			_, err = ptest.RunWithMetrics(p)
+			if err == nil || !strings.Contains(err.Error(), "did not answer") || !strings.Contains(err.Error(), "connection refused") {
+				t.Fatalf("run: err %v, want the key service's unavailability as the cause", err)
+			}
+			if n := keys.k.calls.Load() - answered; n < 2 {
+				t.Errorf("%d failed attempts: no retries", n)
+			}
+			b, err := blob.Open(context.Background(), root)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dead, err := b.List(context.Background(), layout.DeadLetterArea+"/"+record.ReasonKeyUnavailable+"/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(dead) > 0 {
+				t.Fatalf("dead letters for key unavailability: %v", dead)
+			}
+			scanCanaries(t, root, in.canaries)
+
+			// The service is back: a re-run writes every event.
+			res := runIngest(t, file, root, registerTestKeys(&testKeys{}), 200*time.Millisecond)
+			got := map[string]bool{}
+			for _, h := range []time.Time{h6, h6.Add(time.Hour)} {
+				for _, id := range readParts(t, b, layout.RawDir("PlaybackEvent", 1, h)) {
+					got[id] = true
+				}
+			}
+			if want := in.valid["PlaybackEvent"][h6] + in.valid["PlaybackEvent"][h6.Add(time.Hour)]; len(got) != want {
+				t.Fatalf("after the re-run: %d distinct playback events in raw, want %d", len(got), want)
+			}
+			if n := counters(res)[CounterName(CountDead+record.ReasonKeyUnavailable, "PlaybackEvent", 1)]; n != 0 {
+				t.Fatalf("re-run dead-lettered %d as key_unavailable", n)
+			}
+		})
 	}
-	if keys.calls.Load() < 4 {
-		t.Errorf("only %d attempts: no retries", keys.calls.Load())
-	}
-	scanCanaries(t, root, in.canaries)
 }
 
 func TestConstructionValidation(t *testing.T) {

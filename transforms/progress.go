@@ -1,6 +1,9 @@
 package transforms
 
-import "sync/atomic"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // Progress counts what the write and completion stages of this process did,
 // for progress lines of long runs (the runner's metrics are the accounting;
@@ -32,4 +35,49 @@ func ReadProgress() Progress {
 		Held:        progress.held.Load(),
 		HoursClosed: progress.closed.Load(),
 	}
+}
+
+// runCounts holds the write stage's counters of each run, by run id, as
+// the writers of this process reported them: the accounting of a run whose
+// workers share the launching process (prism's loopback workers). Prism
+// loses counter updates: when two bundles first report a counter before it
+// has learnt the counter's short id, it keeps one payload of the two
+// (jobservices/metrics.go, unprocessedPayloads), so a run whose pull
+// streams all start with the same hours undercounts. Beam metrics remain
+// the accounting of runs on remote workers (Dataflow).
+var runCounts sync.Map // run id -> *runCounter
+
+type runCounter struct {
+	mu sync.Mutex
+	m  map[string]int64
+}
+
+// addRunCounts adds a batch's counters to its run's.
+func addRunCounts(run string, counts map[string]int64) {
+	if run == "" || len(counts) == 0 {
+		return
+	}
+	v, _ := runCounts.LoadOrStore(run, &runCounter{m: map[string]int64{}})
+	rc := v.(*runCounter)
+	rc.mu.Lock()
+	for name, n := range counts {
+		rc.m[name] += n
+	}
+	rc.mu.Unlock()
+}
+
+// TakeRunCounters returns the write stage's counters of the run as this
+// process's writers reported them (name -> value; the namespace is
+// MetricsNamespaceHours when the name has four fields, MetricsNamespace
+// otherwise) and forgets them; ok is false when no writer of this process
+// wrote for the run (its workers run elsewhere, or it had no input).
+func TakeRunCounters(run string) (counts map[string]int64, ok bool) {
+	v, ok := runCounts.LoadAndDelete(run)
+	if !ok {
+		return nil, false
+	}
+	rc := v.(*runCounter)
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return rc.m, true
 }

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,9 +34,20 @@ func init() {
 }
 
 // Metric namespace of the counters of the write stage. Counter names are
-// "<kind>|<type>|<version>|<hour>" with kind one of in, written, late,
-// dead:<reason>; type "" and version 0 for messages whose type is unknown.
+// "<kind>|<type>|<version>" (CounterName) with kind one of in, written,
+// late, dead:<reason>; type "" and version 0 for messages whose type is
+// unknown. They carry no hour, so a job has a bounded set of them (types ×
+// versions × kinds): on Dataflow every counter name is a monitoring
+// series (the job page, Cloud Monitoring's user counters), for as long as
+// the job runs.
 const MetricsNamespace = "lockstream.ingest"
+
+// MetricsNamespaceHours holds the same counts per hour, named
+// "<kind>|<type>|<version>|<hour>" (HourCounterName), only when
+// WriteConfig.HourCounters is set: the end-of-run accounting table of a
+// run whose metrics end with it (pipelines.Ingest sets it on every runner
+// but Dataflow).
+const MetricsNamespaceHours = "lockstream.ingest.hours"
 
 // Counter kinds.
 const (
@@ -45,9 +57,25 @@ const (
 	CountDead    = "dead:" // + reason
 )
 
-// CounterName builds a counter name of the write stage.
-func CounterName(kind, eventType string, version int, hour time.Time) string {
-	return kind + "|" + eventType + "|" + strconv.Itoa(version) + "|" + layout.FormatHour(hour)
+// CounterName builds a counter name of the write stage (namespace
+// MetricsNamespace): "<kind>|<type>|<version>".
+func CounterName(kind, eventType string, version int) string {
+	return kind + "|" + eventType + "|" + strconv.Itoa(version)
+}
+
+// HourCounterName builds a per-hour counter name of the write stage
+// (namespace MetricsNamespaceHours): "<kind>|<type>|<version>|<hour>".
+func HourCounterName(kind, eventType string, version int, hour time.Time) string {
+	return CounterName(kind, eventType, version) + "|" + layout.FormatHour(hour)
+}
+
+// counterNamespace is the namespace of a name of writeResult.counts: per
+// hour names have four fields (event types and reasons hold no "|").
+func counterNamespace(name string) string {
+	if strings.Count(name, "|") == 3 {
+		return MetricsNamespaceHours
+	}
+	return MetricsNamespace
 }
 
 // WriteConfig configures the write stage (AnonymizeAndWrite, and the
@@ -70,6 +98,11 @@ type WriteConfig struct {
 	// Per process, the first key source and cipher cache opened keep their
 	// size.
 	KeyCacheSize int
+	// HourCounters also counts per hour (MetricsNamespaceHours), for the
+	// accounting table of a run whose metrics end with it. Leave it off on
+	// Dataflow: counter names there are monitoring series, and the hour
+	// would make their number grow without bound.
+	HourCounters bool
 }
 
 // DefaultKeyRetryBudget is the default KeyRetryBudget.
@@ -120,11 +153,12 @@ type writeFnConfig struct {
 	RunID            string
 	KeyRetryBudgetMs int64
 	KeyCacheSize     int
+	HourCounters     bool
 }
 
 func toFnConfig(c WriteConfig) writeFnConfig {
 	return writeFnConfig{Root: c.Root, KeysURL: c.KeysURL, KeyScope: c.KeyScope, MaxPayload: c.MaxPayload, RunID: c.RunID,
-		KeyRetryBudgetMs: c.KeyRetryBudget.Milliseconds(), KeyCacheSize: c.KeyCacheSize}
+		KeyRetryBudgetMs: c.KeyRetryBudget.Milliseconds(), KeyCacheSize: c.KeyCacheSize, HourCounters: c.HourCounters}
 }
 
 // HourKey is the key of notices: "<type>|<version>|<hour>".
@@ -242,8 +276,9 @@ type writeResult struct {
 // that runs the DoFn's ProcessElement.
 func (w *batchWriter) report(ctx context.Context, counts map[string]int64) {
 	for name, n := range counts {
-		beam.NewCounter(MetricsNamespace, name).Inc(ctx, n)
+		beam.NewCounter(counterNamespace(name), name).Inc(ctx, n)
 	}
+	addRunCounts(w.cfg.RunID, counts)
 	reportKeyActivity(ctx, w.keys, w.ciphers)
 }
 
@@ -373,7 +408,10 @@ func (w *batchWriter) write(ctx context.Context, b *Batch, redeliverable bool) (
 	}
 	res.counts = make(map[string]int64, len(in))
 	for k, n := range in {
-		res.counts[CounterName(k.kind+k.reason, k.hk.Type, k.hk.Version, time.UnixMilli(k.hk.HourMillis).UTC())] += n
+		res.counts[CounterName(k.kind+k.reason, k.hk.Type, k.hk.Version)] += n
+		if w.cfg.HourCounters {
+			res.counts[HourCounterName(k.kind+k.reason, k.hk.Type, k.hk.Version, time.UnixMilli(k.hk.HourMillis).UTC())] += n
+		}
 	}
 	progress.messages.Add(int64(len(outs) + len(b.Bad)))
 	for _, k := range order {
@@ -422,9 +460,11 @@ func badLinePath(bl BadLine) string {
 // the service answers or ctx ends, its messages stay leased and its
 // publish times hold the stream's watermark, so an outage sends nothing
 // late and loses nothing. Any other batch (replay files) is retried for
-// the budget, then dead-lettered as key_unavailable, without payload (it
-// cannot be sealed without a key): replay the file once the service is
-// back, hourly drops what was already written.
+// the budget, then fails the bundle with the cause, so the run fails:
+// nothing of the batch is written or dead-lettered (a message is never
+// dead-lettered for the key service's unavailability). Re-run the replay
+// once the service is back: batches already written are found by name,
+// hourly drops what was written twice.
 func (w *batchWriter) anonymize(ctx context.Context, msgs []record.Message, redeliverable bool) ([]record.Outcome, error) {
 	budget := time.Duration(w.cfg.KeyRetryBudgetMs) * time.Millisecond
 	start := time.Now()
@@ -458,9 +498,8 @@ func (w *batchWriter) anonymize(ctx context.Context, msgs []record.Message, rede
 		if time.Now().Add(sleep).After(deadline) {
 			if !redeliverable {
 				// The error text names no user (record's errors carry counts only).
-				log.Warnf(ctx, "lockstream: key service unavailable for a batch of %d messages after %d attempts; dead-lettering them as %s: %v",
-					len(msgs), attempt, record.ReasonKeyUnavailable, err)
-				return record.KeyUnavailable(msgs), nil
+				return nil, fmt.Errorf("lockstream: the key service did not answer for a batch of %d messages within the key retry budget (%s, %d attempts); nothing of it was written: re-run once it answers: %w",
+					len(msgs), budget, attempt, err)
 			}
 			if !held {
 				held = true
