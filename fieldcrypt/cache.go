@@ -2,6 +2,8 @@ package fieldcrypt
 
 import (
 	"encoding/binary"
+	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/lockstream/lockstream/cache"
@@ -15,7 +17,8 @@ import (
 // material. Keys and values hold no pointer: the garbage collector never
 // scans the cache (package cache). It is safe for concurrent use.
 type Cache struct {
-	c *cache.Cache[cacheKey, Cipher]
+	c       *cache.Cache[cacheKey, Cipher]
+	derived atomic.Uint64 // answers for keys that carried their derived key (hits)
 }
 
 type cacheKey struct {
@@ -38,6 +41,14 @@ func NewCache(capacity int, ttl time.Duration) *Cache {
 func (c *Cache) Cipher(k CategoryKey, deterministic bool) (Cipher, error) {
 	if k.Secret.Len() != CategoryKeySize {
 		return Cipher{}, ErrKeySize
+	}
+	if k.gcm.ok && !deterministic {
+		// Derived by the key's holder (DeriveKey): no lookup, no HKDF.
+		if k.Version < 1 || k.Version > 1<<31-1 {
+			return Cipher{}, fmt.Errorf("fieldcrypt: key version %d out of range", k.Version)
+		}
+		c.derived.Add(1)
+		return Cipher{version: uint32(k.Version), gcm: k.gcm.k}, nil
 	}
 	id := cacheKey{secret: [CategoryKeySize]byte(k.Secret.b), version: uint32(k.Version)}
 	ci, ok := c.c.Get(id)
@@ -64,5 +75,9 @@ func (c *Cache) Capacity() int { return c.c.Capacity() }
 // Len is the number of cached keys.
 func (c *Cache) Len() int { return c.c.Len() }
 
-// Stats returns hit and miss counts since creation.
-func (c *Cache) Stats() (hits, misses uint64) { return c.c.Stats() }
+// Stats returns hit and miss counts since creation; a key that carried
+// its derived key counts as a hit.
+func (c *Cache) Stats() (hits, misses uint64) {
+	hits, misses = c.c.Stats()
+	return hits + c.derived.Load(), misses
+}

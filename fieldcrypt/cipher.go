@@ -82,7 +82,8 @@ func (c *Cipher) withSIV() error {
 	if c.hasSIV {
 		return nil
 	}
-	siv, err := expandSIV(Secret{b: c.prk[:]})
+	prk := c.prk // a copy: c itself must not escape (it lives on callers' stacks)
+	siv, err := expandSIV(Secret{b: prk[:]})
 	if err != nil {
 		return err
 	}
@@ -114,7 +115,9 @@ func (c *Cipher) deterministic() (*daeadsubtle.AESSIV, error) {
 	if err := c.withSIV(); err != nil {
 		return nil, err
 	}
-	d, err := daeadsubtle.NewAESSIV(c.siv[:])
+	key := make([]byte, len(c.siv)) // Tink keeps its key: a copy, so that c does not escape
+	copy(key, c.siv[:])
+	d, err := daeadsubtle.NewAESSIV(key)
 	if err != nil {
 		return nil, fmt.Errorf("fieldcrypt: build aes-siv: %w", err)
 	}

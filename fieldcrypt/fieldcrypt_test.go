@@ -314,6 +314,59 @@ func TestCache(t *testing.T) {
 	}
 }
 
+// TestDerivedKey: a key that carries its derived AES-GCM key (DeriveKey,
+// as key caches keep it) seals what the plain path opens and the other way
+// round, without a cache lookup; deterministic fields still derive AES-SIV;
+// the derived key never prints.
+func TestDerivedKey(t *testing.T) {
+	k := testKey(t, "s_a", "contact", 3)
+	dk, gcm, err := DeriveKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _, err := AlgorithmKeys(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(gcm[:], want.Expose()) {
+		t.Fatal("DeriveKey's key is not the HKDF one")
+	}
+	c := NewCache(8, 0)
+	aad := AAD("T", "f", "s_a")
+	fromDerived, err := c.Cipher(k.WithDerivedKey(gcm), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, m := c.Stats(); h != 1 || m != 0 || c.Len() != 0 {
+		t.Fatalf("a derived key was looked up or cached (%d hits, %d misses, %d cached); want 1 hit", h, m, c.Len())
+	}
+	ct, err := fromDerived.Encrypt([]byte("x"), aad, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pt, err := mustCipher(t, k).Decrypt(ct, aad, false); err != nil || string(pt) != "x" || fromDerived.Version() != 3 {
+		t.Fatalf("a derived key's ciphertext does not open with the plain key: %v", err)
+	}
+	ct2, _ := mustCipher(t, k).Encrypt([]byte("y"), aad, false)
+	if pt, err := fromDerived.Decrypt(ct2, aad, false); err != nil || string(pt) != "y" {
+		t.Fatalf("the plain key's ciphertext does not open with the derived one: %v", err)
+	}
+	det, err := c.Cipher(dk, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d1, _ := det.Encrypt([]byte("z"), aad, true)
+	d2, _ := mustCipher(t, k).Encrypt([]byte("z"), aad, true)
+	if !bytes.Equal(d1, d2) {
+		t.Fatal("the deterministic path of a derived key differs")
+	}
+	for _, o := range []string{fmt.Sprintf("%v %+v %#v %s", dk, dk, dk, dk), fmt.Sprint([]CategoryKey{dk})} {
+		if strings.Contains(o, fmt.Sprintf("%x", gcm)) || strings.Contains(o, fmt.Sprint(gcm[:])) || strings.Contains(o, fmt.Sprint(gcm)) {
+			t.Fatalf("derived key printed: %q", o)
+		}
+	}
+}
+
 func BenchmarkNewCipher(b *testing.B) {
 	k := testKey(b, "s_a", "contact", 1)
 	for b.Loop() {

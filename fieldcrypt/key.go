@@ -72,7 +72,45 @@ type CategoryKey struct {
 	Category string // PII category, e.g. "contact"
 	Version  int    // >= 1; also the Tink key id of its ciphertexts
 	Secret   Secret // CategoryKeySize bytes
+
+	// gcm is the AES-256-GCM key derived from Secret, when whoever holds
+	// the key derived it (WithDerivedKey): a Cache then answers without a
+	// lookup. Key caches derive once, when they store a key, and hand it
+	// out with every copy.
+	gcm derivedKey
 }
+
+type derivedKey struct {
+	ok bool
+	k  [32]byte
+}
+
+// DeriveKey returns k with its AES-256-GCM key derived (HKDF), and that
+// key, for a key cache to keep beside the secret and give back with
+// WithDerivedKey. Never log or return what it gives.
+func DeriveKey(k CategoryKey) (CategoryKey, [32]byte, error) {
+	prk, err := extract(k)
+	if err != nil {
+		return k, [32]byte{}, err
+	}
+	g, err := expandGCM(prk)
+	if err != nil {
+		return k, [32]byte{}, err
+	}
+	k.gcm = derivedKey{ok: true, k: [32]byte(g.b)}
+	return k, k.gcm.k, nil
+}
+
+// WithDerivedKey returns k carrying gcm, which must be what DeriveKey gave
+// for the same secret (a key cache stores both and returns them
+// together); a wrong one would seal values nobody can open.
+func (k CategoryKey) WithDerivedKey(gcm [32]byte) CategoryKey {
+	k.gcm = derivedKey{ok: true, k: gcm}
+	return k
+}
+
+// GoString names the key without its material (%#v).
+func (k CategoryKey) GoString() string { return "fieldcrypt.CategoryKey{" + k.String() + "}" }
 
 // Validate checks the fields a cipher depends on.
 func (k CategoryKey) Validate() error {

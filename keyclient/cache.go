@@ -49,7 +49,8 @@ type slot struct {
 	revoked bool
 	version int32
 	secret  [fieldcrypt.CategoryKeySize]byte
-	expires int64 // Unix nanoseconds
+	gcm     [32]byte // the AES-256-GCM key derived from secret (fieldcrypt.DeriveKey)
+	expires int64    // Unix nanoseconds
 }
 
 // negKind is a negative answer's error, as a number (a value type).
@@ -198,7 +199,7 @@ func (kc *keyCache) answer(e *entry, categories []string, dst *UserKeys) bool {
 				r.Revoked = append(r.Revoked, cat)
 			default:
 				r.Keys = append(r.Keys, fieldcrypt.CategoryKey{Subject: e.subject, Category: cat, Version: int(s.version),
-					Secret: fieldcrypt.NewSecret(s.secret[:])})
+					Secret: fieldcrypt.NewSecret(s.secret[:])}.WithDerivedKey(s.gcm))
 			}
 		}
 	}
@@ -263,7 +264,11 @@ func (kc *keyCache) store(kind entryKind, id string, cats []string, r UserKeys, 
 			if k.Category != cat || k.Secret.Len() != fieldcrypt.CategoryKeySize {
 				continue
 			}
-			s.version, s.secret = int32(k.Version), [fieldcrypt.CategoryKeySize]byte(k.Secret.Expose())
+			_, gcm, err := fieldcrypt.DeriveKey(k)
+			if err != nil {
+				continue // not a usable key: the caller's cipher reports it
+			}
+			s.version, s.secret, s.gcm = int32(k.Version), [fieldcrypt.CategoryKeySize]byte(k.Secret.Expose()), gcm
 			if !add(s) {
 				return // more than an entry holds: not cached
 			}
