@@ -397,28 +397,32 @@ func runBenchChild() int {
 	count, _ := strconv.Atoi(os.Getenv(benchCountEnv))
 	profile := "" // the profiles' path without their extension
 	// Ingest is always profiled (in memory) for the share of its CPU that
-	// the fake key service takes; with LOCKSTREAM_BENCH_PROFILE the profile
-	// goes to a file instead.
+	// the fake key service takes; with LOCKSTREAM_BENCH_PROFILE every
+	// pipeline's profile also goes to a file.
 	var cpuProf *bytes.Buffer
 	var records int64
-	if dir := os.Getenv(benchProfileEnv); dir == "" && pipeline == "ingest" {
+	var sinks []io.Writer
+	if pipeline == "ingest" {
 		cpuProf = &bytes.Buffer{}
-		if err := pprof.StartCPUProfile(cpuProf); err != nil {
-			fmt.Fprintf(os.Stderr, "bench %s: CPU profile: %v\n", pipeline, err)
-			return 1
-		}
+		sinks = append(sinks, cpuProf)
 	}
+	var profFile *os.File
 	if dir := os.Getenv(benchProfileEnv); dir != "" {
 		profile = filepath.Join(dir, pipeline+"-"+round)
 		f, err := os.Create(profile + ".pprof")
-		if err == nil {
-			err = pprof.StartCPUProfile(f)
-		}
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "bench %s: CPU profile: %v\n", pipeline, err)
 			return 1
 		}
-		defer func() { pprof.StopCPUProfile(); f.Close() }()
+		profFile = f
+		sinks = append(sinks, f)
+	}
+	profiling := len(sinks) > 0
+	if profiling {
+		if err := pprof.StartCPUProfile(io.MultiWriter(sinks...)); err != nil {
+			fmt.Fprintf(os.Stderr, "bench %s: CPU profile: %v\n", pipeline, err)
+			return 1
+		}
 	}
 	ctx := context.Background()
 	var err error
@@ -443,12 +447,19 @@ func runBenchChild() int {
 	default:
 		err = fmt.Errorf("unknown pipeline %q", pipeline)
 	}
+	if profiling {
+		pprof.StopCPUProfile()
+	}
+	if profFile != nil {
+		if cerr := profFile.Close(); err == nil {
+			err = cerr
+		}
+	}
 	if profile != "" && err == nil {
 		err = writeAllocs(profile + ".allocs")
 	}
 	var keysCPU time.Duration
-	if cpuProf != nil {
-		pprof.StopCPUProfile()
+	if cpuProf != nil && err == nil {
 		keysCPU, err = fakeKeysCPU(cpuProf.Bytes())
 	}
 	if err == nil {
