@@ -199,8 +199,10 @@ func TestMultiHedging(t *testing.T) {
 	el := time.Since(start)
 	st := m.Stats()
 	hedges, wins := st.Hedges-before.Hedges, st.HedgeWins-before.HedgeWins
-	// The budget: 3 saved (minus what warming used) plus 0.1 per call.
-	if hedges < 3 || float64(hedges) > 3+0.1*float64(n)+1 {
+	// The budget: at most 3 saved (fewer when warming on a busy machine
+	// hedged some of its 2 ms calls) plus 0.1 per call: at least one hedge,
+	// never more than the budget allows.
+	if hedges < 1 || float64(hedges) > 3+0.1*float64(n)+1 {
 		t.Fatalf("%d hedges over %d slow calls (budget 3 + 0.1/call): %s", hedges, n, st)
 	}
 	// A hedge sent after the stalled call's learned delay wins; once the
