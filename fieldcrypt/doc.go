@@ -45,14 +45,21 @@
 //
 // # Plaintext encoding
 //
-// Callers encrypt bytes; the record layer (package anonymize) turns values
+// Callers encrypt bytes; the record layer (package record, Anonymizer and Decryptor) turns values
 // into bytes: strings as their UTF-8 bytes, bytes as is, int and long as
 // base-10 ASCII (so a BigQuery view can CAST the decrypted string).
 //
 // # Behavior
 //
-// A [Cipher] holds both primitives of one category key; building one costs
-// about ten times a seal, so callers keep them in a [Cache].
+// A [Cipher] is a value holding the derived keys of one category key (no
+// pointer, no built AES state). Deriving them (HKDF) costs about ten times
+// a seal, so callers keep them: a key cache that hands out the same key
+// many times derives once and passes the AES-GCM key along with the key
+// ([DeriveKey], [CategoryKey.WithDerivedKey]); otherwise a [Cache] keyed
+// by the key material keeps them. The AES state is built per value sealed
+// or opened (~0.45 µs for AES-GCM): a cache of built states for a few
+// hundred thousand keys costs more in memory and garbage collection than
+// it saves.
 //
 // # Guarantees
 //

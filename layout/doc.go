@@ -1,5 +1,5 @@
-// Package layout names every object lockstream writes under a root, as
-// fixed by DESIGN.md ("Output layout"), and the manifest of a published hour.
+// Package layout names every object lockstream writes under a root (the
+// layout below, which README.md shows), and the manifest of a published hour.
 //
 //	<root>/raw/<event_type>/v<version>/<YYYY-MM-DD>/<HH>/...        ingest output (may hold duplicates)
 //	<root>/raw/<event_type>/v<version>/<YYYY-MM-DD>/<HH>/_COMPLETE  the hour is closed

@@ -15,7 +15,7 @@
 //
 // Topic schemas are not attached: Pub/Sub validates Avro in its JSON
 // encoding, where a nullable field is {"string": "x"}, while the message
-// contract (DESIGN.md) is the plain JSON object; a topic schema would reject
+// contract (README.md, "Input") is the plain JSON object; a topic schema would reject
 // valid producers. Ingest validates against the registry and dead-letters
 // with a reason instead.
 package provision

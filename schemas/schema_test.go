@@ -16,7 +16,7 @@ func TestEmbeddedMatchesDesign(t *testing.T) {
 	if r2, _ := Embedded(); r2 != r {
 		t.Error("Embedded is not cached")
 	}
-	// DESIGN.md's two types; more may be declared (by .avsc files alone).
+	// The two types the project ships Go code for; more may be declared (by .avsc files alone).
 	for _, typ := range []string{"AccountUpdate", "PlaybackEvent"} {
 		if !slices.Contains(r.Types(), typ) {
 			t.Fatalf("Types = %v, lacks %s", r.Types(), typ)

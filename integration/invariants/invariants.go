@@ -1,6 +1,6 @@
 // Package invariants is the one checker every fault scenario ends with. It
 // reads a finished output root (after ingest and hourly) and checks the
-// invariants of DESIGN.md against what was sent. An hour's data is its main
+// invariants RELIABILITY.md promises against what was sent. An hour's data is its main
 // part plus its published late supplements (read through package dataset,
 // the one manifest reader):
 //
