@@ -95,42 +95,9 @@
 // 127.0.0.1:PORT` serves Go's profiler (CPU, heap, allocations, execution
 // trace) for this kind of work.
 //
-// Measured with BenchmarkBatch100 (the server as its own `lockstream keys
-// serve` process on a bolt store, our load generator in the benchmark
-// process, both on the same 2 cores). Before the changes above, at 50% of
-// max load the server collected every ~3 s with a ~150 ms mark, and the
-// generator saw p99 46–165 ms (5.8 ms with the GC off). After them the
-// server answers 99.96–100% of RPCs within 5 ms by its own histogram
-// (server-le5ms-%), at full load too. The generator's end-to-end p99 at
-// 50% still moves from run to run, 3.2 to 16 ms on 2026-12-03 for the
-// same build, most runs 3.5–9 ms. LOCKSTREAM_BENCH_LATENCY_LOG, with
-// GODEBUG=gctrace=1 passed on to the server, lines the slow calls up with
-// what happens then: each server GC cycle (~25 ms, ~15 ms of mark CPU,
-// every ~3 s at default --gc-percent) delays ~150 calls past 5 ms, about
-// 1% of them, because at 50% load the two processes already keep ~1.5 of
-// the 2 cores busy and the mark takes half a core more; with the server's
-// GC off (--gc-percent off --memory-limit 8GiB) p99 was 2.1–5.8 ms. A
-// larger heap does not help: at --gc-percent 1600 one cycle in a run, but
-// fresh memory the whole time, and p99 12 ms. The rest is the OS sharing
-// the cores (refresh reads of the stale window come in waves too, a
-// smaller effect). Measured again on 2026-12-04 after the cache stopped
-// re-reading unchanged rows (live heap ~26 MB, ~9 KB of garbage per batch
-// of 100, a third of it the request's ids and the rest net/http and
-// Connect): default 4.2-6.3 ms over 8 runs; --gc-percent 1600 6.2-8.3 ms
-// and --gc-percent off --memory-limit 1GiB 7.0-7.9 ms, both with a lower
-// max load (0.85-1.03M keys/s against 1.0-1.3M), so the default stays at
-// 400. Nor is it the generator's own GC: with GOGC=400 in the benchmark
-// process (its cycles 3.5/s -> 0.8/s at 50% load), alternating runs gave
-// p99 4.6-6.2 ms against 3.7-7.5 ms at its default (4 runs each), while
-// the benchmark's threads waited ~0.7 s per second in the OS run queue.
-// Heap profile deltas at 2,400 RPC/s put the server's garbage at ~10 KB
-// per batch of 100: the request's ids 3.6 KB (decodeBatch), net/http
-// ~3 KB, Connect ~2 KB. LOCKSTREAM_BENCH_SERVER_CPUS=0 with the benchmark under
-// `taskset -c 1` gives each its own core; the server on one core then
-// suffers its GC more (p99 5–10 ms). LOCKSTREAM_BENCH_SERVER_FLAGS passes
-// flags to the server, LOCKSTREAM_BENCH_SERVER_BIN runs another build of
-// it, LOCKSTREAM_BENCH_CLIENT=raw uses a leaner generator (max load 1.8M
-// keys/s instead of ~1.5M, so its 50% is a higher rate).
+// BENCHMARKS.md ("Key server") has how these were measured: the load
+// benchmark's method, the runs, and what the GC and the OS scheduler do
+// to the p99 at 50% load.
 //
 // # Guarantees
 //
