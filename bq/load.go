@@ -18,6 +18,7 @@ import (
 	"github.com/lockstream/lockstream/blob"
 	"github.com/lockstream/lockstream/dataset"
 	"github.com/lockstream/lockstream/layout"
+	"github.com/lockstream/lockstream/retry"
 	"github.com/lockstream/lockstream/schemas"
 )
 
@@ -463,25 +464,18 @@ func (l *Loader) retry(ctx context.Context, res *LoadResult, attempt func() erro
 	if backoff <= 0 {
 		backoff = 15 * time.Second
 	}
-	sleep := l.Sleep
-	if sleep == nil {
-		sleep = sleepCtx
-	}
-	for n := 1; ; n++ {
+	return retry.Do(ctx, retry.Policy{
+		Attempts:  maxAttempts,
+		Backoff:   retry.Backoff{First: backoff, NoJitter: true},
+		Retryable: IsRetryable,
+		Sleep:     l.Sleep,
+		OnRetry: func(n int, wait time.Duration, err error) {
+			l.log().Warn("bq: job failed, retrying", "table", res.Table, "attempt", n, "in", wait, "err", err)
+		},
+	}, func(n int) error {
 		res.Attempts = n
-		err := attempt()
-		if err == nil {
-			return nil
-		}
-		if !IsRetryable(err) || n >= maxAttempts {
-			return err
-		}
-		l.log().Warn("bq: job failed, retrying", "table", res.Table, "attempt", n, "in", backoff, "err", err)
-		if err := sleep(ctx, backoff); err != nil {
-			return err
-		}
-		backoff *= 2
-	}
+		return attempt()
+	})
 }
 
 // runJob starts one load job, waits for it and turns its outcome into an
@@ -515,15 +509,4 @@ func (l *Loader) runJob(ctx context.Context, res *LoadResult, ld *bigquery.Loade
 	}
 	l.log().Info("bq: job done", "what", what, "table", res.Table, "job", job.ID(), "rows", res.Records)
 	return nil
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

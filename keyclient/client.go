@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/lockstream/lockstream/retry"
 )
 
 // Options configure a Client. The zero value of every field but Scope picks
@@ -403,12 +405,8 @@ func (c *Client) roundTrip(ctx context.Context, kind entryKind, ids, cats []stri
 			return nil, fmt.Errorf("%w (retry budget exhausted)", err)
 		}
 		c.retries.Add(1)
-		t := time.NewTimer(backoff(attempt, c.o.RetryBase, c.o.RetryMax))
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return nil, Unavailable(fmt.Errorf("%w (after %d attempts)", ctx.Err(), attempt))
+		if err := retry.Sleep(ctx, retry.Backoff{First: c.o.RetryBase, Max: c.o.RetryMax}.Delay(attempt)); err != nil {
+			return nil, Unavailable(fmt.Errorf("%w (after %d attempts)", err, attempt))
 		}
 	}
 }

@@ -1,9 +1,7 @@
 package keyclient
 
 import (
-	"math/rand/v2"
 	"sync"
-	"time"
 )
 
 // retryBudget is a token bucket shared by every call of a Client (as in
@@ -36,18 +34,4 @@ func (b *retryBudget) spend() bool {
 	}
 	b.tokens--
 	return true
-}
-
-// backoff is the wait before retry n (1, 2, …): exponential from base, capped,
-// with "equal jitter" (uniform in [d/2, d]).
-func backoff(n int, base, maxWait time.Duration) time.Duration {
-	d := base
-	for i := 1; i < n && d < maxWait; i++ {
-		d *= 2
-	}
-	d = min(d, maxWait)
-	if d <= 1 {
-		return d
-	}
-	return d/2 + rand.N(d/2+1)
 }

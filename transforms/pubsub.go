@@ -29,6 +29,7 @@ import (
 	"github.com/lockstream/lockstream/clock"
 	"github.com/lockstream/lockstream/completion"
 	"github.com/lockstream/lockstream/layout"
+	"github.com/lockstream/lockstream/retry"
 )
 
 func init() {
@@ -1004,7 +1005,7 @@ func subscriber(ctx context.Context) (*vkit.SubscriptionAdminClient, error) {
 func acknowledge(ctx context.Context, c *vkit.SubscriptionAdminClient, sub string, ids []string) error {
 	for i := 0; i < len(ids); i += ackChunk {
 		j := min(i+ackChunk, len(ids))
-		err := retry(ctx, 4, 100*time.Millisecond, func() error {
+		err := retryAcks(ctx, 4, 100*time.Millisecond, func() error {
 			actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			defer cancel()
 			return c.Acknowledge(actx, &pubsubpb.AcknowledgeRequest{Subscription: sub, AckIds: ids[i:j]})
@@ -1031,26 +1032,8 @@ func modifyDeadline(ctx context.Context, c *vkit.SubscriptionAdminClient, sub st
 	return nil
 }
 
-// retry calls f up to attempts times, with jittered exponential backoff
-// from first between attempts, until it succeeds or ctx ends.
-func retry(ctx context.Context, attempts int, first time.Duration, f func() error) error {
-	var err error
-	wait := first
-	for a := 0; a < attempts; a++ {
-		if err = f(); err == nil {
-			return nil
-		}
-		if a == attempts-1 {
-			break
-		}
-		t := time.NewTimer(wait/2 + rand.N(wait/2+1))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
-		}
-		wait *= 2
-	}
-	return err
+// retryAcks calls f up to attempts times, with jittered exponential
+// backoff from first between attempts, until it succeeds or ctx ends.
+func retryAcks(ctx context.Context, attempts int, first time.Duration, f func() error) error {
+	return retry.Do(ctx, retry.Policy{Attempts: attempts, Backoff: retry.Backoff{First: first}}, func(int) error { return f() })
 }

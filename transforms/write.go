@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"runtime"
 	"sort"
 	"strconv"
@@ -24,6 +23,7 @@ import (
 	"github.com/lockstream/lockstream/keyclient"
 	"github.com/lockstream/lockstream/layout"
 	"github.com/lockstream/lockstream/record"
+	"github.com/lockstream/lockstream/retry"
 	"github.com/lockstream/lockstream/rootid"
 	"github.com/lockstream/lockstream/schemas"
 )
@@ -469,7 +469,7 @@ func (w *batchWriter) anonymize(ctx context.Context, msgs []record.Message, rede
 	budget := time.Duration(w.cfg.KeyRetryBudgetMs) * time.Millisecond
 	start := time.Now()
 	deadline := start.Add(budget)
-	wait := 50 * time.Millisecond
+	backoff := retry.Backoff{First: 50 * time.Millisecond, Max: 5 * time.Second}
 	held := false
 	defer func() {
 		if held {
@@ -494,7 +494,7 @@ func (w *batchWriter) anonymize(ctx context.Context, msgs []record.Message, rede
 			// with this error, and the input can be replayed once fixed.
 			return nil, fmt.Errorf("lockstream: the key service refused a batch of %d messages (not retried): %w", len(msgs), err)
 		}
-		sleep := wait/2 + rand.N(wait/2+1)
+		sleep := backoff.Delay(attempt)
 		if time.Now().Add(sleep).After(deadline) {
 			if !redeliverable {
 				// The error text names no user (record's errors carry counts only).
@@ -509,12 +509,9 @@ func (w *batchWriter) anonymize(ctx context.Context, msgs []record.Message, rede
 				time.Since(start).Round(time.Second), len(msgs), err)
 			deadline = time.Now().Add(budget)
 		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(sleep):
+		if err := retry.Sleep(ctx, sleep); err != nil {
+			return nil, err
 		}
-		wait = min(wait*2, 5*time.Second)
 	}
 }
 
