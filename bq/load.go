@@ -345,7 +345,7 @@ func checkManifest(p dataset.Part, h layout.Hour, s *schemas.Schema) error {
 		return fmt.Errorf("%w: %s %s: manifest says %s v%d %s", ErrManifest, h, p.Name, m.EventType, m.SchemaVersion, m.Hour)
 	case m.PartName() != p.Name:
 		return fmt.Errorf("%w: %s %s: manifest says part %s", ErrManifest, h, p.Name, m.PartName())
-	case m.SchemaFingerprint != s.Encrypted().Fingerprint:
+	case !s.Encrypted().FingerprintMatches(m.SchemaFingerprint, m.FormatVersion):
 		return fmt.Errorf("%w: %s %s: schema fingerprint %s, this binary's encrypted schema is %s", ErrManifest, h, p.Name, m.SchemaFingerprint, s.Encrypted().Fingerprint)
 	}
 	for _, f := range m.Files {

@@ -557,3 +557,58 @@ func TestLoadHourRefusesASupplementOfAnotherHour(t *testing.T) {
 		t.Fatal("job issued")
 	}
 }
+
+// TestLoadHourFingerprintByManifestFormat: a manifest of format 3 must
+// carry the specification's fingerprint; hours published before (formats
+// 1 and 2, goavro's canonical form) keep loading with the fingerprint they
+// recorded; a fingerprint of another schema is refused in any format.
+func TestLoadHourFingerprintByManifestFormat(t *testing.T) {
+	reg, err := schemas.Embedded()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := reg.Lookup("PlaybackEvent", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc := s.Encrypted()
+	for _, c := range []struct {
+		format int
+		fp     string
+		ok     bool
+	}{
+		{3, enc.Fingerprint, true},
+		{3, enc.FingerprintV1, false},
+		{2, enc.FingerprintV1, true},
+		{1, enc.FingerprintV1, true},
+		{2, enc.Fingerprint, true},
+		{2, strings.Repeat("0", 64), false},
+	} {
+		f := newFixture(t)
+		f.publish(t, playbackMsg("e1", "alice", "203.0.113.7", hour06))
+		name := "datasets/PlaybackEvent/v1/2026-11-23/06/" + layout.Manifest
+		data, err := blob.ReadAll(f.ctx, f.bucket, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m layout.ManifestDoc
+		if err := json.Unmarshal(data, &m); err != nil {
+			t.Fatal(err)
+		}
+		m.FormatVersion, m.SchemaFingerprint = c.format, c.fp
+		if m.FormatVersion >= 2 {
+			m.Part, m.RunID, m.PublishedAt = layout.MainPart, "test", time.Now().UTC()
+		}
+		data, _ = json.Marshal(m)
+		if err := f.bucket.Delete(f.ctx, name); err != nil {
+			t.Fatal(err)
+		}
+		if err := blob.WriteAll(f.ctx, f.bucket, name, data); err != nil {
+			t.Fatal(err)
+		}
+		_, err = f.loader.LoadHour(f.ctx, f.bucket, playbackHour(), testGCSRoot)
+		if c.ok != (err == nil) || (!c.ok && !errors.Is(err, ErrManifest)) {
+			t.Errorf("format %d, fingerprint %.8s: err %v, want ok=%v", c.format, c.fp, err, c.ok)
+		}
+	}
+}

@@ -113,8 +113,11 @@ type Accounting struct {
 
 // ManifestFormatVersion is the version of _MANIFEST.json written now:
 // 2 added Part, Parts, RunID and PublishedAt (a format-1 manifest is a
-// main part whose consumed parts are not known).
-const ManifestFormatVersion = 2
+// main part whose consumed parts are not known); 3 records in
+// schema_fingerprint the SHA-256 of the Avro specification's Parsing
+// Canonical Form (formats 1 and 2: of goavro's canonical form, which keeps
+// logical types; schemas.EncryptedSchema.FingerprintMatches accepts both).
+const ManifestFormatVersion = 3
 
 // ManifestDoc is _MANIFEST.json, of an hour's main part or of one of its
 // late supplements.

@@ -34,7 +34,9 @@
 // attribute records category, primitive and AAD "<Type>.<field>|<_subject>"),
 // the subject field dropped, other fields unchanged; then _subject (string),
 // _key_version (int), _publish_time and _hour (long timestamp-millis).
-// Fingerprint is the hex SHA-256 of the Avro Parsing Canonical Form.
+// Fingerprint is the hex SHA-256 of the Avro specification's Parsing
+// Canonical Form (ParsingCanonicalForm); FingerprintV1, what manifests before
+// format 3 recorded, of goavro's canonical form.
 //
 // # Behavior
 //

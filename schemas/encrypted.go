@@ -13,7 +13,7 @@ import (
 // Names of the metadata columns appended to every encrypted record.
 const (
 	MetaSubject     = "_subject"      // string: opaque id from the key service, replaces the subject field
-	MetaKeyVersion  = "_key_version"  // int: version of the category keys used
+	MetaKeyVersion  = "_key_version"  // int: the highest version of the category keys used
 	MetaPublishTime = "_publish_time" // long timestamp-millis: Pub/Sub publish time
 	MetaHour        = "_hour"         // long timestamp-millis: start of the UTC hour of the record
 )
@@ -24,11 +24,17 @@ const (
 type EncryptedSchema struct {
 	JSON   []byte // the Avro schema (namespace lockstream.encrypted)
 	Fields []EncryptedField
-	// Fingerprint is the hex SHA-256 of the Avro Parsing Canonical Form of
-	// JSON (the standard Avro fingerprint; docs and pii attributes are not part
-	// of the canonical form, so it identifies the wire format).
+	// Fingerprint is the hex SHA-256 of the Parsing Canonical Form of JSON
+	// as the Avro specification defines it (ParsingCanonicalForm: docs,
+	// logical types and pii attributes are not part of it, so it identifies
+	// the wire format): what _MANIFEST.json format 3 records.
 	Fingerprint string
-	Codec       *goavro.Codec
+	// FingerprintV1 is what manifests of formats 1 and 2 recorded: the hex
+	// SHA-256 of goavro's canonical form, which keeps logical types
+	// ({"type":"long","logicalType":"timestamp-millis"} where the
+	// specification has "long"). Readers accept it from those manifests.
+	FingerprintV1 string
+	Codec         *goavro.Codec
 }
 
 // EncryptedField is one column of an encrypted record.
@@ -155,7 +161,7 @@ func deriveEncrypted(s *Schema) (*EncryptedSchema, error) {
 		doc  string
 	}{
 		{MetaSubject, KindString, "string", "Opaque id of the data subject, assigned by the key service; replaces " + s.Fields[s.SubjectIndex].Name + " and stops resolving once the user is deleted."},
-		{MetaKeyVersion, KindInt, "int", "Version of the category keys that encrypted this record's PII fields."},
+		{MetaKeyVersion, KindInt, "int", "Highest version among the category keys that encrypted this record's PII fields (each ciphertext names its own key version in its Tink prefix); 0 when none was encrypted."},
 		{MetaPublishTime, KindTimestampMillis, ts, "Publish time of the source message, UTC."},
 		{MetaHour, KindTimestampMillis, ts, "Start of the UTC hour this record is bucketed into."},
 	} {
@@ -174,7 +180,19 @@ func deriveEncrypted(s *Schema) (*EncryptedSchema, error) {
 	if err != nil {
 		return nil, err
 	}
-	sum := sha256.Sum256([]byte(codec.CanonicalSchema()))
-	es.JSON, es.Codec, es.Fingerprint = js, codec, hex.EncodeToString(sum[:])
+	pcf, err := ParsingCanonicalForm(js)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256([]byte(pcf))
+	v1 := sha256.Sum256([]byte(codec.CanonicalSchema()))
+	es.JSON, es.Codec, es.Fingerprint, es.FingerprintV1 = js, codec, hex.EncodeToString(sum[:]), hex.EncodeToString(v1[:])
 	return es, nil
+}
+
+// FingerprintMatches reports whether fp, read from a manifest of format
+// manifestFormat, is this schema's fingerprint: Fingerprint, or for
+// manifests older than format 3 also FingerprintV1.
+func (es *EncryptedSchema) FingerprintMatches(fp string, manifestFormat int) bool {
+	return fp == es.Fingerprint || (manifestFormat < 3 && fp == es.FingerprintV1)
 }

@@ -466,7 +466,7 @@ func checkLineage(s *Summary, h layout.Hour, part string, m *layout.ManifestDoc,
 		return
 	}
 	l := m.Lineage
-	if m.SchemaFingerprint != sch.Encrypted().Fingerprint || l.CodeVersion == "" || l.KeyScope == "" {
+	if !sch.Encrypted().FingerprintMatches(m.SchemaFingerprint, m.FormatVersion) || l.CodeVersion == "" || l.KeyScope == "" {
 		s.violate("lineage", "%s %s: fingerprint %q (registry %q), code version %q, key scope %q", h, part, m.SchemaFingerprint, sch.Encrypted().Fingerprint, l.CodeVersion, l.KeyScope)
 	}
 	if len(l.InputHours) == 0 || l.InputHours[0] != layout.FormatHour(h.Hour) {
