@@ -190,4 +190,3 @@ func writeString(b *strings.Builder, s string) {
 	_ = e.Encode(s)
 	b.Write(bytes.TrimRight(buf.Bytes(), "\n"))
 }
-
