@@ -94,10 +94,10 @@ func TestBQCommandsEndToEnd(t *testing.T) {
 	kc.Close() // the bolt store is one process at a time
 
 	srv := bqtest.NewServer(t)
-	common := []string{"--project", "lockstream-test", "--endpoint", srv.URL}
+	common := []string{"--project", "lockstream-test", "--bigquery-endpoint", srv.URL}
 
 	// Load: three hours, three jobs; WRITE_TRUNCATE into hour partitions.
-	out, err := run(t, bin, append([]string{"bq", "load", "--root", root, "--gcs-root", "gs://bkt/ls", "--dataset", "events", "--backoff", "1ms"}, common...)...)
+	out, err := run(t, bin, append([]string{"bq", "load", "--root", root, "--gcs-root", "gs://bkt/ls", "--bigquery-dataset", "events", "--backoff", "1ms"}, common...)...)
 	if err != nil {
 		t.Fatalf("bq load: %v\n%s", err, out)
 	}
@@ -119,7 +119,7 @@ func TestBQCommandsEndToEnd(t *testing.T) {
 		}
 	}
 	srv.Reset()
-	out, err = run(t, bin, append([]string{"bq", "load", "--root", root, "--gcs-root", "gs://bkt/ls", "--dataset", "events"}, common...)...)
+	out, err = run(t, bin, append([]string{"bq", "load", "--root", root, "--gcs-root", "gs://bkt/ls", "--bigquery-dataset", "events"}, common...)...)
 	if err != nil || strings.Count(out, "skipped ") != 3 || len(srv.Requests()) != 0 {
 		t.Fatalf("re-run: %v, %d requests\n%s", err, len(srv.Requests()), out)
 	}
@@ -177,7 +177,7 @@ func TestBQCommandsEndToEnd(t *testing.T) {
 
 	// Views.
 	srv.Reset()
-	out, err = run(t, bin, append([]string{"bq", "views", "--dataset", "events", "--keys-table", "restricted.lockstream_keys"}, common...)...)
+	out, err = run(t, bin, append([]string{"bq", "views", "--bigquery-dataset", "events", "--keys-table", "restricted.lockstream_keys"}, common...)...)
 	if err != nil || strings.Count(out, "view ") != len(reg.Types()) {
 		t.Fatalf("views: %v\n%s", err, out)
 	}

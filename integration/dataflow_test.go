@@ -39,7 +39,7 @@ func TestDataflowDryRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	root := filepath.Join(dir, "root")
-	if out, err := run(t, bin, "ingest", "--input", in, "--out", root, "--keys", keys, "--quiet"); err != nil {
+	if out, err := run(t, bin, "ingest", "--input", in, "--root", root, "--keys", keys, "--quiet"); err != nil {
 		t.Fatalf("ingest: %v\n%s", err, out)
 	}
 	h0 := time.Date(2026, 11, 23, 6, 0, 0, 0, time.UTC)
@@ -60,10 +60,10 @@ func TestDataflowDryRun(t *testing.T) {
 		args []string
 		step string // a transform the printed job must contain
 	}{
-		{"ingest", []string{"ingest", "--input", in, "--out", filepath.Join(dir, "other-root"), "--keys", keys}, "transforms.AnonymizeAndWrite"},
-		{"ingest-pubsub-pull", []string{"ingest", "--subscription", "projects/my-proj/subscriptions/events", "--out", filepath.Join(dir, "other-root"),
+		{"ingest", []string{"ingest", "--input", in, "--root", filepath.Join(dir, "other-root"), "--keys", keys}, "transforms.AnonymizeAndWrite"},
+		{"ingest-pubsub-pull", []string{"ingest", "--subscription", "projects/my-proj/subscriptions/events", "--root", filepath.Join(dir, "other-root"),
 			"--keys", keys, "--pull-streams", "16"}, "transforms.IngestPubSub/transforms.pullFn"},
-		{"ingest-pubsub-dataflow", []string{"ingest", "--subscription", "projects/my-proj/subscriptions/events", "--out", filepath.Join(dir, "other-root"),
+		{"ingest-pubsub-dataflow", []string{"ingest", "--subscription", "projects/my-proj/subscriptions/events", "--root", filepath.Join(dir, "other-root"),
 			"--keys", keys, "--pubsub-read", "dataflow"}, "pubsub_read"},
 		{"hourly", []string{"hourly", "--root", root, "--hour", layout.FormatHour(h0.Add(time.Hour)), "--force"}, "Publish"},
 		{"view", []string{"view", "--root", root, "--hour", layout.FormatHour(h0), "--type", "PlaybackEvent", "--out", viewOut, "--keys", keys}, "DecryptFiles/transforms.decryptFileFn"},

@@ -43,7 +43,7 @@ func TestScenario03_IngestKilledAndRestarted(t *testing.T) {
 	root := filepath.Join(dir, "root")
 	// A killed writer holds the hours past its watermark until its heartbeat
 	// is --stale-after old: short here, so the hours complete in the test.
-	args := []string{"ingest", "--subscription", sub, "--out", root, "--keys", keys, "--stale-after", "45s", "--idle-timeout", "10s", "--batch-size", "50"}
+	args := []string{"ingest", "--subscription", sub, "--root", root, "--keys", keys, "--stale-after", "45s", "--idle-timeout", "10s", "--batch-size", "50"}
 	if args[len(args)-3] != "10s" {
 		t.Fatal("test setup: the idle timeout is not where the restart expects it")
 	}

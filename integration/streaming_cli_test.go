@@ -74,7 +74,7 @@ func (c *streamCLI) command(args ...string) *exec.Cmd {
 
 // ingestArgs are the arguments of an ingest job reading sub into root.
 func (c *streamCLI) ingestArgs(sub, root string, extra ...string) []string {
-	return append([]string{"ingest", "--subscription", sub, "--out", root, "--keys", c.keys}, extra...)
+	return append([]string{"ingest", "--subscription", sub, "--root", root, "--keys", c.keys}, extra...)
 }
 
 // streamAheadClock are the flags of a job whose clock runs an hour ahead of

@@ -33,7 +33,8 @@ type bqCommon struct {
 func (c *bqCommon) flags(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	fl.StringVar(&c.project, "project", os.Getenv("GOOGLE_CLOUD_PROJECT"), "GCP project of the BigQuery datasets and jobs (default $GOOGLE_CLOUD_PROJECT)")
-	fl.StringVar(&c.endpoint, "endpoint", "", "BigQuery API endpoint (an emulator or test server; no authentication is sent)")
+	fl.StringVar(&c.endpoint, "bigquery-endpoint", "", "BigQuery API endpoint (an emulator or test server; no authentication is sent)")
+	addAlias(fl, "endpoint", "bigquery-endpoint")
 }
 
 func (c *bqCommon) client(ctx context.Context) (*bigquery.Client, error) {
@@ -77,7 +78,7 @@ func newBQLoadCmd() *cobra.Command {
 		backoff                time.Duration
 	)
 	c := &cobra.Command{
-		Use:   "load --root ROOT --project P --dataset D [--hour 2026-11-23T06 ...]",
+		Use:   "load --root ROOT --project P --bigquery-dataset D [--hour 2026-11-23T06 ...]",
 		Short: "Load published hours into hour-partitioned BigQuery tables (skips hours already loaded)",
 		Long: `Load published hours (those with _SUCCESS) into <dataset>.<Type>_v<N>, one load job per hour
 from the Avro files of every published part of the hour (the main part and its late supplements
@@ -88,14 +89,14 @@ the main part alone, ….parts-<n>.json for n parts) makes re-runs issue no job;
 later makes the next run reload the whole partition. Failed jobs with reason
 backendError, rateLimitExceeded, internalError (also jobBackendError, jobInternalError) are retried with
 backoff; other reasons fail at once. Exit status 1 if any hour failed.`,
-		Example: `  lockstream bq load --root gs://my-bucket/ls --project my-proj --dataset events
-  lockstream bq load --root gs://my-bucket/ls --project my-proj --dataset events --hour 2026-11-23T06 --type PlaybackEvent
-  lockstream bq load --root ./out --gcs-root gs://my-bucket/ls --project my-proj --dataset events   # local copy of a GCS root`,
+		Example: `  lockstream bq load --root gs://my-bucket/ls --project my-proj --bigquery-dataset events
+  lockstream bq load --root gs://my-bucket/ls --project my-proj --bigquery-dataset events --hour 2026-11-23T06 --type PlaybackEvent
+  lockstream bq load --root ./out --gcs-root gs://my-bucket/ls --project my-proj --bigquery-dataset events   # local copy of a GCS root`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			if root == "" || dataset == "" {
-				return errors.New("--root and --dataset are required")
+				return errors.New("--root and --bigquery-dataset are required")
 			}
 			if gcsRoot == "" {
 				if !strings.HasPrefix(root, "gs://") {
@@ -141,7 +142,8 @@ backoff; other reasons fail at once. Exit status 1 if any hour failed.`,
 	fl := c.Flags()
 	fl.StringVar(&root, "root", "", "output root holding datasets/: gs://bucket/prefix or a local directory (required)")
 	fl.StringVar(&gcsRoot, "gcs-root", "", "gs:// location of the same root, for the load jobs' source URIs (default --root)")
-	fl.StringVar(&dataset, "dataset", "", "BigQuery dataset of the event tables (must exist; required)")
+	fl.StringVar(&dataset, "bigquery-dataset", "", "BigQuery dataset of the event tables (must exist; required)")
+	addAlias(fl, "dataset", "bigquery-dataset")
 	fl.StringSliceVar(&hours, "hour", nil, "hours to load (2026-11-23T06; repeatable); default every published hour")
 	fl.StringSliceVar(&types, "type", nil, "event types to load (repeatable); default all")
 	fl.IntVar(&maxAttempts, "max-attempts", 4, "most load jobs per hour, first included (retryable failures only)")
@@ -282,20 +284,20 @@ func newBQViewsCmd() *cobra.Command {
 		printSQL                        bool
 	)
 	c := &cobra.Command{
-		Use:   "views --project P --dataset D --keys-table T",
+		Use:   "views --project P --bigquery-dataset D --keys-table T",
 		Short: "Create or update one decrypted view per event type and version",
 		Long: `Create or update <view-dataset>.<Type>_v<N>_decrypted for every registered schema. Each PII column
 is SAFE.AEAD.DECRYPT_BYTES (SAFE.DETERMINISTIC_DECRYPT_BYTES for deterministic fields) of the ciphertext
 with the keyset of the keys table row joined on (_subject, category, deterministic) and AAD
 CONCAT('<Type>.<field>|', _subject), converted back to STRING or INT64. Missing keys (shredded users,
-revoked categories) give NULL. --keys-table is TABLE (in --dataset), DATASET.TABLE or PROJECT.DATASET.TABLE.`,
-		Example: `  lockstream bq views --project my-proj --dataset events --keys-table restricted.lockstream_keys --views-dataset analyst
-  lockstream bq views --project my-proj --dataset events --keys-table restricted.lockstream_keys --print-sql`,
+revoked categories) give NULL. --keys-table is TABLE (in --bigquery-dataset), DATASET.TABLE or PROJECT.DATASET.TABLE.`,
+		Example: `  lockstream bq views --project my-proj --bigquery-dataset events --keys-table restricted.lockstream_keys --views-dataset analyst
+  lockstream bq views --project my-proj --bigquery-dataset events --keys-table restricted.lockstream_keys --print-sql`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			if dataset == "" || keysTable == "" || common.project == "" {
-				return errors.New("--project, --dataset and --keys-table are required")
+				return errors.New("--project, --bigquery-dataset and --keys-table are required")
 			}
 			keys, err := bq.ParseTableRef(keysTable, common.project, dataset)
 			if err != nil {
@@ -332,8 +334,9 @@ revoked categories) give NULL. --keys-table is TABLE (in --dataset), DATASET.TAB
 	}
 	common.flags(c)
 	fl := c.Flags()
-	fl.StringVar(&dataset, "dataset", "", "dataset of the event tables (required)")
-	fl.StringVar(&viewDataset, "views-dataset", "", "dataset for the views (default --dataset)")
+	fl.StringVar(&dataset, "bigquery-dataset", "", "BigQuery dataset of the event tables (required)")
+	addAlias(fl, "dataset", "bigquery-dataset")
+	fl.StringVar(&viewDataset, "views-dataset", "", "dataset for the views (default --bigquery-dataset)")
 	fl.StringVar(&keysTable, "keys-table", "", "keys table written by export-keys (required)")
 	fl.BoolVar(&printSQL, "print-sql", false, "print the views' SQL instead of creating them")
 	return c

@@ -46,8 +46,8 @@ func TestBQLoadReloadsAnHourWhenASupplementAppears(t *testing.T) {
 	}
 	publish(layout.MainPart, "e1", "e2")
 	srv := bqtest.NewServer(t)
-	args := []string{"bq", "load", "--root", root, "--gcs-root", "gs://bkt/ls", "--dataset", "events", "--backoff", "1ms",
-		"--project", "lockstream-test", "--endpoint", srv.URL}
+	args := []string{"bq", "load", "--root", root, "--gcs-root", "gs://bkt/ls", "--bigquery-dataset", "events", "--backoff", "1ms",
+		"--project", "lockstream-test", "--bigquery-endpoint", srv.URL}
 
 	out, err := runCLI(t, ctx, "", args...)
 	if err != nil || !strings.Contains(out, "loaded  PlaybackEvent v1 2026-11-23T06: 2 rows of main into") || len(srv.Jobs()) != 1 {

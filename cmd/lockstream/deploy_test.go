@@ -12,7 +12,7 @@ import (
 // Required flags of the Flex Templates: a template must mark exactly these
 // as not optional (the command checks them itself at run time).
 var templateRequired = map[string][]string{
-	"ingest": {"subscription", "out", "keys"}, // a template streams from Pub/Sub
+	"ingest": {"subscription", "root", "keys"}, // a template streams from Pub/Sub
 	"hourly": {"root"},
 	"view":   {"root", "hour", "type", "out", "keys"},
 }

@@ -125,11 +125,13 @@ func hourlyFlagSet(fl *pflag.FlagSet, f *hourlyFlags) {
 	fl.DurationVar(&f.watch, "watch", 0, "with --since: keep running, checking for newly closed hours this often")
 	fl.DurationVar(&f.supplementHorizon, "supplement-horizon", defaultSupplementHorizon,
 		"with --since: also publish the pending late supplements of every published hour this far before now (0: none)")
-	fl.StringVar(&f.bigquery, "bigquery", "", "after publishing, load each hour into this BigQuery dataset (see lockstream bq load); needs --project")
-	fl.StringVar(&f.bq.project, "project", "", "GCP project of --bigquery (default $GOOGLE_CLOUD_PROJECT)")
+	fl.StringVar(&f.bigquery, "bigquery-dataset", "", "after publishing, load each hour into this BigQuery dataset (see lockstream bq load); needs --project")
+	fl.StringVar(&f.bq.project, "project", "", "GCP project of --bigquery-dataset (default $GOOGLE_CLOUD_PROJECT)")
 	fl.StringVar(&f.bq.endpoint, "bigquery-endpoint", "", "BigQuery API endpoint (a test server; no authentication is sent)")
 	addLogLevelFlag(fl, &f.logLevel)
-	fl.StringVar(&f.gcsRoot, "gcs-root", "", "with --bigquery and a local --root: the gs:// location of the same root")
+	fl.StringVar(&f.gcsRoot, "gcs-root", "", "with --bigquery-dataset and a local --root: the gs:// location of the same root")
+	addAlias(fl, "bigquery", "bigquery-dataset")
+	addDryRunFlag(fl, new(bool))
 }
 
 func runHourly(ctx context.Context, stdout, stderr io.Writer, f hourlyFlags) error {
@@ -168,7 +170,7 @@ func runHourly(ctx context.Context, stdout, stderr io.Writer, f hourlyFlags) err
 			f.gcsRoot = f.root
 		}
 		if !strings.HasPrefix(f.gcsRoot, "gs://") {
-			return errors.New("--bigquery loads from GCS: give a gs:// --root (or --gcs-root)")
+			return errors.New("--bigquery-dataset loads from GCS: give a gs:// --root (or --gcs-root)")
 		}
 		client, err := f.bq.client(ctx)
 		if err != nil {

@@ -85,7 +85,7 @@ type ingestFlags struct {
 func newIngestCmd() *cobra.Command {
 	f := ingestFlags{maxPayload: byteSize(1 << 20), maxOutBytes: byteSize(transforms.DefaultMaxOutstandingBytes)}
 	c := &cobra.Command{
-		Use:   "ingest (--input FILE.ndjson | --subscription projects/P/subscriptions/S) --out ROOT --keys URL [flags] [beam runner flags]",
+		Use:   "ingest (--input FILE.ndjson | --subscription projects/P/subscriptions/S) --root ROOT --keys URL [flags] [beam runner flags]",
 		Short: "Anonymize input messages into the raw hourly layout (Beam pipeline; prism runner locally)",
 		Long: `Ingest reads Pub/Sub messages (or replay files of the same shape, one JSON message per line),
 encrypts every personal field with the user's key, and writes Avro files to
@@ -120,9 +120,9 @@ Pub/Sub honours $PUBSUB_EMULATOR_HOST.
 Beam flags pass through (--runner=prism is the default; e.g. --runner=dataflow --project=...).
 
 Examples:
-  lockstream ingest --input events.ndjson --out ./out --keys local:./keys
-  lockstream ingest --subscription projects/p/subscriptions/events --out gs://b/ls --keys https://keys:7400
-  lockstream ingest --subscription projects/p/subscriptions/events --out ./out --keys local:./keys --idle-timeout 30s`,
+  lockstream ingest --input events.ndjson --root ./out --keys local:./keys
+  lockstream ingest --subscription projects/p/subscriptions/events --root gs://b/ls --keys https://keys:7400
+  lockstream ingest --subscription projects/p/subscriptions/events --root ./out --keys local:./keys --idle-timeout 30s`,
 		DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runIngest(cmd, &f, args)
@@ -131,7 +131,9 @@ Examples:
 	fl := c.Flags()
 	fl.StringArrayVar(&f.inputs, "input", nil, "replay file (NDJSON of the message shape); repeatable")
 	fl.StringVar(&f.subscription, "subscription", "", "Pub/Sub subscription projects/P/subscriptions/S")
-	fl.StringVar(&f.out, "out", "", "output root: a directory or gs://bucket/prefix (required)")
+	fl.StringVar(&f.out, "root", "", "output root: a directory or gs://bucket/prefix (required)")
+	addAlias(fl, "out", "root")
+	addDryRunFlag(fl, new(bool))
 	fl.StringVar(&f.keys, "keys", os.Getenv("LOCKSTREAM_KEYS"), "key service: local:DIR or http(s)://HOST:PORT (default $LOCKSTREAM_KEYS)")
 	fl.StringVar(&f.keyScope, "key-scope", transforms.DefaultKeyScope, "key-derivation scope (readers must use the same)")
 	fl.StringVar(&f.runID, "run-id", "", "this run's id, the prefix of its file names (default: time and random; a used one is refused)")
@@ -207,6 +209,11 @@ func parseWithBeamFlags(cmd *cobra.Command, args []string) (help bool, err error
 	if err := flag.CommandLine.Parse(beamArgs); err != nil {
 		return false, fmt.Errorf("beam flags: %w", err)
 	}
+	if f := cmd.Flags().Lookup("dry-run"); f != nil && f.Value.String() == "true" {
+		if err := applyDryRun(true); err != nil {
+			return false, err
+		}
+	}
 	// --project means one GCP project to a command (hourly's BigQuery) and
 	// to the Dataflow runner alike.
 	if f := cmd.Flags().Lookup("project"); f != nil && f.Changed && flag.CommandLine.Lookup("project") != nil {
@@ -236,7 +243,7 @@ func runIngest(cmd *cobra.Command, f *ingestFlags, args []string) error {
 	case len(f.inputs) > 0 && f.subscription != "":
 		return configError(errors.New("--input and --subscription exclude each other"))
 	case f.out == "":
-		return configError(errors.New("--out ROOT is required"))
+		return configError(errors.New("--root ROOT is required"))
 	case f.keys == "":
 		return configError(errors.New("--keys is required (local:DIR or http(s)://HOST:PORT[,http(s)://HOST:PORT…]; or set LOCKSTREAM_KEYS)"))
 	case strings.HasPrefix(f.keys, "registered:"):

@@ -18,7 +18,7 @@ func TestKeyCacheSizeFlag(t *testing.T) {
 	for _, v := range []string{"0", "-5"} {
 		root := newRootCmd()
 		out := filepath.Join(dir, "out"+v)
-		root.SetArgs([]string{"ingest", "--input", in, "--out", out, "--keys", "local:" + filepath.Join(dir, "keys"), "--key-cache-size=" + v})
+		root.SetArgs([]string{"ingest", "--input", in, "--root", out, "--keys", "local:" + filepath.Join(dir, "keys"), "--key-cache-size=" + v})
 		if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "--key-cache-size") {
 			t.Errorf("ingest --key-cache-size=%s: %v, want an error naming --key-cache-size", v, err)
 		}

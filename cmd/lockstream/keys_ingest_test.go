@@ -104,7 +104,7 @@ func TestIngestConfigErrorsFailAtOnce(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv(transforms.KeysSecretEnv, tc.secret)
 			out := filepath.Join(t.TempDir(), "root")
-			args := []string{"ingest", "--input", in, "--out", out, "--keys", tc.keys, "--quiet"}
+			args := []string{"ingest", "--input", in, "--root", out, "--keys", tc.keys, "--quiet"}
 			if tc.scope != "" {
 				args = append(args, "--key-scope", tc.scope)
 			}
@@ -142,7 +142,7 @@ func TestIngestReplayKeyServiceDown(t *testing.T) {
 	t.Setenv(transforms.KeysSecretEnv, ingestTestSecret)
 	addr := freeAddr(t) // nothing listens there yet
 	out := filepath.Join(t.TempDir(), "root")
-	args := []string{"ingest", "--input", in, "--out", out, "--keys", "http://" + addr, "--key-retry-budget", "1s", "--quiet"}
+	args := []string{"ingest", "--input", in, "--root", out, "--keys", "http://" + addr, "--key-retry-budget", "1s", "--quiet"}
 	_, err := runCLI(t, context.Background(), "", args...)
 	if err == nil || exitCode(err) != 1 || !strings.Contains(err.Error(), "did not answer") || !strings.Contains(err.Error(), "unavailable") {
 		t.Fatalf("ingest with the key service down: %v (exit %d), want a failure naming the cause", err, exitCode(err))

@@ -22,7 +22,7 @@ func newProvisionCmd() *cobra.Command {
 		attempts int
 	)
 	c := &cobra.Command{
-		Use:   "provision --project P [--dry-run] [--bigquery DATASET]",
+		Use:   "provision --project P [--dry-run] [--bigquery-dataset DATASET]",
 		Short: "Create, idempotently, each event type's Pub/Sub topics and ingest subscription (and BigQuery tables)",
 		Long: `provision reads the schema registry and makes sure that, per event type T, these exist as
 configured (created when missing, updated when they drifted, left alone otherwise):
@@ -30,14 +30,14 @@ configured (created when missing, updated when they drifted, left alone otherwis
   topic         projects/P/topics/<prefix>T              (every version of T; messages carry schema_version)
   topic         projects/P/topics/<prefix>T-deadletter
   subscription  projects/P/subscriptions/<prefix>T-ingest  (dead-letter policy, retry backoff)
-  with --bigquery DATASET: the table DATASET.T_v<N> of every version (hour-partitioned, clustered)
+  with --bigquery-dataset DATASET: the table DATASET.T_v<N> of every version (hour-partitioned, clustered)
 
 --dry-run prints the plan and changes nothing. A second run changes nothing. Honours
 PUBSUB_EMULATOR_HOST. Topic schemas are not attached (see the provision package doc).
 
 Examples:
   lockstream provision --project my-proj --dry-run
-  lockstream provision --project my-proj --bigquery events`,
+  lockstream provision --project my-proj --bigquery-dataset events`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -76,7 +76,8 @@ Examples:
 	common.flags(c)
 	fl := c.Flags()
 	fl.BoolVar(&dryRun, "dry-run", false, "print the plan, change nothing")
-	fl.StringVar(&dataset, "bigquery", "", "also create the BigQuery table of every version in this dataset")
+	fl.StringVar(&dataset, "bigquery-dataset", "", "also create the BigQuery table of every version in this dataset")
+	addAlias(fl, "bigquery", "bigquery-dataset")
 	fl.StringVar(&cfg.Prefix, "prefix", "lockstream-", "prefix of every topic and subscription name")
 	fl.DurationVar(&cfg.AckDeadline, "ack-deadline", 0, "ingest subscription ack deadline (0: 60s)")
 	fl.IntVar(&attempts, "max-delivery-attempts", 0, "deliveries before a message goes to the dead-letter topic (0: 10)")

@@ -108,7 +108,7 @@ func TestLogLevelFlag(t *testing.T) {
 	if err := os.WriteFile(in, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	root.SetArgs([]string{"ingest", "--input", in, "--out", filepath.Join(dir, "out"), "--keys", "local:" + filepath.Join(dir, "keys"), "--log-level=loud"})
+	root.SetArgs([]string{"ingest", "--input", in, "--root", filepath.Join(dir, "out"), "--keys", "local:" + filepath.Join(dir, "keys"), "--log-level=loud"})
 	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "--log-level") {
 		t.Errorf("ingest --log-level=loud: %v, want an error naming --log-level", err)
 	}

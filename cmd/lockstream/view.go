@@ -107,6 +107,7 @@ Examples:
 	fl.StringVar(&bqFlags.project, "project", os.Getenv("GOOGLE_CLOUD_PROJECT"), "GCP project of --bigquery-table (default $GOOGLE_CLOUD_PROJECT)")
 	fl.StringVar(&bqFlags.endpoint, "bigquery-endpoint", "", "BigQuery API endpoint (a test server; no authentication is sent)")
 	addLogLevelFlag(fl, &logLevel)
+	addDryRunFlag(fl, new(bool))
 	return c
 }
 
