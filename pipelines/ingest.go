@@ -293,12 +293,9 @@ func Ingest(ctx context.Context, cfg IngestConfig) (*IngestResult, error) {
 	if counts, ok := transforms.TakeRunCounters(cfg.RunID); ok {
 		// The writers ran in this process: their own counts are exact
 		// where prism's metrics can lose updates (TakeRunCounters).
-		out.Rows = accountingFromCounters(counts)
+		out.Rows, out.Keys = accountingFromCounters(counts), keyActivityFromCounters(counts)
 	} else if res != nil {
-		out.Rows = accountingFromMetrics(res.Metrics())
-	}
-	if res != nil {
-		out.Keys = keyActivityFromMetrics(res.Metrics())
+		out.Rows, out.Keys = accountingFromMetrics(res.Metrics()), keyActivityFromMetrics(res.Metrics())
 	}
 	if b != nil {
 		// Whoever observes completion marks it: the hours this run (or an
@@ -398,25 +395,23 @@ type KeyActivity struct {
 }
 
 func keyActivityFromMetrics(m metrics.Results) KeyActivity {
-	var k KeyActivity
+	counts := map[string]int64{}
 	for _, c := range m.AllMetrics().Counters() {
-		if c.Namespace() != transforms.MetricsNamespace {
-			continue
-		}
-		switch c.Name() {
-		case transforms.CountKeyLookups:
-			k.Lookups += c.Result()
-		case transforms.CountKeyCacheHits:
-			k.CacheHits += c.Result()
-		case transforms.CountKeyCalls:
-			k.Calls += c.Result()
-		case transforms.CountCipherHits:
-			k.CipherHits += c.Result()
-		case transforms.CountCiphersBuilt:
-			k.CiphersBuilt += c.Result()
+		if c.Namespace() == transforms.MetricsNamespace {
+			counts[c.Name()] += c.Result()
 		}
 	}
-	return k
+	return keyActivityFromCounters(counts)
+}
+
+// keyActivityFromCounters reads the key counters among the write stage's
+// counters (by name).
+func keyActivityFromCounters(counts map[string]int64) KeyActivity {
+	return KeyActivity{
+		Lookups: counts[transforms.CountKeyLookups], CacheHits: counts[transforms.CountKeyCacheHits],
+		Calls: counts[transforms.CountKeyCalls], CipherHits: counts[transforms.CountCipherHits],
+		CiphersBuilt: counts[transforms.CountCiphersBuilt],
+	}
 }
 
 // String is one line: "keys: N user lookups, P% from the workers' caches,

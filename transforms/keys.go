@@ -198,7 +198,7 @@ type statser interface{ Stats() keyclient.Stats }
 
 // reportKeyActivity adds to the counters what keys and ciphers did since
 // this process last reported them.
-func reportKeyActivity(ctx context.Context, keys keyclient.Keys, ciphers *fieldcrypt.Cache) {
+func reportKeyActivity(ctx context.Context, run string, keys keyclient.Keys, ciphers *fieldcrypt.Cache) {
 	var d keyclient.Stats
 	keyActivity.mu.Lock()
 	if s, ok := keys.(statser); ok {
@@ -226,6 +226,7 @@ func reportKeyActivity(ctx context.Context, keys keyclient.Keys, ciphers *fieldc
 	} {
 		if c.n > 0 {
 			beam.NewCounter(MetricsNamespace, c.name).Inc(ctx, c.n)
+			addRunCounts(run, map[string]int64{c.name: c.n})
 		}
 	}
 }

@@ -279,7 +279,7 @@ func (w *batchWriter) report(ctx context.Context, counts map[string]int64) {
 		beam.NewCounter(counterNamespace(name), name).Inc(ctx, n)
 	}
 	addRunCounts(w.cfg.RunID, counts)
-	reportKeyActivity(ctx, w.keys, w.ciphers)
+	reportKeyActivity(ctx, w.cfg.RunID, w.keys, w.ciphers)
 }
 
 // write anonymizes a batch and writes its files; when it returns nil they
