@@ -217,6 +217,7 @@ func reportKeyActivity(ctx context.Context, run string, keys keyclient.Keys, cip
 	keyActivity.hits, keyActivity.misses = hits, misses
 	keyActivity.mu.Unlock()
 
+	counts := make(map[string]int64, 5)
 	for _, c := range [...]struct {
 		name string
 		n    int64
@@ -226,7 +227,8 @@ func reportKeyActivity(ctx context.Context, run string, keys keyclient.Keys, cip
 	} {
 		if c.n > 0 {
 			beam.NewCounter(MetricsNamespace, c.name).Inc(ctx, c.n)
-			addRunCounts(run, map[string]int64{c.name: c.n})
+			counts[c.name] = c.n
 		}
 	}
+	addRunCounts(run, counts)
 }
