@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/lockstream/lockstream/keyservice"
+	"github.com/lockstream/lockstream/keyservice/boltstore"
 	"github.com/lockstream/lockstream/keyservice/server"
 	"github.com/lockstream/lockstream/keyservice/storetest"
 	"github.com/lockstream/lockstream/transforms"
@@ -62,7 +63,7 @@ func (l *lockedBuffer) Bytes() []byte {
 // Audit and Log are set here) over a bolt store, wrapped by wrap if given.
 func startScenarioKeyServer(t *testing.T, cfg server.Config, wrap func(keyservice.Store) keyservice.Store) *scenarioKeyServer {
 	t.Helper()
-	bolt, err := keyservice.OpenBolt(filepath.Join(t.TempDir(), "keys"))
+	bolt, err := boltstore.Open(filepath.Join(t.TempDir(), "keys"))
 	if err != nil {
 		t.Fatal(err)
 	}

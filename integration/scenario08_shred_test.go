@@ -18,6 +18,8 @@ import (
 	"github.com/lockstream/lockstream/integration/invariants"
 	"github.com/lockstream/lockstream/keyclient"
 	"github.com/lockstream/lockstream/keyservice"
+	"github.com/lockstream/lockstream/keyservice/boltstore"
+	"github.com/lockstream/lockstream/keyservice/memcachedstore"
 	"github.com/lockstream/lockstream/keyservice/server"
 	"github.com/lockstream/lockstream/keyservice/storetest"
 	"github.com/lockstream/lockstream/pipelines"
@@ -38,7 +40,7 @@ type shredNode struct {
 
 func startShredNode(t *testing.T, base keyservice.Store, mc string, window time.Duration, log *lockedBuffer) *shredNode {
 	t.Helper()
-	tier, err := keyservice.NewMemcached(base, []string{mc}, window, storetest.MasterKey)
+	tier, err := memcachedstore.New(base, []string{mc}, window, storetest.MasterKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +79,7 @@ func TestScenario08_ShredProof(t *testing.T) {
 	bin := buildCLI(t)
 	mc := storetest.Memcached(t)
 	const window = 2 * time.Second
-	base, err := keyservice.OpenBolt(filepath.Join(t.TempDir(), "keys"))
+	base, err := boltstore.Open(filepath.Join(t.TempDir(), "keys"))
 	if err != nil {
 		t.Fatal(err)
 	}

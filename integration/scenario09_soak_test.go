@@ -14,6 +14,7 @@ import (
 
 	"github.com/lockstream/lockstream/integration/invariants"
 	"github.com/lockstream/lockstream/keyservice"
+	"github.com/lockstream/lockstream/keyservice/memcachedstore"
 	"github.com/lockstream/lockstream/keyservice/server"
 	"github.com/lockstream/lockstream/keyservice/storetest"
 	"github.com/lockstream/lockstream/pipelines"
@@ -56,7 +57,7 @@ func TestScenario09_Soak(t *testing.T) {
 	defer cancel()
 	mc := storetest.Memcached(t)
 	k := startScenarioKeyServer(t, server.Config{}, func(st keyservice.Store) keyservice.Store {
-		tier, err := keyservice.NewMemcached(st, []string{mc}, keyservice.DefaultStaleWindow, storetest.MasterKey)
+		tier, err := memcachedstore.New(st, []string{mc}, keyservice.DefaultStaleWindow, storetest.MasterKey)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/lockstream/lockstream/fieldcrypt"
 	"github.com/lockstream/lockstream/keyclient"
 	"github.com/lockstream/lockstream/keyservice"
+	"github.com/lockstream/lockstream/keyservice/memstore"
 	"github.com/lockstream/lockstream/keyservice/server"
 )
 
@@ -52,7 +53,7 @@ func startGroup(t *testing.T, store keyservice.Store) (string, func()) {
 // costs no retry; every answer is the same keychain whichever group gave
 // it; the stats say where the calls went.
 func TestMultiRemoteFailoverOnRealServers(t *testing.T) {
-	store := keyservice.NewMemoryStore()
+	store := memstore.New()
 	a, stopA := startGroup(t, store)
 	b, _ := startGroup(t, store)
 	c, err := keyclient.Open(context.Background(), a+","+b, keyclient.Options{Scope: "ingest", Secret: testSecret, CacheSize: -1, BatchWindow: -1})
@@ -90,7 +91,7 @@ func TestMultiRemoteFailoverOnRealServers(t *testing.T) {
 // A refused credential or right is permanent at the first call (no
 // retries, no failover), and CheckAccess finds it before any lookup.
 func TestRefusalsArePermanent(t *testing.T) {
-	store := keyservice.NewMemoryStore()
+	store := memstore.New()
 	a, _ := startGroup(t, store)
 	b, _ := startGroup(t, store)
 	ctx := context.Background()
@@ -133,7 +134,7 @@ func TestRefusalsArePermanent(t *testing.T) {
 // Failures no retry can pass are ErrConfig, not Unavailable: https to a
 // plain-HTTP server, a certificate the client does not trust.
 func TestTransportConfigErrorsArePermanent(t *testing.T) {
-	store := keyservice.NewMemoryStore()
+	store := memstore.New()
 	plain, _ := startGroup(t, store)
 	tlsSrv := httptest.NewTLSServer(nil)
 	defer tlsSrv.Close()

@@ -76,9 +76,9 @@ type CacheStats struct {
 	ProcessEntries                                  int // rows cached in process now
 	MemcachedHits, MemcachedMisses, MemcachedErrors uint64
 	// MemcachedRejected counts the entries memcached returned that were not
-	// used, by reason (indexed like RejectReasons; see MemcachedStore).
-	MemcachedRejected [numRejectReasons]uint64
-	Memcached         bool // the store has a memcached tier
+	// used, by reason (indexed like RejectReasons; see CacheTier).
+	MemcachedRejected [NumRejectReasons]uint64
+	Memcached         bool // the store has a memcached tier (a CacheTier)
 }
 
 // CacheStats reads the cache counters.
@@ -89,15 +89,9 @@ func (s *Service) CacheStats() CacheStats {
 		st.ProcessRenewed = s.cache.renewals.Load()
 		st.ProcessEntries = s.cache.len()
 	}
-	if m, ok := s.store.(interface {
-		Stats() (hits, misses, errs uint64)
-	}); ok {
+	if m, ok := s.store.(CacheTier); ok {
 		st.Memcached = true
 		st.MemcachedHits, st.MemcachedMisses, st.MemcachedErrors = m.Stats()
-	}
-	if m, ok := s.store.(interface {
-		Rejected() [numRejectReasons]uint64
-	}); ok {
 		st.MemcachedRejected = m.Rejected()
 	}
 	return st

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/lockstream/lockstream/keyservice"
+	"github.com/lockstream/lockstream/keyservice/boltstore"
 	"github.com/lockstream/lockstream/keyservice/storetest"
 )
 
@@ -12,7 +13,7 @@ import (
 // (10,000 users, so batches rotate through the cache), reporting derived
 // keys per second. "parallel" runs GOMAXPROCS callers, like a server.
 func BenchmarkGetByUser(b *testing.B) {
-	st, err := keyservice.OpenBolt(b.TempDir())
+	st, err := boltstore.Open(b.TempDir())
 	if err != nil {
 		b.Fatal(err)
 	}

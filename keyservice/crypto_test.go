@@ -2,7 +2,6 @@ package keyservice
 
 import (
 	"bytes"
-	"context"
 	"crypto/hkdf"
 	"crypto/sha256"
 	"encoding/base64"
@@ -122,36 +121,6 @@ func TestSealBindsRowCategoryVersion(t *testing.T) {
 	}
 }
 
-// TestWrongMasterKeyRows: rows written under one master key fail to open
-// under another, with a clear error, even past the check row.
-func TestWrongMasterKeyRows(t *testing.T) {
-	st := NewMemoryStore()
-	s, err := New(st, Options{MasterKey: testMaster})
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := s.GetOrCreate(t.Context(), "svc", []string{"u"}, nil)
-	if err != nil || res[0].Err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Delete(t.Context(), keyCheck); err != nil { // as if the check row were lost
-		t.Fatal(err)
-	}
-	s2, err := New(st, Options{MasterKey: fieldcrypt.NewSecret(bytes.Repeat([]byte{9}, 32))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = s2.GetBySubject(t.Context(), "svc", []string{res[0].Subject}, nil)
-	if !errors.Is(err, ErrSealedRow) || !strings.Contains(err.Error(), "master key") {
-		t.Fatalf("GetBySubject under another master key = %v", err)
-	}
-	// The user index is keyed by the master key too: another key does not find the user.
-	got, err := s2.GetByUser(t.Context(), "svc", []string{"u"}, nil)
-	if err != nil || !errors.Is(got[0].Err, ErrUnknownUser) {
-		t.Fatalf("GetByUser under another master key = %v %+v", err, got)
-	}
-}
-
 func TestMasterKeyLoading(t *testing.T) {
 	dir := t.TempDir()
 	raw := bytes.Repeat([]byte{0x5a}, 32)
@@ -205,67 +174,5 @@ func TestSubjects(t *testing.T) {
 		if ValidSubject(bad) {
 			t.Errorf("ValidSubject(%q)", bad)
 		}
-	}
-}
-
-// TestStoreHoldsNoPII: no row key or value holds a user id, a root key or a
-// derived key in the clear.
-func TestStoreHoldsNoPII(t *testing.T) {
-	st := NewMemoryStore()
-	s, err := New(st, Options{MasterKey: testMaster})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ids := []string{"alice@example.com", "bob-1234567", "carol.c@example.org"}
-	res, err := s.GetOrCreate(t.Context(), "svc", ids, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Revoke(t.Context(), ids[1], "contact")
-	s.DeleteUser(t.Context(), ids[2])
-	for k, v := range st.Dump() {
-		for _, id := range ids {
-			if strings.Contains(k, id) || bytes.Contains(v, []byte(id)) {
-				t.Fatalf("row %q holds a user id", k)
-			}
-		}
-		for _, r := range res {
-			for _, key := range r.Keys {
-				if bytes.Contains(v, key.Secret.Expose()) {
-					t.Fatalf("row %q holds a derived key", k)
-				}
-			}
-		}
-	}
-}
-
-// TestStoreUnavailable: transient store failures fail the call with
-// ErrUnavailable (no server-side retry), and never mention the user id.
-func TestStoreUnavailable(t *testing.T) {
-	st := NewMemoryStore()
-	s, err := New(st, Options{MasterKey: testMaster, CacheSize: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	calls := 0
-	st.SetFault(func(op, key string) error {
-		calls++
-		return fmt.Errorf("injected: %w", ErrUnavailable)
-	})
-	_, err = s.GetOrCreate(t.Context(), "svc", []string{"alice@example.com"}, nil)
-	if !errors.Is(err, ErrUnavailable) || strings.Contains(err.Error(), "alice") {
-		t.Fatalf("GetOrCreate with store down = %v", err)
-	}
-	if calls != 1 {
-		t.Fatalf("store called %d times, want 1 (no retries)", calls)
-	}
-	st.SetFault(nil)
-	ctx, cancel := context.WithCancel(t.Context())
-	cancel()
-	if _, err := s.GetByUser(ctx, "svc", []string{"u"}, nil); !errors.Is(err, ErrUnavailable) {
-		t.Fatalf("canceled context = %v", err)
-	}
-	if err := s.DeleteUser(ctx, "u"); !errors.Is(err, ErrUnavailable) {
-		t.Fatalf("canceled delete = %v", err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/lockstream/lockstream/fieldcrypt"
 	"github.com/lockstream/lockstream/keyservice"
+	"github.com/lockstream/lockstream/keyservice/memstore"
 	"github.com/lockstream/lockstream/keyservice/storetest"
 )
 
@@ -48,7 +49,7 @@ func keyOf(t *testing.T, uk keyservice.UserKeys, cat string) fieldcrypt.Secret {
 // keys memoized, including past the per-keychain bound of memoized scopes)
 // equal the keys a cold Service derives, by user and by subject.
 func TestMemoizedKeysEqualFreshKeys(t *testing.T) {
-	st := keyservice.NewMemoryStore()
+	st := memstore.New()
 	warm := newTestService(t, st, nil)
 	ctx := t.Context()
 	users := []string{"ann", "ben", "ann"} // a duplicate id is answered twice
@@ -96,7 +97,7 @@ func TestMemoizedKeysEqualFreshKeys(t *testing.T) {
 // another node did.
 func TestMemoizedKeysObeyStaleWindow(t *testing.T) {
 	const window = time.Second
-	st := keyservice.NewMemoryStore()
+	st := memstore.New()
 	ctx := t.Context()
 	admin := newTestService(t, st, nil)
 	clock := &testClock{t: time.Now()}

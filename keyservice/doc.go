@@ -49,44 +49,15 @@
 // The master key (32 bytes, base64) comes from a file ([LoadMasterKey]) or
 // an environment variable ([MasterKeyFromEnv]); it is never logged.
 //
-// Backends: [BoltStore] (embedded, default, `bolt:DIR`), [BigtableStore]
-// (`bigtable://PROJECT/INSTANCE/TABLE`), [MemoryStore] (`memory:`), and the
-// optional [MemcachedStore] tier in front of any of them ([OpenStore],
-// [WithMemcached]).
-//
-// # Memcached entries (format 2)
-//
-// memcached holds rows as stored (index rows, tombstones, sealed
-// keychains, policies) under "lockstream/ks2/" + namespace + "/" + row key
-// (keys over 240 bytes or with other than printable ASCII: "h" + hex
-// SHA-256). An entry is
-//
-//	0x02 | revision (8 bytes) | read time (8, Unix ns) | MAC (32) | value
-//
-// with MAC = HMAC-SHA256(K, "lockstream/keyservice/cache/v2" || LP(namespace)
-// || LP(row key) || revision || read time || value), all integers
-// big-endian, and K = HKDF-SHA256(master, nil,
-// "lockstream/keyservice/v1/master/cache-mac"). An entry is used only if
-// its MAC verifies and it was read from the store less than the stale
-// window ago; one that fails is rejected, counted
-// ([MemcachedStore.Rejected]; lockstream_keys_cache_rejected_total{reason})
-// and read through to the store:
-//
-//   - malformed: too short or another format (format 1, unauthenticated,
-//     lived under "ks1" and is never read);
-//   - mac: corrupt bytes, an entry forged without the master key, or a
-//     genuine entry of another row or namespace (a swapped index row would
-//     otherwise map a user to another keychain, a swapped tombstone mark a
-//     live user deleted);
-//   - replayed: authentic but older than memcached could have kept it (its
-//     TTL plus 2 s), so an old entry served again cannot outlive the
-//     stale window;
-//   - future: authentic but read more than a stale window ahead of this
-//     node's clock.
-//
-// An entry that is merely past the stale window (memcached's clock is
-// coarse) is a plain miss. memcached thus never decides what a node
-// serves: it only saves store reads.
+// Backends, each in its own package, all opened by URL through package
+// keyservice/stores: keyservice/boltstore (embedded, the default,
+// `bolt:DIR`), keyservice/bigtablestore
+// (`bigtable://PROJECT/INSTANCE/TABLE`), keyservice/memstore (`memory:`),
+// and the optional keyservice/memcachedstore tier in front of any of them
+// (stores.WithMemcached), whose entries are authenticated under a key
+// derived from the master key (HKDF info
+// "lockstream/keyservice/v1/master/cache-mac"; that package documents the
+// entry format).
 //
 // # Behavior
 //
@@ -137,9 +108,9 @@
 // clock skew, and up to 1 s of memcached's clock granularity) after the
 // delete. Rotations become visible to other nodes within the same window.
 //
-// The embedded store (BoltStore) has one writer: its file is locked to one
-// process, and every write goes through that BoltStore, which counts the
-// writes of each group of keys (a LocalWriter). There an expired entry
+// The embedded store (keyservice/boltstore) has one writer: its file is
+// locked to one process, and every write goes through that one store value,
+// which counts the writes of each group of keys (a LocalWriter). There an expired entry
 // whose row's count has not moved since it was read is served for another
 // window without reading the row again (the read would return the same
 // bytes); a row written since, by any Service over that store, is read
@@ -180,7 +151,7 @@
 //     clear; errors never contain user ids or key bytes (ids in invalid
 //     batches are named by position).
 //   - What memcached returns cannot change an answer: entries are
-//     authenticated and their age bounded (see "Memcached entries").
+//     authenticated and their age bounded (see keyservice/memcachedstore).
 //
 // # Failure modes
 //

@@ -24,7 +24,7 @@ func TestRefreshReusesUnchangedKeychain(t *testing.T) {
 	now := time.Now()
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
-	st := NewMemoryStore()
+	st := NewMemoryStoreForTest()
 	mk := fieldcrypt.NewSecret(bytes.Repeat([]byte{7}, 32))
 	node, err := New(st, Options{MasterKey: mk, Now: clock, StaleWindow: window})
 	if err != nil {
@@ -93,10 +93,10 @@ func TestRefreshReusesUnchangedKeychain(t *testing.T) {
 	}
 }
 
-// countingBolt counts the user-index and keychain rows read from a
-// BoltStore (it stays a LocalWriter: Writes is promoted).
+// countingBolt counts the user-index and keychain rows read from a bolt
+// store (it stays a LocalWriter: Writes is promoted).
 type countingBolt struct {
-	*BoltStore
+	LocalWriter
 	mu   sync.Mutex
 	read map[string]int
 }
@@ -109,7 +109,7 @@ func (c *countingBolt) Get(ctx context.Context, keys []string) ([]Item, error) {
 		}
 	}
 	c.mu.Unlock()
-	return c.BoltStore.Get(ctx, keys)
+	return c.LocalWriter.Get(ctx, keys)
 }
 
 func (c *countingBolt) reads() map[string]int {
@@ -132,12 +132,12 @@ func TestRenewUnchangedRowsOnLocalStore(t *testing.T) {
 	now := time.Now()
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
-	bs, err := OpenBolt(t.TempDir())
+	bs, err := OpenBoltForTest(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { bs.Close() })
-	st := &countingBolt{BoltStore: bs, read: map[string]int{}}
+	st := &countingBolt{LocalWriter: bs, read: map[string]int{}}
 	mk := fieldcrypt.NewSecret(bytes.Repeat([]byte{7}, 32))
 	node, err := New(st, Options{MasterKey: mk, Now: clock, StaleWindow: window})
 	if err != nil {

@@ -12,9 +12,11 @@ import (
 // a category policy; a Store never sees a plaintext user id or a plaintext
 // key.
 //
-// Implementations: [MemoryStore] (tests), [BoltStore] (embedded, default),
-// [BigtableStore], and the [MemcachedStore] read-through tier. The contract
-// tests in package keyservice/storetest run the service against each.
+// Implementations, each in its own package: keyservice/memstore (tests),
+// keyservice/boltstore (embedded, default), keyservice/bigtablestore, and
+// the keyservice/memcachedstore read-through tier (a [CacheTier]); package
+// keyservice/stores opens any of them by URL. The contract tests in
+// package keyservice/storetest run the service against each.
 type Store interface {
 	// Get reads keys in one batch. The result has one Item per key, in
 	// order; a missing key gives an Item with Rev 0 and nil Value.
@@ -48,8 +50,8 @@ type Item struct {
 }
 
 // A LocalWriter is a Store that is the only writer of its rows: every write
-// goes through this value (BoltStore: its file is locked to one process,
-// and one BoltStore per file). It counts its completed writes per group of
+// goes through this value (keyservice/boltstore: its file is locked to one
+// process, and one store value per file). It counts its completed writes per group of
 // keys, so that a cache can tell that a row it holds is unchanged without
 // reading it again.
 type LocalWriter interface {
@@ -62,3 +64,37 @@ type LocalWriter interface {
 
 // Found reports whether the row exists.
 func (it Item) Found() bool { return it.Rev != 0 }
+
+// A CacheTier is a Store that caches the rows of another store
+// (keyservice/memcachedstore); [Service.CacheStats] reports its counters.
+type CacheTier interface {
+	Store
+	// Stats reports cache hits, misses and cache errors so far. A
+	// rejected entry counts as a miss too.
+	Stats() (hits, misses, errs uint64)
+	// Rejected reports the entries the cache returned that were not used,
+	// by reason (indexed like RejectReasons).
+	Rejected() [NumRejectReasons]uint64
+}
+
+// Why an entry a CacheTier's cache returned was not used (see "Entries" in
+// package keyservice/memcachedstore).
+const (
+	// RejectMalformed: too short or of an unknown format.
+	RejectMalformed = iota
+	// RejectMAC: the MAC does not match: corrupt bytes, a forged entry, or
+	// an entry of another key or namespace (swapped).
+	RejectMAC
+	// RejectReplayed: authentic, but older than the cache could have kept
+	// it (its expiry plus the cache's clock granularity): replayed.
+	RejectReplayed
+	// RejectFuture: authentic, but read more than a stale window in the
+	// future of this node's clock (it would outlive the window here).
+	RejectFuture
+	// NumRejectReasons is the number of reasons (not a reason).
+	NumRejectReasons
+)
+
+// RejectReasons names the reasons of CacheTier.Rejected, by index (metric
+// labels).
+var RejectReasons = [NumRejectReasons]string{"malformed", "mac", "replayed", "future"}

@@ -24,6 +24,7 @@ import (
 	"github.com/lockstream/lockstream/keyclient/local"
 	"github.com/lockstream/lockstream/keyservice"
 	"github.com/lockstream/lockstream/keyservice/server"
+	"github.com/lockstream/lockstream/keyservice/stores"
 )
 
 func init() { register(newKeysCmd) }
@@ -255,12 +256,12 @@ func runServe(cmd *cobra.Command, f serveFlags) error {
 	ctx, stop := signal.NotifyContext(cmdContext(cmd), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	var opts []keyservice.OpenOption
+	var opts []stores.Option
 	if f.memcached != "" {
-		opts = append(opts, keyservice.WithMemcached(strings.Split(f.memcached, ","), f.staleWindow, mk))
+		opts = append(opts, stores.WithMemcached(strings.Split(f.memcached, ","), f.staleWindow, mk))
 	}
 	openCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	store, err := keyservice.OpenStore(openCtx, f.store, opts...)
+	store, err := stores.Open(openCtx, f.store, opts...)
 	cancel()
 	if err != nil {
 		return err

@@ -21,6 +21,7 @@ import (
 
 	"github.com/lockstream/lockstream/fieldcrypt"
 	"github.com/lockstream/lockstream/keyservice"
+	"github.com/lockstream/lockstream/keyservice/memstore"
 	"github.com/lockstream/lockstream/keyservice/server"
 )
 
@@ -306,7 +307,7 @@ func TestKeyServiceManifestsMatchTheCLI(t *testing.T) {
 // testServerHandler is a key server's HTTP handler (memory store).
 func testServerHandler(t *testing.T) http.Handler {
 	t.Helper()
-	svc, err := keyservice.New(keyservice.NewMemoryStore(), keyservice.Options{MasterKey: testMasterKey()})
+	svc, err := keyservice.New(memstore.New(), keyservice.Options{MasterKey: testMasterKey()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/lockstream/lockstream/fieldcrypt"
 	"github.com/lockstream/lockstream/keyservice"
+	"github.com/lockstream/lockstream/keyservice/memstore"
 	"github.com/lockstream/lockstream/keyservice/server"
 	"github.com/lockstream/lockstream/layout"
 	"github.com/lockstream/lockstream/record"
@@ -30,7 +31,7 @@ const ingestTestSecret = "cli-ingest-test-secret-0001"
 // ends; the one service may get keys in scope "lockstream" only.
 func serveKeysOn(t *testing.T, addr string) {
 	t.Helper()
-	svc, err := keyservice.New(keyservice.NewMemoryStore(), keyservice.Options{MasterKey: fieldcrypt.NewSecret(bytes.Repeat([]byte{5}, 32))})
+	svc, err := keyservice.New(memstore.New(), keyservice.Options{MasterKey: fieldcrypt.NewSecret(bytes.Repeat([]byte{5}, 32))})
 	if err != nil {
 		t.Fatal(err)
 	}

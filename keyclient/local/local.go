@@ -12,6 +12,7 @@ import (
 	"github.com/lockstream/lockstream/fieldcrypt"
 	"github.com/lockstream/lockstream/keyclient"
 	"github.com/lockstream/lockstream/keyservice"
+	"github.com/lockstream/lockstream/keyservice/boltstore"
 )
 
 const (
@@ -96,7 +97,7 @@ func InitMasterKey(dir string) (path string, created bool, err error) {
 
 // OpenService opens the key service on the bolt store in dir.
 func OpenService(dir string, master fieldcrypt.Secret, categories []string) (*keyservice.Service, error) {
-	st, err := keyservice.OpenBolt(dir)
+	st, err := boltstore.Open(dir)
 	if err != nil {
 		return nil, err
 	}

@@ -10,12 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
-
-	"connectrpc.com/connect"
 
 	"github.com/lockstream/lockstream/keyclient"
-	keysv1 "github.com/lockstream/lockstream/keyservice/api/keysv1"
 )
 
 // BenchmarkGetOrCreatePaths splits the server's get-or-create latency by
@@ -46,39 +42,14 @@ func BenchmarkGetOrCreatePaths(b *testing.B) {
 				}
 				return ids
 			}
-			lat := make([]time.Duration, b.N)
-			var next atomic.Int64
-			var failed atomic.Int64
-			var wg sync.WaitGroup
-			b.ResetTimer()
-			start := time.Now()
-			for range workers {
-				wg.Go(func() {
-					for {
-						i := int(next.Add(1)) - 1
-						if i >= b.N {
-							return
-						}
-						ids := users(i)
-						t := time.Now()
-						resp, err := e.client.GetOrCreateKeys(context.Background(), connect.NewRequest(&keysv1.GetOrCreateKeysRequest{Scope: scope, UserIds: ids, Categories: benchCats}))
-						lat[i] = time.Since(t)
-						if err != nil || len(resp.Msg.Results) != batch {
-							failed.Add(1)
-						}
-					}
-				})
+			r := runClosedLoop(b, workers, func(i int) error { return e.connectCall(context.Background(), users(i)) })
+			if r.failed > 0 {
+				b.Fatalf("%d calls failed", r.failed)
 			}
-			wg.Wait()
-			el := time.Since(start)
-			b.StopTimer()
-			if failed.Load() > 0 {
-				b.Fatalf("%d calls failed", failed.Load())
-			}
-			b.ReportMetric(float64(b.N)/el.Seconds(), "rpc/s")
-			b.ReportMetric(float64(b.N*batch)/el.Seconds(), "users/s")
-			b.ReportMetric(percentile(lat, .50), "p50-ms")
-			b.ReportMetric(percentile(lat, .99), "p99-ms")
+			b.ReportMetric(float64(b.N)/r.elapsed.Seconds(), "rpc/s")
+			b.ReportMetric(float64(b.N*batch)/r.elapsed.Seconds(), "users/s")
+			b.ReportMetric(percentile(r.lat, .50), "p50-ms")
+			b.ReportMetric(percentile(r.lat, .99), "p99-ms")
 		})
 	}
 }
@@ -112,35 +83,16 @@ func BenchmarkKeyclientEndpoints(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer c.Close()
-			lat := make([]time.Duration, b.N)
-			var next, failed atomic.Int64
-			var wg sync.WaitGroup
-			b.ResetTimer()
-			start := time.Now()
-			for range workers {
-				wg.Go(func() {
-					for {
-						i := int(next.Add(1)) - 1
-						if i >= b.N {
-							return
-						}
-						t := time.Now()
-						if _, err := c.ForEncrypt(context.Background(), e.batch(i, batch), benchCats); err != nil {
-							failed.Add(1)
-						}
-						lat[i] = time.Since(t)
-					}
-				})
+			r := runClosedLoop(b, workers, func(i int) error {
+				_, err := c.ForEncrypt(context.Background(), e.batch(i, batch), benchCats)
+				return err
+			})
+			if r.failed > 0 {
+				b.Fatalf("%d lookups failed", r.failed)
 			}
-			wg.Wait()
-			el := time.Since(start)
-			b.StopTimer()
-			if failed.Load() > 0 {
-				b.Fatalf("%d lookups failed", failed.Load())
-			}
-			b.ReportMetric(float64(b.N*batch*len(benchCats))/el.Seconds(), "keys/s")
-			b.ReportMetric(percentile(lat, .50), "p50-ms")
-			b.ReportMetric(percentile(lat, .99), "p99-ms")
+			b.ReportMetric(float64(b.N*batch*len(benchCats))/r.elapsed.Seconds(), "keys/s")
+			b.ReportMetric(percentile(r.lat, .50), "p50-ms")
+			b.ReportMetric(percentile(r.lat, .99), "p99-ms")
 			if es, ok := c.EndpointStats(); ok {
 				b.ReportMetric(float64(es.Hedges), "hedges")
 				b.ReportMetric(float64(es.Failovers), "failovers")

@@ -28,6 +28,7 @@ import (
 	"github.com/lockstream/lockstream/keyservice"
 	keysv1 "github.com/lockstream/lockstream/keyservice/api/keysv1"
 	"github.com/lockstream/lockstream/keyservice/api/keysv1/keysv1connect"
+	"github.com/lockstream/lockstream/keyservice/boltstore"
 )
 
 // The load benchmarks run our own bounded load generator against a real
@@ -74,7 +75,7 @@ func getBenchEnv(b *testing.B) *benchEnv {
 			}
 			url, stopBenchServer = u, func() { stop(); os.RemoveAll(dir) }
 		} else {
-			st, err := keyservice.OpenBolt(dir)
+			st, err := boltstore.Open(dir)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -224,10 +225,29 @@ func percentile(d []time.Duration, p float64) float64 {
 
 // closedLoop runs b.N calls from workers goroutines as fast as they go.
 func closedLoop(b *testing.B, workers, batch int, e *benchEnv) (rate float64, lat []time.Duration) {
-	lat = make([]time.Duration, b.N)
-	var next atomic.Int64
+	r := runClosedLoop(b, workers, func(i int) error { return e.call(context.Background(), e.batch(i, batch)) })
+	if r.failed > 0 {
+		b.Fatalf("%d calls failed", r.failed)
+	}
+	return float64(b.N) / r.elapsed.Seconds(), r.lat
+}
+
+// loopRun is what runClosedLoop measured.
+type loopRun struct {
+	elapsed time.Duration   // from the first call to the last answer
+	lat     []time.Duration // of call(i), at i
+	failed  int64           // calls that returned an error
+	err     error           // one of their errors
+}
+
+// runClosedLoop makes the b.N calls call(0) to call(b.N-1) from workers
+// goroutines as fast as they go, between b.ResetTimer and b.StopTimer, and
+// times each. A call that fails is counted and the loop goes on.
+func runClosedLoop(b *testing.B, workers int, call func(i int) error) loopRun {
+	r := loopRun{lat: make([]time.Duration, b.N)}
+	var next, failed atomic.Int64
+	var errOnce sync.Once
 	var wg sync.WaitGroup
-	var failed atomic.Int64
 	b.ResetTimer()
 	start := time.Now()
 	for range workers {
@@ -238,20 +258,20 @@ func closedLoop(b *testing.B, workers, batch int, e *benchEnv) (rate float64, la
 					return
 				}
 				t := time.Now()
-				if err := e.call(context.Background(), e.batch(i, batch)); err != nil {
+				err := call(i)
+				r.lat[i] = time.Since(t)
+				if err != nil {
 					failed.Add(1)
+					errOnce.Do(func() { r.err = err })
 				}
-				lat[i] = time.Since(t)
 			}
 		})
 	}
 	wg.Wait()
-	el := time.Since(start)
+	r.elapsed = time.Since(start)
 	b.StopTimer()
-	if failed.Load() > 0 {
-		b.Fatalf("%d calls failed", failed.Load())
-	}
-	return float64(b.N) / el.Seconds(), lat
+	r.failed = failed.Load()
+	return r
 }
 
 // openLoop issues b.N calls at a fixed rate (at most maxInFlight
@@ -487,36 +507,18 @@ func BenchmarkBatch100(b *testing.B) {
 // BenchmarkSingleKey measures the one-user, one-category path.
 func BenchmarkSingleKey(b *testing.B) {
 	e := getBenchEnv(b)
-	lat := make([]time.Duration, b.N)
-	var next atomic.Int64
-	var wg sync.WaitGroup
 	rs := readRuntimeStats()
-	b.ResetTimer()
-	start := time.Now()
-	for range 16 {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= b.N {
-					return
-				}
-				t := time.Now()
-				_, err := e.client.GetOrCreateKeys(context.Background(), connect.NewRequest(&keysv1.GetOrCreateKeysRequest{Scope: scope, UserIds: e.users[i%benchUsers : i%benchUsers+1], Categories: benchCats[:1]}))
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				lat[i] = time.Since(t)
-			}
-		})
+	r := runClosedLoop(b, 16, func(i int) error {
+		_, err := e.client.GetOrCreateKeys(context.Background(), connect.NewRequest(&keysv1.GetOrCreateKeysRequest{Scope: scope, UserIds: e.users[i%benchUsers : i%benchUsers+1], Categories: benchCats[:1]}))
+		return err
+	})
+	if r.failed > 0 {
+		b.Errorf("%d calls failed, one: %v", r.failed, r.err)
 	}
-	wg.Wait()
-	el := time.Since(start)
-	b.StopTimer()
-	rs.report(b, el)
-	b.ReportMetric(float64(b.N)/el.Seconds(), "keys/s")
-	b.ReportMetric(percentile(lat, .50), "p50-ms")
-	b.ReportMetric(percentile(lat, .99), "p99-ms")
+	rs.report(b, r.elapsed)
+	b.ReportMetric(float64(b.N)/r.elapsed.Seconds(), "keys/s")
+	b.ReportMetric(percentile(r.lat, .50), "p50-ms")
+	b.ReportMetric(percentile(r.lat, .99), "p99-ms")
 }
 
 // BenchmarkKeyclientRPCsPer10k: 10k distinct users looked up one at a time

@@ -25,6 +25,7 @@ import (
 	"github.com/lockstream/lockstream/keyservice"
 	keysv1 "github.com/lockstream/lockstream/keyservice/api/keysv1"
 	"github.com/lockstream/lockstream/keyservice/api/keysv1/keysv1connect"
+	"github.com/lockstream/lockstream/keyservice/boltstore"
 )
 
 const (
@@ -87,7 +88,7 @@ type envOpt func(*Config, *keyservice.Options)
 // startEnv runs a real server on loopback over a bolt store in dir.
 func startEnv(t testing.TB, dir string, mk fieldcrypt.Secret, wrap func(keyservice.Store) keyservice.Store, opts ...envOpt) *env {
 	t.Helper()
-	st, err := keyservice.OpenBolt(dir)
+	st, err := boltstore.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}

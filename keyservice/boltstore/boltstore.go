@@ -1,4 +1,4 @@
-package keyservice
+package boltstore
 
 import (
 	"context"
@@ -12,52 +12,54 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/lockstream/lockstream/keyservice"
 )
 
-// BoltStore is the embedded [Store] (the default): one bbolt file,
+// Store is the embedded [keyservice.Store] (the default): one bbolt file,
 // DIR/keyservice.db, pure Go, zero setup, durable across restarts (every
 // write is fsynced; concurrent writes are coalesced into one transaction).
 // Only one process may open a directory at a time.
-type BoltStore struct {
+type Store struct {
 	dir string
 	db  *bolt.DB
 	now func() time.Time
 	// writes counts completed Puts and Deletes by group of keys (a hash of
-	// the key picks the group): see LocalWriter.
+	// the key picks the group): see keyservice.LocalWriter.
 	writes *[boltWriteGroups]atomic.Uint64
 	seed   maphash.Seed
 }
 
-var _ LocalWriter = (*BoltStore)(nil)
+var _ keyservice.LocalWriter = (*Store)(nil)
 
 // boltWriteGroups is the number of write counters (a power of two): a write
 // makes the cached rows of ~1/4096 of the keys read again.
 const boltWriteGroups = 4096
 
-// Writes implements [LocalWriter].
-func (b *BoltStore) Writes(key string) uint64 {
+// Writes implements [keyservice.LocalWriter].
+func (b *Store) Writes(key string) uint64 {
 	return b.group(key).Load() + 1
 }
 
-func (b *BoltStore) group(key string) *atomic.Uint64 {
+func (b *Store) group(key string) *atomic.Uint64 {
 	return &b.writes[maphash.String(b.seed, key)&(boltWriteGroups-1)]
 }
 
 var boltBucket = []byte("keyservice/v1")
 
-// BoltFile is the file name inside the directory given to OpenBolt.
-const BoltFile = "keyservice.db"
+// File is the file name inside the directory given to Open.
+const File = "keyservice.db"
 
-// OpenBolt opens (creating if needed) the store in dir. It waits at most 5 s
+// Open opens (creating if needed) the store in dir. It waits at most 5 s
 // for another process holding the file.
-func OpenBolt(dir string) (*BoltStore, error) {
+func Open(dir string) (*Store, error) {
 	if dir == "" {
-		return nil, fmt.Errorf("%w: bolt store: empty directory", ErrInvalidArgument)
+		return nil, fmt.Errorf("%w: bolt store: empty directory", keyservice.ErrInvalidArgument)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("keyservice: bolt store: %w", err)
 	}
-	path := filepath.Join(dir, BoltFile)
+	path := filepath.Join(dir, File)
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		return nil, fmt.Errorf("keyservice: bolt store %s: %w", path, err)
@@ -70,20 +72,20 @@ func OpenBolt(dir string) (*BoltStore, error) {
 		return nil, fmt.Errorf("keyservice: bolt store %s: %w", path, err)
 	}
 	db.MaxBatchDelay = 2 * time.Millisecond
-	return &BoltStore{dir: dir, db: db, now: time.Now, writes: new([boltWriteGroups]atomic.Uint64), seed: maphash.MakeSeed()}, nil
+	return &Store{dir: dir, db: db, now: time.Now, writes: new([boltWriteGroups]atomic.Uint64), seed: maphash.MakeSeed()}, nil
 }
 
 // Dir is the directory the store was opened in.
-func (b *BoltStore) Dir() string { return b.dir }
+func (b *Store) Dir() string { return b.dir }
 
 // Stored value: 8-byte big-endian revision | value.
 
-// Get implements [Store].
-func (b *BoltStore) Get(ctx context.Context, keys []string) ([]Item, error) {
+// Get implements [keyservice.Store].
+func (b *Store) Get(ctx context.Context, keys []string) ([]keyservice.Item, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	out := make([]Item, len(keys))
+	out := make([]keyservice.Item, len(keys))
 	for i, k := range keys {
 		out[i].Writes = b.Writes(k) // before the read: a write racing with it makes the count differ later
 	}
@@ -91,7 +93,7 @@ func (b *BoltStore) Get(ctx context.Context, keys []string) ([]Item, error) {
 		bk := tx.Bucket(boltBucket)
 		now := b.now()
 		for i, k := range keys {
-			out[i] = Item{Key: k, ReadAt: now, Writes: out[i].Writes}
+			out[i] = keyservice.Item{Key: k, ReadAt: now, Writes: out[i].Writes}
 			v := bk.Get([]byte(k))
 			if len(v) < 8 {
 				continue
@@ -107,12 +109,12 @@ func (b *BoltStore) Get(ctx context.Context, keys []string) ([]Item, error) {
 	return out, nil
 }
 
-// Put implements [Store].
-func (b *BoltStore) Put(ctx context.Context, key string, value []byte, rev uint64) (Item, error) {
+// Put implements [keyservice.Store].
+func (b *Store) Put(ctx context.Context, key string, value []byte, rev uint64) (keyservice.Item, error) {
 	if err := ctx.Err(); err != nil {
-		return Item{}, err
+		return keyservice.Item{}, err
 	}
-	var it Item
+	var it keyservice.Item
 	var conflict bool
 	// The written Item carries the count from before this write: it makes
 	// a cache read the row once more, and never miss a racing write.
@@ -120,7 +122,7 @@ func (b *BoltStore) Put(ctx context.Context, key string, value []byte, rev uint6
 	defer b.group(key).Add(1) // after the commit (or a failure: counting one more is harmless)
 	err := b.db.Batch(func(tx *bolt.Tx) error {
 		bk := tx.Bucket(boltBucket)
-		it, conflict = Item{Key: key, ReadAt: b.now(), Writes: writes}, false
+		it, conflict = keyservice.Item{Key: key, ReadAt: b.now(), Writes: writes}, false
 		cur := bk.Get([]byte(key))
 		var curRev uint64
 		if len(cur) >= 8 {
@@ -140,16 +142,16 @@ func (b *BoltStore) Put(ctx context.Context, key string, value []byte, rev uint6
 		return bk.Put([]byte(key), nv)
 	})
 	if err != nil {
-		return Item{}, fmt.Errorf("keyservice: bolt put: %w", err)
+		return keyservice.Item{}, fmt.Errorf("keyservice: bolt put: %w", err)
 	}
 	if conflict {
-		return it, ErrConflict
+		return it, keyservice.ErrConflict
 	}
 	return it, nil
 }
 
-// Delete implements [Store].
-func (b *BoltStore) Delete(ctx context.Context, key string) error {
+// Delete implements [keyservice.Store].
+func (b *Store) Delete(ctx context.Context, key string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -163,8 +165,8 @@ func (b *BoltStore) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
-// Close implements [Store].
-func (b *BoltStore) Close() error {
+// Close implements [keyservice.Store].
+func (b *Store) Close() error {
 	if err := b.db.Close(); err != nil && !errors.Is(err, bolt.ErrDatabaseNotOpen) {
 		return err
 	}

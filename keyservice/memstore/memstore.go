@@ -1,14 +1,16 @@
-package keyservice
+package memstore
 
 import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/lockstream/lockstream/keyservice"
 )
 
-// MemoryStore is an in-memory [Store] for tests and demos. It is safe for
-// concurrent use, and has hooks to inject faults and latency.
-type MemoryStore struct {
+// Store is an in-memory [keyservice.Store] for tests and demos. It is safe
+// for concurrent use, and has hooks to inject faults and latency.
+type Store struct {
 	mu   sync.Mutex
 	rows map[string]memRow
 	// Fault, when set, is called before every operation ("get", "put",
@@ -22,22 +24,22 @@ type memRow struct {
 	rev   uint64
 }
 
-var _ Store = (*MemoryStore)(nil)
+var _ keyservice.Store = (*Store)(nil)
 
-// NewMemoryStore returns an empty store.
-func NewMemoryStore() *MemoryStore {
-	return &MemoryStore{rows: make(map[string]memRow), now: time.Now}
+// New returns an empty store.
+func New() *Store {
+	return &Store{rows: make(map[string]memRow), now: time.Now}
 }
 
 // SetFault installs (or with nil removes) a fault hook. The hook may sleep
 // to add latency.
-func (m *MemoryStore) SetFault(f func(op, key string) error) {
+func (m *Store) SetFault(f func(op, key string) error) {
 	m.mu.Lock()
 	m.fault = f
 	m.mu.Unlock()
 }
 
-func (m *MemoryStore) hook(op, key string) error {
+func (m *Store) hook(op, key string) error {
 	m.mu.Lock()
 	f := m.fault
 	m.mu.Unlock()
@@ -47,8 +49,8 @@ func (m *MemoryStore) hook(op, key string) error {
 	return nil
 }
 
-// Get implements [Store].
-func (m *MemoryStore) Get(ctx context.Context, keys []string) ([]Item, error) {
+// Get implements [keyservice.Store].
+func (m *Store) Get(ctx context.Context, keys []string) ([]keyservice.Item, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -58,38 +60,38 @@ func (m *MemoryStore) Get(ctx context.Context, keys []string) ([]Item, error) {
 		}
 	}
 	now := m.now()
-	out := make([]Item, len(keys))
+	out := make([]keyservice.Item, len(keys))
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for i, k := range keys {
 		r := m.rows[k]
-		out[i] = Item{Key: k, Value: clone(r.value), Rev: r.rev, ReadAt: now}
+		out[i] = keyservice.Item{Key: k, Value: clone(r.value), Rev: r.rev, ReadAt: now}
 	}
 	return out, nil
 }
 
-// Put implements [Store].
-func (m *MemoryStore) Put(ctx context.Context, key string, value []byte, rev uint64) (Item, error) {
+// Put implements [keyservice.Store].
+func (m *Store) Put(ctx context.Context, key string, value []byte, rev uint64) (keyservice.Item, error) {
 	if err := ctx.Err(); err != nil {
-		return Item{}, err
+		return keyservice.Item{}, err
 	}
 	if err := m.hook("put", key); err != nil {
-		return Item{}, err
+		return keyservice.Item{}, err
 	}
 	now := m.now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r := m.rows[key]
 	if r.rev != rev {
-		return Item{Key: key, Value: clone(r.value), Rev: r.rev, ReadAt: now}, ErrConflict
+		return keyservice.Item{Key: key, Value: clone(r.value), Rev: r.rev, ReadAt: now}, keyservice.ErrConflict
 	}
 	nr := memRow{value: clone(value), rev: rev + 1}
 	m.rows[key] = nr
-	return Item{Key: key, Value: clone(value), Rev: nr.rev, ReadAt: now}, nil
+	return keyservice.Item{Key: key, Value: clone(value), Rev: nr.rev, ReadAt: now}, nil
 }
 
-// Delete implements [Store].
-func (m *MemoryStore) Delete(ctx context.Context, key string) error {
+// Delete implements [keyservice.Store].
+func (m *Store) Delete(ctx context.Context, key string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -102,16 +104,16 @@ func (m *MemoryStore) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
-// Close implements [Store]; the data stays (a MemoryStore survives Close,
-// which lets tests "restart" a service on the same data).
-func (m *MemoryStore) Close() error { return nil }
+// Close implements [keyservice.Store]; the data stays (a Store survives
+// Close, which lets tests "restart" a service on the same data).
+func (m *Store) Close() error { return nil }
 
 // Len is the number of rows (tests).
-func (m *MemoryStore) Len() int { m.mu.Lock(); defer m.mu.Unlock(); return len(m.rows) }
+func (m *Store) Len() int { m.mu.Lock(); defer m.mu.Unlock(); return len(m.rows) }
 
 // Dump returns a copy of every row (tests: e.g. to prove no plaintext user
 // id or key is stored).
-func (m *MemoryStore) Dump() map[string][]byte {
+func (m *Store) Dump() map[string][]byte {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	out := make(map[string][]byte, len(m.rows))

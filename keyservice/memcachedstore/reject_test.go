@@ -1,10 +1,11 @@
-package keyservice_test
+package memcachedstore
 
 import (
 	"bytes"
 	"encoding/json"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/lockstream/lockstream/fieldcrypt"
 	"github.com/lockstream/lockstream/keyservice"
+	"github.com/lockstream/lockstream/keyservice/memstore"
 	"github.com/lockstream/lockstream/keyservice/storetest"
 )
 
@@ -27,9 +29,9 @@ func TestMemcachedRejectsBadEntries(t *testing.T) {
 	addr := storetest.Memcached(t)
 	ctx := t.Context()
 	const window = 2 * time.Second
-	inner := keyservice.NewMemoryStore()
-	tier := func(ns string, master fieldcrypt.Secret) *keyservice.MemcachedStore {
-		mc, err := keyservice.NewMemcached(inner, []string{addr}, window, master)
+	inner := memstore.New()
+	tier := func(ns string, master fieldcrypt.Secret) *Store {
+		mc, err := New(inner, []string{addr}, window, master)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -52,9 +54,18 @@ func TestMemcachedRejectsBadEntries(t *testing.T) {
 		return got[0]
 	}
 	want := map[string]keyservice.UserKeys{}
+	// A user's keychain row is "sub_" + its subject; its index row is the
+	// "uid_" row its creation added to the store.
+	indexRow := map[string]string{}
 	for _, u := range []string{"alice", "bob"} {
+		before := inner.Dump()
 		if _, err := svc.GetOrCreate(ctx, "svc", []string{u}, cats); err != nil {
 			t.Fatal(err)
+		}
+		for k := range inner.Dump() {
+			if _, old := before[k]; !old && strings.HasPrefix(k, "uid_") {
+				indexRow[u] = k
+			}
 		}
 		want[u] = get(u) // fills memcached
 	}
@@ -72,7 +83,7 @@ func TestMemcachedRejectsBadEntries(t *testing.T) {
 	raw := memcache.New(addr)
 	entry := func(row string) []byte {
 		t.Helper()
-		it, err := raw.Get(mc.MemcachedKeyForTest(row))
+		it, err := raw.Get(mc.key(row))
 		if err != nil {
 			t.Fatalf("memcached holds no entry for a row just read: %v", err)
 		}
@@ -80,12 +91,18 @@ func TestMemcachedRejectsBadEntries(t *testing.T) {
 	}
 	put := func(row string, v []byte) {
 		t.Helper()
-		if err := raw.Set(&memcache.Item{Key: mc.MemcachedKeyForTest(row), Value: v, Expiration: 60}); err != nil {
+		if err := raw.Set(&memcache.Item{Key: mc.key(row), Value: v, Expiration: 60}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	aliceIdx, bobIdx := svc.UserRowForTest("alice"), svc.UserRowForTest("bob")
-	aliceKC, bobKC := keyservice.SubjectRowForTest(want["alice"].Subject), keyservice.SubjectRowForTest(want["bob"].Subject)
+	aliceIdx, bobIdx := indexRow["alice"], indexRow["bob"]
+	aliceKC, bobKC := "sub_"+want["alice"].Subject, "sub_"+want["bob"].Subject
+	if aliceIdx == "" || bobIdx == "" || aliceIdx == bobIdx {
+		t.Fatalf("index rows not found: %q %q", aliceIdx, bobIdx)
+	}
+	encode := func(m *Store, row string, value []byte, rev uint64, readAt time.Time) []byte {
+		return m.encodeEntry(keyservice.Item{Key: row, Value: value, Rev: rev, ReadAt: readAt})
+	}
 	tombstone, _ := json.Marshal(map[string]any{"v": 1, "deleted": time.Now().UTC()})
 	otherMaster := fieldcrypt.NewSecret(bytes.Repeat([]byte{9}, 32))
 	flip := func(b []byte, i int) []byte { b = slices.Clone(b); b[i] ^= 0x20; return b }
@@ -104,16 +121,16 @@ func TestMemcachedRejectsBadEntries(t *testing.T) {
 		{"swapped index row (alice -> bob's subject)", "mac", func() (string, []byte) { return aliceIdx, entry(bobIdx) }},
 		{"swapped keychain row", "mac", func() (string, []byte) { return aliceKC, entry(bobKC) }},
 		{"forged tombstone (another master key)", "mac", func() (string, []byte) {
-			return aliceIdx, tier(t.Name(), otherMaster).EncodeEntryForTest(aliceIdx, tombstone, 99, time.Now())
+			return aliceIdx, encode(tier(t.Name(), otherMaster), aliceIdx, tombstone, 99, time.Now())
 		}},
 		{"tombstone of another namespace", "mac", func() (string, []byte) {
-			return aliceIdx, tier(t.Name()+"-other", storetest.MasterKey).EncodeEntryForTest(aliceIdx, tombstone, 99, time.Now())
+			return aliceIdx, encode(tier(t.Name()+"-other", storetest.MasterKey), aliceIdx, tombstone, 99, time.Now())
 		}},
 		{"replayed past the window", "replayed", func() (string, []byte) {
-			return aliceIdx, mc.EncodeEntryForTest(aliceIdx, tombstone, 99, time.Now().Add(-time.Hour))
+			return aliceIdx, encode(mc, aliceIdx, tombstone, 99, time.Now().Add(-time.Hour))
 		}},
 		{"read in the future", "future", func() (string, []byte) {
-			return aliceIdx, mc.EncodeEntryForTest(aliceIdx, tombstone, 99, time.Now().Add(time.Hour))
+			return aliceIdx, encode(mc, aliceIdx, tombstone, 99, time.Now().Add(time.Hour))
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,49 +1,53 @@
-package keyservice_test
+package memcachedstore_test
 
 import (
 	"errors"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/lockstream/lockstream/keyservice"
+	"github.com/lockstream/lockstream/keyservice/boltstore"
+	"github.com/lockstream/lockstream/keyservice/memcachedstore"
+	"github.com/lockstream/lockstream/keyservice/memstore"
 	"github.com/lockstream/lockstream/keyservice/storetest"
 )
 
-func TestBoltMemcachedContract(t *testing.T) {
+func TestContractOverBolt(t *testing.T) {
 	addr := storetest.Memcached(t)
 	ns := 0
 	storetest.Run(t, storetest.Harness{
 		Open: func(t *testing.T) keyservice.Store {
-			s, err := keyservice.OpenBolt(t.TempDir())
+			s, err := boltstore.Open(t.TempDir())
 			if err != nil {
 				t.Fatal(err)
 			}
 			return s
 		},
 		Wrap: func(t *testing.T, s keyservice.Store) keyservice.Store {
-			mc, err := keyservice.NewMemcached(s, []string{addr}, 0, storetest.MasterKey)
+			mc, err := memcachedstore.New(s, []string{addr}, 0, storetest.MasterKey)
 			if err != nil {
 				t.Fatal(err)
 			}
 			ns++ // each store of the suite is a separate deployment
-			mc.SetNamespace(itoa(ns))
+			mc.SetNamespace(strconv.Itoa(ns))
 			return mc
 		},
 		Reopen: func(t *testing.T, s keyservice.Store) keyservice.Store {
-			mc := s.(*keyservice.MemcachedStore)
-			dir := mc.Inner().(*keyservice.BoltStore).Dir()
+			mc := s.(*memcachedstore.Store)
+			dir := mc.Inner().(*boltstore.Store).Dir()
 			if err := s.Close(); err != nil {
 				t.Fatal(err)
 			}
-			b, err := keyservice.OpenBolt(dir)
+			b, err := boltstore.Open(dir)
 			if err != nil {
 				t.Fatal(err)
 			}
-			mc2, err := keyservice.NewMemcached(b, []string{addr}, 0, storetest.MasterKey)
+			mc2, err := memcachedstore.New(b, []string{addr}, 0, storetest.MasterKey)
 			if err != nil {
 				t.Fatal(err)
 			}
-			mc2.SetNamespace(itoa(ns))
+			mc2.SetNamespace(strconv.Itoa(ns))
 			return mc2
 		},
 	})
@@ -64,9 +68,9 @@ func TestMemcachedStaleWindow(t *testing.T) {
 		name += map[bool]string{false: "/NoLocalCache", true: "/LocalCache"}[tc.lru]
 		t.Run(name, func(t *testing.T) {
 			ctx := t.Context()
-			inner := keyservice.NewMemoryStore()
-			open := func(cacheSize int) (*keyservice.MemcachedStore, *keyservice.Service) {
-				mc, err := keyservice.NewMemcached(inner, []string{addr}, window, storetest.MasterKey)
+			inner := memstore.New()
+			open := func(cacheSize int) (*memcachedstore.Store, *keyservice.Service) {
+				mc, err := memcachedstore.New(inner, []string{addr}, window, storetest.MasterKey)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -137,9 +141,9 @@ func TestMemcachedStaleWindow(t *testing.T) {
 func TestMemcachedNoNegativeCaching(t *testing.T) {
 	addr := storetest.Memcached(t)
 	ctx := t.Context()
-	inner := keyservice.NewMemoryStore()
+	inner := memstore.New()
 	svc := func() *keyservice.Service {
-		mc, err := keyservice.NewMemcached(inner, []string{addr}, time.Minute, storetest.MasterKey)
+		mc, err := memcachedstore.New(inner, []string{addr}, time.Minute, storetest.MasterKey)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -167,7 +171,7 @@ func TestMemcachedNoNegativeCaching(t *testing.T) {
 func TestMemcachedDown(t *testing.T) {
 	// A memcached that is not there: the tier reads through.
 	port := storetest.FreePort(t)
-	mc, err := keyservice.NewMemcached(keyservice.NewMemoryStore(), []string{"127.0.0.1:" + itoa(port)}, time.Second, storetest.MasterKey)
+	mc, err := memcachedstore.New(memstore.New(), []string{"127.0.0.1:" + strconv.Itoa(port)}, time.Second, storetest.MasterKey)
 	if err != nil {
 		t.Fatal(err)
 	}

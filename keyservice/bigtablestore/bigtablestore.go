@@ -1,4 +1,4 @@
-package keyservice
+package bigtablestore
 
 import (
 	"context"
@@ -12,16 +12,18 @@ import (
 	"google.golang.org/api/option"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/lockstream/lockstream/keyservice"
 )
 
-// BigtableStore is a [Store] on Cloud Bigtable (or its emulator, when
+// Store is a [keyservice.Store] on Cloud Bigtable (or its emulator, when
 // BIGTABLE_EMULATOR_HOST is set). One row per key, column family "k" with
 // two cells: "v" (the value) and "r" (the revision, decimal). Put is one
 // CheckAndMutateRow: its predicate matches the expected revision (or, for
 // rev 0, any existing cell) and its mutation deletes the old cells before
 // writing, so concurrent creates and updates are idempotent and no old value
 // stays readable (Bigtable purges deleted cells at its next compaction).
-type BigtableStore struct {
+type Store struct {
 	client *bigtable.Client
 	tbl    *bigtable.Table
 	table  string
@@ -29,7 +31,7 @@ type BigtableStore struct {
 	now    func() time.Time
 }
 
-var _ Store = (*BigtableStore)(nil)
+var _ keyservice.Store = (*Store)(nil)
 
 const (
 	btFamily = "k"
@@ -37,8 +39,8 @@ const (
 	btRev    = "r"
 )
 
-// BigtableOptions configure OpenBigtable.
-type BigtableOptions struct {
+// Options configure Open.
+type Options struct {
 	// CreateTable creates the table and its column family (GC: keep one
 	// version) with the admin API if they are missing.
 	CreateTable bool
@@ -46,10 +48,10 @@ type BigtableOptions struct {
 	ClientOptions []option.ClientOption
 }
 
-// OpenBigtable opens table in project/instance.
-func OpenBigtable(ctx context.Context, project, instance, table string, o BigtableOptions) (*BigtableStore, error) {
+// Open opens table in project/instance.
+func Open(ctx context.Context, project, instance, table string, o Options) (*Store, error) {
 	if project == "" || instance == "" || table == "" {
-		return nil, fmt.Errorf("%w: bigtable store needs project, instance and table", ErrInvalidArgument)
+		return nil, fmt.Errorf("%w: bigtable store needs project, instance and table", keyservice.ErrInvalidArgument)
 	}
 	name := project + "/" + instance + "/" + table
 	if o.CreateTable {
@@ -61,7 +63,7 @@ func OpenBigtable(ctx context.Context, project, instance, table string, o Bigtab
 	if err != nil {
 		return nil, fmt.Errorf("keyservice: bigtable %s: %w", name, err)
 	}
-	return &BigtableStore{client: c, tbl: c.Open(table), table: table, name: name, now: time.Now}, nil
+	return &Store{client: c, tbl: c.Open(table), table: table, name: name, now: time.Now}, nil
 }
 
 func createBigtable(ctx context.Context, project, instance, table string, opts []option.ClientOption) error {
@@ -88,24 +90,24 @@ func createBigtable(ctx context.Context, project, instance, table string, opts [
 	return ac.SetGCPolicy(ctx, table, btFamily, bigtable.MaxVersionsPolicy(1))
 }
 
-func (b *BigtableStore) err(op string, err error) error {
+func (b *Store) err(op string, err error) error {
 	if err == nil {
 		return nil
 	}
 	switch status.Code(err) {
 	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted, codes.Aborted, codes.Internal, codes.Canceled:
-		return fmt.Errorf("keyservice: bigtable %s %s: %w (%w)", b.name, op, ErrUnavailable, err)
+		return fmt.Errorf("keyservice: bigtable %s %s: %w (%w)", b.name, op, keyservice.ErrUnavailable, err)
 	}
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-		return fmt.Errorf("keyservice: bigtable %s %s: %w (%w)", b.name, op, ErrUnavailable, err)
+		return fmt.Errorf("keyservice: bigtable %s %s: %w (%w)", b.name, op, keyservice.ErrUnavailable, err)
 	}
 	return fmt.Errorf("keyservice: bigtable %s %s: %w", b.name, op, err)
 }
 
 var btLatest = bigtable.RowFilter(bigtable.ChainFilters(bigtable.FamilyFilter("^"+btFamily+"$"), bigtable.LatestNFilter(1)))
 
-func rowItem(key string, r bigtable.Row, now time.Time) (Item, error) {
-	it := Item{Key: key, ReadAt: now}
+func rowItem(key string, r bigtable.Row, now time.Time) (keyservice.Item, error) {
+	it := keyservice.Item{Key: key, ReadAt: now}
 	for _, c := range r[btFamily] {
 		switch c.Column {
 		case btFamily + ":" + btValue:
@@ -113,7 +115,7 @@ func rowItem(key string, r bigtable.Row, now time.Time) (Item, error) {
 		case btFamily + ":" + btRev:
 			n, err := strconv.ParseUint(string(c.Value), 10, 64)
 			if err != nil {
-				return Item{}, fmt.Errorf("keyservice: bigtable row %.4s…: bad revision cell", key)
+				return keyservice.Item{}, fmt.Errorf("keyservice: bigtable row %.4s…: bad revision cell", key)
 			}
 			it.Rev = n
 		}
@@ -126,8 +128,8 @@ func rowItem(key string, r bigtable.Row, now time.Time) (Item, error) {
 	return it, nil
 }
 
-// Get implements [Store] with one ReadRows call.
-func (b *BigtableStore) Get(ctx context.Context, keys []string) ([]Item, error) {
+// Get implements [keyservice.Store] with one ReadRows call.
+func (b *Store) Get(ctx context.Context, keys []string) ([]keyservice.Item, error) {
 	rows := make(map[string]bigtable.Row, len(keys))
 	err := b.tbl.ReadRows(ctx, bigtable.RowList(keys), func(r bigtable.Row) bool {
 		rows[r.Key()] = r
@@ -137,9 +139,9 @@ func (b *BigtableStore) Get(ctx context.Context, keys []string) ([]Item, error) 
 		return nil, b.err("read", err)
 	}
 	now := b.now()
-	out := make([]Item, len(keys))
+	out := make([]keyservice.Item, len(keys))
 	for i, k := range keys {
-		out[i] = Item{Key: k, ReadAt: now}
+		out[i] = keyservice.Item{Key: k, ReadAt: now}
 		if r, ok := rows[k]; ok {
 			it, err := rowItem(k, r, now)
 			if err != nil {
@@ -151,16 +153,16 @@ func (b *BigtableStore) Get(ctx context.Context, keys []string) ([]Item, error) 
 	return out, nil
 }
 
-func (b *BigtableStore) read(ctx context.Context, key string) (Item, error) {
+func (b *Store) read(ctx context.Context, key string) (keyservice.Item, error) {
 	items, err := b.Get(ctx, []string{key})
 	if err != nil {
-		return Item{}, err
+		return keyservice.Item{}, err
 	}
 	return items[0], nil
 }
 
-// Put implements [Store] with one CheckAndMutateRow.
-func (b *BigtableStore) Put(ctx context.Context, key string, value []byte, rev uint64) (Item, error) {
+// Put implements [keyservice.Store] with one CheckAndMutateRow.
+func (b *Store) Put(ctx context.Context, key string, value []byte, rev uint64) (keyservice.Item, error) {
 	write := bigtable.NewMutation()
 	write.DeleteCellsInColumn(btFamily, btValue)
 	write.DeleteCellsInColumn(btFamily, btRev)
@@ -181,27 +183,27 @@ func (b *BigtableStore) Put(ctx context.Context, key string, value []byte, rev u
 	}
 	var matched bool
 	if err := b.tbl.Apply(ctx, key, cond, bigtable.GetCondMutationResult(&matched)); err != nil {
-		return Item{}, b.err("conditional write", err)
+		return keyservice.Item{}, b.err("conditional write", err)
 	}
 	if matched == wantMatch {
-		return Item{Key: key, Value: append([]byte{}, value...), Rev: rev + 1, ReadAt: b.now()}, nil
+		return keyservice.Item{Key: key, Value: append([]byte{}, value...), Rev: rev + 1, ReadAt: b.now()}, nil
 	}
 	cur, err := b.read(ctx, key)
 	if err != nil {
-		return Item{}, err
+		return keyservice.Item{}, err
 	}
-	return cur, ErrConflict
+	return cur, keyservice.ErrConflict
 }
 
-// Delete implements [Store].
-func (b *BigtableStore) Delete(ctx context.Context, key string) error {
+// Delete implements [keyservice.Store].
+func (b *Store) Delete(ctx context.Context, key string) error {
 	m := bigtable.NewMutation()
 	m.DeleteRow()
 	return b.err("delete", b.tbl.Apply(ctx, key, m))
 }
 
 // Table is the table name.
-func (b *BigtableStore) Table() string { return b.table }
+func (b *Store) Table() string { return b.table }
 
-// Close implements [Store].
-func (b *BigtableStore) Close() error { return b.client.Close() }
+// Close implements [keyservice.Store].
+func (b *Store) Close() error { return b.client.Close() }

@@ -1,53 +1,54 @@
-package keyservice_test
+package stores_test
 
 import (
 	"errors"
 	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/lockstream/lockstream/keyservice"
+	"github.com/lockstream/lockstream/keyservice/boltstore"
+	"github.com/lockstream/lockstream/keyservice/memcachedstore"
+	"github.com/lockstream/lockstream/keyservice/memstore"
+	"github.com/lockstream/lockstream/keyservice/stores"
 	"github.com/lockstream/lockstream/keyservice/storetest"
 )
 
-func itoa(i int) string { return strconv.Itoa(i) }
-
-func TestOpenStore(t *testing.T) {
+func TestOpen(t *testing.T) {
 	ctx := t.Context()
 	dir := filepath.Join(t.TempDir(), "keys")
-	st, err := keyservice.OpenStore(ctx, "bolt:"+dir)
+	st, err := stores.Open(ctx, "bolt:"+dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := st.(*keyservice.BoltStore); !ok {
+	if _, ok := st.(*boltstore.Store); !ok {
 		t.Fatalf("bolt: gave %T", st)
 	}
 	st.Close()
-	st, err = keyservice.OpenStore(ctx, "memory:")
+	st, err = stores.Open(ctx, "memory:")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := st.(*keyservice.MemoryStore); !ok {
+	if _, ok := st.(*memstore.Store); !ok {
 		t.Fatalf("memory: gave %T", st)
 	}
-	st, err = keyservice.OpenStore(ctx, "memory:", keyservice.WithMemcached([]string{"127.0.0.1:1"}, 3*time.Second, storetest.MasterKey))
+	st, err = stores.Open(ctx, "memory:", stores.WithMemcached([]string{"127.0.0.1:1"}, 3*time.Second, storetest.MasterKey))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if mc, ok := st.(*keyservice.MemcachedStore); !ok || mc.StaleWindow() != 3*time.Second {
+	if mc, ok := st.(*memcachedstore.Store); !ok || mc.StaleWindow() != 3*time.Second {
 		t.Fatalf("memcached tier: %T", st)
 	}
 	for _, bad := range []string{"", "nope", "ftp://x", "bolt:", "bigtable://p/i", "bigtable://p//t", "bigtable://p/i/t?create=maybe"} {
-		if _, err := keyservice.OpenStore(ctx, bad); !errors.Is(err, keyservice.ErrInvalidArgument) {
-			t.Errorf("OpenStore(%q) = %v, want ErrInvalidArgument", bad, err)
+		if _, err := stores.Open(ctx, bad); !errors.Is(err, keyservice.ErrInvalidArgument) {
+			t.Errorf("Open(%q) = %v, want ErrInvalidArgument", bad, err)
 		}
 	}
 }
 
-func TestOpenStoreBigtable(t *testing.T) {
+func TestOpenBigtable(t *testing.T) {
 	storetest.BigtableEmulator(t)
-	st, err := keyservice.OpenStore(t.Context(), "bigtable://proj/inst/opened?create=true")
+	st, err := stores.Open(t.Context(), "bigtable://proj/inst/opened?create=true")
 	if err != nil {
 		t.Fatal(err)
 	}

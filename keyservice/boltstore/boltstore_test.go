@@ -1,0 +1,32 @@
+package boltstore_test
+
+import (
+	"testing"
+
+	"github.com/lockstream/lockstream/keyservice"
+	"github.com/lockstream/lockstream/keyservice/boltstore"
+	"github.com/lockstream/lockstream/keyservice/storetest"
+)
+
+func TestContract(t *testing.T) {
+	storetest.Run(t, storetest.Harness{
+		Open: func(t *testing.T) keyservice.Store {
+			s, err := boltstore.Open(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		},
+		Reopen: func(t *testing.T, s keyservice.Store) keyservice.Store {
+			dir := s.(*boltstore.Store).Dir()
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			s2, err := boltstore.Open(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s2
+		},
+	})
+}
