@@ -69,6 +69,10 @@ func (c *Cache) Cipher(k CategoryKey, deterministic bool) (Cipher, error) {
 	return ci, nil
 }
 
+// Purge removes every entry and lets go of the memory; Stats go on
+// counting.
+func (c *Cache) Purge() { c.c.Purge() }
+
 // Capacity is the most keys the cache keeps.
 func (c *Cache) Capacity() int { return c.c.Capacity() }
 

@@ -71,10 +71,14 @@
 //
 // # Keys
 //
-// DoFns carry only a keys URL (serialized with the pipeline) and open the
-// client in Setup through a process-wide registry (OpenKeys): "local:DIR"
-// bolt stores allow one opener per process. RegisterKeys injects an
-// in-process key source ("registered:NAME") for tests and the demo.
+// DoFns carry only their configuration (serialized with the pipeline). In
+// Setup they take what a worker shares (key source and derived-key cache,
+// Pub/Sub client, flow control, the dataset ids hourly wrote) from env,
+// the package's one registry of worker environments, keyed by the full
+// configuration that made each: runs of one process with different
+// settings never share one. "local:DIR" bolt stores allow one opener per
+// process. RegisterKeys and RegisterKeySource inject an in-process key
+// source ("registered:NAME") for tests, benchmarks and the demo.
 //
 // # Guarantees
 //
@@ -90,8 +94,9 @@
 // # Failure modes
 //
 // Key-service errors of a replay batch are retried with jittered backoff up
-// to a budget; then the batch is dead-lettered as key_unavailable (never
-// written in plaintext). A Pub/Sub batch is held instead. A failed write is
+// to a budget (KeyRetryBudget); then the run fails with the cause, nothing
+// of the batch written, and a re-run completes it. A Pub/Sub batch is held
+// instead: handed back unwritten and redelivered. A failed write is
 // a bundle failure: the runner retries it, nothing is acked, and Pub/Sub
 // redelivers when the leases expire (raw may then hold duplicates, which
 // hourly removes). A failed acknowledgement hands the messages back: they

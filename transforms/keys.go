@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 
@@ -14,40 +15,63 @@ import (
 	"github.com/lockstream/lockstream/keyclient"
 )
 
-// Key sources are opened once per process and URL and shared by every DoFn
-// instance: DoFns carry only the URL (it is serialized with the pipeline),
-// and "local:DIR" stores allow one opener per process.
+// Key sources are opened once per process and configuration (URL, scope,
+// cache size) and shared by every DoFn instance of the process: DoFns
+// carry only the configuration (it is serialized with the pipeline), and
+// "local:DIR" stores allow one opener per process. They live in env.
 //
 // URL forms:
 //
-//	registered:NAME         a keyclient.Keys registered in this process with RegisterKeys (tests, benchmarks)
+//	registered:NAME         a source registered in this process with RegisterKeys or RegisterKeySource (tests, benchmarks, the demo)
 //	local:DIR | http(s)://  opened with keyclient (see openKeyService)
 
-var keyRegistry struct {
-	mu      sync.Mutex
-	entries map[string]*keysEntry
+// KeySourceOpener opens a registered key source for a scope and a cache of
+// the keys of up to cacheSize users.
+type KeySourceOpener func(ctx context.Context, scope string, cacheSize int) (keyclient.Keys, error)
+
+// keyConfig is what makes a key environment: two DoFns with the same
+// configuration share one.
+type keyConfig struct {
+	url, scope string
+	cacheSize  int
 }
 
-type keysEntry struct {
-	once   sync.Once
-	keys   keyclient.Keys
-	err    error
-	opened bool // keys is set (keyRegistry.mu): DropKeyCaches may use it
+// keyEnv is a key source and its cache of derived keys.
+type keyEnv struct {
+	once    sync.Once
+	keys    keyclient.Keys
+	ciphers *fieldcrypt.Cache
+	err     error
+	opened  atomic.Bool // keys and ciphers are set: DropKeyCaches may use them
+
+	mu           sync.Mutex // what reportKeyActivity last reported of ciphers
+	hits, misses uint64
 }
 
 // RegisterKeys makes k available to DoFns of this process under the URL
-// "registered:<name>", which it returns. Registering a name again replaces
-// it for DoFns set up afterwards.
+// "registered:<name>", which it returns, whatever the scope and cache size
+// asked (k has its own). Registering a name again replaces it for DoFns
+// set up afterwards.
 func RegisterKeys(name string, k keyclient.Keys) string {
+	return RegisterKeySource(name, func(context.Context, string, int) (keyclient.Keys, error) { return k, nil })
+}
+
+// RegisterKeySource makes open the opener of the URL "registered:<name>",
+// which it returns: DoFns set up afterwards open their key source with it,
+// once per scope and cache size.
+func RegisterKeySource(name string, open KeySourceOpener) string {
 	url := "registered:" + name
-	keyRegistry.mu.Lock()
-	defer keyRegistry.mu.Unlock()
-	if keyRegistry.entries == nil {
-		keyRegistry.entries = map[string]*keysEntry{}
+	env.mu.Lock()
+	defer env.mu.Unlock()
+	if env.sources == nil {
+		env.sources = map[string]KeySourceOpener{}
 	}
-	e := &keysEntry{keys: k, opened: true}
-	e.once.Do(func() {})
-	keyRegistry.entries[url] = e
+	env.sources[url] = open
+	for c := range env.keys {
+		if c.url == url {
+			delete(env.keys, c)
+		}
+	}
 	return url
 }
 
@@ -73,48 +97,55 @@ func ValidateKeysURL(url string) error {
 	return nil
 }
 
-// OpenKeys returns the process-wide key source for url and scope (scope ""
-// means DefaultKeyScope; registered sources ignore it), opening it on first
-// use with a cache of the keys of up to cacheSize users (0 means
-// DefaultKeyCacheSize; the first opener's size holds for the process).
+// OpenKeys returns the process's key source for url and scope (scope ""
+// means DefaultKeyScope; cacheSize 0 means DefaultKeyCacheSize), opening
+// it on first use with a cache of the keys of up to cacheSize users.
 func OpenKeys(ctx context.Context, url, scope string, cacheSize int) (keyclient.Keys, error) {
-	if scope == "" {
-		scope = DefaultKeyScope
+	e, err := keyEnvFor(ctx, url, scope, cacheSize)
+	if err != nil {
+		return nil, err
 	}
+	return e.keys, nil
+}
+
+// keyEnvFor returns the key environment of a configuration, opening its
+// key source and making its cache of derived keys (of cacheSize category
+// keys) on first use.
+func keyEnvFor(ctx context.Context, url, scope string, cacheSize int) (*keyEnv, error) {
 	if err := ValidateKeysURL(url); err != nil {
 		return nil, err
 	}
-	keyRegistry.mu.Lock()
-	if keyRegistry.entries == nil {
-		keyRegistry.entries = map[string]*keysEntry{}
+	c := keyConfig{url: url, scope: cmp.Or(scope, DefaultKeyScope), cacheSize: cmp.Or(cacheSize, DefaultKeyCacheSize)}
+	env.mu.Lock()
+	open, registered := env.sources[url]
+	if strings.HasPrefix(url, "registered:") && !registered {
+		env.mu.Unlock()
+		return nil, fmt.Errorf("%w %q: nothing registered under that name in this process", ErrKeysURL, url)
 	}
-	id := url
-	if !strings.HasPrefix(url, "registered:") {
-		id = url + "#" + scope
+	if env.keys == nil {
+		env.keys = map[keyConfig]*keyEnv{}
 	}
-	e, ok := keyRegistry.entries[id]
+	e, ok := env.keys[c]
 	if !ok {
-		if strings.HasPrefix(url, "registered:") {
-			keyRegistry.mu.Unlock()
-			return nil, fmt.Errorf("%w %q: nothing registered under that name in this process", ErrKeysURL, url)
-		}
-		e = &keysEntry{}
-		keyRegistry.entries[id] = e
+		e = &keyEnv{}
+		env.keys[c] = e
 	}
-	keyRegistry.mu.Unlock()
+	env.mu.Unlock()
 	e.once.Do(func() {
-		// The client outlives the context of the first DoFn's Setup.
-		e.keys, e.err = openKeyService(context.WithoutCancel(ctx), url, scope, cmp.Or(cacheSize, DefaultKeyCacheSize))
-		keyRegistry.mu.Lock()
-		e.opened = e.err == nil
-		keyRegistry.mu.Unlock()
+		// The source outlives the context of the first DoFn's Setup.
+		ctx := context.WithoutCancel(ctx)
+		if registered {
+			e.keys, e.err = open(ctx, c.scope, c.cacheSize)
+		} else {
+			e.keys, e.err = openKeyService(ctx, url, c.scope, c.cacheSize)
+		}
+		e.ciphers = fieldcrypt.NewCache(c.cacheSize, 0)
+		e.opened.Store(e.err == nil)
 	})
-	return e.keys, e.err
-}
-
-var ciphers struct {
-	mu    sync.Mutex
-	cache *fieldcrypt.Cache
+	if e.err != nil {
+		return nil, e.err
+	}
+	return e, nil
 }
 
 // DefaultKeyCacheSize is how many users' keys (keyclient's cache) and how
@@ -127,43 +158,28 @@ var ciphers struct {
 // ~1.2 µs of HKDF.
 const DefaultKeyCacheSize = 250_000
 
-// sharedCiphers is the process-wide cache of derived keys of the
-// anonymizers and decryptors; the first caller sets its capacity (0 means
-// DefaultKeyCacheSize) until DropKeyCaches.
-func sharedCiphers(capacity int) *fieldcrypt.Cache {
-	ciphers.mu.Lock()
-	defer ciphers.mu.Unlock()
-	if ciphers.cache == nil {
-		ciphers.cache = fieldcrypt.NewCache(cmp.Or(capacity, DefaultKeyCacheSize), 0)
-	}
-	return ciphers.cache
-}
-
-// DropKeyCaches lets go of what this process caches for encryption: the
-// anonymizers' shared cipher cache (DoFns already set up keep theirs), and
-// what every key source opened or registered here holds in its cache
-// (sources with a Purge method, as keyclient.Client, whose Purge also
-// empties the cache of an in-process "local:DIR" key service). pipelines.Ingest
-// calls it when its run has ended: a process that goes on to publish hours
-// or decrypt (the demo, tests, benchmarks, a scheduler running jobs one
-// after another) would otherwise keep hundreds of MB of keys and built
-// ciphers, the largest pointerful heap of the process, for every GC cycle
-// of the next job to mark. A run still going in the process only fetches
-// and builds again what it needs.
+// DropKeyCaches lets go of what this process caches for encryption: every
+// key environment's derived keys, and what its key source holds in its
+// cache (sources with a Purge method, as keyclient.Client, whose Purge
+// also empties the cache of an in-process "local:DIR" key service).
+// pipelines.Ingest calls it when its run has ended: a process that goes on
+// to publish hours or decrypt (the demo, tests, benchmarks, a scheduler
+// running jobs one after another) would otherwise keep hundreds of MB of
+// keys for the rest of its life. A run still going in the process only
+// fetches and derives again what it needs.
 func DropKeyCaches() {
-	ciphers.mu.Lock()
-	ciphers.cache = nil
-	ciphers.mu.Unlock()
-	var opened []keyclient.Keys
-	keyRegistry.mu.Lock()
-	for _, e := range keyRegistry.entries {
-		if e.opened {
-			opened = append(opened, e.keys)
-		}
+	var opened []*keyEnv
+	env.mu.Lock()
+	for _, e := range env.keys {
+		opened = append(opened, e)
 	}
-	keyRegistry.mu.Unlock()
-	for _, k := range opened {
-		if p, ok := k.(interface{ Purge() }); ok {
+	env.mu.Unlock()
+	for _, e := range opened {
+		if !e.opened.Load() {
+			continue
+		}
+		e.ciphers.Purge()
+		if p, ok := e.keys.(interface{ Purge() }); ok {
 			p.Purge()
 		}
 	}
@@ -184,38 +200,30 @@ const (
 	CountCiphersBuilt = "ciphers_built"
 )
 
-// keyActivity is what reportKeyActivity last reported, per key source and
-// for the cipher cache.
-var keyActivity struct {
-	mu           sync.Mutex
-	sources      map[statser]keyclient.Stats
-	cache        *fieldcrypt.Cache
-	hits, misses uint64
-}
-
 // statser is a key source that counts its lookups (keyclient.Client).
 type statser interface{ Stats() keyclient.Stats }
 
 // reportKeyActivity adds to the counters what keys and ciphers did since
 // this process last reported them.
-func reportKeyActivity(ctx context.Context, run string, keys keyclient.Keys, ciphers *fieldcrypt.Cache) {
+func reportKeyActivity(ctx context.Context, run string, e *keyEnv) {
 	var d keyclient.Stats
-	keyActivity.mu.Lock()
-	if s, ok := keys.(statser); ok {
-		if keyActivity.sources == nil {
-			keyActivity.sources = map[statser]keyclient.Stats{}
+	if s, ok := e.keys.(statser); ok {
+		// A registered source can serve several environments: what it
+		// did is reported once, by whichever reports next.
+		env.mu.Lock()
+		if env.activity == nil {
+			env.activity = map[statser]keyclient.Stats{}
 		}
-		now, last := s.Stats(), keyActivity.sources[s]
+		now, last := s.Stats(), env.activity[s]
 		d = keyclient.Stats{Lookups: now.Lookups - last.Lookups, CacheHits: now.CacheHits - last.CacheHits, RPCs: now.RPCs - last.RPCs}
-		keyActivity.sources[s] = now
+		env.activity[s] = now
+		env.mu.Unlock()
 	}
-	if ciphers != keyActivity.cache { // DropKeyCaches made a new one
-		keyActivity.cache, keyActivity.hits, keyActivity.misses = ciphers, 0, 0
-	}
-	hits, misses := ciphers.Stats()
-	dHits, dMisses := hits-keyActivity.hits, misses-keyActivity.misses
-	keyActivity.hits, keyActivity.misses = hits, misses
-	keyActivity.mu.Unlock()
+	e.mu.Lock()
+	hits, misses := e.ciphers.Stats()
+	dHits, dMisses := hits-e.hits, misses-e.misses
+	e.hits, e.misses = hits, misses
+	e.mu.Unlock()
 
 	counts := make(map[string]int64, 5)
 	for _, c := range [...]struct {

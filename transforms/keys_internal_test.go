@@ -2,7 +2,6 @@ package transforms
 
 import (
 	"context"
-	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -12,25 +11,24 @@ import (
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/testing/ptest"
 
 	"github.com/lockstream/lockstream/blob"
+	"github.com/lockstream/lockstream/fieldcrypt"
 	"github.com/lockstream/lockstream/keyclient"
 	"github.com/lockstream/lockstream/layout"
 )
 
-// fakeKeyService makes OpenKeys open its key clients over fake for the rest
-// of the test; opened returns the cache sizes they were opened with since
-// it was last called.
-func fakeKeyService(t *testing.T, fake *keyclient.Fake) (opened func() []int) {
+// fakeKeyService registers a key source whose clients go to fake and
+// returns its URL; opened returns the cache sizes they were opened with
+// since it was last called.
+func fakeKeyService(t *testing.T, fake *keyclient.Fake) (url string, opened func() []int) {
 	var mu sync.Mutex
 	var sizes []int
-	old := openKeyService
-	t.Cleanup(func() { openKeyService = old })
-	openKeyService = func(_ context.Context, _, scope string, cacheSize int) (keyclient.Keys, error) {
+	url = RegisterKeySource("fake-"+t.Name(), func(_ context.Context, scope string, cacheSize int) (keyclient.Keys, error) {
 		mu.Lock()
 		sizes = append(sizes, cacheSize)
 		mu.Unlock()
 		return keyclient.New(fake, keyclient.Options{Scope: scope, CacheSize: cacheSize})
-	}
-	return func() []int {
+	})
+	return url, func() []int {
 		mu.Lock()
 		defer mu.Unlock()
 		got := sizes
@@ -39,12 +37,25 @@ func fakeKeyService(t *testing.T, fake *keyclient.Fake) (opened func() []int) {
 	}
 }
 
+// ciphersOf returns the cache of derived keys of a key environment.
+func ciphersOf(t *testing.T, url string, cacheSize int) *fieldcrypt.Cache {
+	t.Helper()
+	e, err := keyEnvFor(context.Background(), url, "", cacheSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e.ciphers
+}
+
 // runWrite runs the replay file through AnonymizeAndWrite (batches of 20)
 // on prism and returns the write stage's counters.
 func runWrite(t *testing.T, file string, cfg WriteConfig) map[string]int64 {
 	t.Helper()
 	p, s := beam.NewPipelineWithRoot()
-	batches := ReadReplay(s, ReplayConfig{Files: []string{file}, BatchSize: 20, RunID: "run1", Fallback: h6})
+	batches, err := ReadReplay(s, ReplayConfig{Files: []string{file}, BatchSize: 20, RunID: "run1", Fallback: h6})
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfg.RunID = "run1"
 	files, err := AnonymizeAndWrite(s, batches, cfg)
 	if err != nil {
@@ -62,18 +73,18 @@ func runWrite(t *testing.T, file string, cfg WriteConfig) map[string]int64 {
 // the serialized DoFn) as the size of the key client's cache and of the
 // cipher cache, and a cache far smaller than the users of a batch still
 // writes every event. Without it, both caches have DefaultKeyCacheSize.
+// Runs of one process with different sizes get environments of their own.
 func TestKeyCacheSize(t *testing.T) {
-	opened := fakeKeyService(t, keyclient.NewFake())
+	url, opened := fakeKeyService(t, keyclient.NewFake())
 	in := genInput(40)
 	file := writeLines(t, in.lines)
 	for _, tc := range []struct{ size, want int }{{3, 3}, {0, DefaultKeyCacheSize}} {
-		DropKeyCaches() // the cipher cache takes the size of its first user
 		root := t.TempDir()
-		runWrite(t, file, WriteConfig{Root: root, KeysURL: "local:" + filepath.Join(t.TempDir(), "keys"), KeyRetryBudget: time.Second, KeyCacheSize: tc.size})
+		runWrite(t, file, WriteConfig{Root: root, KeysURL: url, KeyRetryBudget: time.Second, KeyCacheSize: tc.size})
 		if got := opened(); !slices.Equal(got, []int{tc.want}) {
 			t.Errorf("KeyCacheSize %d: key sources opened with cache sizes %v, want [%d]", tc.size, got, tc.want)
 		}
-		if n := sharedCiphers(1).Capacity(); n != tc.want {
+		if n := ciphersOf(t, url, tc.size).Capacity(); n != tc.want {
 			t.Errorf("KeyCacheSize %d: cipher cache of %d, want %d", tc.size, n, tc.want)
 		}
 		b, err := blob.Open(context.Background(), root)
@@ -87,16 +98,14 @@ func TestKeyCacheSize(t *testing.T) {
 	}
 
 	// view's DoFn, DecryptConfig.KeyCacheSize.
-	DropKeyCaches()
-	fn := &decryptFileFn{Cfg: DecryptConfig{Root: t.TempDir(), Type: "PlaybackEvent", Version: 1, KeysURL: "local:" + filepath.Join(t.TempDir(), "keys"),
+	fn := &decryptFileFn{Cfg: DecryptConfig{Root: t.TempDir(), Type: "PlaybackEvent", Version: 1, KeysURL: url,
 		OutRoot: t.TempDir(), OutName: "parts/", Format: FormatNDJSON, KeyCacheSize: 5}}
 	if err := fn.Setup(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if got := opened(); !slices.Equal(got, []int{5}) || sharedCiphers(1).Capacity() != 5 {
-		t.Errorf("DecryptConfig.KeyCacheSize 5: key sources opened with cache sizes %v, cipher cache of %d", got, sharedCiphers(1).Capacity())
+	if got := opened(); !slices.Equal(got, []int{5}) || ciphersOf(t, url, 5).Capacity() != 5 {
+		t.Errorf("DecryptConfig.KeyCacheSize 5: key sources opened with cache sizes %v, cipher cache of %d", got, ciphersOf(t, url, 5).Capacity())
 	}
-	DropKeyCaches()
 }
 
 // TestKeyActivityCounters: the write stage's key counters count what the
@@ -104,11 +113,8 @@ func TestKeyCacheSize(t *testing.T) {
 // key source, the second run finds every key and cipher cached.
 func TestKeyActivityCounters(t *testing.T) {
 	fake := keyclient.NewFake()
-	fakeKeyService(t, fake)
-	DropKeyCaches()
-	defer DropKeyCaches()
+	keysURL, _ := fakeKeyService(t, fake)
 	file := writeLines(t, genInput(40).lines)
-	keysURL := "local:" + filepath.Join(t.TempDir(), "keys")
 	run := func() map[string]int64 {
 		return runWrite(t, file, WriteConfig{Root: t.TempDir(), KeysURL: keysURL, KeyRetryBudget: time.Second})
 	}
@@ -120,7 +126,7 @@ func TestKeyActivityCounters(t *testing.T) {
 	if hits := first[CountKeyCacheHits]; hits >= first[CountKeyLookups] {
 		t.Errorf("first run: %d of %d lookups from the cache, want fewer (it started empty)", hits, first[CountKeyLookups])
 	}
-	if built, n := first[CountCiphersBuilt], int64(sharedCiphers(0).Len()); built == 0 || built != n {
+	if built, n := first[CountCiphersBuilt], int64(ciphersOf(t, keysURL, 0).Len()); built == 0 || built != n {
 		t.Errorf("first run: %d ciphers built counted, the cache holds %d", built, n)
 	}
 

@@ -20,6 +20,6 @@ const DefaultKeyScope = "lockstream"
 // openKeyService opens a key-service client for "local:DIR" (when package
 // keyclient/local is linked in) or "http(s)://host:port" that caches the
 // keys of up to cacheSize users.
-var openKeyService = func(ctx context.Context, url, scope string, cacheSize int) (keyclient.Keys, error) {
+func openKeyService(ctx context.Context, url, scope string, cacheSize int) (keyclient.Keys, error) {
 	return keyclient.Open(ctx, url, keyclient.Options{Scope: scope, Secret: os.Getenv(KeysSecretEnv), CacheSize: cacheSize})
 }

@@ -2,7 +2,6 @@ package transforms
 
 import (
 	"sync"
-	"sync/atomic"
 )
 
 // Progress counts what the write and completion stages of this process did,
@@ -19,25 +18,21 @@ type Progress struct {
 	HoursClosed int64 // _COMPLETE markers written
 }
 
-var progress struct {
-	messages, written, dead, late, acked, ackFailed, held, closed atomic.Int64
-}
-
 // ReadProgress returns the process-wide counters.
 func ReadProgress() Progress {
 	return Progress{
-		Messages:    progress.messages.Load(),
-		Written:     progress.written.Load(),
-		DeadLetters: progress.dead.Load(),
-		Late:        progress.late.Load(),
-		Acked:       progress.acked.Load(),
-		AckFailed:   progress.ackFailed.Load(),
-		Held:        progress.held.Load(),
-		HoursClosed: progress.closed.Load(),
+		Messages:    env.progress.messages.Load(),
+		Written:     env.progress.written.Load(),
+		DeadLetters: env.progress.dead.Load(),
+		Late:        env.progress.late.Load(),
+		Acked:       env.progress.acked.Load(),
+		AckFailed:   env.progress.ackFailed.Load(),
+		Held:        env.progress.held.Load(),
+		HoursClosed: env.progress.closed.Load(),
 	}
 }
 
-// runCounts holds the write stage's counters of each run, by run id, as
+// env.runs holds the write stage's counters of each run, by run id, as
 // the writers of this process reported them: the accounting of a run whose
 // workers share the launching process (prism's loopback workers). Prism
 // loses counter updates: when two bundles first report a counter before it
@@ -45,7 +40,6 @@ func ReadProgress() Progress {
 // (jobservices/metrics.go, unprocessedPayloads), so a run whose pull
 // streams all start with the same hours undercounts. Beam metrics remain
 // the accounting of runs on remote workers (Dataflow).
-var runCounts sync.Map // run id -> *runCounter
 
 type runCounter struct {
 	mu sync.Mutex
@@ -57,7 +51,7 @@ func addRunCounts(run string, counts map[string]int64) {
 	if run == "" || len(counts) == 0 {
 		return
 	}
-	v, _ := runCounts.LoadOrStore(run, &runCounter{m: map[string]int64{}})
+	v, _ := env.runs.LoadOrStore(run, &runCounter{m: map[string]int64{}})
 	rc := v.(*runCounter)
 	rc.mu.Lock()
 	for name, n := range counts {
@@ -72,7 +66,7 @@ func addRunCounts(run string, counts map[string]int64) {
 // otherwise) and forgets them; ok is false when no writer of this process
 // wrote for the run (its workers run elsewhere, or it had no input).
 func TakeRunCounters(run string) (counts map[string]int64, ok bool) {
-	v, ok := runCounts.LoadAndDelete(run)
+	v, ok := env.runs.LoadAndDelete(run)
 	if !ok {
 		return nil, false
 	}

@@ -255,13 +255,13 @@ const (
 
 func (fn *pullFn) Setup(ctx context.Context) error {
 	var err error
-	if fn.client, err = subscriber(ctx); err != nil {
+	if fn.client, err = env.subscriber(ctx); err != nil {
 		return err
 	}
 	if fn.writer, err = newBatchWriter(ctx, fn.Write); err != nil {
 		return err
 	}
-	fn.flow = flowFor(fn.Subscription+"\x00"+fn.Write.RunID, fn.MaxOutstandingMessages, fn.MaxOutstandingBytes)
+	fn.flow = env.flowFor(fn.Subscription, fn.Write.RunID, fn.MaxOutstandingMessages, fn.MaxOutstandingBytes)
 	fn.records = map[int]*completion.Record{}
 	return nil
 }
@@ -539,7 +539,7 @@ func (fn *pullFn) observe(ctx context.Context, rec *completion.Record) error {
 	ds, err := o.Observe(ctx, hours)
 	for _, d := range ds {
 		if d.MarkedNow {
-			progress.closed.Add(1)
+			env.progress.closed.Add(1)
 		}
 	}
 	if now := fn.Clock.Now(); err == nil && now.Sub(fn.lastPrune) >= time.Hour {

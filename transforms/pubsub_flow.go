@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -95,13 +94,6 @@ type flowControl struct {
 	freed chan struct{} // closed and replaced whenever something is released
 }
 
-var flows sync.Map // subscription + run id -> *flowControl: the worker's environment
-
-func flowFor(key string, maxMsgs int, maxBytes int64) *flowControl {
-	f, _ := flows.LoadOrStore(key, &flowControl{maxMsgs: maxMsgs, maxBytes: maxBytes, freed: make(chan struct{})})
-	return f.(*flowControl)
-}
-
 // acquire reserves up to want messages, waiting (at most wait) while the
 // worker is at either limit. It returns 0 when the wait ended first.
 func (f *flowControl) acquire(ctx context.Context, want int, wait time.Duration) (int, error) {
@@ -155,31 +147,6 @@ func (f *flowControl) outstandingNow() (int, int64) {
 
 func isDeadline(err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "DeadlineExceeded")
-}
-
-var subscriberClients struct {
-	mu sync.Mutex
-	m  map[string]*vkit.SubscriptionAdminClient // by $PUBSUB_EMULATOR_HOST ("" = Google Cloud)
-}
-
-// subscriber returns the process-wide low-level subscriber client for the
-// Pub/Sub service in use (one per emulator address: tests start several).
-func subscriber(ctx context.Context) (*vkit.SubscriptionAdminClient, error) {
-	host := os.Getenv("PUBSUB_EMULATOR_HOST")
-	subscriberClients.mu.Lock()
-	defer subscriberClients.mu.Unlock()
-	if c := subscriberClients.m[host]; c != nil {
-		return c, nil
-	}
-	c, err := vkit.NewSubscriptionAdminClient(context.WithoutCancel(ctx))
-	if err != nil {
-		return nil, fmt.Errorf("transforms: pubsub client: %w", err)
-	}
-	if subscriberClients.m == nil {
-		subscriberClients.m = map[string]*vkit.SubscriptionAdminClient{}
-	}
-	subscriberClients.m[host] = c
-	return c, nil
 }
 
 // acknowledge acks a batch's messages, retrying each chunk a few times with

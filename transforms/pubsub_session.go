@@ -121,9 +121,9 @@ func (s *streamSession) run(ctx context.Context, end time.Time, errc chan<- erro
 				s.tracker.done(p.batch.AckIDs, ackErr != nil, fn.Clock.Now().Add(2*leaseSeconds*time.Second))
 				fn.flow.release(len(p.batch.AckIDs), p.bytes)
 				if ackErr != nil {
-					progress.ackFailed.Add(int64(len(p.batch.AckIDs)))
+					env.progress.ackFailed.Add(int64(len(p.batch.AckIDs)))
 				} else {
-					progress.acked.Add(int64(len(p.batch.AckIDs)))
+					env.progress.acked.Add(int64(len(p.batch.AckIDs)))
 				}
 				s.mu.Lock()
 				s.state.Written += res.written + res.late

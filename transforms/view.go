@@ -13,6 +13,7 @@ import (
 	"github.com/linkedin/goavro/v2"
 
 	"github.com/lockstream/lockstream/blob"
+	"github.com/lockstream/lockstream/dataset"
 	"github.com/lockstream/lockstream/layout"
 	"github.com/lockstream/lockstream/record"
 	"github.com/lockstream/lockstream/schemas"
@@ -122,7 +123,7 @@ func (fn *decryptFileFn) Setup(ctx context.Context) error {
 	if fn.out, err = blob.Open(ctx, fn.Cfg.OutRoot); err != nil {
 		return err
 	}
-	if fn.schema, _, err = openSchema(fn.Cfg.Type, fn.Cfg.Version); err != nil {
+	if fn.schema, _, err = dataset.Schema(fn.Cfg.Type, fn.Cfg.Version); err != nil {
 		return err
 	}
 	vs, err := record.ViewSchema(fn.schema)
@@ -132,17 +133,17 @@ func (fn *decryptFileFn) Setup(ctx context.Context) error {
 	if fn.codec, err = goavro.NewCodec(string(vs)); err != nil {
 		return err
 	}
-	keys, err := OpenKeys(ctx, fn.Cfg.KeysURL, fn.Cfg.KeyScope, fn.Cfg.KeyCacheSize)
+	keys, err := keyEnvFor(ctx, fn.Cfg.KeysURL, fn.Cfg.KeyScope, fn.Cfg.KeyCacheSize)
 	if err != nil {
 		return err
 	}
-	fn.dec = record.NewDecryptor(keys, sharedCiphers(fn.Cfg.KeyCacheSize))
+	fn.dec = record.NewDecryptor(keys.keys, keys.ciphers)
 	return nil
 }
 
 func (fn *decryptFileFn) ProcessElement(ctx context.Context, name string, emit func(string)) error {
 	var recs [][]byte
-	if err := ReadDatasetRecords(ctx, fn.in, fn.Cfg.Type, fn.Cfg.Version, []string{name}, func(_ []record.Column, _ *record.Layout, rec []byte) {
+	if err := dataset.ReadRecords(ctx, fn.in, fn.Cfg.Type, fn.Cfg.Version, []string{name}, func(_ []record.Column, _ *record.Layout, rec []byte) {
 		recs = append(recs, bytes.Clone(rec))
 	}); err != nil {
 		return fmt.Errorf("transforms.DecryptFiles: %s: %w", name, err)

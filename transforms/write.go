@@ -19,7 +19,6 @@ import (
 
 	"github.com/lockstream/lockstream/blob"
 	"github.com/lockstream/lockstream/completion"
-	"github.com/lockstream/lockstream/fieldcrypt"
 	"github.com/lockstream/lockstream/keyclient"
 	"github.com/lockstream/lockstream/layout"
 	"github.com/lockstream/lockstream/record"
@@ -89,14 +88,15 @@ type WriteConfig struct {
 	// records the hour under writers/<run>/hours/ (package completion).
 	RunID string
 	// KeyRetryBudget is how long key-service errors of one batch are retried
-	// (jittered exponential backoff) before a replay batch is dead-lettered
-	// as key_unavailable; a Pub/Sub batch is held (its messages stay leased)
-	// and retried until the service is back. 0 = DefaultKeyRetryBudget.
+	// (jittered exponential backoff) before a replay run fails with the
+	// cause (nothing of the batch written; a re-run completes it); a Pub/Sub
+	// batch is held (its messages stay leased) and retried until the service
+	// is back. 0 = DefaultKeyRetryBudget.
 	KeyRetryBudget time.Duration
 	// KeyCacheSize is how many users' keys, and how many built ciphers, a
 	// worker keeps in memory (see DefaultKeyCacheSize, the default for 0).
-	// Per process, the first key source and cipher cache opened keep their
-	// size.
+	// Writers of one process with the same keys URL, scope and size share
+	// one key source and cache (env).
 	KeyCacheSize int
 	// HourCounters also counts per hour (MetricsNamespaceHours), for the
 	// accounting table of a run whose metrics end with it. Leave it off on
@@ -194,15 +194,14 @@ func (fn *writeFn) ProcessElement(ctx context.Context, b Batch, emit func(string
 // raw, late and dead-letter files. It is safe for concurrent use (the
 // Pub/Sub streams write several batches at once).
 type batchWriter struct {
-	cfg     writeFnConfig
-	bucket  blob.Bucket
-	reg     *schemas.Registry
-	keys    keyclient.Keys
-	ciphers *fieldcrypt.Cache
-	anons   chan *record.Anonymizer // idle anonymizers (one goroutine each at a time)
-	closed  *closedCache
-	marks   completion.HourMarks
-	rootID  string
+	cfg    writeFnConfig
+	bucket blob.Bucket
+	reg    *schemas.Registry
+	keys   *keyEnv
+	anons  chan *record.Anonymizer // idle anonymizers (one goroutine each at a time)
+	closed *closedCache
+	marks  completion.HourMarks
+	rootID string
 }
 
 func newBatchWriter(ctx context.Context, cfg writeFnConfig) (*batchWriter, error) {
@@ -214,10 +213,9 @@ func newBatchWriter(ctx context.Context, cfg writeFnConfig) (*batchWriter, error
 	if w.reg, err = schemas.Embedded(); err != nil {
 		return nil, err
 	}
-	if w.keys, err = OpenKeys(ctx, cfg.KeysURL, cfg.KeyScope, cfg.KeyCacheSize); err != nil {
+	if w.keys, err = keyEnvFor(ctx, cfg.KeysURL, cfg.KeyScope, cfg.KeyCacheSize); err != nil {
 		return nil, err
 	}
-	w.ciphers = sharedCiphers(cfg.KeyCacheSize)
 	w.anons = make(chan *record.Anonymizer, 4*runtime.GOMAXPROCS(0))
 	// Dead letters of users no one can tell are sealed under a key of this
 	// root and day, which retention shreds with them.
@@ -232,7 +230,7 @@ func (w *batchWriter) anonymizer() (*record.Anonymizer, error) {
 	case a := <-w.anons:
 		return a, nil
 	default:
-		return record.NewAnonymizer(w.reg, w.keys, record.Options{MaxPayload: w.cfg.MaxPayload, Ciphers: w.ciphers, DeadLetterScope: w.rootID})
+		return record.NewAnonymizer(w.reg, w.keys.keys, record.Options{MaxPayload: w.cfg.MaxPayload, Ciphers: w.keys.ciphers, DeadLetterScope: w.rootID})
 	}
 }
 
@@ -279,7 +277,7 @@ func (w *batchWriter) report(ctx context.Context, counts map[string]int64) {
 		beam.NewCounter(counterNamespace(name), name).Inc(ctx, n)
 	}
 	addRunCounts(w.cfg.RunID, counts)
-	reportKeyActivity(ctx, w.cfg.RunID, w.keys, w.ciphers)
+	reportKeyActivity(ctx, w.cfg.RunID, w.keys)
 }
 
 // write anonymizes a batch and writes its files; when it returns nil they
@@ -413,7 +411,7 @@ func (w *batchWriter) write(ctx context.Context, b *Batch, redeliverable bool) (
 			res.counts[HourCounterName(k.kind+k.reason, k.hk.Type, k.hk.Version, time.UnixMilli(k.hk.HourMillis).UTC())] += n
 		}
 	}
-	progress.messages.Add(int64(len(outs) + len(b.Bad)))
+	env.progress.messages.Add(int64(len(outs) + len(b.Bad)))
 	for _, k := range order {
 		g := groups[k]
 		if g.late {
@@ -433,9 +431,9 @@ func (w *batchWriter) write(ctx context.Context, b *Batch, redeliverable bool) (
 	for _, rs := range dead {
 		res.dead += int64(len(rs))
 	}
-	progress.written.Add(res.written)
-	progress.late.Add(res.late)
-	progress.dead.Add(res.dead)
+	env.progress.written.Add(res.written)
+	env.progress.late.Add(res.late)
+	env.progress.dead.Add(res.dead)
 	return res, nil
 }
 
@@ -473,7 +471,7 @@ func (w *batchWriter) anonymize(ctx context.Context, msgs []record.Message, rede
 	held := false
 	defer func() {
 		if held {
-			progress.held.Add(-int64(len(msgs)))
+			env.progress.held.Add(-int64(len(msgs)))
 		}
 	}()
 	for attempt := 1; ; attempt++ {
@@ -503,7 +501,7 @@ func (w *batchWriter) anonymize(ctx context.Context, msgs []record.Message, rede
 			}
 			if !held {
 				held = true
-				progress.held.Add(int64(len(msgs)))
+				env.progress.held.Add(int64(len(msgs)))
 			}
 			log.Warnf(ctx, "lockstream: key service unavailable for %s; holding a batch of %d messages (leased, not written, not late) and retrying: %v",
 				time.Since(start).Round(time.Second), len(msgs), err)

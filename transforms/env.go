@@ -1,0 +1,93 @@
+package transforms
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	vkit "cloud.google.com/go/pubsub/v2/apiv1"
+
+	"github.com/lockstream/lockstream/cache"
+	"github.com/lockstream/lockstream/keyclient"
+)
+
+// env is this process's one registry of worker environments: what the
+// DoFns of every run in the process share, because Beam serializes a DoFn
+// with its configuration only. Each environment is keyed by the full
+// configuration that made it and created on first use (in a DoFn's Setup,
+// or the driver's), so two runs of one process with different settings
+// never share one, and the first caller's settings never hold for the
+// second. It is the package's only mutable package-level state
+// (TestOnlyTheRegistryIsMutable).
+var env = &registry{
+	written:  cache.New[string, *idList](256, cache.Options{}),
+	lookback: cache.New[string, *lookbackEntry](64, cache.Options{}),
+}
+
+type registry struct {
+	mu sync.Mutex
+	// Key sources a process registered by name (RegisterKeys,
+	// RegisterKeySource): the "registered:NAME" URLs.
+	sources map[string]KeySourceOpener
+	// Key sources and their derived-key caches, by URL, scope and cache
+	// size (keyEnvFor).
+	keys map[keyConfig]*keyEnv
+	// What reportKeyActivity last reported of each key source.
+	activity map[statser]keyclient.Stats
+	// Low-level Pub/Sub subscriber clients, by $PUBSUB_EMULATOR_HOST ("" =
+	// Google Cloud): tests start several emulators.
+	subscribers map[string]*vkit.SubscriptionAdminClient
+
+	// Flow control of a worker, by subscription and run id: shared by the
+	// run's pull streams in the process.
+	flows sync.Map // string -> *flowControl
+	// The write stage's counters of each run, by run id (addRunCounts).
+	runs sync.Map // string -> *runCounter
+	// The event ids of the dataset files this process wrote, by root, name
+	// and checksum (rememberWritten): the next hour's lookback in the same
+	// process (prism, hourly --watch) takes them from here instead of
+	// reading and inflating the previous hour's files again. Only a file
+	// whose manifest names the very checksum it was written with is found.
+	// It keeps the files of a few hours of every (type, version).
+	written *cache.Cache[string, *idList]
+	// The lookback id sets split by shard, per file set (lookbackIDs): the
+	// latest few, enough for every (type, version) of one hour's job and
+	// the next.
+	lookback *cache.Cache[string, *lookbackEntry]
+
+	progress progressCounters
+}
+
+type progressCounters struct {
+	messages, written, dead, late, acked, ackFailed, held, closed atomic.Int64
+}
+
+// flowFor returns the flow control of the run's streams on subscription
+// sub, made with these limits by the first stream set up.
+func (r *registry) flowFor(sub, run string, maxMsgs int, maxBytes int64) *flowControl {
+	f, _ := r.flows.LoadOrStore(sub+"\x00"+run, &flowControl{maxMsgs: maxMsgs, maxBytes: maxBytes, freed: make(chan struct{})})
+	return f.(*flowControl)
+}
+
+// subscriber returns the process's low-level subscriber client for the
+// Pub/Sub service in use.
+func (r *registry) subscriber(ctx context.Context) (*vkit.SubscriptionAdminClient, error) {
+	host := os.Getenv("PUBSUB_EMULATOR_HOST")
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c := r.subscribers[host]; c != nil {
+		return c, nil
+	}
+	// The client outlives the context of the Setup that made it.
+	c, err := vkit.NewSubscriptionAdminClient(context.WithoutCancel(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("transforms: pubsub client: %w", err)
+	}
+	if r.subscribers == nil {
+		r.subscribers = map[string]*vkit.SubscriptionAdminClient{}
+	}
+	r.subscribers[host] = c
+	return c, nil
+}
