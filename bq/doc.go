@@ -22,7 +22,7 @@
 // Every part's manifest must describe the hour and that part, in this
 // binary's schema fingerprint. After the job succeeds (and its output row
 // count equals the parts' records), a marker naming the set of parts it
-// loaded is written next to _SUCCESS ([MarkerName]:
+// loaded is written next to _SUCCESS ([layout.LoadMarker]:
 // _BQ_LOADED.<project>.<dataset>.json for the main part alone,
 // …<dataset>.parts-<n>.json for n parts; job id, table, parts, rows); a later
 // LoadHour that finds the marker of the parts published now issues no

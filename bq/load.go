@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -151,27 +150,10 @@ type MarkerDoc struct {
 	LoadedAt          time.Time `json:"loaded_at"`
 }
 
-// MarkerName is the load marker of an hour's first n published parts (the
-// main part and n-1 supplements) in one destination dataset, next to the
-// hour's _SUCCESS: "<dir>/_BQ_LOADED.<project>.<dataset>.json" for the main
-// part alone (the name markers had before supplements existed),
-// "<dir>/_BQ_LOADED.<project>.<dataset>.parts-<n>.json" for n > 1. An hour's
-// parts only ever grow (supplements are numbered and immutable), so the count
-// names the set: a new supplement means a new marker, and a marker, once
-// written, stays true. One marker per destination, so the same hour can be
-// loaded into a staging and a production dataset.
-func MarkerName(h layout.Hour, project, bqDataset string, parts int) string {
-	name := layout.DatasetDir(h.Type, h.Version, h.Hour) + "_BQ_LOADED." + project + "." + bqDataset
-	if parts > 1 {
-		name += ".parts-" + strconv.Itoa(parts)
-	}
-	return name + ".json"
-}
-
 // ReadMarker reads the load marker of the parts of h as published now into
 // project.dataset; ok is false when that set of parts is not loaded (yet).
 func ReadMarker(ctx context.Context, b blob.Bucket, h *dataset.Hour, project, bqDataset string) (m MarkerDoc, ok bool, err error) {
-	return readMarker(ctx, b, MarkerName(h.Hour, project, bqDataset, len(h.Parts)))
+	return readMarker(ctx, b, layout.LoadMarker(h.Hour, project, bqDataset, len(h.Parts)))
 }
 
 // PartitionDecorator is the hourly partition suffix, "$YYYYMMDDHH".
@@ -243,7 +225,7 @@ func (l *Loader) LoadHour(ctx context.Context, bucket blob.Bucket, hour layout.H
 		if round > maxRounds {
 			return res, fmt.Errorf("bq: %s: parts keep changing while loading (%v, then %v); run again", hour, loadedParts, names)
 		}
-		res.Parts, res.Marker = names, MarkerName(hour, project, l.Dataset, len(h.Parts))
+		res.Parts, res.Marker = names, layout.LoadMarker(hour, project, l.Dataset, len(h.Parts))
 		if loadedParts == nil {
 			if m, ok, err := readMarker(ctx, bucket, res.Marker); err != nil {
 				return res, err

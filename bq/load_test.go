@@ -284,7 +284,7 @@ func TestLoadHourPermanentJobErrors(t *testing.T) {
 			if n := len(f.srv.Jobs()); n != 1 || len(f.sleeps) != 0 {
 				t.Fatalf("%d jobs, sleeps %v: a permanent error was retried", n, f.sleeps)
 			}
-			if ok, _ := f.bucket.Exists(f.ctx, MarkerName(playbackHour(), testProject, testDataset, 1)); ok {
+			if ok, _ := f.bucket.Exists(f.ctx, layout.LoadMarker(playbackHour(), testProject, testDataset, 1)); ok {
 				t.Fatal("marker written for a failed load")
 			}
 			// Without a marker, the next run tries again.
@@ -316,7 +316,7 @@ func TestLoadHourRowCountMismatch(t *testing.T) {
 	if !errors.Is(err, ErrRowCount) {
 		t.Fatalf("err = %v", err)
 	}
-	if ok, _ := f.bucket.Exists(f.ctx, MarkerName(playbackHour(), testProject, testDataset, 1)); ok {
+	if ok, _ := f.bucket.Exists(f.ctx, layout.LoadMarker(playbackHour(), testProject, testDataset, 1)); ok {
 		t.Fatal("marker written after a row count mismatch")
 	}
 }
@@ -410,7 +410,7 @@ func (f *fixture) publishPart(part string, msgs ...record.Message) error {
 
 func (f *fixture) marker(t *testing.T, parts int) MarkerDoc {
 	t.Helper()
-	data, err := blob.ReadAll(f.ctx, f.bucket, MarkerName(playbackHour(), testProject, testDataset, parts))
+	data, err := blob.ReadAll(f.ctx, f.bucket, layout.LoadMarker(playbackHour(), testProject, testDataset, parts))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -530,7 +530,7 @@ func TestLoadHourReloadsWhenASupplementAppearsDuringTheJob(t *testing.T) {
 	if res.Attempts != 2 || res.Records != 2 || res.JobID != jobs[1].JobReference.JobId || !slices.Equal(res.Parts, []string{"main", "late-0001"}) {
 		t.Fatalf("result %+v", res)
 	}
-	if ok, _ := f.bucket.Exists(f.ctx, MarkerName(playbackHour(), testProject, testDataset, 1)); ok {
+	if ok, _ := f.bucket.Exists(f.ctx, layout.LoadMarker(playbackHour(), testProject, testDataset, 1)); ok {
 		t.Fatal("a marker for the main part alone was written after the supplement appeared")
 	}
 	if m := f.marker(t, 2); m.Records != 2 {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/lockstream/lockstream/blob"
 	"github.com/lockstream/lockstream/completion"
+	"github.com/lockstream/lockstream/dataset"
 	"github.com/lockstream/lockstream/integration/invariants"
 	"github.com/lockstream/lockstream/layout"
 	"github.com/lockstream/lockstream/pipelines"
@@ -133,7 +134,7 @@ func sigkillRaw(t *testing.T, ctx context.Context, root string) (runs map[string
 	for _, name := range names {
 		if _, h, _, ok := layout.ParseDir(name); ok && transforms.IsPart(name) {
 			runs[sigkillPartRun(name)] = true
-			err := transforms.ReadDatasetRecords(ctx, b, h.Type, h.Version, []string{name}, func([]record.Column, *record.Layout, []byte) { records++ })
+			err := dataset.ReadRecords(ctx, b, h.Type, h.Version, []string{name}, func([]record.Column, *record.Layout, []byte) { records++ })
 			if err != nil {
 				t.Fatal(err)
 			}

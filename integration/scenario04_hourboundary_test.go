@@ -119,7 +119,7 @@ func TestScenario04_HourBoundary(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, f := range d.Files() {
-			err := transforms.ReadDatasetRecords(ctx, b, "PlaybackEvent", 1, []string{f.Name}, func(cols []record.Column, lay *record.Layout, _ []byte) {
+			err := dataset.ReadRecords(ctx, b, "PlaybackEvent", 1, []string{f.Name}, func(cols []record.Column, lay *record.Layout, _ []byte) {
 				where[string(cols[lay.Dedupe].Bytes)] += layout.FormatHour(h) + " " + f.Part + ";"
 			})
 			if err != nil {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/lockstream/lockstream/blob"
+	"github.com/lockstream/lockstream/dataset"
 	"github.com/lockstream/lockstream/integration/invariants"
 	"github.com/lockstream/lockstream/keyclient"
 	"github.com/lockstream/lockstream/layout"
@@ -119,7 +120,7 @@ func badInputLookalikes(t *testing.T, ctx context.Context, root, keys, lookalike
 	}
 	decoded, _ := base64.StdEncoding.DecodeString(lookalike)
 	stored := map[string]map[string][]byte{} // event id → field → stored bytes
-	err = transforms.ReadDatasetRecords(ctx, b, "PlaybackEvent", 1, files, func(cols []record.Column, lay *record.Layout, _ []byte) {
+	err = dataset.ReadRecords(ctx, b, "PlaybackEvent", 1, files, func(cols []record.Column, lay *record.Layout, _ []byte) {
 		fields := map[string][]byte{}
 		for i, f := range lay.Enc.Fields {
 			fields[f.Name] = bytes.Clone(cols[i].Bytes)

@@ -171,7 +171,7 @@ func streamRaw(t *testing.T, ctx context.Context, root string) streamRawContent 
 		}
 		rc.hours[h] = true
 		rc.parts[sigkillPartRun(name)]++
-		err := transforms.ReadDatasetRecords(ctx, b, h.Type, h.Version, []string{name}, func(cols []record.Column, lay *record.Layout, _ []byte) {
+		err := dataset.ReadRecords(ctx, b, h.Type, h.Version, []string{name}, func(cols []record.Column, lay *record.Layout, _ []byte) {
 			rc.events[h.Type+"/"+string(cols[lay.Dedupe].Bytes)]++
 		})
 		if err != nil {

@@ -249,3 +249,36 @@ func StagingDir(runID, eventType string, version int, hour time.Time, part strin
 
 // ShardFile is the base name of dataset file i of n of a part.
 func ShardFile(i, n int) string { return fmt.Sprintf("part-%05d-of-%05d.avro", i, n) }
+
+// StatsDir is where hourly's shards leave their accounting (one object per
+// shard) for the driver: inside the run's staging directory of the part,
+// removed with it.
+func StatsDir(runID, eventType string, version int, hour time.Time, part string) string {
+	return StagingDir(runID, eventType, version, hour, part) + "stats/"
+}
+
+// StatsName is the accounting object of one shard.
+func StatsName(runID, eventType string, version int, hour time.Time, part string, shard int) string {
+	return StatsDir(runID, eventType, version, hour, part) + fmt.Sprintf("shard-%05d.json", shard)
+}
+
+// LoadMarker is the BigQuery load marker of an hour's first n published
+// parts (the main part and n-1 supplements) in one destination dataset,
+// next to the hour's _SUCCESS: "<dir>/_BQ_LOADED.<project>.<dataset>.json"
+// for the main part alone (the name markers had before supplements
+// existed), "<dir>/_BQ_LOADED.<project>.<dataset>.parts-<n>.json" for
+// n > 1. An hour's parts only ever grow (supplements are numbered and
+// immutable), so the count names the set: a new supplement means a new
+// marker, and a marker, once written, stays true. One marker per
+// destination, so the same hour can be loaded into a staging and a
+// production dataset.
+func LoadMarker(h Hour, project, bqDataset string, parts int) string {
+	name := DatasetDir(h.Type, h.Version, h.Hour) + LoadMarkerPrefix + project + "." + bqDataset
+	if parts > 1 {
+		name += ".parts-" + strconv.Itoa(parts)
+	}
+	return name + ".json"
+}
+
+// LoadMarkerPrefix begins the base name of every load marker.
+const LoadMarkerPrefix = "_BQ_LOADED."

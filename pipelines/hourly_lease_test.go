@@ -53,7 +53,7 @@ func TestHourlyLeaseLostWhilePaused(t *testing.T) {
 		t.Fatalf("run A ended without pausing: %+v %v", r.res, r.err)
 	}
 	partDir := layout.DatasetDir(h.Type, h.Version, hr)
-	filesA, err := partObjects(ctx, b, partDir)
+	filesA, err := dataset.PartObjects(ctx, b, partDir)
 	if err != nil || len(filesA) == 0 {
 		t.Fatalf("run A has no files in place: %v %v", filesA, err)
 	}
@@ -111,7 +111,7 @@ func TestHourlyLeaseLostWhilePaused(t *testing.T) {
 	if err := dataset.Verify(ctx, b, d); err != nil {
 		t.Fatal(err)
 	}
-	names, err := partObjects(ctx, b, partDir)
+	names, err := dataset.PartObjects(ctx, b, partDir)
 	if err != nil || len(names) != len(m.Files)+2 {
 		t.Fatalf("%s holds %v for %d files: %v", partDir, names, len(m.Files), err)
 	}

@@ -1,25 +1,17 @@
 package pipelines
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"path"
-	"runtime"
-	"sort"
-	"strings"
-
-	"golang.org/x/sync/errgroup"
 
 	"github.com/lockstream/lockstream/blob"
+	"github.com/lockstream/lockstream/dataset"
 	"github.com/lockstream/lockstream/layout"
-	"github.com/lockstream/lockstream/record"
-	"github.com/lockstream/lockstream/schemas"
 	"github.com/lockstream/lockstream/transforms"
 )
 
@@ -42,7 +34,7 @@ func (j *hourJob) placeFiles(ctx context.Context, written map[string]transforms.
 		j.res.Leftovers += left
 		j.res.Removed += removed
 	}
-	names, err := partObjects(ctx, b, dir)
+	names, err := dataset.PartObjects(ctx, b, dir)
 	if err != nil {
 		return err
 	}
@@ -119,26 +111,10 @@ func createReplacingLeftover(ctx context.Context, b blob.Bucket, name string, da
 	return blob.WriteAll(ctx, b, name, data)
 }
 
-// partObjects lists the objects directly in a part's directory (a main
-// part's directory also holds the supplements' directories).
-func partObjects(ctx context.Context, b blob.Bucket, dir string) ([]string, error) {
-	names, err := b.List(ctx, dir)
-	if err != nil {
-		return nil, err
-	}
-	out := names[:0]
-	for _, n := range names {
-		if !strings.Contains(strings.TrimPrefix(n, dir), "/") {
-			out = append(out, n)
-		}
-	}
-	return out, nil
-}
-
 // shardAccounting sums the shards' stats objects (every shard must have
 // reported). It returns the stats by the dataset file each shard wrote.
 func shardAccounting(ctx context.Context, b blob.Bucket, cfg HourlyConfig, part string, acc *layout.Accounting) (map[string]transforms.ShardStats, error) {
-	names, err := b.List(ctx, transforms.StatsDir(cfg.RunID, cfg.Type, cfg.Version, cfg.Hour, part))
+	names, err := b.List(ctx, layout.StatsDir(cfg.RunID, cfg.Type, cfg.Version, cfg.Hour, part))
 	if err != nil {
 		return nil, err
 	}
@@ -171,120 +147,28 @@ func shardAccounting(ctx context.Context, b blob.Bucket, cfg HourlyConfig, part 
 	return written, nil
 }
 
-// buildManifest reads back every dataset file of a part: count, size,
-// checksum. A file whose shard reported the checksum of what it wrote
-// (written) must be stored with exactly those bytes, and is counted from
-// its block headers; with written nil, every file is decoded record by
-// record. With written set, the part's directory must hold exactly the
-// files written.
+// buildManifest builds the manifest of a part from its accounting and
+// what its files hold as stored (dataset.CheckFiles: written, by base
+// name, is what the shards reported writing; nil decodes every file).
 func buildManifest(ctx context.Context, b blob.Bucket, cfg HourlyConfig, part string, acc layout.Accounting, inputHours []string, written map[string]transforms.ShardStats) (*layout.ManifestDoc, error) {
-	reg, err := schemas.Embedded()
+	s, _, err := dataset.Schema(cfg.Type, cfg.Version)
 	if err != nil {
 		return nil, err
 	}
-	s, err := reg.Lookup(cfg.Type, cfg.Version)
-	if err != nil {
-		return nil, err
-	}
-	lay, err := record.NewLayout(s)
-	if err != nil {
-		return nil, err
-	}
-	dir := layout.PartDir(cfg.Type, cfg.Version, cfg.Hour, part)
-	all, err := partObjects(ctx, b, dir)
-	if err != nil {
-		return nil, err
-	}
-	var names []string
-	for _, n := range all {
-		if strings.HasSuffix(n, ".avro") {
-			names = append(names, n)
-		}
-	}
+	var w map[string]dataset.Written
 	if written != nil {
-		found := map[string]bool{}
-		for _, n := range names {
-			if _, ok := written[path.Base(n)]; !ok {
-				return nil, fmt.Errorf("pipelines: verify %s: not written by this run", n)
-			}
-			found[path.Base(n)] = true
-		}
-		for base := range written {
-			if !found[base] {
-				return nil, fmt.Errorf("pipelines: verify %s%s: missing", dir, base)
-			}
+		w = make(map[string]dataset.Written, len(written))
+		for base, st := range written {
+			w[base] = dataset.Written{SHA256: st.SHA256, Records: st.Published}
 		}
 	}
-	m := &layout.ManifestDoc{
+	files, records, err := dataset.CheckFiles(ctx, b, layout.Hour{Type: cfg.Type, Version: cfg.Version, Hour: cfg.Hour}, part, w)
+	if err != nil {
+		return nil, fmt.Errorf("pipelines: %w", err)
+	}
+	return &layout.ManifestDoc{
 		FormatVersion: layout.ManifestFormatVersion, EventType: cfg.Type, SchemaVersion: cfg.Version, Hour: layout.FormatHour(cfg.Hour),
-		Part: part, SchemaFingerprint: s.Encrypted().Fingerprint, Input: acc, Files: []layout.ManifestFile{},
+		Part: part, SchemaFingerprint: s.Encrypted().Fingerprint, Input: acc, Files: files, Records: records,
 		Lineage: layout.Lineage{InputHours: inputHours, CodeVersion: CodeVersion(), KeyScope: cfg.KeyScope},
-	}
-	// Every file is read back and decoded: on all cores, as the files
-	// are independent. Each goroutine fills its own slot.
-	files := make([]layout.ManifestFile, len(names))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(runtime.GOMAXPROCS(0))
-	for i, n := range names {
-		g.Go(func() error {
-			data, err := blob.ReadAll(gctx, b, n)
-			if err != nil {
-				return err
-			}
-			sum := sha256.Sum256(data)
-			sumHex := hex.EncodeToString(sum[:])
-			var count int64
-			if st, ok := written[path.Base(n)]; ok {
-				if st.SHA256 != sumHex {
-					return fmt.Errorf("pipelines: verify %s: stored bytes (sha256 %s) differ from those written (sha256 %s)", n, sumHex, st.SHA256)
-				}
-				if count, err = countBlocks(data); err == nil && count != st.Published {
-					err = fmt.Errorf("%d records in its blocks, %d written", count, st.Published)
-				}
-			} else {
-				count, err = countRecords(data, lay)
-			}
-			if err != nil {
-				return fmt.Errorf("pipelines: verify %s: %w", n, err)
-			}
-			files[i] = layout.ManifestFile{Name: path.Base(n), Records: count, Bytes: int64(len(data)), SHA256: sumHex}
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return nil, err
-	}
-	for _, f := range files {
-		m.Files = append(m.Files, f)
-		m.Records += f.Records
-	}
-	sort.Slice(m.Files, func(i, j int) bool { return m.Files[i].Name < m.Files[j].Name })
-	return m, nil
-}
-
-// countBlocks counts a container file's records from its block headers.
-func countBlocks(data []byte) (int64, error) {
-	r, err := record.NewOCFReader(bytes.NewReader(data), nil)
-	if err != nil {
-		return 0, err
-	}
-	return r.CountBlocks()
-}
-
-func countRecords(data []byte, lay *record.Layout) (int64, error) {
-	r, err := record.NewOCFReader(bytes.NewReader(data), lay.Skip())
-	if err != nil {
-		return 0, err
-	}
-	var n int64
-	for {
-		_, err := r.Next()
-		if err == io.EOF {
-			return n, nil
-		}
-		if err != nil {
-			return n, err
-		}
-		n++
-	}
+	}, nil
 }

@@ -15,7 +15,6 @@ import (
 	"github.com/lockstream/lockstream/layout"
 	"github.com/lockstream/lockstream/record"
 	"github.com/lockstream/lockstream/schemas"
-	"github.com/lockstream/lockstream/transforms"
 )
 
 // Reading what hourly published or what waits for it: manifests, raw
@@ -153,7 +152,7 @@ func ReadDatasetEventIDs(ctx context.Context, b blob.Bucket, h layout.Hour, fn f
 	for _, f := range d.Files() {
 		files = append(files, f.Name)
 	}
-	return transforms.ReadDatasetRecords(ctx, b, h.Type, h.Version, files, func(cols []record.Column, lay *record.Layout, _ []byte) {
+	return dataset.ReadRecords(ctx, b, h.Type, h.Version, files, func(cols []record.Column, lay *record.Layout, _ []byte) {
 		fn(string(cols[lay.Dedupe].Bytes))
 	})
 }

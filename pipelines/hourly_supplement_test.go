@@ -17,7 +17,6 @@ import (
 	"github.com/lockstream/lockstream/layout"
 	"github.com/lockstream/lockstream/record"
 	"github.com/lockstream/lockstream/synth"
-	"github.com/lockstream/lockstream/transforms"
 )
 
 // ingestSynth ingests synthetic traffic into root (a bounded replay run,
@@ -70,7 +69,7 @@ func fileIDs(t *testing.T, b blob.Bucket, typ string, files []string) (map[strin
 	t.Helper()
 	ids := map[string]bool{}
 	var n int64
-	err := transforms.ReadDatasetRecords(context.Background(), b, typ, 1, files, func(cols []record.Column, lay *record.Layout, _ []byte) {
+	err := dataset.ReadRecords(context.Background(), b, typ, 1, files, func(cols []record.Column, lay *record.Layout, _ []byte) {
 		ids[string(cols[lay.Dedupe].Bytes)] = true
 		n++
 	})

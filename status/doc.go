@@ -35,7 +35,7 @@
 //     Rejection) go to a row of type [UnknownType], version 0, shown only
 //     when no type or version is selected.
 //   - BigQuery: every load marker next to the hour's _SUCCESS
-//     (bq.MarkerName): the destination "project.dataset", how many parts
+//     (layout.LoadMarker): the destination "project.dataset", how many parts
 //     the load covered, and whether that is every part published now.
 //   - Redriven: of those dead letters, the ones lockstream redrive
 //     re-ingested (its ledger entries, layout.RedriveLedger), by reason.

@@ -17,7 +17,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/lockstream/lockstream/blob"
-	"github.com/lockstream/lockstream/bq"
 	"github.com/lockstream/lockstream/completion"
 	"github.com/lockstream/lockstream/dataset"
 	"github.com/lockstream/lockstream/layout"
@@ -171,7 +170,7 @@ type Completion struct {
 	Vouchers    []string   `json:"vouchers"`
 }
 
-// BigQueryLoad is one load marker (bq.MarkerName) of an hour.
+// BigQueryLoad is one load marker (layout.LoadMarker) of an hour.
 type BigQueryLoad struct {
 	Dataset string `json:"dataset"` // "project.dataset"
 	Parts   int    `json:"parts"`   // the hour's parts the load covered
@@ -271,70 +270,23 @@ func Build(ctx context.Context, b blob.Bucket, o Options) (*Report, error) {
 		}
 	}
 
-	// Dead letters: read the files of the hours in range, in parallel.
-	type deadFile struct {
-		name, reason string
-		hour         time.Time
-		counts       map[layout.Hour]int64
-	}
-	var dead []*deadFile
-	for _, n := range deadNames {
-		if reason, hour, ok := parseDeadLetter(n); ok && o.inRange(hour) {
-			dead = append(dead, &deadFile{name: n, reason: reason, hour: hour})
-		}
-	}
-	g, gctx = errgroup.WithContext(ctx)
-	g.SetLimit(16)
-	for _, f := range dead {
-		g.Go(func() (err error) {
-			f.counts, err = countDeadLetters(gctx, c, f.name, f.hour, o.Registry)
-			return err
-		})
-	}
-	if err := g.Wait(); err != nil {
+	// Dead letters, then the redrive ledger entries of dead letters, of the
+	// hours in range: each file read in parallel, its messages counted by
+	// reason and hour.
+	deadLetter := func(name string) (string, bool) { return name, true }
+	if err := countByReason(ctx, c, o, deadNames, deadLetter, countDeadLetters, func(h layout.Hour, reason string, n int64) {
+		row(h).DeadLettered[reason] += n
+	}); err != nil {
 		return nil, err
 	}
-	// Redrive ledger entries of the dead letters of the range.
-	type ledger struct {
-		name, reason string
-		hour         time.Time
-		counts       map[layout.Hour]int64
+	ledgerDeadLetter := func(name string) (string, bool) {
+		dl, _, ok := layout.ParseRedriveLedger(name)
+		return dl, ok
 	}
-	var ledgers []*ledger
-	for _, n := range ledgerNames {
-		if dl, _, ok := layout.ParseRedriveLedger(n); ok {
-			if reason, hour, ok := parseDeadLetter(dl); ok && o.inRange(hour) {
-				ledgers = append(ledgers, &ledger{name: n, reason: reason, hour: hour})
-			}
-		}
-	}
-	g, gctx = errgroup.WithContext(ctx)
-	g.SetLimit(16)
-	for _, l := range ledgers {
-		g.Go(func() (err error) {
-			l.counts, err = countRedriven(gctx, c, l.name, l.hour, o.Registry)
-			return err
-		})
-	}
-	if err := g.Wait(); err != nil {
+	if err := countByReason(ctx, c, o, ledgerNames, ledgerDeadLetter, countRedriven, func(h layout.Hour, reason string, n int64) {
+		row(h).Redriven[reason] += n
+	}); err != nil {
 		return nil, err
-	}
-	skip := func(h layout.Hour) bool {
-		return h.Type == UnknownType && (len(o.Types) > 0 || o.Version > 0) || h.Type != UnknownType && !o.wants(h.Type, h.Version)
-	}
-	for _, f := range dead {
-		for h, n := range f.counts {
-			if !skip(h) {
-				row(h).DeadLettered[f.reason] += n
-			}
-		}
-	}
-	for _, l := range ledgers {
-		for h, n := range l.counts {
-			if !skip(h) {
-				row(h).Redriven[l.reason] += n
-			}
-		}
 	}
 
 	// Each hour: markers, manifests, pending parts, load markers.
@@ -488,10 +440,10 @@ func (c *listCache) hour(ctx context.Context, rw *Hour, recs []*completion.Recor
 }
 
 // parseLoadMarker reads "<project>.<dataset>" and the number of parts out
-// of a load marker's name (bq.MarkerName), directly in h's dataset
+// of a load marker's name (layout.LoadMarker), directly in h's dataset
 // directory.
 func parseLoadMarker(h layout.Hour, name string) (bqDataset string, parts int, ok bool) {
-	const prefix = "_BQ_LOADED."
+	const prefix = layout.LoadMarkerPrefix
 	base, found := strings.CutPrefix(name, layout.DatasetDir(h.Type, h.Version, h.Hour)+prefix)
 	if !found || strings.Contains(base, "/") {
 		return "", 0, false
@@ -512,7 +464,7 @@ func parseLoadMarker(h layout.Hour, name string) (bqDataset string, parts int, o
 	if i <= 0 || i == len(base)-1 {
 		return "", 0, false
 	}
-	if bq.MarkerName(h, base[:i], base[i+1:], parts) != name {
+	if layout.LoadMarker(h, base[:i], base[i+1:], parts) != name {
 		return "", 0, false
 	}
 	return base, parts, true
@@ -529,6 +481,50 @@ func parseDeadLetter(name string) (reason string, hour time.Time, ok bool) {
 		return "", time.Time{}, false
 	}
 	return p[1], hour, true
+}
+
+// countByReason counts with count, 16 files at a time, the messages of the
+// files among names whose dead-letter file (deadLetter(name); false: it has
+// none) is of an hour in range. Then it passes add, one at a time, each
+// count of a (type, version, hour) that o asks for, with the dead letter's
+// reason.
+func countByReason(ctx context.Context, b blob.Bucket, o Options, names []string, deadLetter func(name string) (string, bool),
+	count func(context.Context, blob.Bucket, string, time.Time, *schemas.Registry) (map[layout.Hour]int64, error),
+	add func(h layout.Hour, reason string, n int64)) error {
+	type file struct {
+		name, reason string
+		hour         time.Time
+		counts       map[layout.Hour]int64
+	}
+	var files []*file
+	for _, n := range names {
+		if dl, ok := deadLetter(n); ok {
+			if reason, hour, ok := parseDeadLetter(dl); ok && o.inRange(hour) {
+				files = append(files, &file{name: n, reason: reason, hour: hour})
+			}
+		}
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for _, f := range files {
+		g.Go(func() (err error) {
+			f.counts, err = count(gctx, b, f.name, f.hour, o.Registry)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	for _, f := range files {
+		for h, n := range f.counts {
+			// The unknown type's row only when no type or version is asked for.
+			if h.Type == UnknownType && (len(o.Types) > 0 || o.Version > 0) || h.Type != UnknownType && !o.wants(h.Type, h.Version) {
+				continue
+			}
+			add(h, f.reason, n)
+		}
+	}
+	return nil
 }
 
 // countDeadLetters counts the lines of one dead-letter file by the type and

@@ -17,7 +17,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/lockstream/lockstream/blob"
-	"github.com/lockstream/lockstream/bq"
 	"github.com/lockstream/lockstream/layout"
 	"github.com/lockstream/lockstream/schemas"
 	"github.com/lockstream/lockstream/status/statustest"
@@ -397,7 +396,7 @@ func TestParseLoadMarker(t *testing.T) {
 		project, dataset string
 		parts            int
 	}{{"proj", "events", 1}, {"proj", "events", 3}, {"example.com:proj", "ds_1", 2}} {
-		ds, parts, ok := parseLoadMarker(h, bq.MarkerName(h, c.project, c.dataset, c.parts))
+		ds, parts, ok := parseLoadMarker(h, layout.LoadMarker(h, c.project, c.dataset, c.parts))
 		if !ok || ds != c.project+"."+c.dataset || parts != c.parts {
 			t.Errorf("%+v: got %q %d %v", c, ds, parts, ok)
 		}

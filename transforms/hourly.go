@@ -20,7 +20,7 @@ import (
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
 
 	"github.com/lockstream/lockstream/blob"
-	"github.com/lockstream/lockstream/cache"
+	"github.com/lockstream/lockstream/dataset"
 	"github.com/lockstream/lockstream/layout"
 	"github.com/lockstream/lockstream/record"
 	"github.com/lockstream/lockstream/schemas"
@@ -116,21 +116,10 @@ type ShardStats struct {
 	SHA256 string `json:"sha256,omitempty"`
 }
 
-// StatsDir is where Publish leaves one ShardStats object per shard for the
-// driver: inside the run's staging directory of the part, removed with it.
-func StatsDir(runID, eventType string, version int, hour time.Time, part string) string {
-	return layout.StagingDir(runID, eventType, version, hour, part) + "stats/"
-}
-
-// StatsName is the ShardStats object of one shard.
-func StatsName(runID, eventType string, version int, hour time.Time, part string, shard int) string {
-	return StatsDir(runID, eventType, version, hour, part) + fmt.Sprintf("shard-%05d.json", shard)
-}
-
 // Publish reads the given raw/late part files and writes the deduplicated
 // dataset files of one part of an hour to the run's staging directory
 // (layout.StagingDir + layout.ShardFile), with one ShardStats object per
-// shard (StatsName). It returns the staged names of the files written.
+// shard (layout.StatsName). It returns the staged names of the files written.
 func Publish(s beam.Scope, cfg PublishConfig, parts []string) (beam.PCollection, error) {
 	if err := cfg.Validate(); err != nil {
 		return beam.PCollection{}, err
@@ -142,19 +131,6 @@ func Publish(s beam.Scope, cfg PublishConfig, parts []string) (beam.PCollection,
 	return beam.ParDo(s, &writeShardFn{Root: cfg.Root, Type: cfg.Type, Version: cfg.Version,
 		HourMillis: cfg.Hour.UnixMilli(), RunID: cfg.RunID, Part: cfg.Part, Shards: cfg.Shards,
 		Lookback: cfg.Lookback, LookbackSHA256: cfg.LookbackSHA256}, grouped), nil
-}
-
-func openSchema(eventType string, version int) (*schemas.Schema, *record.Layout, error) {
-	reg, err := schemas.Embedded()
-	if err != nil {
-		return nil, nil, err
-	}
-	s, err := reg.Lookup(eventType, version)
-	if err != nil {
-		return nil, nil, err
-	}
-	l, err := record.NewLayout(s)
-	return s, l, err
 }
 
 // readPartsFn reads one part file and emits, per shard, one element holding
@@ -177,7 +153,7 @@ func (fn *readPartsFn) Setup(ctx context.Context) error {
 	if fn.bucket, err = blob.Open(ctx, fn.Root); err != nil {
 		return err
 	}
-	_, fn.lay, err = openSchema(fn.Type, fn.Version)
+	_, fn.lay, err = dataset.Schema(fn.Type, fn.Version)
 	fn.cols = make([]record.Column, len(fn.lay.Enc.Fields))
 	return err
 }
@@ -217,8 +193,9 @@ func (fn *readPartsFn) read(ctx context.Context, name string, emit func(int, []b
 		if _, err := record.DecodeColumns(fn.lay.Enc, rec, fn.cols); err != nil {
 			return err
 		}
-		sh := shardOf(fn.cols[fn.lay.Dedupe].Bytes, fn.Shards)
-		batches[sh] = appendFramed(batches[sh], late, rec)
+		id := fn.cols[fn.lay.Dedupe].Bytes
+		sh := shardOf(id, fn.Shards)
+		batches[sh] = appendFramed(batches[sh], framed{late: late, pub: fn.cols[fn.lay.PublishTime].Int, id: id, rec: rec})
 		n++
 	}
 	for sh, b := range batches {
@@ -230,32 +207,61 @@ func (fn *readPartsFn) read(ctx context.Context, name string, emit func(int, []b
 	return nil
 }
 
-// appendFramed appends one record to a shard batch: a uvarint of the
-// record's length+1, a flag byte (1 = from the late area), the record.
-func appendFramed(b []byte, late bool, rec []byte) []byte {
-	b = binary.AppendUvarint(b, uint64(len(rec))+1)
-	flag := byte(0)
-	if late {
-		flag = 1
-	}
-	return append(append(b, flag), rec...)
+// framed is one record of a shard batch with what the shard needs of it,
+// decoded once where the record is read: its event id and publish time,
+// and whether it came from the late area. id and rec alias the batch.
+type framed struct {
+	late    bool
+	pub     int64
+	id, rec []byte
 }
 
-// forEachFramed calls fn with every record of a shard batch; the record
-// aliases b.
-func forEachFramed(b []byte, fn func(late bool, rec []byte) error) error {
+// appendFramed appends one record to a shard batch: a flag byte (1 = from
+// the late area), the publish time (varint), then the event id and the
+// record, each behind its uvarint length.
+func appendFramed(b []byte, r framed) []byte {
+	flag := byte(0)
+	if r.late {
+		flag = 1
+	}
+	b = binary.AppendVarint(append(b, flag), r.pub)
+	b = append(binary.AppendUvarint(b, uint64(len(r.id))), r.id...)
+	return append(binary.AppendUvarint(b, uint64(len(r.rec))), r.rec...)
+}
+
+var errMalformedBatch = errors.New("malformed shard batch")
+
+// forEachFramed calls fn with every record of a shard batch.
+func forEachFramed(b []byte, fn func(r framed) error) error {
 	for len(b) > 0 {
-		n, k := binary.Uvarint(b)
-		if k <= 0 || n == 0 || uint64(len(b)-k) < n {
-			return errors.New("malformed shard batch")
+		var r framed
+		r.late = b[0] == 1
+		pub, k := binary.Varint(b[1:])
+		if k <= 0 {
+			return errMalformedBatch
 		}
-		b = b[k:]
-		if err := fn(b[0] == 1, b[1:n]); err != nil {
+		r.pub, b = pub, b[1+k:]
+		var ok bool
+		if r.id, b, ok = cutFramed(b); !ok {
+			return errMalformedBatch
+		}
+		if r.rec, b, ok = cutFramed(b); !ok {
+			return errMalformedBatch
+		}
+		if err := fn(r); err != nil {
 			return err
 		}
-		b = b[n:]
 	}
 	return nil
+}
+
+// cutFramed splits a uvarint-length-prefixed field off b.
+func cutFramed(b []byte) (field, rest []byte, ok bool) {
+	n, k := binary.Uvarint(b)
+	if k <= 0 || uint64(len(b)-k) < n {
+		return nil, nil, false
+	}
+	return b[k : k+int(n)], b[k+int(n):], true
 }
 
 // shardOf is fnv32a(event id) mod n.
@@ -284,7 +290,6 @@ type writeShardFn struct {
 
 	bucket blob.Bucket
 	schema *schemas.Schema
-	lay    *record.Layout
 }
 
 func (fn *writeShardFn) Setup(ctx context.Context) error {
@@ -292,16 +297,8 @@ func (fn *writeShardFn) Setup(ctx context.Context) error {
 	if fn.bucket, err = blob.Open(ctx, fn.Root); err != nil {
 		return err
 	}
-	fn.schema, fn.lay, err = openSchema(fn.Type, fn.Version)
+	fn.schema, _, err = dataset.Schema(fn.Type, fn.Version)
 	return err
-}
-
-// keyedRecord is a record of a shard with its dedupe key; id and rec
-// alias the shard's input buffers (no copy, no object per record).
-type keyedRecord struct {
-	id  []byte
-	pub int64
-	rec []byte
 }
 
 func (fn *writeShardFn) ProcessElement(ctx context.Context, shard int, recs func(*[]byte) bool, emit func(string)) error {
@@ -309,28 +306,24 @@ func (fn *writeShardFn) ProcessElement(ctx context.Context, shard int, recs func
 	if err != nil {
 		return err
 	}
-	cols := make([]record.Column, len(fn.lay.Enc.Fields))
-	var all []keyedRecord
+	var all []framed
 	var st ShardStats
 	var batch []byte
 	for recs(&batch) {
-		err := forEachFramed(batch, func(late bool, rec []byte) error {
-			if late {
+		err := forEachFramed(batch, func(r framed) error {
+			if r.late {
 				st.Late++
 			} else {
 				st.Raw++
 			}
-			if _, err := record.DecodeColumns(fn.lay.Enc, rec, cols); err != nil {
-				return err
-			}
-			all = append(all, keyedRecord{id: cols[fn.lay.Dedupe].Bytes, pub: cols[fn.lay.PublishTime].Int, rec: rec})
+			all = append(all, r)
 			return nil
 		})
 		if err != nil {
 			return fmt.Errorf("transforms.Publish: shard %d: %w", shard, err)
 		}
 	}
-	slices.SortFunc(all, func(a, b keyedRecord) int {
+	slices.SortFunc(all, func(a, b framed) int {
 		if c := bytes.Compare(a.id, b.id); c != 0 {
 			return c
 		}
@@ -391,7 +384,7 @@ func (fn *writeShardFn) ProcessElement(ctx context.Context, shard int, recs func
 	if err != nil {
 		return err
 	}
-	statsName := StatsName(fn.RunID, fn.Type, fn.Version, hour, fn.Part, shard)
+	statsName := layout.StatsName(fn.RunID, fn.Type, fn.Version, hour, fn.Part, shard)
 	if err := replaceObject(ctx, fn.bucket, statsName, js); err != nil {
 		return fmt.Errorf("transforms.Publish: %w", err)
 	}
@@ -413,20 +406,6 @@ func replaceObject(ctx context.Context, b blob.Bucket, name string, data []byte)
 	return nil
 }
 
-// writtenIDs holds the event ids of the dataset files this process wrote,
-// by root, name and checksum: the next hour's lookback (in the same
-// process, as on prism) takes them from here instead of reading and
-// inflating the previous hour's files again. Only a file whose manifest
-// names the very checksum it was written with is found here. It keeps the
-// files of a few hours of every (type, version).
-var writtenIDs = cache.New[string, *idList](256, cache.Options{})
-
-// lookbackCache holds, per file set, the lookback id sets split by shard:
-// a long-running process (hourly --watch) publishes hour after hour, so it
-// keeps the latest few only, enough for every (type, version) of one
-// hour's job and the next.
-var lookbackCache = cache.New[string, *lookbackEntry](64, cache.Options{})
-
 type lookbackEntry struct {
 	once sync.Once
 	ids  []*idSet
@@ -434,12 +413,12 @@ type lookbackEntry struct {
 }
 
 // DropProcessCaches empties this process's caches of dataset event ids
-// (writtenIDs and the lookback sets): the next publication reads its
+// (env.written and env.lookback): the next publication reads its
 // lookback hours from storage. For tests, and for a long-running process
 // that wants the memory back.
 func DropProcessCaches() {
-	writtenIDs.Purge()
-	lookbackCache.Purge()
+	env.written.Purge()
+	env.lookback.Purge()
 }
 
 func sum(b []byte) []byte { s := sha256.Sum256(b); return s[:] }
@@ -447,23 +426,23 @@ func sum(b []byte) []byte { s := sha256.Sum256(b); return s[:] }
 func writtenKey(root, name, sha string) string { return root + "\x00" + name + "\x00" + sha }
 
 func rememberWritten(root, name, sha string, ids *idList) {
-	writtenIDs.Put(writtenKey(root, name, sha), ids)
+	env.written.Put(writtenKey(root, name, sha), ids)
 }
 
 func writtenFile(root, name, sha string) (*idList, bool) {
 	if sha == "" {
 		return nil, false
 	}
-	return writtenIDs.Get(writtenKey(root, name, sha))
+	return env.written.Get(writtenKey(root, name, sha))
 }
 
 // lookbackIDs loads, once per process and file set, the event ids of the
-// lookback dataset files, split by shard: from writtenIDs for the files
+// lookback dataset files, split by shard: from env.written for the files
 // this process wrote with the checksums given (shas, aligned with files),
 // else by reading them.
 func lookbackIDs(ctx context.Context, b blob.Bucket, eventType string, version int, files, shas []string, shards int) ([]*idSet, error) {
 	key := fmt.Sprint(b.Root(), eventType, version, shards, files, shas)
-	e := lookbackCache.GetOrPut(key, func() *lookbackEntry { return &lookbackEntry{} })
+	e := env.lookback.GetOrPut(key, func() *lookbackEntry { return &lookbackEntry{} })
 	e.once.Do(func() {
 		e.ids = make([]*idSet, shards)
 		for i := range e.ids {
@@ -482,48 +461,10 @@ func lookbackIDs(ctx context.Context, b blob.Bucket, eventType string, version i
 			}
 			ids.each(func(id []byte) { e.ids[shardOf(id, shards)].add(id) })
 		}
-		e.err = ReadDatasetRecords(ctx, b, eventType, version, read, func(cols []record.Column, lay *record.Layout, _ []byte) {
+		e.err = dataset.ReadRecords(ctx, b, eventType, version, read, func(cols []record.Column, lay *record.Layout, _ []byte) {
 			id := cols[lay.Dedupe].Bytes
 			e.ids[shardOf(id, shards)].add(id)
 		})
 	})
 	return e.ids, e.err
-}
-
-// ReadDatasetRecords calls fn for every record of the given OCF files of
-// one type and version, with its decoded columns.
-func ReadDatasetRecords(ctx context.Context, b blob.Bucket, eventType string, version int, files []string, fn func(cols []record.Column, lay *record.Layout, rec []byte)) error {
-	_, lay, err := openSchema(eventType, version)
-	if err != nil {
-		return err
-	}
-	cols := make([]record.Column, len(lay.Enc.Fields))
-	for _, name := range files {
-		r, err := b.Open(ctx, name)
-		if err != nil {
-			return err
-		}
-		or, err := record.NewOCFReader(r, lay.Skip())
-		if err != nil {
-			r.Close()
-			return fmt.Errorf("%s: %w", name, err)
-		}
-		for {
-			rec, err := or.Next()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				r.Close()
-				return fmt.Errorf("%s: %w", name, err)
-			}
-			if _, err := record.DecodeColumns(lay.Enc, rec, cols); err != nil {
-				r.Close()
-				return fmt.Errorf("%s: %w", name, err)
-			}
-			fn(cols, lay, rec)
-		}
-		r.Close()
-	}
-	return nil
 }

@@ -368,7 +368,7 @@ func (p *partIDs) read(ctx context.Context, h layout.Hour, name string) ([]strin
 		return ids, nil
 	}
 	ids := []string{}
-	err := transforms.ReadDatasetRecords(ctx, p.b, h.Type, h.Version, []string{name}, func(cols []record.Column, lay *record.Layout, _ []byte) {
+	err := dataset.ReadRecords(ctx, p.b, h.Type, h.Version, []string{name}, func(cols []record.Column, lay *record.Layout, _ []byte) {
 		ids = append(ids, string(cols[lay.Dedupe].Bytes))
 	})
 	if err != nil {
