@@ -31,17 +31,16 @@ test-race:
 	$(GO) test -race -count=1 -timeout 30m $$($(GO) list $(PKGS) | grep -v '/integration')
 
 ## test-integration: the end-to-end and fault-matrix scenarios against
-## real emulators, with a 2-minute soak (SOAK; `make soak` runs the long one).
-## Prints the tests' own lines whatever they contain, and the race
-## detector's reports; prism's log lines ("time=...") are left out. The
-## whole output goes to INTEGRATION_LOG; when the suite fails, its last
-## lines that are not prism's are printed too (a panic's or timeout's stacks).
+## real emulators, with a 2-minute soak (SOAK; `make soak` runs the long one),
+## as two `go test -race` processes side by side (integration/run.sh: which
+## tests go in which, and why that is safe). Prints the tests' own lines
+## prefixed with their shard, and the race detector's reports; the whole
+## output goes to INTEGRATION_LOG.a and .b, and a failing shard's last lines
+## are printed too.
 INTEGRATION_LOG ?= /tmp/lockstream-integration.log
 SOAK ?= 2m
 test-integration:
-	@echo "full output: $(INTEGRATION_LOG)"
-	LOCKSTREAM_SOAK=$(SOAK) $(GO) test -race -count=1 -timeout 60m -v ./integration/... 2>&1 | tee $(INTEGRATION_LOG) | grep -E '^(=== RUN|--- |ok|FAIL|PASS|panic|WARNING: DATA RACE|==================|(Read|Write|Previous [a-z]+) at |Goroutine )|^[[:space:]]' ; \
-	rc=$${PIPESTATUS[0]}; if [ $$rc -ne 0 ]; then echo "--- the last lines of $(INTEGRATION_LOG) that are not prism's:"; grep -v '^time=' $(INTEGRATION_LOG) | tail -n 60; fi; exit $$rc
+	LOCKSTREAM_SOAK=$(SOAK) INTEGRATION_LOG=$(INTEGRATION_LOG) GO=$(GO) bash integration/run.sh
 
 ## soak: the 10-minute soak alone (scenario 9: RSS, goroutines and the key
 ## server's p99 sampled every 30 s; SOAK=30m for longer).

@@ -201,10 +201,13 @@ func (fn *passShardFn) ProcessElement(ctx context.Context, shard int, lines func
 // runBaseline runs a pass-through baseline over the replay file in.
 func runBaseline(ctx context.Context, in, root, runID string, ocf bool) error {
 	p, s := beam.NewPipelineWithRoot()
-	batches := transforms.ReadReplay(s, transforms.ReplayConfig{Files: []string{in}, BatchSize: DefaultReplayBatchSize, RunID: runID, Fallback: time.Now()})
+	batches, err := transforms.ReadReplay(s, transforms.ReplayConfig{Files: []string{in}, BatchSize: DefaultReplayBatchSize, RunID: runID, Fallback: time.Now()})
+	if err != nil {
+		return err
+	}
 	names := beam.ParDo(s, &passWriteFn{Root: root, OCF: ocf}, batches)
 	keyed := beam.ParDo(s, &passReadFn{Root: root, Shards: DefaultShards, OCF: ocf}, beam.Reshuffle(s, names))
 	transforms.EndBranch(s, beam.ParDo(s, &passShardFn{Root: root, OCF: ocf}, beam.GroupByKey(s, keyed)))
-	_, err := beamx.RunWithMetrics(ctx, p)
+	_, err = beamx.RunWithMetrics(ctx, p)
 	return err
 }

@@ -214,10 +214,13 @@ func buildIngest(s beam.Scope, cfg IngestConfig) error {
 			Write: write, ExitBeforeComplete: cfg.ExitBeforeComplete,
 		})
 	default:
-		batches := transforms.ReadReplay(s, transforms.ReplayConfig{
+		var batches beam.PCollection
+		batches, err = transforms.ReadReplay(s, transforms.ReplayConfig{
 			Files: cfg.Inputs, BatchSize: cfg.BatchSize, RunID: cfg.RunID, Fallback: cfg.Clock.Now(),
 		})
-		files, err = transforms.AnonymizeAndWrite(s, batches, write)
+		if err == nil {
+			files, err = transforms.AnonymizeAndWrite(s, batches, write)
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrConfig, err)

@@ -145,7 +145,10 @@ func registerTestKeys(k *testKeys) string {
 func runIngest(t *testing.T, file, root, keysURL string, retry time.Duration) beam.PipelineResult {
 	t.Helper()
 	p, s := beam.NewPipelineWithRoot()
-	batches := ReadReplay(s, ReplayConfig{Files: []string{file}, BatchSize: 7, RunID: "run1", Fallback: h6})
+	batches, err := ReadReplay(s, ReplayConfig{Files: []string{file}, BatchSize: 7, RunID: "run1", Fallback: h6})
+	if err != nil {
+		t.Fatal(err)
+	}
 	files, err := AnonymizeAndWrite(s, batches, WriteConfig{Root: root, KeysURL: keysURL, RunID: "run1", KeyRetryBudget: retry, HourCounters: true})
 	if err != nil {
 		t.Fatal(err)
@@ -381,7 +384,10 @@ func TestKeyUnavailableFailsReplay(t *testing.T) {
 			keys := &flakyKeys{}
 			keys.ok.Store(answered)
 			p, s := beam.NewPipelineWithRoot()
-			batches := ReadReplay(s, ReplayConfig{Files: []string{file}, BatchSize: 7, RunID: "run1", Fallback: h6})
+			batches, err := ReadReplay(s, ReplayConfig{Files: []string{file}, BatchSize: 7, RunID: "run1", Fallback: h6})
+			if err != nil {
+				t.Fatal(err)
+			}
 			files, err := AnonymizeAndWrite(s, batches, WriteConfig{Root: root, KeysURL: RegisterKeys(fmt.Sprintf("transforms-test-%d", keysSeq.Add(1)), keys), RunID: "run1", KeyRetryBudget: 200 * time.Millisecond})
 			if err != nil {
 				t.Fatal(err)
@@ -426,33 +432,25 @@ func TestKeyUnavailableFailsReplay(t *testing.T) {
 }
 
 func TestConstructionValidation(t *testing.T) {
-	// Replay is Beam-style: a bad configuration panics with our message.
-	for name, tc := range map[string]struct {
-		f    func()
-		want string
-	}{
-		"replay no files":   {func() { ReadReplay(beam.NewPipeline().Root(), ReplayConfig{BatchSize: 1, RunID: "r"}) }, "no input files"},
-		"replay batch size": {func() { ReadReplay(beam.NewPipeline().Root(), ReplayConfig{Files: []string{"x"}, RunID: "r"}) }, "BatchSize 0"},
-		"replay run id": {func() {
-			ReadReplay(beam.NewPipeline().Root(), ReplayConfig{Files: []string{"x"}, BatchSize: 1, RunID: "a/b"})
-		}, "RunID"},
-	} {
-		t.Run(name, func(t *testing.T) {
-			defer func() {
-				r := recover()
-				if r == nil || !strings.Contains(fmt.Sprint(r), tc.want) {
-					t.Errorf("panic %v, want one saying %q", r, tc.want)
-				}
-			}()
-			tc.f()
-		})
-	}
-	// The write stages return errors, before anything runs.
+	// Every transform returns its configuration errors, before anything
+	// runs.
 	write := WriteConfig{Root: "x", KeysURL: "local:x", RunID: "r"}
 	for name, tc := range map[string]struct {
 		f    func() error
 		want string
 	}{
+		"replay no files": {func() error {
+			_, err := ReadReplay(beam.NewPipeline().Root(), ReplayConfig{BatchSize: 1, RunID: "r"})
+			return err
+		}, "no input files"},
+		"replay batch size": {func() error {
+			_, err := ReadReplay(beam.NewPipeline().Root(), ReplayConfig{Files: []string{"x"}, RunID: "r"})
+			return err
+		}, "BatchSize 0"},
+		"replay run id": {func() error {
+			_, err := ReadReplay(beam.NewPipeline().Root(), ReplayConfig{Files: []string{"x"}, BatchSize: 1, RunID: "a/b"})
+			return err
+		}, "RunID"},
 		"pubsub sub": {func() error {
 			_, err := IngestPubSub(beam.NewPipeline().Root(), PubSubConfig{Subscription: "s", BatchSize: 1, Write: write})
 			return err

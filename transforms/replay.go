@@ -69,11 +69,12 @@ func validRunID(id string) error {
 
 // ReadReplay reads replay files (NDJSON of the input message shape) into
 // batches of up to cfg.BatchSize messages. It is bounded: when every file is
-// read, the watermark goes to +inf and every open hour closes. Invalid
-// configuration panics at construction, like Beam's own transforms.
-func ReadReplay(s beam.Scope, cfg ReplayConfig) beam.PCollection {
+// read, the watermark goes to +inf and every open hour closes. An invalid
+// configuration is an error at construction, as for every transform of
+// this package.
+func ReadReplay(s beam.Scope, cfg ReplayConfig) (beam.PCollection, error) {
 	if err := cfg.validate(); err != nil {
-		panic(err)
+		return beam.PCollection{}, err
 	}
 	s = s.Scope("transforms.ReadReplay")
 	var parts []any
@@ -87,7 +88,7 @@ func ReadReplay(s beam.Scope, cfg ReplayConfig) beam.PCollection {
 		// memory stays bounded by the ranges in flight.
 		col = beam.Reshuffle(s, col)
 	}
-	return beam.ParDo(s, &replayFn{BatchSize: cfg.BatchSize, RunID: cfg.RunID, FallbackMillis: cfg.Fallback.UnixMilli()}, col)
+	return beam.ParDo(s, &replayFn{BatchSize: cfg.BatchSize, RunID: cfg.RunID, FallbackMillis: cfg.Fallback.UnixMilli()}, col), nil
 }
 
 // ReplayChunkBytes is the size of the byte ranges local replay files are

@@ -37,7 +37,10 @@ func TestReplayBatchesPassert(t *testing.T) {
 	file := writeLines(t, in.lines)
 	keysURL := registerTestKeys(&testKeys{})
 	p, s := beam.NewPipelineWithRoot()
-	batches := ReadReplay(s, ReplayConfig{Files: []string{file}, BatchSize: 7, RunID: "run1", Fallback: h6})
+	batches, err := ReadReplay(s, ReplayConfig{Files: []string{file}, BatchSize: 7, RunID: "run1", Fallback: h6})
+	if err != nil {
+		t.Fatal(err)
+	}
 	lines := beam.ParDo(s, batchLines, batches)
 	passert.Equals(s, stats.Sum(s, lines), len(in.lines))
 	passert.True(s, batches, batchWithinSize7)
