@@ -27,8 +27,10 @@ demo:
 ## see .ci/run).
 test: lint test-race test-integration
 
+## test-race: the unit and package tests. -parallel 4: the tests that call
+## t.Parallel wait on fake clocks and servers more than they compute.
 test-race:
-	$(GO) test -race -count=1 -timeout 30m $$($(GO) list $(PKGS) | grep -v '/integration')
+	$(GO) test -race -count=1 -parallel 4 -timeout 30m $$($(GO) list $(PKGS) | grep -v '/integration')
 
 ## test-integration: the end-to-end and fault-matrix scenarios against
 ## real emulators, with a 2-minute soak (SOAK; `make soak` runs the long one),

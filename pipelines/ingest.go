@@ -30,9 +30,12 @@ import (
 type IngestConfig struct {
 	Inputs       []string // replay files (NDJSON of the input message shape)
 	Subscription string   // projects/P/subscriptions/S
-	Out          string   // output root (directory or gs://bucket/prefix)
-	KeysURL      string   // local:DIR, http(s)://host:port, registered:NAME
-	KeyScope     string   // key-derivation scope; "" = transforms.DefaultKeyScope
+	// PubSubEmulatorHost is a Pub/Sub emulator's host:port for the pull
+	// streams; "" = $PUBSUB_EMULATOR_HOST, or Google Cloud when unset.
+	PubSubEmulatorHost string
+	Out                string // output root (directory or gs://bucket/prefix)
+	KeysURL            string // local:DIR, http(s)://host:port, registered:NAME
+	KeyScope           string // key-derivation scope; "" = transforms.DefaultKeyScope
 
 	MaxPayload     int           // bytes; 0 = 1 MiB
 	BatchSize      int           // messages per batch (one key lookup and one file per type and hour each); 0 = by source
@@ -207,7 +210,7 @@ func buildIngest(s beam.Scope, cfg IngestConfig) error {
 		})
 	case cfg.Subscription != "":
 		files, err = transforms.IngestPubSub(s, transforms.PubSubConfig{
-			Subscription: cfg.Subscription, BatchSize: cfg.BatchSize, Streams: cfg.Streams,
+			Subscription: cfg.Subscription, EmulatorHost: cfg.PubSubEmulatorHost, BatchSize: cfg.BatchSize, Streams: cfg.Streams,
 			MaxOutstandingMessages: cfg.MaxOutstandingMessages, MaxOutstandingBytes: cfg.MaxOutstandingBytes,
 			MaxDeliveryDelay: cfg.MaxDeliveryDelay, Lateness: cfg.AllowedLateness, IdleTimeout: cfg.IdleTimeout,
 			StopAfter: cfg.StopAfter, MaxMessages: cfg.MaxMessages, StaleAfter: cfg.StaleAfter, Clock: cfg.Clock,
@@ -293,7 +296,7 @@ func Ingest(ctx context.Context, cfg IngestConfig) (*IngestResult, error) {
 		return nil, err
 	}
 	out := &IngestResult{RunID: cfg.RunID, Elapsed: time.Since(start)}
-	if counts, ok := transforms.TakeRunCounters(cfg.RunID); ok {
+	if counts, ok := transforms.TakeRunCounters(cfg.Out, cfg.RunID); ok {
 		// The writers ran in this process: their own counts are exact
 		// where prism's metrics can lose updates (TakeRunCounters).
 		out.Rows, out.Keys = accountingFromCounters(counts), keyActivityFromCounters(counts)

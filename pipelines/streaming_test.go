@@ -46,7 +46,6 @@ func newPSHarness(t *testing.T, clk clock.Clock, opts ...pstest.ServerReactorOpt
 	srv := pstest.NewServer(opts...)
 	t.Cleanup(func() { srv.Close() })
 	srv.SetTimeNowFunc(clk.Now)
-	t.Setenv("PUBSUB_EMULATOR_HOST", srv.Addr)
 	h := &psHarness{srv: srv, clk: clk, topic: "projects/p/topics/events", sub: "projects/p/subscriptions/ingest"}
 	ctx := context.Background()
 	if _, err := srv.GServer.CreateTopic(ctx, &pubsubpb.Topic{Name: h.topic}); err != nil {
@@ -228,6 +227,7 @@ func requireDeliveredOnce(t *testing.T, ctx context.Context, root string, sent [
 // event is published exactly once through the gated hourly path, and no
 // event was routed late.
 func TestStreamingAcrossHourOutageAndRedeliveries(t *testing.T) {
+	t.Parallel() // its own pstest server, clock, root and key source
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	start := time.Date(2026, 11, 23, 6, 57, 0, 0, time.UTC)
@@ -243,7 +243,7 @@ func TestStreamingAcrossHourOutageAndRedeliveries(t *testing.T) {
 		defer close(pubDone)
 		h.publishOver(ctx, msgs, 8*time.Minute) // 06:57 to 07:05
 	}()
-	res, err := Ingest(ctx, IngestConfig{Subscription: h.sub, Out: root, KeysURL: registerKeys(keys), Clock: clk,
+	res, err := Ingest(ctx, IngestConfig{Subscription: h.sub, PubSubEmulatorHost: h.srv.Addr, Out: root, KeysURL: registerKeys(keys), Clock: clk,
 		BatchSize: 50, Streams: 2, MaxOutstandingMessages: 300, MaxDeliveryDelay: 20 * time.Second, AllowedLateness: time.Minute,
 		IdleTimeout: 2 * time.Minute, KeyRetryBudget: 500 * time.Millisecond})
 	<-pubDone
@@ -278,6 +278,7 @@ func TestStreamingAcrossHourOutageAndRedeliveries(t *testing.T) {
 // takes over: hour 06 is published once, with no supplement and nothing
 // late. In between, the stopped writer leaves the hour open.
 func TestPlannedStopAndRestartInsideAnHour(t *testing.T) {
+	t.Parallel() // its own pstest server, clock, root and key source
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	start := time.Date(2026, 11, 23, 6, 40, 0, 0, time.UTC)
@@ -291,7 +292,7 @@ func TestPlannedStopAndRestartInsideAnHour(t *testing.T) {
 		defer close(pubDone)
 		h.publishOver(ctx, msgs, 26*time.Minute) // 06:40 to 07:06
 	}()
-	cfg := IngestConfig{Subscription: h.sub, Out: root, KeysURL: keys, Clock: clk, BatchSize: 50, Streams: 2,
+	cfg := IngestConfig{Subscription: h.sub, PubSubEmulatorHost: h.srv.Addr, Out: root, KeysURL: keys, Clock: clk, BatchSize: 50, Streams: 2,
 		MaxDeliveryDelay: 20 * time.Second, AllowedLateness: time.Minute}
 
 	first := cfg
@@ -343,6 +344,7 @@ func TestPlannedStopAndRestartInsideAnHour(t *testing.T) {
 // hour 06 finishes while a streaming job is in the middle of hour 06: the
 // hour stays open (the live stream holds it) until the stream passes it.
 func TestBackfillDoesNotCompleteALiveHour(t *testing.T) {
+	t.Parallel() // its own pstest server, clock, root and key source
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	start := time.Date(2026, 11, 23, 6, 30, 0, 0, time.UTC)
@@ -358,7 +360,7 @@ func TestBackfillDoesNotCompleteALiveHour(t *testing.T) {
 	}()
 	streamDone := make(chan error, 1)
 	go func() {
-		_, err := Ingest(ctx, IngestConfig{Subscription: h.sub, Out: root, KeysURL: registerKeys(keys), Clock: clk, RunID: "stream",
+		_, err := Ingest(ctx, IngestConfig{Subscription: h.sub, PubSubEmulatorHost: h.srv.Addr, Out: root, KeysURL: registerKeys(keys), Clock: clk, RunID: "stream",
 			BatchSize: 50, Streams: 1, MaxDeliveryDelay: 20 * time.Second, AllowedLateness: time.Minute,
 			IdleTimeout: 35 * time.Minute, StaleAfter: 10 * time.Minute})
 		streamDone <- err

@@ -8,6 +8,9 @@ import (
 	"sync/atomic"
 
 	vkit "cloud.google.com/go/pubsub/v2/apiv1"
+	"google.golang.org/api/option"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/lockstream/lockstream/cache"
 	"github.com/lockstream/lockstream/keyclient"
@@ -36,15 +39,16 @@ type registry struct {
 	keys map[keyConfig]*keyEnv
 	// What reportKeyActivity last reported of each key source.
 	activity map[statser]keyclient.Stats
-	// Low-level Pub/Sub subscriber clients, by $PUBSUB_EMULATOR_HOST ("" =
-	// Google Cloud): tests start several emulators.
+	// Low-level Pub/Sub subscriber clients, by emulator host ("" = Google
+	// Cloud).
 	subscribers map[string]*vkit.SubscriptionAdminClient
 
-	// Flow control of a worker, by subscription and run id: shared by the
-	// run's pull streams in the process.
+	// Flow control of a worker, by service, subscription, root and run
+	// id: shared by the run's pull streams in the process.
 	flows sync.Map // string -> *flowControl
-	// The write stage's counters of each run, by run id (addRunCounts).
-	runs sync.Map // string -> *runCounter
+	// The write stage's counters of each run, by root and run id
+	// (addRunCounts).
+	runs sync.Map // runKey -> *runCounter
 	// The event ids of the dataset files this process wrote, by root, name
 	// and checksum (rememberWritten): the next hour's lookback in the same
 	// process (prism, hourly --watch) takes them from here instead of
@@ -64,24 +68,31 @@ type progressCounters struct {
 	messages, written, dead, late, acked, ackFailed, held, closed atomic.Int64
 }
 
-// flowFor returns the flow control of the run's streams on subscription
-// sub, made with these limits by the first stream set up.
-func (r *registry) flowFor(sub, run string, maxMsgs int, maxBytes int64) *flowControl {
-	f, _ := r.flows.LoadOrStore(sub+"\x00"+run, &flowControl{maxMsgs: maxMsgs, maxBytes: maxBytes, freed: make(chan struct{})})
+// flowFor returns the flow control of a run's streams on one
+// subscription (key), made with these limits by the first stream set up.
+func (r *registry) flowFor(key string, maxMsgs int, maxBytes int64) *flowControl {
+	f, _ := r.flows.LoadOrStore(key, &flowControl{maxMsgs: maxMsgs, maxBytes: maxBytes, freed: make(chan struct{})})
 	return f.(*flowControl)
 }
 
 // subscriber returns the process's low-level subscriber client for the
-// Pub/Sub service in use.
-func (r *registry) subscriber(ctx context.Context) (*vkit.SubscriptionAdminClient, error) {
-	host := os.Getenv("PUBSUB_EMULATOR_HOST")
+// emulator at host (host:port), or for the Pub/Sub service that
+// $PUBSUB_EMULATOR_HOST names when host is "" (Google Cloud if unset).
+func (r *registry) subscriber(ctx context.Context, host string) (*vkit.SubscriptionAdminClient, error) {
+	var opts []option.ClientOption
+	if host != "" {
+		opts = []option.ClientOption{option.WithEndpoint(host), option.WithoutAuthentication(),
+			option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials()))}
+	} else {
+		host = os.Getenv("PUBSUB_EMULATOR_HOST")
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if c := r.subscribers[host]; c != nil {
 		return c, nil
 	}
 	// The client outlives the context of the Setup that made it.
-	c, err := vkit.NewSubscriptionAdminClient(context.WithoutCancel(ctx))
+	c, err := vkit.NewSubscriptionAdminClient(context.WithoutCancel(ctx), opts...)
 	if err != nil {
 		return nil, fmt.Errorf("transforms: pubsub client: %w", err)
 	}

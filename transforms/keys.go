@@ -205,7 +205,7 @@ type statser interface{ Stats() keyclient.Stats }
 
 // reportKeyActivity adds to the counters what keys and ciphers did since
 // this process last reported them.
-func reportKeyActivity(ctx context.Context, run string, e *keyEnv) {
+func reportKeyActivity(ctx context.Context, root, run string, e *keyEnv) {
 	var d keyclient.Stats
 	if s, ok := e.keys.(statser); ok {
 		// A registered source can serve several environments: what it
@@ -238,5 +238,5 @@ func reportKeyActivity(ctx context.Context, run string, e *keyEnv) {
 			counts[c.name] = c.n
 		}
 	}
-	addRunCounts(run, counts)
+	addRunCounts(root, run, counts)
 }

@@ -41,17 +41,20 @@ func ReadProgress() Progress {
 // streams all start with the same hours undercounts. Beam metrics remain
 // the accounting of runs on remote workers (Dataflow).
 
+// runKey names a run: its root and run id.
+type runKey struct{ root, run string }
+
 type runCounter struct {
 	mu sync.Mutex
 	m  map[string]int64
 }
 
 // addRunCounts adds a batch's counters to its run's.
-func addRunCounts(run string, counts map[string]int64) {
+func addRunCounts(root, run string, counts map[string]int64) {
 	if run == "" || len(counts) == 0 {
 		return
 	}
-	v, _ := env.runs.LoadOrStore(run, &runCounter{m: map[string]int64{}})
+	v, _ := env.runs.LoadOrStore(runKey{root, run}, &runCounter{m: map[string]int64{}})
 	rc := v.(*runCounter)
 	rc.mu.Lock()
 	for name, n := range counts {
@@ -65,8 +68,8 @@ func addRunCounts(run string, counts map[string]int64) {
 // MetricsNamespaceHours when the name has four fields, MetricsNamespace
 // otherwise) and forgets them; ok is false when no writer of this process
 // wrote for the run (its workers run elsewhere, or it had no input).
-func TakeRunCounters(run string) (counts map[string]int64, ok bool) {
-	v, ok := env.runs.LoadAndDelete(run)
+func TakeRunCounters(root, run string) (counts map[string]int64, ok bool) {
+	v, ok := env.runs.LoadAndDelete(runKey{root, run})
 	if !ok {
 		return nil, false
 	}

@@ -49,9 +49,12 @@ const (
 
 // PubSubConfig configures IngestPubSub.
 type PubSubConfig struct {
-	// Subscription is "projects/P/subscriptions/S". The client honours
-	// PUBSUB_EMULATOR_HOST.
+	// Subscription is "projects/P/subscriptions/S".
 	Subscription string
+	// EmulatorHost is the host:port of a Pub/Sub emulator (plaintext, no
+	// credentials); "" means $PUBSUB_EMULATOR_HOST, and Google Cloud when
+	// that is unset too.
+	EmulatorHost string
 	BatchSize    int // messages per Pull (and batch), 1..1000
 	Streams      int // parallel pull streams; 0 = DefaultPullStreams
 	// MaxOutstandingMessages and MaxOutstandingBytes bound, per worker, the
@@ -152,7 +155,7 @@ func IngestPubSub(s beam.Scope, cfg PubSubConfig) (beam.PCollection, error) {
 	s = s.Scope("transforms.IngestPubSub")
 	imp := beam.Impulse(s)
 	return beam.ParDo(s, &pullFn{
-		Subscription: cfg.Subscription, BatchSize: cfg.BatchSize, Streams: cfg.Streams,
+		Subscription: cfg.Subscription, EmulatorHost: cfg.EmulatorHost, BatchSize: cfg.BatchSize, Streams: cfg.Streams,
 		MaxOutstandingMessages: cfg.MaxOutstandingMessages, MaxOutstandingBytes: cfg.MaxOutstandingBytes,
 		MaxDeliveryDelayMs: cfg.MaxDeliveryDelay.Milliseconds(), LatenessMs: cfg.Lateness.Milliseconds(),
 		IdleTimeoutMs: cfg.IdleTimeout.Milliseconds(), StopAfterMs: cfg.StopAfter.Milliseconds(), MaxMessages: cfg.MaxMessages,
@@ -214,6 +217,7 @@ func (e *pullEstimator) update(f func(s *PullState)) {
 
 type pullFn struct {
 	Subscription           string
+	EmulatorHost           string
 	BatchSize              int
 	Streams                int
 	MaxOutstandingMessages int
@@ -255,13 +259,13 @@ const (
 
 func (fn *pullFn) Setup(ctx context.Context) error {
 	var err error
-	if fn.client, err = env.subscriber(ctx); err != nil {
+	if fn.client, err = env.subscriber(ctx, fn.EmulatorHost); err != nil {
 		return err
 	}
 	if fn.writer, err = newBatchWriter(ctx, fn.Write); err != nil {
 		return err
 	}
-	fn.flow = env.flowFor(fn.Subscription, fn.Write.RunID, fn.MaxOutstandingMessages, fn.MaxOutstandingBytes)
+	fn.flow = env.flowFor(fn.EmulatorHost+"\x00"+fn.Subscription+"\x00"+fn.Write.Root+"\x00"+fn.Write.RunID, fn.MaxOutstandingMessages, fn.MaxOutstandingBytes)
 	fn.records = map[int]*completion.Record{}
 	return nil
 }

@@ -276,8 +276,8 @@ func (w *batchWriter) report(ctx context.Context, counts map[string]int64) {
 	for name, n := range counts {
 		beam.NewCounter(counterNamespace(name), name).Inc(ctx, n)
 	}
-	addRunCounts(w.cfg.RunID, counts)
-	reportKeyActivity(ctx, w.cfg.RunID, w.keys)
+	addRunCounts(w.cfg.Root, w.cfg.RunID, counts)
+	reportKeyActivity(ctx, w.cfg.Root, w.cfg.RunID, w.keys)
 }
 
 // write anonymizes a batch and writes its files; when it returns nil they

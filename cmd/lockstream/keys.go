@@ -133,7 +133,7 @@ func newKeysServeCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve the key service API (gRPC, gRPC-Web, Connect), /metrics and /healthz on one port",
-		Example: `  lockstream keys init --keys local:/var/lib/lockstream/keys   # once: generates the master key
+		Example: `  lockstream keys init --store bolt:/var/lib/lockstream/keys   # once: generates the master key
   lockstream keys serve --listen 127.0.0.1:7400 --store bolt:/var/lib/lockstream/keys \
       --master-key-file /var/lib/lockstream/keys/master.key --services services.json`,
 		Args: cobra.NoArgs,
@@ -167,7 +167,7 @@ func serveMasterKey(file string) (fieldcrypt.Secret, error) {
 	if _, ok := os.LookupEnv(local.MasterKeyEnv); ok {
 		return keyservice.MasterKeyFromEnv(local.MasterKeyEnv)
 	}
-	return fieldcrypt.Secret{}, fmt.Errorf("no master key: pass --master-key-file or set %s (create one with `lockstream keys init --keys local:DIR`)", local.MasterKeyEnv)
+	return fieldcrypt.Secret{}, fmt.Errorf("no master key: pass --master-key-file or set %s (create one with `lockstream keys init --store bolt:DIR`)", local.MasterKeyEnv)
 }
 
 // serveGC applies --gc-percent and --memory-limit ($GOGC and $GOMEMLIMIT
@@ -351,15 +351,19 @@ func cmdContext(cmd *cobra.Command) context.Context {
 // ---- init ----
 
 func newKeysInitCmd() *cobra.Command {
-	var keysURL string
+	var store, keysURL string
 	c := &cobra.Command{
 		Use:   "init",
-		Short: "Create DIR/master.key for a local key store (local:DIR), once",
-		Args:  cobra.NoArgs,
+		Short: "Create DIR/master.key and the key store in DIR (bolt:DIR, as keys serve --store), once",
+		Long: `Creates DIR/master.key and initialises the bolt key store in DIR, once. The
+same directory is then the store of "keys serve --store bolt:DIR" and the
+in-process key service "--keys local:DIR" of the other commands.`,
+		Example: `  lockstream keys init --store bolt:./keys`,
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			dir, ok := strings.CutPrefix(keysURL, "local:")
-			if !ok || dir == "" {
-				return fmt.Errorf("init needs --keys local:DIR (got %q); a remote service is initialised by its operator", keysURL)
+			dir, err := initDir(store, keysURL, cmd.Flags().Changed("keys"))
+			if err != nil {
+				return err
 			}
 			path, created, err := local.InitMasterKey(dir)
 			if err != nil {
@@ -386,8 +390,31 @@ func newKeysInitCmd() *cobra.Command {
 			return nil
 		},
 	}
-	c.Flags().StringVar(&keysURL, "keys", os.Getenv(envKeysURL), "local:DIR")
+	c.Flags().StringVar(&store, "store", "", "the key store to create: bolt:DIR")
+	c.Flags().StringVar(&keysURL, "keys", os.Getenv(envKeysURL), "local:DIR: the same directory")
+	_ = c.Flags().MarkDeprecated("keys", "use --store bolt:DIR")
 	return c
+}
+
+// initDir is the directory keys init works in: --store bolt:DIR, or the
+// older spelling --keys local:DIR (also taken from $LOCKSTREAM_KEYS when
+// neither flag is given).
+func initDir(store, keysURL string, keysSet bool) (string, error) {
+	if store != "" {
+		if keysSet {
+			return "", errors.New("init takes --store bolt:DIR or the deprecated --keys local:DIR, not both")
+		}
+		dir, ok := strings.CutPrefix(store, "bolt:")
+		if !ok || dir == "" {
+			return "", fmt.Errorf("init needs --store bolt:DIR (got %q); other stores are created by their operator (bigtable: provision)", store)
+		}
+		return dir, nil
+	}
+	dir, ok := strings.CutPrefix(keysURL, "local:")
+	if !ok || dir == "" {
+		return "", fmt.Errorf("init needs --store bolt:DIR (got --keys %q); a remote service is initialised by its operator", keysURL)
+	}
+	return dir, nil
 }
 
 // ---- new-secret ----

@@ -44,15 +44,19 @@ func TestKeysCLILocal(t *testing.T) {
 	if _, err := runCLI(t, ctx, "", "keys", "create-user", canaryUser, "--keys", keys); err == nil || !strings.Contains(err.Error(), "keys init") {
 		t.Fatalf("without a master key: %v (want a hint to run keys init)", err)
 	}
-	out, err := runCLI(t, ctx, "", "keys", "init", "--keys", keys)
+	if _, err := runCLI(t, ctx, "", "keys", "init", "--store", "bolt:"+dir, "--keys", keys); err == nil || !strings.Contains(err.Error(), "not both") {
+		t.Fatalf("init with --store and --keys: %v, want an error", err)
+	}
+	out, err := runCLI(t, ctx, "", "keys", "init", "--store", "bolt:"+dir)
 	if err != nil || !strings.Contains(out, "wrote a new master key") {
 		t.Fatalf("init: %v\n%s", err, out)
 	}
 	if fi, err := os.Stat(filepath.Join(dir, "master.key")); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("master.key: %v %v", fi, err)
 	}
+	// The deprecated spelling names the same directory.
 	if out, _ := runCLI(t, ctx, "", "keys", "init", "--keys", keys); !strings.Contains(out, "already exists") {
-		t.Fatalf("second init: %s", out)
+		t.Fatalf("second init (--keys local:DIR): %s", out)
 	}
 	out, err = runCLI(t, ctx, "", "keys", "create-user", canaryUser, "--keys", keys)
 	if err != nil || !strings.Contains(out, "keychain s_") {

@@ -65,7 +65,7 @@ func MasterKey(dir, file string) (fieldcrypt.Secret, error) {
 	}
 	p := filepath.Join(dir, MasterKeyFile)
 	if _, err := os.Stat(p); err != nil {
-		return fieldcrypt.Secret{}, fmt.Errorf("keyclient/local: no master key: pass --master-key-file, set %s, or create %s with `lockstream keys init --keys local:%s`", MasterKeyEnv, p, dir)
+		return fieldcrypt.Secret{}, fmt.Errorf("keyclient/local: no master key: pass --master-key-file, set %s, or create %s with `lockstream keys init --store bolt:%s`", MasterKeyEnv, p, dir)
 	}
 	return keyservice.LoadMasterKey(p)
 }
