@@ -10,13 +10,7 @@ import (
 
 func TestContract(t *testing.T) {
 	storetest.Run(t, storetest.Harness{
-		Open: func(t *testing.T) keyservice.Store {
-			s, err := boltstore.Open(t.TempDir())
-			if err != nil {
-				t.Fatal(err)
-			}
-			return s
-		},
+		Open: storetest.Bolt,
 		Reopen: func(t *testing.T, s keyservice.Store) keyservice.Store {
 			dir := s.(*boltstore.Store).Dir()
 			if err := s.Close(); err != nil {

@@ -17,13 +17,7 @@ func TestContractOverBolt(t *testing.T) {
 	addr := storetest.Memcached(t)
 	ns := 0
 	storetest.Run(t, storetest.Harness{
-		Open: func(t *testing.T) keyservice.Store {
-			s, err := boltstore.Open(t.TempDir())
-			if err != nil {
-				t.Fatal(err)
-			}
-			return s
-		},
+		Open: storetest.Bolt,
 		Wrap: func(t *testing.T, s keyservice.Store) keyservice.Store {
 			mc, err := memcachedstore.New(s, []string{addr}, 0, storetest.MasterKey)
 			if err != nil {
