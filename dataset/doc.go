@@ -1,8 +1,12 @@
-// Package dataset reads what hourly publishes — an hour's main part and
-// its numbered late supplements, each a set of Avro files with a
-// _MANIFEST.json and a _SUCCESS — and guards its publication with leases.
-// It is the one manifest reader: hourly, view, inspect, status, BigQuery
-// loads and retention all read published hours through it.
+// Package dataset reads, checks and publishes what hourly publishes — an
+// hour's main part and its numbered late supplements, each a set of Avro
+// files with a _MANIFEST.json and a _SUCCESS — and guards publication with
+// leases. It is the one manifest reader and writer: hourly, view, inspect,
+// status, BigQuery loads and retention all read published hours through
+// it (Read, ReadPublished, Verify), and read their records with
+// ReadRecords. Hourly checks a part's stored files against what its shards
+// wrote (CheckFiles, the one read-back of a publication) and makes the part
+// visible with PublishPart. Object names are package layout's.
 //
 // # Behavior
 //
@@ -24,6 +28,9 @@
 //
 //   - Read returns only parts whose _SUCCESS exists, main part first, then
 //     supplements in order.
+//   - PublishPart writes _SUCCESS only after the manifest, and each only
+//     while its lease holds; CheckFiles fails when a stored file's bytes
+//     differ from those its writer hashed.
 //   - Two holders of one lease never both pass Check; a lease changes hands
 //     only through its generation (blob compare-and-swap).
 //

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -512,34 +511,13 @@ func (j *hourJob) finish(ctx context.Context) error {
 		return fmt.Errorf("pipelines: hourly %s %s: files hold %d records, the pipeline published %d", h, j.part, m.Records, acc.Published)
 	}
 	m.Parts, m.RunID, m.PublishedAt = j.parts, cfg.RunID, cfg.Clock.Now().UTC()
-	data, err := json.MarshalIndent(m, "", "  ")
-	if err != nil {
-		return err
-	}
 	if hk := cfg.Hooks; hk != nil && hk.BeforeManifest != nil {
 		j.stopKeepAlive() // as if the whole process paused here
 		hk.BeforeManifest(h)
 		j.stopKeepAlive = j.lease.KeepAlive(ctx)
 	}
-	dir := j.partDir()
-	if err := j.lease.Check(ctx); err != nil {
-		return fmt.Errorf("pipelines: hourly %s %s: not writing %s: %w", h, j.part, layout.Manifest, err)
-	}
-	if err := createReplacingLeftover(ctx, b, dir+layout.Manifest, append(data, '\n')); err != nil {
-		return err
-	}
-	if err := j.lease.Check(ctx); err != nil {
-		return fmt.Errorf("pipelines: hourly %s %s: not writing %s: %w", h, j.part, layout.Success, err)
-	}
-	if err := blob.WriteAll(ctx, b, dir+layout.Success, nil); err != nil {
-		// On GCS a retried create whose first attempt took effect finds
-		// its own object: fine if the manifest there is this run's.
-		if !errors.Is(err, blob.ErrExist) {
-			return err
-		}
-		if got, rerr := dataset.ReadManifest(ctx, b, dir); rerr != nil || got.RunID != cfg.RunID || !got.PublishedAt.Equal(m.PublishedAt) {
-			return fmt.Errorf("pipelines: hourly %s %s: %w (and the manifest is not this run's)", h, j.part, err)
-		}
+	if err := dataset.PublishPart(ctx, b, j.lease, j.partDir(), m); err != nil {
+		return fmt.Errorf("pipelines: hourly %s %s: %w", h, j.part, err)
 	}
 	j.res.State = StatePublished
 	if j.part != layout.MainPart {

@@ -46,7 +46,7 @@ func (j *hourJob) placeFiles(ctx context.Context, written map[string]transforms.
 		if base == layout.Success {
 			return fmt.Errorf("pipelines: hourly %s %s: %s appeared while this run held the lease", j.hour, j.part, n)
 		}
-		if err := deleteLeftover(ctx, b, n); err != nil {
+		if err := dataset.DeleteLeftover(ctx, b, n); err != nil {
 			return err
 		}
 		j.res.Leftovers++
@@ -77,38 +77,6 @@ func placeFile(ctx context.Context, b blob.Bucket, staged, final, sha string) (l
 		return 1, 0, fmt.Errorf("remove leftover %s: %w", final, err)
 	}
 	return 1, 1, b.Copy(ctx, staged, final)
-}
-
-// deleteLeftover deletes an object at the generation it has now.
-func deleteLeftover(ctx context.Context, b blob.Bucket, name string) error {
-	gen, _, err := b.Stat(ctx, name)
-	if errors.Is(err, blob.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if err := b.DeleteVersion(ctx, name, gen); err != nil {
-		return fmt.Errorf("pipelines: remove leftover %s: %w", name, err)
-	}
-	return nil
-}
-
-// createReplacingLeftover creates name, in a part's directory; one that
-// exists is an unfinished attempt's (the part has no _SUCCESS yet):
-// deleted at its generation, then created again.
-func createReplacingLeftover(ctx context.Context, b blob.Bucket, name string, data []byte) error {
-	err := blob.WriteAll(ctx, b, name, data)
-	if !errors.Is(err, blob.ErrExist) {
-		return err
-	}
-	if ok, err := b.Exists(ctx, path.Dir(name)+"/"+layout.Success); err != nil || ok {
-		return fmt.Errorf("pipelines: %s exists, and the part is published (%v)", name, err)
-	}
-	if err := deleteLeftover(ctx, b, name); err != nil {
-		return err
-	}
-	return blob.WriteAll(ctx, b, name, data)
 }
 
 // shardAccounting sums the shards' stats objects (every shard must have
