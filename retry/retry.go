@@ -9,6 +9,8 @@ import (
 	"context"
 	"math/rand/v2"
 	"time"
+
+	"github.com/lockstream/lockstream/clock"
 )
 
 // Backoff is a schedule of delays: First before the first retry, doubling
@@ -33,20 +35,9 @@ func (b Backoff) Delay(n int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-// Sleep waits for d or until ctx ends (then it returns ctx's error).
-func Sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
+// Sleep waits for d or until ctx ends (then it returns ctx's error): the
+// system clock's Sleep.
+func Sleep(ctx context.Context, d time.Duration) error { return clock.System.Sleep(ctx, d) }
 
 // Policy says how Do retries.
 type Policy struct {
