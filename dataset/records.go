@@ -35,14 +35,17 @@ func ReadRecords(ctx context.Context, b blob.Opener, eventType string, version i
 	}
 	cols := make([]record.Column, len(lay.Enc.Fields))
 	for _, name := range files {
-		if err := readFile(ctx, b, name, lay, cols, fn); err != nil {
+		if err := ReadFile(ctx, b, name, lay, cols, fn); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
 	}
 	return nil
 }
 
-func readFile(ctx context.Context, b blob.Opener, name string, lay *record.Layout, cols []record.Column, fn func(cols []record.Column, lay *record.Layout, rec []byte)) error {
+// ReadFile is ReadRecords over one file, for a reader that has the layout
+// already (Schema) and a slice of len(lay.Enc.Fields) columns to decode
+// into; with cols nil the records are not decoded (fn gets nil columns).
+func ReadFile(ctx context.Context, b blob.Opener, name string, lay *record.Layout, cols []record.Column, fn func(cols []record.Column, lay *record.Layout, rec []byte)) error {
 	r, err := b.Open(ctx, name)
 	if err != nil {
 		return err
@@ -60,8 +63,10 @@ func readFile(ctx context.Context, b blob.Opener, name string, lay *record.Layou
 		if err != nil {
 			return err
 		}
-		if _, err := record.DecodeColumns(lay.Enc, rec, cols); err != nil {
-			return err
+		if cols != nil {
+			if _, err := record.DecodeColumns(lay.Enc, rec, cols); err != nil {
+				return err
+			}
 		}
 		fn(cols, lay, rec)
 	}

@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"strings"
 	"sync"
@@ -166,15 +165,6 @@ func (fn *readPartsFn) ProcessElement(ctx context.Context, name string, emit fun
 }
 
 func (fn *readPartsFn) read(ctx context.Context, name string, emit func(int, []byte)) error {
-	r, err := fn.bucket.Open(ctx, name)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	or, err := record.NewOCFReader(r, fn.lay.Skip())
-	if err != nil {
-		return err
-	}
 	counter := CountRawRecords
 	late := strings.HasPrefix(name, layout.LateArea+"/")
 	if late {
@@ -182,21 +172,14 @@ func (fn *readPartsFn) read(ctx context.Context, name string, emit func(int, []b
 	}
 	batches := make([][]byte, fn.Shards)
 	var n int64
-	for {
-		rec, err := or.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		if _, err := record.DecodeColumns(fn.lay.Enc, rec, fn.cols); err != nil {
-			return err
-		}
-		id := fn.cols[fn.lay.Dedupe].Bytes
+	err := dataset.ReadFile(ctx, fn.bucket, name, fn.lay, fn.cols, func(cols []record.Column, lay *record.Layout, rec []byte) {
+		id := cols[lay.Dedupe].Bytes
 		sh := shardOf(id, fn.Shards)
-		batches[sh] = appendFramed(batches[sh], framed{late: late, pub: fn.cols[fn.lay.PublishTime].Int, id: id, rec: rec})
+		batches[sh] = appendFramed(batches[sh], framed{late: late, pub: cols[lay.PublishTime].Int, id: id, rec: rec})
 		n++
+	})
+	if err != nil {
+		return err
 	}
 	for sh, b := range batches {
 		if len(b) > 0 {

@@ -111,6 +111,7 @@ type decryptFileFn struct {
 
 	in, out blob.Bucket
 	schema  *schemas.Schema
+	lay     *record.Layout
 	codec   *goavro.Codec
 	dec     *record.Decryptor
 }
@@ -123,7 +124,7 @@ func (fn *decryptFileFn) Setup(ctx context.Context) error {
 	if fn.out, err = blob.Open(ctx, fn.Cfg.OutRoot); err != nil {
 		return err
 	}
-	if fn.schema, _, err = dataset.Schema(fn.Cfg.Type, fn.Cfg.Version); err != nil {
+	if fn.schema, fn.lay, err = dataset.Schema(fn.Cfg.Type, fn.Cfg.Version); err != nil {
 		return err
 	}
 	vs, err := record.ViewSchema(fn.schema)
@@ -143,7 +144,8 @@ func (fn *decryptFileFn) Setup(ctx context.Context) error {
 
 func (fn *decryptFileFn) ProcessElement(ctx context.Context, name string, emit func(string)) error {
 	var recs [][]byte
-	if err := dataset.ReadRecords(ctx, fn.in, fn.Cfg.Type, fn.Cfg.Version, []string{name}, func(_ []record.Column, _ *record.Layout, rec []byte) {
+	// Not decoded here: the decryptor decodes each record itself.
+	if err := dataset.ReadFile(ctx, fn.in, name, fn.lay, nil, func(_ []record.Column, _ *record.Layout, rec []byte) {
 		recs = append(recs, bytes.Clone(rec))
 	}); err != nil {
 		return fmt.Errorf("transforms.DecryptFiles: %s: %w", name, err)
