@@ -13,7 +13,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/lockstream/lockstream/cache"
-	"github.com/lockstream/lockstream/keyclient"
 )
 
 // env is this process's one registry of worker environments: what the
@@ -38,7 +37,7 @@ type registry struct {
 	// size (keyEnvFor).
 	keys map[keyConfig]*keyEnv
 	// What reportKeyActivity last reported of each key source.
-	activity map[statser]keyclient.Stats
+	activity map[statser]*sourceActivity
 	// Low-level Pub/Sub subscriber clients, by emulator host ("" = Google
 	// Cloud).
 	subscribers map[string]*vkit.SubscriptionAdminClient
@@ -47,7 +46,7 @@ type registry struct {
 	// id: shared by the run's pull streams in the process.
 	flows sync.Map // string -> *flowControl
 	// The write stage's counters of each run, by root and run id
-	// (addRunCounts).
+	// (runCounter: a writer takes its run's in Setup).
 	runs sync.Map // runKey -> *runCounter
 	// The event ids of the dataset files this process wrote, by root, name
 	// and checksum (rememberWritten): the next hour's lookback in the same

@@ -43,6 +43,8 @@ type keyEnv struct {
 	ciphers *fieldcrypt.Cache
 	err     error
 	opened  atomic.Bool // keys and ciphers are set: DropKeyCaches may use them
+	// The report baseline of keys (nil if it does not count its lookups).
+	activity *sourceActivity
 
 	mu           sync.Mutex // what reportKeyActivity last reported of ciphers
 	hits, misses uint64
@@ -140,6 +142,9 @@ func keyEnvFor(ctx context.Context, url, scope string, cacheSize int) (*keyEnv, 
 			e.keys, e.err = openKeyService(ctx, url, c.scope, c.cacheSize)
 		}
 		e.ciphers = fieldcrypt.NewCache(c.cacheSize, 0)
+		if e.err == nil {
+			e.activity = env.activityOf(e.keys)
+		}
 		e.opened.Store(e.err == nil)
 	})
 	if e.err != nil {
@@ -205,19 +210,14 @@ type statser interface{ Stats() keyclient.Stats }
 
 // reportKeyActivity adds to the counters what keys and ciphers did since
 // this process last reported them.
-func reportKeyActivity(ctx context.Context, root, run string, e *keyEnv) {
+func reportKeyActivity(ctx context.Context, rc *runCounter, e *keyEnv) {
 	var d keyclient.Stats
-	if s, ok := e.keys.(statser); ok {
-		// A registered source can serve several environments: what it
-		// did is reported once, by whichever reports next.
-		env.mu.Lock()
-		if env.activity == nil {
-			env.activity = map[statser]keyclient.Stats{}
-		}
-		now, last := s.Stats(), env.activity[s]
+	if a := e.activity; a != nil {
+		a.mu.Lock()
+		now, last := a.source.Stats(), a.last
 		d = keyclient.Stats{Lookups: now.Lookups - last.Lookups, CacheHits: now.CacheHits - last.CacheHits, RPCs: now.RPCs - last.RPCs}
-		env.activity[s] = now
-		env.mu.Unlock()
+		a.last = now
+		a.mu.Unlock()
 	}
 	e.mu.Lock()
 	hits, misses := e.ciphers.Stats()
@@ -238,5 +238,34 @@ func reportKeyActivity(ctx context.Context, root, run string, e *keyEnv) {
 			counts[c.name] = c.n
 		}
 	}
-	addRunCounts(root, run, counts)
+	rc.add(counts)
+}
+
+// sourceActivity is what reportKeyActivity last reported of one key
+// source. A registered source can serve several key environments: what it
+// did is reported once, by whichever reports next.
+type sourceActivity struct {
+	source statser
+	mu     sync.Mutex
+	last   keyclient.Stats
+}
+
+// activityOf returns the report baseline of a key source that counts its
+// lookups, nil for one that does not.
+func (r *registry) activityOf(k keyclient.Keys) *sourceActivity {
+	s, ok := k.(statser)
+	if !ok {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.activity == nil {
+		r.activity = map[statser]*sourceActivity{}
+	}
+	a := r.activity[s]
+	if a == nil {
+		a = &sourceActivity{source: s}
+		r.activity[s] = a
+	}
+	return a
 }

@@ -32,7 +32,7 @@ func ReadProgress() Progress {
 	}
 }
 
-// env.runs holds the write stage's counters of each run, by run id, as
+// env.runs holds the write stage's counters of each run, by root and run id, as
 // the writers of this process reported them: the accounting of a run whose
 // workers share the launching process (prism's loopback workers). Prism
 // loses counter updates: when two bundles first report a counter before it
@@ -49,13 +49,21 @@ type runCounter struct {
 	m  map[string]int64
 }
 
-// addRunCounts adds a batch's counters to its run's.
-func addRunCounts(root, run string, counts map[string]int64) {
-	if run == "" || len(counts) == 0 {
+// runCounter returns the counters of a run (nil for a run without an id),
+// made on first use: a writer takes them once, in Setup.
+func (r *registry) runCounter(root, run string) *runCounter {
+	if run == "" {
+		return nil
+	}
+	v, _ := r.runs.LoadOrStore(runKey{root, run}, &runCounter{m: map[string]int64{}})
+	return v.(*runCounter)
+}
+
+// add adds a batch's counters to the run's.
+func (rc *runCounter) add(counts map[string]int64) {
+	if rc == nil || len(counts) == 0 {
 		return
 	}
-	v, _ := env.runs.LoadOrStore(runKey{root, run}, &runCounter{m: map[string]int64{}})
-	rc := v.(*runCounter)
 	rc.mu.Lock()
 	for name, n := range counts {
 		rc.m[name] += n
@@ -76,5 +84,5 @@ func TakeRunCounters(root, run string) (counts map[string]int64, ok bool) {
 	rc := v.(*runCounter)
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
-	return rc.m, true
+	return rc.m, len(rc.m) > 0
 }

@@ -198,6 +198,7 @@ type batchWriter struct {
 	bucket blob.Bucket
 	reg    *schemas.Registry
 	keys   *keyEnv
+	runs   *runCounter             // the run's counters in this process (nil without a run id)
 	anons  chan *record.Anonymizer // idle anonymizers (one goroutine each at a time)
 	closed *closedCache
 	marks  completion.HourMarks
@@ -216,6 +217,7 @@ func newBatchWriter(ctx context.Context, cfg writeFnConfig) (*batchWriter, error
 	if w.keys, err = keyEnvFor(ctx, cfg.KeysURL, cfg.KeyScope, cfg.KeyCacheSize); err != nil {
 		return nil, err
 	}
+	w.runs = env.runCounter(cfg.Root, cfg.RunID)
 	w.anons = make(chan *record.Anonymizer, 4*runtime.GOMAXPROCS(0))
 	// Dead letters of users no one can tell are sealed under a key of this
 	// root and day, which retention shreds with them.
@@ -276,8 +278,8 @@ func (w *batchWriter) report(ctx context.Context, counts map[string]int64) {
 	for name, n := range counts {
 		beam.NewCounter(counterNamespace(name), name).Inc(ctx, n)
 	}
-	addRunCounts(w.cfg.Root, w.cfg.RunID, counts)
-	reportKeyActivity(ctx, w.cfg.Root, w.cfg.RunID, w.keys)
+	w.runs.add(counts)
+	reportKeyActivity(ctx, w.runs, w.keys)
 }
 
 // write anonymizes a batch and writes its files; when it returns nil they
