@@ -42,13 +42,13 @@ func (c *Cache) Cipher(k CategoryKey, deterministic bool) (Cipher, error) {
 	if k.Secret.Len() != CategoryKeySize {
 		return Cipher{}, ErrKeySize
 	}
-	if k.gcm.ok && !deterministic {
+	if k.derived.ok {
 		// Derived by the key's holder (DeriveKey): no lookup, no HKDF.
 		if k.Version < 1 || k.Version > 1<<31-1 {
 			return Cipher{}, fmt.Errorf("fieldcrypt: key version %d out of range", k.Version)
 		}
 		c.derived.Add(1)
-		return Cipher{version: uint32(k.Version), gcm: k.gcm.k}, nil
+		return Cipher{version: uint32(k.Version), gcm: k.derived.gcm, hasSIV: true, siv: k.derived.siv}, nil
 	}
 	id := cacheKey{secret: [CategoryKeySize]byte(k.Secret.b), version: uint32(k.Version)}
 	ci, ok := c.c.Get(id)

@@ -314,55 +314,56 @@ func TestCache(t *testing.T) {
 	}
 }
 
-// TestDerivedKey: a key that carries its derived AES-GCM key (DeriveKey,
-// as key caches keep it) seals what the plain path opens and the other way
-// round, without a cache lookup; deterministic fields still derive AES-SIV;
-// the derived key never prints.
+// TestDerivedKey: a key that carries its derived keys (DeriveKey, as key
+// caches keep them) seals what the plain path opens and the other way
+// round, with AES-GCM and AES-SIV, without a cache lookup; the derived
+// keys never print.
 func TestDerivedKey(t *testing.T) {
 	k := testKey(t, "s_a", "contact", 3)
-	dk, gcm, err := DeriveKey(k)
+	d, err := DeriveKey(k)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, _, err := AlgorithmKeys(k)
+	wantGCM, wantSIV, err := AlgorithmKeys(k)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(gcm[:], want.Expose()) {
-		t.Fatal("DeriveKey's key is not the HKDF one")
+	if !bytes.Equal(d.gcm[:], wantGCM.Expose()) || !bytes.Equal(d.siv[:], wantSIV.Expose()) {
+		t.Fatal("DeriveKey's keys are not the HKDF ones")
 	}
+	dk := k.WithDerived(d)
 	c := NewCache(8, 0)
 	aad := AAD("T", "f", "s_a")
-	fromDerived, err := c.Cipher(k.WithDerivedKey(gcm), false)
-	if err != nil {
-		t.Fatal(err)
+	for _, det := range []bool{false, true} {
+		fromDerived, err := c.Cipher(dk, det)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ct, err := fromDerived.Encrypt([]byte("x"), aad, det)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pt, err := mustCipher(t, k).Decrypt(ct, aad, det); err != nil || string(pt) != "x" || fromDerived.Version() != 3 {
+			t.Fatalf("deterministic=%v: a derived key's ciphertext does not open with the plain key: %v", det, err)
+		}
+		ct2, _ := mustCipher(t, k).Encrypt([]byte("y"), aad, det)
+		if pt, err := fromDerived.Decrypt(ct2, aad, det); err != nil || string(pt) != "y" {
+			t.Fatalf("deterministic=%v: the plain key's ciphertext does not open with the derived one: %v", det, err)
+		}
+		if det {
+			if again, _ := fromDerived.Encrypt([]byte("y"), aad, det); !bytes.Equal(again, ct2) {
+				t.Fatal("the deterministic path of a derived key differs")
+			}
+		}
 	}
-	if h, m := c.Stats(); h != 1 || m != 0 || c.Len() != 0 {
-		t.Fatalf("a derived key was looked up or cached (%d hits, %d misses, %d cached); want 1 hit", h, m, c.Len())
+	if h, m := c.Stats(); h != 2 || m != 0 || c.Len() != 0 {
+		t.Fatalf("a derived key was looked up or cached (%d hits, %d misses, %d cached); want 2 hits", h, m, c.Len())
 	}
-	ct, err := fromDerived.Encrypt([]byte("x"), aad, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if pt, err := mustCipher(t, k).Decrypt(ct, aad, false); err != nil || string(pt) != "x" || fromDerived.Version() != 3 {
-		t.Fatalf("a derived key's ciphertext does not open with the plain key: %v", err)
-	}
-	ct2, _ := mustCipher(t, k).Encrypt([]byte("y"), aad, false)
-	if pt, err := fromDerived.Decrypt(ct2, aad, false); err != nil || string(pt) != "y" {
-		t.Fatalf("the plain key's ciphertext does not open with the derived one: %v", err)
-	}
-	det, err := c.Cipher(dk, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d1, _ := det.Encrypt([]byte("z"), aad, true)
-	d2, _ := mustCipher(t, k).Encrypt([]byte("z"), aad, true)
-	if !bytes.Equal(d1, d2) {
-		t.Fatal("the deterministic path of a derived key differs")
-	}
-	for _, o := range []string{fmt.Sprintf("%v %+v %#v %s", dk, dk, dk, dk), fmt.Sprint([]CategoryKey{dk})} {
-		if strings.Contains(o, fmt.Sprintf("%x", gcm)) || strings.Contains(o, fmt.Sprint(gcm[:])) || strings.Contains(o, fmt.Sprint(gcm)) {
-			t.Fatalf("derived key printed: %q", o)
+	for _, o := range []string{fmt.Sprintf("%v %+v %#v %s", dk, dk, dk, dk), fmt.Sprint([]CategoryKey{dk}), fmt.Sprintf("%v %+v %#v", d, d, d)} {
+		for _, b := range [][]byte{d.gcm[:], d.siv[:]} {
+			if strings.Contains(o, fmt.Sprintf("%x", b)) || strings.Contains(o, fmt.Sprint(b)) || strings.Contains(o, fmt.Sprint(b[:8])[1:12]) {
+				t.Fatalf("derived key printed: %q", o)
+			}
 		}
 	}
 }
@@ -402,4 +403,26 @@ func BenchmarkCacheHit(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkDeriveKey is what a key cache pays per key it stores: both
+// algorithm keys, against AlgorithmKeys (crypto/hkdf, an HMAC per Expand).
+func BenchmarkDeriveKey(b *testing.B) {
+	k := testKey(b, "s_a", "contact", 1)
+	b.Run("DeriveKey", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := DeriveKey(k); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("AlgorithmKeys", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, _, err := AlgorithmKeys(k); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

@@ -29,6 +29,11 @@ type Secret struct{ b []byte }
 // NewSecret copies b into a Secret.
 func NewSecret(b []byte) Secret { return Secret{b: append([]byte(nil), b...)} }
 
+// SecretOf wraps b as a Secret without copying it: for key caches that
+// carve the secrets of one answer from one allocation. b must not be
+// written afterwards.
+func SecretOf(b []byte) Secret { return Secret{b: b} }
+
 // Expose returns the key bytes. Only key stores, key transport and the
 // insecurekeyset package may call it; never log or return what it gives.
 func (s Secret) Expose() []byte { return s.b }
@@ -73,41 +78,73 @@ type CategoryKey struct {
 	Version  int    // >= 1; also the Tink key id of its ciphertexts
 	Secret   Secret // CategoryKeySize bytes
 
-	// gcm is the AES-256-GCM key derived from Secret, when whoever holds
-	// the key derived it (WithDerivedKey): a Cache then answers without a
-	// lookup. Key caches derive once, when they store a key, and hand it
-	// out with every copy.
-	gcm derivedKey
+	// derived holds the per-algorithm keys derived from Secret, when
+	// whoever holds the key derived them (DeriveKey): a Cache then answers
+	// without a lookup or HKDF. Key caches derive once, when they store a
+	// key, and hand the derived keys out with every copy.
+	derived Derived
 }
 
-type derivedKey struct {
-	ok bool
-	k  [32]byte
+// Derived is the per-algorithm keys of one category key (HKDF outputs: 32
+// bytes for AES-256-GCM, 64 for AES-SIV): a value with no pointer, for a
+// key cache to keep beside the secret. Its printed forms are redacted.
+type Derived struct {
+	ok  bool
+	gcm [32]byte
+	siv [64]byte
 }
 
-// DeriveKey returns k with its AES-256-GCM key derived (HKDF), and that
-// key, for a key cache to keep beside the secret and give back with
-// WithDerivedKey. Never log or return what it gives.
-func DeriveKey(k CategoryKey) (CategoryKey, [32]byte, error) {
+func (Derived) String() string             { return redacted }
+func (Derived) GoString() string           { return redacted }
+func (Derived) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(redacted)) }
+
+// DeriveKey derives the per-algorithm keys of k (one HKDF-Extract, then
+// both Expands through one HMAC keyed with the pseudo-random key), for a
+// key cache to keep beside the secret and give back with WithDerived.
+// Never log or return what it gives.
+func DeriveKey(k CategoryKey) (Derived, error) {
 	prk, err := extract(k)
 	if err != nil {
-		return k, [32]byte{}, err
+		return Derived{}, err
 	}
-	g, err := expandGCM(prk)
-	if err != nil {
-		return k, [32]byte{}, err
-	}
-	k.gcm = derivedKey{ok: true, k: [32]byte(g.b)}
-	return k, k.gcm.k, nil
+	d := Derived{ok: true}
+	expand(hmac.New(sha256.New, prk.b), d.gcm[:], infoGCM, d.siv[:], infoSIV)
+	clear(prk.b)
+	return d, nil
 }
 
-// WithDerivedKey returns k carrying gcm, which must be what DeriveKey gave
-// for the same secret (a key cache stores both and returns them
-// together); a wrong one would seal values nobody can open.
-func (k CategoryKey) WithDerivedKey(gcm [32]byte) CategoryKey {
-	k.gcm = derivedKey{ok: true, k: gcm}
+// expand is RFC 5869's HKDF-Expand of the key h is keyed with, into out
+// for info and into out2 for info2 (crypto/hkdf.Expand keys an HMAC per
+// call; the two outputs share one here). Outputs are at most 255 blocks.
+func expand(h hash.Hash, out []byte, info string, out2 []byte, info2 string) {
+	// One buffer for what is hashed (what goes through the hash.Hash
+	// interface escapes: one allocation, not one per write): T(i-1) at its
+	// start, then info and the counter; T(i) is summed over its start.
+	buf := make([]byte, 0, sha256.Size+max(len(info), len(info2))+1)
+	one := func(dst []byte, info string) {
+		n := 0 // T(0) is empty
+		for i := byte(1); len(dst) > 0; i++ {
+			h.Reset()
+			h.Write(append(append(buf[:n], info...), i))
+			n = len(h.Sum(buf[:0]))
+			dst = dst[copy(dst, buf[:n]):]
+		}
+	}
+	one(out, info)
+	one(out2, info2)
+	clear(buf[:cap(buf)])
+}
+
+// WithDerived returns k carrying d, which must be what DeriveKey gave for
+// the same secret (a key cache stores both and returns them together); a
+// wrong one would seal values nobody can open.
+func (k CategoryKey) WithDerived(d Derived) CategoryKey {
+	k.derived = d
 	return k
 }
+
+// Derived returns the derived keys k carries (WithDerived), if any.
+func (k CategoryKey) Derived() (Derived, bool) { return k.derived, k.derived.ok }
 
 // GoString names the key without its material (%#v).
 func (k CategoryKey) GoString() string { return "fieldcrypt.CategoryKey{" + k.String() + "}" }

@@ -49,8 +49,8 @@ type slot struct {
 	revoked bool
 	version int32
 	secret  [fieldcrypt.CategoryKeySize]byte
-	gcm     [32]byte // the AES-256-GCM key derived from secret (fieldcrypt.DeriveKey)
-	expires int64    // Unix nanoseconds
+	derived fieldcrypt.Derived // the per-algorithm keys derived from secret (fieldcrypt.DeriveKey)
+	expires int64              // Unix nanoseconds
 }
 
 // negKind is a negative answer's error, as a number (a value type).
@@ -130,45 +130,78 @@ func (kc *keyCache) intern(cat string) (uint16, bool) {
 	return i, true
 }
 
-// lookup returns the answer for categories (in their order) from a live
-// entry, or false when the entry is missing, negative-expired, or lacks a
-// live part for one of the categories.
-func (kc *keyCache) lookup(kind entryKind, id string, categories []string, dst *UserKeys) bool {
+// query is one lookup's categories, as asked and as interned, and the
+// time their entries must be live at: resolved once for every id of a
+// call, not per id.
+type query struct {
+	cats []string
+	ids  []uint16
+	now  int64 // Unix nanoseconds
+	// keys and secrets are where the answers' keys and key bytes are
+	// carved from: one allocation each for every id of a call.
+	keys    []fieldcrypt.CategoryKey
+	secrets []byte
+}
+
+// newQuery interns categories; false when one cannot be (the category
+// table is full: nothing of them can be cached either).
+func (kc *keyCache) newQuery(categories []string, ids int) (*query, bool) {
+	q := &query{cats: categories, ids: make([]uint16, len(categories)), now: kc.now().UnixNano()}
+	for j, cat := range categories {
+		ci, ok := kc.intern(cat)
+		if !ok {
+			return nil, false
+		}
+		q.ids[j] = ci
+	}
+	return q, true
+}
+
+// carve returns room for n keys and their key bytes, from q's arenas
+// (made for the rest of the call's ids when short).
+func (q *query) carve(n, idsLeft int) ([]fieldcrypt.CategoryKey, []byte) {
+	if cap(q.keys)-len(q.keys) < n {
+		q.keys = make([]fieldcrypt.CategoryKey, 0, max(n, idsLeft*len(q.cats)))
+		q.secrets = make([]byte, 0, cap(q.keys)*fieldcrypt.CategoryKeySize)
+	}
+	k := q.keys[len(q.keys) : len(q.keys) : len(q.keys)+n]
+	q.keys = q.keys[:len(q.keys)+n]
+	b := q.secrets[len(q.secrets) : len(q.secrets)+n*fieldcrypt.CategoryKeySize : len(q.secrets)+n*fieldcrypt.CategoryKeySize]
+	q.secrets = q.secrets[:len(q.secrets)+n*fieldcrypt.CategoryKeySize]
+	return k, b
+}
+
+// lookup returns the answer for q's categories (in their order) from a
+// live entry, or false when the entry is missing, negative-expired, or
+// lacks a live part for one of the categories. idsLeft (this one
+// included) sizes q's arenas.
+func (kc *keyCache) lookup(kind entryKind, id string, q *query, idsLeft int, dst *UserKeys) bool {
 	if kc.c == nil {
 		return false
 	}
 	found, hit := false, false
 	kc.c.Peek(cacheKey{kind, id}, func(e *entry) {
 		found = true
-		hit = kc.answer(e, categories, dst)
+		hit = kc.answer(e, q, idsLeft, dst)
 	})
 	return found && hit
 }
 
-// answer builds the answer for categories from e (under its read lock).
-func (kc *keyCache) answer(e *entry, categories []string, dst *UserKeys) bool {
+// answer builds the answer for q from e (under its read lock).
+func (kc *keyCache) answer(e *entry, q *query, idsLeft int, dst *UserKeys) bool {
 	if e.neg != negNone {
 		*dst = UserKeys{Subject: e.subject, Err: e.neg.err()}
 		return true
 	}
-	now := kc.now().UnixNano()
-	var ids [maxSlots]uint16
 	n := 0
-	for j, cat := range categories {
-		ci, ok := kc.intern(cat)
-		if !ok {
-			return false
-		}
-		if j < len(ids) {
-			ids[j] = ci
-		}
+	for _, ci := range q.ids {
 		found := false
 		for i := range e.n {
 			s := &e.slots[i]
 			if s.cat != ci {
 				continue
 			}
-			if now >= s.expires {
+			if q.now >= s.expires {
 				return false
 			}
 			found = true
@@ -181,25 +214,23 @@ func (kc *keyCache) answer(e *entry, categories []string, dst *UserKeys) bool {
 		}
 	}
 	r := UserKeys{Subject: e.subject}
+	var secrets []byte
 	if n > 0 {
-		r.Keys = make([]fieldcrypt.CategoryKey, 0, n)
+		r.Keys, secrets = q.carve(n, idsLeft)
 	}
-	for j, cat := range categories {
-		var ci uint16
-		if j < len(ids) {
-			ci = ids[j]
-		} else {
-			ci, _ = kc.intern(cat)
-		}
+	for j, ci := range q.ids {
 		for i := range e.n {
 			s := &e.slots[i]
 			switch {
 			case s.cat != ci:
 			case s.revoked:
-				r.Revoked = append(r.Revoked, cat)
+				r.Revoked = append(r.Revoked, q.cats[j])
 			default:
-				r.Keys = append(r.Keys, fieldcrypt.CategoryKey{Subject: e.subject, Category: cat, Version: int(s.version),
-					Secret: fieldcrypt.NewSecret(s.secret[:])}.WithDerivedKey(s.gcm))
+				b := secrets[:fieldcrypt.CategoryKeySize:fieldcrypt.CategoryKeySize]
+				secrets = secrets[fieldcrypt.CategoryKeySize:]
+				copy(b, s.secret[:])
+				r.Keys = append(r.Keys, fieldcrypt.CategoryKey{Subject: e.subject, Category: q.cats[j], Version: int(s.version),
+					Secret: fieldcrypt.SecretOf(b)}.WithDerived(s.derived))
 			}
 		}
 	}
@@ -264,11 +295,11 @@ func (kc *keyCache) store(kind entryKind, id string, cats []string, r UserKeys, 
 			if k.Category != cat || k.Secret.Len() != fieldcrypt.CategoryKeySize {
 				continue
 			}
-			_, gcm, err := fieldcrypt.DeriveKey(k)
-			if err != nil {
-				continue // not a usable key: the caller's cipher reports it
+			d, ok := k.Derived()
+			if !ok {
+				continue // not a usable key (deriveKeys): the caller's cipher reports it
 			}
-			s.version, s.secret, s.gcm = int32(k.Version), [fieldcrypt.CategoryKeySize]byte(k.Secret.Expose()), gcm
+			s.version, s.secret, s.derived = int32(k.Version), [fieldcrypt.CategoryKeySize]byte(k.Secret.Expose()), d
 			if !add(s) {
 				return // more than an entry holds: not cached
 			}

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/lockstream/lockstream/fieldcrypt"
 	"github.com/lockstream/lockstream/retry"
 )
 
@@ -109,6 +110,7 @@ type Stats struct {
 	RPCs          int64 // transport calls, retries included
 	Retries       int64 // retried transport calls
 	RetriesDenied int64 // retries refused by the retry budget
+	Derived       int64 // keys whose per-algorithm keys were derived (fieldcrypt.DeriveKey), one per key fetched
 	CacheEntries  int   // users and subjects cached
 }
 
@@ -126,7 +128,7 @@ type Client struct {
 	pending  map[batchKey]*batch
 	inflight map[flightKey]*call
 
-	lookups, hits, coalesced, rpcs, retries, denied atomic.Int64
+	lookups, hits, coalesced, rpcs, retries, denied, derived atomic.Int64
 }
 
 type batchKey struct {
@@ -206,7 +208,7 @@ func (c *Client) Stats() Stats {
 	return Stats{
 		Lookups: c.lookups.Load(), CacheHits: c.hits.Load(), Coalesced: c.coalesced.Load(),
 		RPCs: c.rpcs.Load(), Retries: c.retries.Load(), RetriesDenied: c.denied.Load(),
-		CacheEntries: c.cache.len(),
+		Derived: c.derived.Load(), CacheEntries: c.cache.len(),
 	}
 }
 
@@ -238,12 +240,20 @@ func (c *Client) get(ctx context.Context, kind entryKind, ids, categories []stri
 	}
 	var waits []wait
 	var misses []int
-	for i, id := range ids {
-		if c.fromCache(kind, id, categories, &out[i]) {
-			c.hits.Add(1)
-			continue
+	if q, ok := c.cache.newQuery(categories, len(ids)); ok {
+		hits := 0
+		for i, id := range ids {
+			if c.cache.lookup(kind, id, q, len(ids)-i, &out[i]) {
+				hits++
+				continue
+			}
+			misses = append(misses, i)
 		}
-		misses = append(misses, i)
+		c.hits.Add(int64(hits))
+	} else {
+		for i := range ids {
+			misses = append(misses, i)
+		}
 	}
 	if len(misses) > 0 {
 		var full []*batch
@@ -328,12 +338,23 @@ func pick(dst *UserKeys, r UserKeys, categories []string) {
 	}
 }
 
-func (c *Client) fromCache(kind entryKind, id string, categories []string, dst *UserKeys) bool {
-	return c.cache.lookup(kind, id, categories, dst)
-}
-
 func (c *Client) store(kind entryKind, id string, cats []string, r UserKeys) {
 	c.cache.store(kind, id, cats, r, c.o.TTL, c.o.NegativeTTL)
+}
+
+// deriveKeys gives each key its per-algorithm keys (fieldcrypt.DeriveKey),
+// once, as it arrives: the cache keeps them beside the secret and the
+// callers waiting on the call seal with them, neither deriving again. A
+// key that cannot be derived is left as it is: the caller's cipher
+// reports it.
+func deriveKeys(keys []fieldcrypt.CategoryKey) (derived int64) {
+	for i := range keys {
+		if d, err := fieldcrypt.DeriveKey(keys[i]); err == nil {
+			keys[i] = keys[i].WithDerived(d)
+			derived++
+		}
+	}
+	return derived
 }
 
 // flushPending sends b if it is still pending (its window ran out).
@@ -357,6 +378,7 @@ func (c *Client) flush(b *batch) {
 	res, err := c.roundTrip(ctx, b.key.kind, b.ids, b.cats)
 	if err == nil {
 		for i, id := range b.ids {
+			c.derived.Add(deriveKeys(res[i].Keys))
 			c.store(b.key.kind, id, b.cats, res[i])
 		}
 	}

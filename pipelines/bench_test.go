@@ -161,6 +161,12 @@ func measure(b *testing.B, pipeline, round, in, root string, count int) phase {
 	t0 := time.Now()
 	err := cmd.Run()
 	wall := time.Since(t0)
+	if dir := os.Getenv(benchProfileEnv); dir != "" {
+		// The child's output (prism's lines, GODEBUG=gctrace=1's) beside its profiles.
+		if werr := os.WriteFile(filepath.Join(dir, pipeline+"-"+round+".log"), out.Bytes(), 0o644); werr != nil {
+			b.Logf("%s: its output: %v", pipeline, werr)
+		}
+	}
 	if err != nil {
 		log := out.Bytes()
 		if len(log) > 8<<10 {

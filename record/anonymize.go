@@ -279,7 +279,7 @@ func (a *Anonymizer) encrypt(s *schemas.Schema, ev *schemas.Event, uk *keyclient
 	size := 64 + len(enc.Fields)*24 // ciphertexts added below: one allocation per record
 	for _, f := range s.PIIFields() {
 		if v := &ev.Values[f.Index]; v.Present && !v.Null {
-			if k, ok := findKey(uk, f.PII.Category); ok && k.Version > keyVersion {
+			if k := findKey(uk, f.PII.Category); k != nil && k.Version > keyVersion {
 				keyVersion = k.Version
 			}
 			size += fieldcrypt.CiphertextSize(plaintextMax(f, v), f.PII.Deterministic)
@@ -303,13 +303,13 @@ func (a *Anonymizer) encrypt(s *schemas.Schema, ev *schemas.Event, uk *keyclient
 				buf = append(buf, 0) // union branch 0: null
 				continue
 			}
-			k, ok := findKey(uk, f.PII.Category)
-			if !ok {
+			k := findKey(uk, f.PII.Category)
+			if k == nil {
 				// Revoked category (opt-out): the value is not kept.
 				buf = append(buf, 0)
 				continue
 			}
-			c, err := a.ciphers.Cipher(k, f.PII.Deterministic)
+			c, err := a.ciphers.Cipher(*k, f.PII.Deterministic)
 			if err != nil {
 				return nil, fmt.Errorf("record: cipher for %s: %w", k, err)
 			}
@@ -332,14 +332,17 @@ func (a *Anonymizer) encrypt(s *schemas.Schema, ev *schemas.Event, uk *keyclient
 	return buf, nil
 }
 
-func findKey(uk *keyclient.UserKeys, category string) (fieldcrypt.CategoryKey, bool) {
-	var best fieldcrypt.CategoryKey
-	for _, k := range uk.Keys {
-		if k.Category == category && k.Version > best.Version {
+// findKey returns the newest key of category among uk's (nil when none:
+// the category is revoked). It points into uk.Keys: a key is a few hundred
+// bytes, not to be copied per field.
+func findKey(uk *keyclient.UserKeys, category string) *fieldcrypt.CategoryKey {
+	var best *fieldcrypt.CategoryKey
+	for i := range uk.Keys {
+		if k := &uk.Keys[i]; k.Category == category && (best == nil || k.Version > best.Version) {
 			best = k
 		}
 	}
-	return best, best.Version > 0
+	return best
 }
 
 // plaintextMax bounds the length of plaintext's encoding of v.
@@ -448,11 +451,11 @@ func (a *Anonymizer) sealRejected(ctx context.Context, msgs []Message, out []Out
 		if uk.Err != nil {
 			continue // deleted user: payload and other attributes are dropped, the rejection is kept
 		}
-		k, ok := findKey(uk, PayloadCategory)
-		if !ok {
+		k := findKey(uk, PayloadCategory)
+		if k == nil {
 			continue // "payload" revoked: likewise
 		}
-		c, err := a.ciphers.Cipher(k, false)
+		c, err := a.ciphers.Cipher(*k, false)
 		if err != nil {
 			return fmt.Errorf("record: payload cipher: %w", err)
 		}

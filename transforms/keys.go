@@ -192,7 +192,10 @@ func DropKeyCaches() {
 
 // Counters of the write stage (MetricsNamespace) for what the workers' key
 // caches did: users looked up, answered from the key client's cache,
-// key-service calls (retries included), and ciphers found built or built.
+// key-service calls (retries included), and ciphers found built (a key
+// that came with its derived keys, or whose derived keys the cipher cache
+// held) or built (derived: by the key client as each key arrives, or by
+// the cipher cache for a key that came without).
 // The key source and cipher cache are shared by every writeFn of a worker,
 // so the figures are per process, each reported by whichever batch comes
 // next (reportKeyActivity); a run's totals add them up over its workers.
@@ -215,7 +218,8 @@ func reportKeyActivity(ctx context.Context, rc *runCounter, e *keyEnv) {
 	if a := e.activity; a != nil {
 		a.mu.Lock()
 		now, last := a.source.Stats(), a.last
-		d = keyclient.Stats{Lookups: now.Lookups - last.Lookups, CacheHits: now.CacheHits - last.CacheHits, RPCs: now.RPCs - last.RPCs}
+		d = keyclient.Stats{Lookups: now.Lookups - last.Lookups, CacheHits: now.CacheHits - last.CacheHits, RPCs: now.RPCs - last.RPCs,
+			Derived: now.Derived - last.Derived}
 		a.last = now
 		a.mu.Unlock()
 	}
@@ -231,7 +235,7 @@ func reportKeyActivity(ctx context.Context, rc *runCounter, e *keyEnv) {
 		n    int64
 	}{
 		{CountKeyLookups, d.Lookups}, {CountKeyCacheHits, d.CacheHits}, {CountKeyCalls, d.RPCs},
-		{CountCipherHits, int64(dHits)}, {CountCiphersBuilt, int64(dMisses)},
+		{CountCipherHits, int64(dHits)}, {CountCiphersBuilt, int64(dMisses) + d.Derived},
 	} {
 		if c.n > 0 {
 			beam.NewCounter(MetricsNamespace, c.name).Inc(ctx, c.n)

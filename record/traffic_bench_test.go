@@ -1,0 +1,130 @@
+package record_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"runtime"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/lockstream/lockstream/keyclient"
+	"github.com/lockstream/lockstream/record"
+	"github.com/lockstream/lockstream/schemas"
+	"github.com/lockstream/lockstream/synth"
+)
+
+// revokedKeys answers every user with every category revoked: Anonymize
+// then does all its work but keys and encryption (PII fields null), the
+// floor BenchmarkAnonymizeTraffic measures "crypto" against.
+type revokedKeys struct{}
+
+func (revokedKeys) ForEncrypt(_ context.Context, users, cats []string) ([]keyclient.UserKeys, error) {
+	out := make([]keyclient.UserKeys, len(users))
+	for i, id := range users {
+		out[i] = keyclient.UserKeys{UserID: id, Subject: "s_0123456789abcdef0123456789abcdef", Revoked: cats}
+	}
+	return out, nil
+}
+
+func (revokedKeys) ForDecrypt(context.Context, []string, []string) ([]keyclient.UserKeys, error) {
+	return nil, nil
+}
+
+// cpuTime is the CPU the process has used (user and system, every thread:
+// the garbage collector's too).
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkAnonymizeTraffic is the anonymizer alone over the end-to-end
+// benchmark's traffic (PlaybackEvent v3 and AccountUpdate, one user in
+// twenty events, LOCKSTREAM_BENCH_EVENTS, default 200k), in batches of
+// 1000 on one goroutine, each round with a new key client over the
+// in-process fake key service (cold caches, as one ingest run): "crypto"
+// against "no-crypto" (every category revoked). crypto's cpu-ns/msg
+// (the process's CPU: the collector's and the fake key service's too)
+// minus no-crypto's is what keys and encryption cost, without a
+// pipeline's noise; ns/msg also counts the key client's batch window.
+func BenchmarkAnonymizeTraffic(b *testing.B) {
+	n := 200_000
+	if v, err := strconv.Atoi(os.Getenv("LOCKSTREAM_BENCH_EVENTS")); err == nil && v > 0 {
+		n = v
+	}
+	const batch = 1000
+	tr := synth.Generate(synth.Config{Events: n, Users: max(n/20, 10), Hours: 3, Seed: 11, PlaybackVersion: 3})
+	// The traffic is kept as replay lines in one buffer and parsed batch by
+	// batch, as ingest reads it: a live heap of a million messages with
+	// their attribute maps would make each garbage collection cycle mark
+	// them, and weigh allocation far more than in a pipeline.
+	var lines []byte
+	for _, m := range tr.Messages {
+		l, err := m.MarshalLine()
+		if err != nil {
+			b.Fatal(err)
+		}
+		lines = append(append(lines, l...), '\n')
+	}
+	count := len(tr.Messages)
+	tr = nil
+	var p record.LineParser
+	parsed := make([]record.Message, 0, 1000)
+	reg, err := schemas.Embedded()
+	if err != nil {
+		b.Fatal(err)
+	}
+	run := func(b *testing.B, keys func() record.Keys) {
+		var ms runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		alloc0 := ms.TotalAlloc
+		cpu0 := cpuTime(b)
+		msgs := 0
+		for b.Loop() {
+			a, err := record.NewAnonymizer(reg, keys(), record.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			rest := lines
+			for len(rest) > 0 {
+				parsed = parsed[:0]
+				for len(rest) > 0 && len(parsed) < batch {
+					l, after, _ := bytes.Cut(rest, []byte{'\n'})
+					rest = after
+					m, err := p.Parse(l)
+					if err != nil {
+						b.Fatal(err)
+					}
+					parsed = append(parsed, m)
+				}
+				if _, err := a.Anonymize(context.Background(), parsed); err != nil {
+					b.Fatal(err)
+				}
+			}
+			msgs += count
+		}
+		cpu := cpuTime(b) - cpu0
+		runtime.ReadMemStats(&ms)
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(msgs), "ns/msg")
+		b.ReportMetric(float64(cpu.Nanoseconds())/float64(msgs), "cpu-ns/msg")
+		b.ReportMetric(float64(ms.TotalAlloc-alloc0)/float64(msgs), "B/msg")
+	}
+	b.Run("crypto", func(b *testing.B) {
+		run(b, func() record.Keys {
+			kc, err := keyclient.New(keyclient.NewFake(), keyclient.Options{Scope: "bench"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			return kc
+		})
+	})
+	b.Run("no-crypto", func(b *testing.B) {
+		run(b, func() record.Keys { return revokedKeys{} })
+	})
+}
