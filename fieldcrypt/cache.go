@@ -42,7 +42,7 @@ func (c *Cache) Cipher(k CategoryKey, deterministic bool) (Cipher, error) {
 	if k.Secret.Len() != CategoryKeySize {
 		return Cipher{}, ErrKeySize
 	}
-	if k.derived.ok {
+	if k.derived != nil {
 		// Derived by the key's holder (DeriveKey): no lookup, no HKDF.
 		if k.Version < 1 || k.Version > 1<<31-1 {
 			return Cipher{}, fmt.Errorf("fieldcrypt: key version %d out of range", k.Version)

@@ -331,7 +331,7 @@ func TestDerivedKey(t *testing.T) {
 	if !bytes.Equal(d.gcm[:], wantGCM.Expose()) || !bytes.Equal(d.siv[:], wantSIV.Expose()) {
 		t.Fatal("DeriveKey's keys are not the HKDF ones")
 	}
-	dk := k.WithDerived(d)
+	dk := k.WithDerived(&d)
 	c := NewCache(8, 0)
 	aad := AAD("T", "f", "s_a")
 	for _, det := range []bool{false, true} {

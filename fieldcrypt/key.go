@@ -78,18 +78,18 @@ type CategoryKey struct {
 	Version  int    // >= 1; also the Tink key id of its ciphertexts
 	Secret   Secret // CategoryKeySize bytes
 
-	// derived holds the per-algorithm keys derived from Secret, when
+	// derived points at the per-algorithm keys derived from Secret, when
 	// whoever holds the key derived them (DeriveKey): a Cache then answers
 	// without a lookup or HKDF. Key caches derive once, when they store a
-	// key, and hand the derived keys out with every copy.
-	derived Derived
+	// key, and every copy they hand out points at the same, never written
+	// again.
+	derived *Derived
 }
 
 // Derived is the per-algorithm keys of one category key (HKDF outputs: 32
 // bytes for AES-256-GCM, 64 for AES-SIV): a value with no pointer, for a
 // key cache to keep beside the secret. Its printed forms are redacted.
 type Derived struct {
-	ok  bool
 	gcm [32]byte
 	siv [64]byte
 }
@@ -107,7 +107,7 @@ func DeriveKey(k CategoryKey) (Derived, error) {
 	if err != nil {
 		return Derived{}, err
 	}
-	d := Derived{ok: true}
+	var d Derived
 	expand(hmac.New(sha256.New, prk.b), d.gcm[:], infoGCM, d.siv[:], infoSIV)
 	clear(prk.b)
 	return d, nil
@@ -136,15 +136,17 @@ func expand(h hash.Hash, out []byte, info string, out2 []byte, info2 string) {
 }
 
 // WithDerived returns k carrying d, which must be what DeriveKey gave for
-// the same secret (a key cache stores both and returns them together); a
-// wrong one would seal values nobody can open.
-func (k CategoryKey) WithDerived(d Derived) CategoryKey {
+// the same secret (a key cache stores both and returns them together; a
+// wrong one would seal values nobody can open), and must not be written
+// afterwards: copies of k share it.
+func (k CategoryKey) WithDerived(d *Derived) CategoryKey {
 	k.derived = d
 	return k
 }
 
-// Derived returns the derived keys k carries (WithDerived), if any.
-func (k CategoryKey) Derived() (Derived, bool) { return k.derived, k.derived.ok }
+// Derived returns the derived keys k carries (WithDerived), nil if none.
+// They are shared: never write them.
+func (k CategoryKey) Derived() *Derived { return k.derived }
 
 // GoString names the key without its material (%#v).
 func (k CategoryKey) GoString() string { return "fieldcrypt.CategoryKey{" + k.String() + "}" }

@@ -31,26 +31,51 @@ const maxSlots = 8
 
 // entry is what the cache knows of one user or subject: either a negative
 // answer (deleted, unknown) or the categories fetched so far, each with
-// its own expiry. It is a value with one pointer, the subject: the key
-// bytes are in the entry itself, so a cache of hundreds of thousands of
-// users is not millions of objects for the garbage collector to mark (see
-// package cache).
+// its own expiry. An entry is never written once cached (store replaces
+// it): the keys an answer hands out point into it, to its secrets and
+// derived keys, rather than copying them. What tells the categories apart
+// (cats, expires) comes first, so that an answer reads a cache line or
+// two of it, and the key bytes of the categories used only when sealing.
 type entry struct {
 	subject string
 	neg     negKind
 	n       uint8
-	slots   [maxSlots]slot
+	revoked [maxSlots]bool
+	cats    [maxSlots]uint16 // index into keyCache.cats
+	version [maxSlots]int32
+	expires [maxSlots]int64 // Unix nanoseconds
+	keys    [maxSlots]slotKey
 }
 
-// slot is one category of an entry: one key version of it, or its
-// revocation.
+// slotKey is the key bytes of one slot: the secret and what was derived
+// from it (fieldcrypt.DeriveKey).
+type slotKey struct {
+	secret  [fieldcrypt.CategoryKeySize]byte
+	derived fieldcrypt.Derived
+}
+
+// slot is one category of an entry being built (store): one key version
+// of it, or its revocation.
 type slot struct {
-	cat     uint16 // index into keyCache.cats
+	cat     uint16
 	revoked bool
 	version int32
-	secret  [fieldcrypt.CategoryKeySize]byte
-	derived fieldcrypt.Derived // the per-algorithm keys derived from secret (fieldcrypt.DeriveKey)
-	expires int64              // Unix nanoseconds
+	expires int64
+	key     slotKey
+}
+
+func (e *entry) slot(i uint8) slot {
+	return slot{cat: e.cats[i], revoked: e.revoked[i], version: e.version[i], expires: e.expires[i], key: e.keys[i]}
+}
+
+func (e *entry) add(s slot) bool {
+	if int(e.n) == maxSlots {
+		return false
+	}
+	i := e.n
+	e.cats[i], e.revoked[i], e.version[i], e.expires[i], e.keys[i] = s.cat, s.revoked, s.version, s.expires, s.key
+	e.n++
+	return true
 }
 
 // negKind is a negative answer's error, as a number (a value type).
@@ -90,7 +115,7 @@ func (n negKind) err() error {
 // keyCache is the client's cache of entries (package cache: CLOCK
 // eviction, a time to live per entry), with the category names interned.
 type keyCache struct {
-	c   *cache.Cache[cacheKey, entry]
+	c   *cache.Cache[cacheKey, *entry]
 	now func() time.Time
 
 	mu   sync.RWMutex
@@ -102,7 +127,7 @@ func newKeyCache(capacity int, now func() time.Time) *keyCache {
 	kc := &keyCache{now: now, idx: map[string]uint16{}}
 	if capacity > 0 {
 		seed := maphash.MakeSeed()
-		kc.c = cache.NewHashed[cacheKey, entry](capacity, cache.Options{Now: now, Shards: 32},
+		kc.c = cache.NewHashed[cacheKey, *entry](capacity, cache.Options{Now: now, Shards: 32},
 			func(k cacheKey) uint64 { return maphash.String(seed, k.id) })
 	}
 	return kc
@@ -137,15 +162,14 @@ type query struct {
 	cats []string
 	ids  []uint16
 	now  int64 // Unix nanoseconds
-	// keys and secrets are where the answers' keys and key bytes are
-	// carved from: one allocation each for every id of a call.
-	keys    []fieldcrypt.CategoryKey
-	secrets []byte
+	// keys is where the answers' keys are carved from: one allocation
+	// for every id of a call.
+	keys []fieldcrypt.CategoryKey
 }
 
 // newQuery interns categories; false when one cannot be (the category
 // table is full: nothing of them can be cached either).
-func (kc *keyCache) newQuery(categories []string, ids int) (*query, bool) {
+func (kc *keyCache) newQuery(categories []string) (*query, bool) {
 	q := &query{cats: categories, ids: make([]uint16, len(categories)), now: kc.now().UnixNano()}
 	for j, cat := range categories {
 		ci, ok := kc.intern(cat)
@@ -157,37 +181,30 @@ func (kc *keyCache) newQuery(categories []string, ids int) (*query, bool) {
 	return q, true
 }
 
-// carve returns room for n keys and their key bytes, from q's arenas
-// (made for the rest of the call's ids when short).
-func (q *query) carve(n, idsLeft int) ([]fieldcrypt.CategoryKey, []byte) {
+// carve returns room for n keys from q's arena (made for the rest of the
+// call's ids when short).
+func (q *query) carve(n, idsLeft int) []fieldcrypt.CategoryKey {
 	if cap(q.keys)-len(q.keys) < n {
 		q.keys = make([]fieldcrypt.CategoryKey, 0, max(n, idsLeft*len(q.cats)))
-		q.secrets = make([]byte, 0, cap(q.keys)*fieldcrypt.CategoryKeySize)
 	}
 	k := q.keys[len(q.keys) : len(q.keys) : len(q.keys)+n]
 	q.keys = q.keys[:len(q.keys)+n]
-	b := q.secrets[len(q.secrets) : len(q.secrets)+n*fieldcrypt.CategoryKeySize : len(q.secrets)+n*fieldcrypt.CategoryKeySize]
-	q.secrets = q.secrets[:len(q.secrets)+n*fieldcrypt.CategoryKeySize]
-	return k, b
+	return k
 }
 
 // lookup returns the answer for q's categories (in their order) from a
 // live entry, or false when the entry is missing, negative-expired, or
 // lacks a live part for one of the categories. idsLeft (this one
-// included) sizes q's arenas.
+// included) sizes q's arena.
 func (kc *keyCache) lookup(kind entryKind, id string, q *query, idsLeft int, dst *UserKeys) bool {
 	if kc.c == nil {
 		return false
 	}
-	found, hit := false, false
-	kc.c.Peek(cacheKey{kind, id}, func(e *entry) {
-		found = true
-		hit = kc.answer(e, q, idsLeft, dst)
-	})
-	return found && hit
+	e, ok := kc.c.Get(cacheKey{kind, id})
+	return ok && kc.answer(e, q, idsLeft, dst)
 }
 
-// answer builds the answer for q from e (under its read lock).
+// answer builds the answer for q from e.
 func (kc *keyCache) answer(e *entry, q *query, idsLeft int, dst *UserKeys) bool {
 	if e.neg != negNone {
 		*dst = UserKeys{Subject: e.subject, Err: e.neg.err()}
@@ -197,15 +214,14 @@ func (kc *keyCache) answer(e *entry, q *query, idsLeft int, dst *UserKeys) bool 
 	for _, ci := range q.ids {
 		found := false
 		for i := range e.n {
-			s := &e.slots[i]
-			if s.cat != ci {
+			if e.cats[i] != ci {
 				continue
 			}
-			if q.now >= s.expires {
+			if q.now >= e.expires[i] {
 				return false
 			}
 			found = true
-			if !s.revoked {
+			if !e.revoked[i] {
 				n++
 			}
 		}
@@ -214,23 +230,19 @@ func (kc *keyCache) answer(e *entry, q *query, idsLeft int, dst *UserKeys) bool 
 		}
 	}
 	r := UserKeys{Subject: e.subject}
-	var secrets []byte
 	if n > 0 {
-		r.Keys, secrets = q.carve(n, idsLeft)
+		r.Keys = q.carve(n, idsLeft)
 	}
 	for j, ci := range q.ids {
 		for i := range e.n {
-			s := &e.slots[i]
 			switch {
-			case s.cat != ci:
-			case s.revoked:
+			case e.cats[i] != ci:
+			case e.revoked[i]:
 				r.Revoked = append(r.Revoked, q.cats[j])
 			default:
-				b := secrets[:fieldcrypt.CategoryKeySize:fieldcrypt.CategoryKeySize]
-				secrets = secrets[fieldcrypt.CategoryKeySize:]
-				copy(b, s.secret[:])
-				r.Keys = append(r.Keys, fieldcrypt.CategoryKey{Subject: e.subject, Category: q.cats[j], Version: int(s.version),
-					Secret: fieldcrypt.SecretOf(b)}.WithDerived(s.derived))
+				k := &e.keys[i]
+				r.Keys = append(r.Keys, fieldcrypt.CategoryKey{Subject: e.subject, Category: q.cats[j], Version: int(e.version[i]),
+					Secret: fieldcrypt.SecretOf(k.secret[:])}.WithDerived(&k.derived))
 			}
 		}
 	}
@@ -249,20 +261,12 @@ func (kc *keyCache) store(kind entryKind, id string, cats []string, r UserKeys, 
 	key := cacheKey{kind, id}
 	if r.Err != nil {
 		if neg := negOf(r.Err); neg != negNone {
-			kc.c.PutUntil(key, entry{subject: r.Subject, neg: neg}, now.Add(negativeTTL))
+			kc.c.PutUntil(key, &entry{subject: r.Subject, neg: neg}, now.Add(negativeTTL))
 		}
 		return
 	}
 	exp := now.Add(ttl)
-	e := entry{subject: r.Subject}
-	add := func(s slot) bool {
-		if int(e.n) == maxSlots {
-			return false
-		}
-		e.slots[e.n] = s
-		e.n++
-		return true
-	}
+	e := &entry{subject: r.Subject}
 	want := make([]uint16, 0, len(cats))
 	for _, cat := range cats {
 		ci, ok := kc.intern(cat)
@@ -274,9 +278,8 @@ func (kc *keyCache) store(kind entryKind, id string, cats []string, r UserKeys, 
 	latest := exp.UnixNano()
 	if old, ok := kc.c.Get(key); ok && old.neg == negNone && old.subject == r.Subject {
 		for i := range old.n {
-			s := old.slots[i]
-			if now.UnixNano() < s.expires && !containsCat(want, s.cat) {
-				if !add(s) {
+			if now.UnixNano() < old.expires[i] && !containsCat(want, old.cats[i]) {
+				if !e.add(old.slot(i)) {
 					return
 				}
 			}
@@ -286,7 +289,7 @@ func (kc *keyCache) store(kind entryKind, id string, cats []string, r UserKeys, 
 		s := slot{cat: want[j], expires: exp.UnixNano()}
 		if containsString(r.Revoked, cat) {
 			s.revoked = true
-			if !add(s) {
+			if !e.add(s) {
 				return
 			}
 			continue
@@ -295,12 +298,12 @@ func (kc *keyCache) store(kind entryKind, id string, cats []string, r UserKeys, 
 			if k.Category != cat || k.Secret.Len() != fieldcrypt.CategoryKeySize {
 				continue
 			}
-			d, ok := k.Derived()
-			if !ok {
+			d := k.Derived()
+			if d == nil {
 				continue // not a usable key (deriveKeys): the caller's cipher reports it
 			}
-			s.version, s.secret, s.derived = int32(k.Version), [fieldcrypt.CategoryKeySize]byte(k.Secret.Expose()), d
-			if !add(s) {
+			s.version, s.key = int32(k.Version), slotKey{secret: [fieldcrypt.CategoryKeySize]byte(k.Secret.Expose()), derived: *d}
+			if !e.add(s) {
 				return // more than an entry holds: not cached
 			}
 		}
@@ -309,7 +312,7 @@ func (kc *keyCache) store(kind entryKind, id string, cats []string, r UserKeys, 
 		return // the service said nothing about them: do not cache
 	}
 	for i := range e.n {
-		latest = max(latest, e.slots[i].expires)
+		latest = max(latest, e.expires[i])
 	}
 	kc.c.PutUntil(key, e, time.Unix(0, latest))
 }
@@ -338,7 +341,7 @@ func (kc *keyCache) forget(idOrSubject string) {
 	if kc.c == nil {
 		return
 	}
-	kc.c.DeleteFunc(func(k cacheKey, e entry) bool { return k.id == idOrSubject || e.subject == idOrSubject })
+	kc.c.DeleteFunc(func(k cacheKey, e *entry) bool { return k.id == idOrSubject || e.subject == idOrSubject })
 }
 
 // purge drops every entry.

@@ -240,7 +240,7 @@ func (c *Client) get(ctx context.Context, kind entryKind, ids, categories []stri
 	}
 	var waits []wait
 	var misses []int
-	if q, ok := c.cache.newQuery(categories, len(ids)); ok {
+	if q, ok := c.cache.newQuery(categories); ok {
 		hits := 0
 		for i, id := range ids {
 			if c.cache.lookup(kind, id, q, len(ids)-i, &out[i]) {
@@ -348,9 +348,14 @@ func (c *Client) store(kind entryKind, id string, cats []string, r UserKeys) {
 // key that cannot be derived is left as it is: the caller's cipher
 // reports it.
 func deriveKeys(keys []fieldcrypt.CategoryKey) (derived int64) {
+	if len(keys) == 0 {
+		return 0
+	}
+	ds := make([]fieldcrypt.Derived, len(keys))
 	for i := range keys {
 		if d, err := fieldcrypt.DeriveKey(keys[i]); err == nil {
-			keys[i] = keys[i].WithDerived(d)
+			ds[i] = d
+			keys[i] = keys[i].WithDerived(&ds[i])
 			derived++
 		}
 	}

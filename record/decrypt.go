@@ -48,23 +48,6 @@ func (p *Plain) State() string {
 	return StateOK
 }
 
-// MarshalJSON writes the record as one JSON object in column order.
-func (p *Plain) MarshalJSON() ([]byte, error) {
-	b := []byte{'{'}
-	for i, n := range p.Names {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		k, _ := json.Marshal(n)
-		v, err := json.Marshal(p.Values[i])
-		if err != nil {
-			return nil, err
-		}
-		b = append(append(append(b, k...), ':'), v...)
-	}
-	return append(b, '}'), nil
-}
-
 // Native returns the record as goavro native data for the view schema.
 func (p *Plain) Native(s *schemas.Schema) map[string]any {
 	m := make(map[string]any, len(p.Names))
