@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path"
 	"path/filepath"
@@ -160,15 +161,10 @@ func splitOut(out string) (root, name string) {
 	return path.Dir(out), path.Base(out)
 }
 
-// mergeParts joins the per-file parts (in name order) into the output
-// object, replacing an earlier output, and removes the parts.
-func mergeParts(ctx context.Context, b blob.Bucket, prefix, name, format string, s *schemas.Schema) error {
-	parts, err := b.List(ctx, prefix)
-	if err != nil {
-		return err
-	}
-	sort.Strings(parts)
-	var buf bytes.Buffer
+// writeMerged writes the parts, in order, to out: NDJSON parts are copied
+// as they are (one part in memory at a time), Avro parts' records go into
+// one container file.
+func writeMerged(ctx context.Context, b blob.Bucket, out io.Writer, parts []string, format string, s *schemas.Schema) error {
 	var w *goavro.OCFWriter
 	if format == transforms.FormatAvro {
 		vs, err := record.ViewSchema(s)
@@ -179,7 +175,7 @@ func mergeParts(ctx context.Context, b blob.Bucket, prefix, name, format string,
 		if err != nil {
 			return err
 		}
-		if w, err = goavro.NewOCFWriter(goavro.OCFConfig{W: &buf, Codec: codec, CompressionName: goavro.CompressionDeflateLabel}); err != nil {
+		if w, err = goavro.NewOCFWriter(goavro.OCFConfig{W: out, Codec: codec, CompressionName: goavro.CompressionDeflateLabel}); err != nil {
 			return err
 		}
 	}
@@ -189,12 +185,14 @@ func mergeParts(ctx context.Context, b blob.Bucket, prefix, name, format string,
 			return err
 		}
 		if w == nil {
-			buf.Write(data)
+			if _, err := out.Write(data); err != nil {
+				return err
+			}
 			continue
 		}
 		r, err := goavro.NewOCFReader(bytes.NewReader(data))
 		if err != nil {
-			return fmt.Errorf("pipelines: view part %s: %w", p, err)
+			return fmt.Errorf("part %s: %w", p, err)
 		}
 		for r.Scan() {
 			v, err := r.Read()
@@ -206,10 +204,29 @@ func mergeParts(ctx context.Context, b blob.Bucket, prefix, name, format string,
 			}
 		}
 	}
+	return nil
+}
+
+// mergeParts joins the per-file parts (in name order) into the output
+// object, replacing an earlier output, and removes the parts.
+func mergeParts(ctx context.Context, b blob.Bucket, prefix, name, format string, s *schemas.Schema) error {
+	parts, err := b.List(ctx, prefix)
+	if err != nil {
+		return err
+	}
+	sort.Strings(parts)
 	if err := b.Delete(ctx, name); err != nil {
 		return err
 	}
-	if err := blob.WriteAll(ctx, b, name, buf.Bytes()); err != nil {
+	out, err := b.Create(ctx, name)
+	if err != nil {
+		return err
+	}
+	if err := writeMerged(ctx, b, out, parts, format, s); err != nil {
+		out.Abort()
+		return fmt.Errorf("pipelines: view %s: %w", name, err)
+	}
+	if err := out.Close(); err != nil {
 		return err
 	}
 	for _, p := range parts {
