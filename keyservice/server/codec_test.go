@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -61,6 +62,39 @@ func TestBatchCodecAgreesWithProto(t *testing.T) {
 	)
 	for _, c := range cases {
 		codecAgrees(t, c)
+	}
+}
+
+// TestBatchCodecCopiesRequest: the strings of a decoded batch request
+// share no memory with the request bytes, which the transport reuses once
+// Unmarshal returns; the service may keep any of them (caches keyed by
+// scope, category or subject).
+func TestBatchCodecCopiesRequest(t *testing.T) {
+	ids, cats := []string{"copy-user-1", "", "copy-user-3"}, []string{"contact"}
+	for _, m := range []proto.Message{&keysv1.GetOrCreateKeysRequest{}, &keysv1.GetKeysByUserRequest{}, &keysv1.GetKeysBySubjectRequest{}} {
+		body, err := proto.Marshal(&keysv1.GetOrCreateKeysRequest{Scope: "copy-scope", UserIds: ids, Categories: cats})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := (batchCodec{}).Unmarshal(body, m); err != nil {
+			t.Fatal(err)
+		}
+		for i := range body {
+			body[i] = '#'
+		}
+		var scope string
+		var gotIDs, gotCats []string
+		switch r := m.(type) {
+		case *keysv1.GetOrCreateKeysRequest:
+			scope, gotIDs, gotCats = r.Scope, r.UserIds, r.Categories
+		case *keysv1.GetKeysByUserRequest:
+			scope, gotIDs, gotCats = r.Scope, r.UserIds, r.Categories
+		case *keysv1.GetKeysBySubjectRequest:
+			scope, gotIDs, gotCats = r.Scope, r.Subjects, r.Categories
+		}
+		if scope != "copy-scope" || !slices.Equal(gotIDs, ids) || !slices.Equal(gotCats, cats) {
+			t.Fatalf("%T after the request bytes were overwritten: %q %q %q", m, scope, gotIDs, gotCats)
+		}
 	}
 }
 

@@ -76,11 +76,12 @@
 //     is built in buffers reused once the response is written (recycle.go),
 //     and a batch request's ids are cut from one copy of the request
 //     (codec.go): ~45 KB less garbage per batch of 100, and ~100 fewer
-//     objects; the user ids of GetOrCreateKeys and GetKeysByUser are views
-//     of a pooled arena, reused once the response is written, because the
-//     service keeps no user id past a call (it keys everything by the
-//     index hash; recycle.go says why, and its tests run with recycled ids
-//     scribbled over): another ~3.6 KB less per batch of 100;
+//     objects. That copy (~3.6 KB per batch of 100) is left to the GC: a
+//     pooled arena for the user ids was tried and removed, since an A/B
+//     with the load benchmark at full load (three alternating runs each)
+//     showed no gain beyond the noise (4079-4387 RPC/s and 11.8-13.2 GC
+//     cycles/s with it, 3947-5278 and 11.3-15.7 without) for the cost of
+//     strings over recycled memory and a test to prove no id was kept;
 //   - cached rows expire spread over the last fifth of the stale window, and
 //     a row read again unchanged reuses its opened keys, so refreshes do
 //     not come in bursts (they did: p99 31 ms at 500 RPC/s).

@@ -203,7 +203,6 @@ func callerFrom(ctx context.Context) *caller { c, _ := ctx.Value(callerKey{}).(*
 func (s *Server) interceptor() connect.UnaryInterceptorFunc {
 	return func(next connect.UnaryFunc) connect.UnaryFunc {
 		return func(ctx context.Context, req connect.AnyRequest) (resp connect.AnyResponse, err error) {
-			pendingIDs.take(ctx, req.Any()) // first: whatever the outcome, the ids go back with the slot
 			method := req.Spec().Procedure[strings.LastIndexByte(req.Spec().Procedure, '/')+1:]
 			start := time.Now()
 			s.metrics.inflight.Inc()
