@@ -15,10 +15,11 @@
 // Entries live in one slot array per shard, indexed by a map from key to
 // slot. When K and V hold no pointers (arrays, integers, structs of
 // them), neither does any part of the cache: the garbage collector never
-// scans it, whatever its size. That is what the key caches rely on (the
-// per-algorithm keys of fieldcrypt, keyclient's answers keep one string
-// per entry): hundreds of thousands of cached keys used to be millions of
-// pointers marked on every GC cycle.
+// scans it, whatever its size. That is what the key caches rely on:
+// fieldcrypt's per-algorithm keys are pointer-free, and keyclient keeps a
+// few pointers per user (the id, and one immutable entry holding its
+// subject and key bytes), where hundreds of thousands of cached keys used
+// to be millions of pointers marked on every GC cycle.
 //
 // # Guarantees
 //

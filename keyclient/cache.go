@@ -44,7 +44,7 @@ type entry struct {
 	cats    [maxSlots]uint16 // index into keyCache.cats
 	version [maxSlots]int32
 	expires [maxSlots]int64 // Unix nanoseconds
-	keys    [maxSlots]slotKey
+	keys    []slotKey         // n of them: an entry holds the key bytes of the categories it has, no more
 }
 
 // slotKey is the key bytes of one slot: the secret and what was derived
@@ -68,14 +68,28 @@ func (e *entry) slot(i uint8) slot {
 	return slot{cat: e.cats[i], revoked: e.revoked[i], version: e.version[i], expires: e.expires[i], key: e.keys[i]}
 }
 
-func (e *entry) add(s slot) bool {
-	if int(e.n) == maxSlots {
+// slots collects the slots of an entry being built (store).
+type slots struct {
+	n uint8
+	s [maxSlots]slot
+}
+
+func (ss *slots) add(s slot) bool {
+	if int(ss.n) == maxSlots {
 		return false
 	}
-	i := e.n
-	e.cats[i], e.revoked[i], e.version[i], e.expires[i], e.keys[i] = s.cat, s.revoked, s.version, s.expires, s.key
-	e.n++
+	ss.s[ss.n] = s
+	ss.n++
 	return true
+}
+
+// entry makes the entry of subject holding ss.
+func (ss *slots) entry(subject string) *entry {
+	e := &entry{subject: subject, n: ss.n, keys: make([]slotKey, ss.n)}
+	for i, s := range ss.s[:ss.n] {
+		e.cats[i], e.revoked[i], e.version[i], e.expires[i], e.keys[i] = s.cat, s.revoked, s.version, s.expires, s.key
+	}
+	return e
 }
 
 // negKind is a negative answer's error, as a number (a value type).
@@ -266,7 +280,7 @@ func (kc *keyCache) store(kind entryKind, id string, cats []string, r UserKeys, 
 		return
 	}
 	exp := now.Add(ttl)
-	e := &entry{subject: r.Subject}
+	var e slots
 	want := make([]uint16, 0, len(cats))
 	for _, cat := range cats {
 		ci, ok := kc.intern(cat)
@@ -311,10 +325,10 @@ func (kc *keyCache) store(kind entryKind, id string, cats []string, r UserKeys, 
 	if e.n == 0 {
 		return // the service said nothing about them: do not cache
 	}
-	for i := range e.n {
-		latest = max(latest, e.expires[i])
+	for _, s := range e.s[:e.n] {
+		latest = max(latest, s.expires)
 	}
-	kc.c.PutUntil(key, e, time.Unix(0, latest))
+	kc.c.PutUntil(key, e.entry(r.Subject), time.Unix(0, latest))
 }
 
 func containsCat(s []uint16, c uint16) bool {

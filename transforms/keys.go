@@ -154,13 +154,13 @@ func keyEnvFor(ctx context.Context, url, scope string, cacheSize int) (*keyEnv, 
 }
 
 // DefaultKeyCacheSize is how many users' keys (keyclient's cache) and how
-// many category keys' per-algorithm keys (fieldcrypt's cache) a worker
-// keeps unless told otherwise. Both hold key bytes and no pointer (package
-// cache): ~0.4 KB per user and ~0.25 KB per category key, so ~160 MB when
-// both are full; the 1M-event benchmark's 50k users and ~250k keys take
-// ~80 MB. AES state is built where a value is sealed, not cached. A key
-// miss costs a share of a key-service round trip, a derived-key miss
-// ~1.2 µs of HKDF.
+// many category keys' per-algorithm keys (fieldcrypt's cache, for keys
+// that come without them) a worker keeps unless told otherwise. A cached
+// user is one object of ~150 bytes plus 128 per category (secret and
+// derived AES-GCM and AES-SIV keys, no pointer): ~0.8 KB for the five
+// categories of the benchmark's users, ~40 MB for its 50k users, ~200 MB
+// when full. AES state is built where a value is sealed, not cached. A key
+// miss costs a share of a key-service round trip and ~1.2 µs of HKDF.
 const DefaultKeyCacheSize = 250_000
 
 // DropKeyCaches lets go of what this process caches for encryption: every
