@@ -32,7 +32,9 @@
 package cache
 
 import (
+	"cmp"
 	"hash/maphash"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,8 +64,13 @@ type Cache[K comparable, V any] struct {
 }
 
 type shard[K comparable, V any] struct {
-	mu    sync.RWMutex
-	index map[K]int32
+	mu sync.RWMutex
+	// index finds a key's slot by the key's hash: one hash per call (the
+	// shard is picked by it too), a map without pointers for the
+	// collector, and no key comparison inside the map (a string key was
+	// compared through its pointer). The slot's key is compared once found;
+	// two keys of one hash share a slot, the later replacing the earlier.
+	index map[uint64]int32
 	slots []slot[K, V]
 	free  []int32 // slots emptied by Delete
 	hand  int
@@ -72,6 +79,7 @@ type shard[K comparable, V any] struct {
 
 type slot[K comparable, V any] struct {
 	key     K
+	hash    uint64 // of key: its index entry
 	val     V
 	expires int64 // Unix nanoseconds; 0: none
 	ref     atomic.Bool
@@ -100,30 +108,37 @@ func NewHashed[K comparable, V any](capacity int, o Options, hash func(K) uint64
 		c.now = time.Now
 	}
 	for i := range c.shards {
-		c.shards[i].index = make(map[K]int32)
+		c.shards[i].index = make(map[uint64]int32)
 	}
 	return c
 }
 
-func (c *Cache[K, V]) shard(k K) *shard[K, V] {
-	if len(c.shards) == 1 {
-		return &c.shards[0]
+// shard returns k's shard and k's hash.
+func (c *Cache[K, V]) shard(k K) (*shard[K, V], uint64) {
+	h := c.hash(k)
+	return &c.shards[h%uint64(len(c.shards))], h
+}
+
+// find returns the slot of k, of hash h (mu held).
+func (sh *shard[K, V]) find(k K, h uint64) (*slot[K, V], int32, bool) {
+	i, ok := sh.index[h]
+	if !ok || sh.slots[i].key != k {
+		return nil, 0, false
 	}
-	return &c.shards[c.hash(k)%uint64(len(c.shards))]
+	return &sh.slots[i], i, true
 }
 
 // Get returns the value of a live entry.
 func (c *Cache[K, V]) Get(k K) (V, bool) {
-	sh := c.shard(k)
+	sh, h := c.shard(k)
 	sh.mu.RLock()
-	i, ok := sh.index[k]
+	s, _, ok := sh.find(k, h)
 	if !ok {
 		sh.mu.RUnlock()
 		c.misses.Add(1)
 		var zero V
 		return zero, false
 	}
-	s := &sh.slots[i]
 	if s.expires != 0 && c.now().UnixNano() >= s.expires {
 		sh.mu.RUnlock()
 		c.misses.Add(1)
@@ -139,20 +154,69 @@ func (c *Cache[K, V]) Get(k K) (V, bool) {
 	return v, true
 }
 
+// GetMany is Get of every key of keys, into vals and found (each at least
+// len(keys) long), taking each shard's read lock once and the clock once:
+// a lookup that waits on memory (a big cache, random keys) overlaps its
+// waits with the next keys' rather than queuing behind a lock per key.
+func (c *Cache[K, V]) GetMany(keys []K, vals []V, found []bool) {
+	if len(keys) == 0 {
+		return
+	}
+	now := c.now().UnixNano()
+	// The keys' hashes, shards and order by shard, in one scratch slice.
+	type ref struct {
+		h     uint64
+		shard int32
+		i     int32
+	}
+	refs := make([]ref, len(keys))
+	n := uint64(len(c.shards))
+	for i, k := range keys {
+		h := c.hash(k)
+		refs[i] = ref{h: h, shard: int32(h % n), i: int32(i)}
+	}
+	slices.SortFunc(refs, func(a, b ref) int { return cmp.Compare(a.shard, b.shard) })
+	hits := 0
+	for start := 0; start < len(refs); {
+		sh := &c.shards[refs[start].shard]
+		end := start
+		for end < len(refs) && refs[end].shard == refs[start].shard {
+			end++
+		}
+		sh.mu.RLock()
+		for _, r := range refs[start:end] {
+			s, _, ok := sh.find(keys[r.i], r.h)
+			if !ok || (s.expires != 0 && now >= s.expires) {
+				var zero V
+				vals[r.i], found[r.i] = zero, false
+				continue
+			}
+			if !s.ref.Load() {
+				s.ref.Store(true)
+			}
+			vals[r.i], found[r.i] = s.val, true
+			hits++
+		}
+		sh.mu.RUnlock()
+		start = end
+	}
+	c.hits.Add(uint64(hits))
+	c.misses.Add(uint64(len(keys) - hits))
+}
+
 // Peek calls f with a pointer to the value of k's live entry, under the
 // entry's read lock, without copying it (for large values); f must not
 // keep the pointer or modify the value, nor use the cache. It reports
 // whether the entry was found.
 func (c *Cache[K, V]) Peek(k K, f func(*V)) bool {
-	sh := c.shard(k)
+	sh, h := c.shard(k)
 	sh.mu.RLock()
 	defer sh.mu.RUnlock()
-	i, ok := sh.index[k]
+	s, _, ok := sh.find(k, h)
 	if !ok {
 		c.misses.Add(1)
 		return false
 	}
-	s := &sh.slots[i]
 	if s.expires != 0 && c.now().UnixNano() >= s.expires {
 		c.misses.Add(1)
 		return false
@@ -170,14 +234,13 @@ func (c *Cache[K, V]) Peek(k K, f func(*V)) bool {
 // swap: f decides from what it finds); it reports whether the entry was
 // there. An entry f changed counts as referenced.
 func (c *Cache[K, V]) Update(k K, f func(*V) bool) bool {
-	sh := c.shard(k)
+	sh, h := c.shard(k)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	i, ok := sh.index[k]
+	s, _, ok := sh.find(k, h)
 	if !ok {
 		return false
 	}
-	s := &sh.slots[i]
 	if s.expires != 0 && c.now().UnixNano() >= s.expires {
 		return false
 	}
@@ -195,12 +258,11 @@ func (c *Cache[K, V]) GetOrPut(k K, mk func() V) V {
 	if v, ok := c.Get(k); ok {
 		return v
 	}
-	sh := c.shard(k)
+	sh, h := c.shard(k)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	now := c.now()
-	if i, ok := sh.index[k]; ok {
-		s := &sh.slots[i]
+	if s, _, ok := sh.find(k, h); ok {
 		if s.expires == 0 || now.UnixNano() < s.expires {
 			s.ref.Store(true)
 			return s.val
@@ -211,7 +273,7 @@ func (c *Cache[K, V]) GetOrPut(k K, mk func() V) V {
 	if c.ttl > 0 {
 		exp = now.Add(c.ttl).UnixNano()
 	}
-	c.put(sh, k, v, exp, now.UnixNano())
+	c.put(sh, k, h, v, exp, now.UnixNano())
 	return v
 }
 
@@ -231,10 +293,10 @@ func (c *Cache[K, V]) PutUntil(k K, v V, expires time.Time) {
 	if !expires.IsZero() {
 		exp = expires.UnixNano()
 	}
-	sh := c.shard(k)
+	sh, h := c.shard(k)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	c.put(sh, k, v, exp, c.now().UnixNano())
+	c.put(sh, k, h, v, exp, c.now().UnixNano())
 }
 
 // put inserts or replaces k's entry in its shard sh (sh.mu held). When the
@@ -242,10 +304,11 @@ func (c *Cache[K, V]) PutUntil(k K, v V, expires time.Time) {
 // (a shard may hold more than its share, the cache never more than its
 // capacity but for a new entry of a shard with no entry at all, which
 // cannot make room: at most one such entry per shard).
-func (c *Cache[K, V]) put(sh *shard[K, V], k K, v V, exp, now int64) {
-	if i, ok := sh.index[k]; ok {
+func (c *Cache[K, V]) put(sh *shard[K, V], k K, h uint64, v V, exp, now int64) {
+	if i, ok := sh.index[h]; ok {
+		// k's slot, or another key's of the same hash, which k replaces.
 		s := &sh.slots[i]
-		s.val, s.expires = v, exp
+		s.key, s.val, s.expires = k, v, exp
 		s.ref.Store(true) // fetched again while cached: in use
 		return
 	}
@@ -263,9 +326,9 @@ func (c *Cache[K, V]) put(sh *shard[K, V], k K, v V, exp, now int64) {
 		c.count.Add(1)
 	}
 	s := &sh.slots[i]
-	s.key, s.val, s.expires, s.used = k, v, exp, true
+	s.key, s.hash, s.val, s.expires, s.used = k, h, v, exp, true
 	s.ref.Store(false) // a new entry read only once goes at the hand's next pass
-	sh.index[k] = i
+	sh.index[h] = i
 }
 
 // evict empties a slot and returns it (the shard is full; mu held): the
@@ -285,7 +348,7 @@ func (sh *shard[K, V]) evict(now int64) int32 {
 			s.ref.Store(false)
 			continue
 		}
-		delete(sh.index, s.key)
+		delete(sh.index, s.hash)
 		sh.clear(int32(i))
 		return int32(i)
 	}
@@ -296,17 +359,17 @@ func (sh *shard[K, V]) clear(i int32) {
 	s := &sh.slots[i]
 	var zk K
 	var zv V
-	s.key, s.val, s.expires, s.used = zk, zv, 0, false
+	s.key, s.hash, s.val, s.expires, s.used = zk, 0, zv, 0, false
 	s.ref.Store(false)
 }
 
 // Delete removes k's entry.
 func (c *Cache[K, V]) Delete(k K) {
-	sh := c.shard(k)
+	sh, h := c.shard(k)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if i, ok := sh.index[k]; ok {
-		delete(sh.index, k)
+	if _, i, ok := sh.find(k, h); ok {
+		delete(sh.index, h)
 		sh.clear(i)
 		sh.free = append(sh.free, i)
 		c.count.Add(-1)
@@ -324,7 +387,7 @@ func (c *Cache[K, V]) DeleteFunc(f func(K, V) bool) int {
 		for i := range sh.slots {
 			s := &sh.slots[i]
 			if s.used && f(s.key, s.val) {
-				delete(sh.index, s.key)
+				delete(sh.index, s.hash)
 				sh.clear(int32(i))
 				sh.free = append(sh.free, int32(i))
 				c.count.Add(-1)
@@ -342,7 +405,7 @@ func (c *Cache[K, V]) Purge() {
 		sh := &c.shards[si]
 		sh.mu.Lock()
 		c.count.Add(-int64(len(sh.index)))
-		sh.index = make(map[K]int32)
+		sh.index = make(map[uint64]int32)
 		sh.slots, sh.free, sh.hand = nil, nil, 0
 		sh.mu.Unlock()
 	}

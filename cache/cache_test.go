@@ -38,6 +38,88 @@ func TestGetPutDelete(t *testing.T) {
 	}
 }
 
+// TestHashCollision: keys of one hash never answer for each other; the
+// later put replaces the earlier (one slot per hash), Delete of the one
+// not held leaves the other, and the cache stays consistent.
+func TestHashCollision(t *testing.T) {
+	c := NewHashed[string, int](8, Options{Shards: 1}, func(string) uint64 { return 42 })
+	c.Put("a", 1)
+	if v, ok := c.Get("b"); ok {
+		t.Fatalf("b answered with a's value %d", v)
+	}
+	c.Put("b", 2)
+	if v, ok := c.Get("a"); ok {
+		t.Fatalf("a answered with %d after b replaced it", v)
+	}
+	if v, ok := c.Get("b"); !ok || v != 2 || c.Len() != 1 {
+		t.Fatalf("b = %d %v, len %d", v, ok, c.Len())
+	}
+	c.Delete("a") // not held: b stays
+	if v, ok := c.Get("b"); !ok || v != 2 {
+		t.Fatal("deleting a removed b")
+	}
+	if v, ok := c.Peek("a", func(*int) {}), c.Update("a", func(*int) bool { return true }); v || ok {
+		t.Fatal("Peek or Update found a")
+	}
+	if got := c.GetOrPut("a", func() int { return 3 }); got != 3 {
+		t.Fatalf("GetOrPut(a) = %d", got)
+	}
+	if _, ok := c.Get("b"); ok {
+		t.Fatal("b still held after a replaced it")
+	}
+	if n := c.DeleteFunc(func(k string, _ int) bool { return k == "a" }); n != 1 || c.Len() != 0 {
+		t.Fatalf("DeleteFunc removed %d, len %d", n, c.Len())
+	}
+}
+
+// TestGetMany answers as Get does, key by key, over every shard: hits,
+// misses, expired entries; it counts its hits and misses, and an entry it
+// found survives the next eviction as one Get found does.
+func TestGetMany(t *testing.T) {
+	now := time.Unix(1000, 0)
+	c := New[int, int](4096, Options{Shards: 16, TTL: time.Minute, Now: func() time.Time { return now }})
+	for i := range 1000 {
+		if i%3 == 0 {
+			c.PutUntil(i, i*10, now.Add(time.Second)) // expires first
+		} else {
+			c.Put(i, i*10)
+		}
+	}
+	now = now.Add(2 * time.Second)
+	keys := make([]int, 0, 1500)
+	for i := 1499; i >= 0; i-- {
+		keys = append(keys, i) // out of order, with keys never put
+	}
+	vals, found := make([]int, len(keys)), make([]bool, len(keys))
+	h0, m0 := c.Stats()
+	c.GetMany(keys, vals, found)
+	h1, m1 := c.Stats()
+	hits := 0
+	for i, k := range keys {
+		want, ok := c.Get(k)
+		if found[i] != ok || vals[i] != want {
+			t.Fatalf("key %d: GetMany %d %v, Get %d %v", k, vals[i], found[i], want, ok)
+		}
+		if ok {
+			hits++
+		}
+	}
+	if hits != 666 || h1-h0 != uint64(hits) || m1-m0 != uint64(len(keys)-hits) {
+		t.Fatalf("%d hits; counted %d hits and %d misses", hits, h1-h0, m1-m0)
+	}
+	c.GetMany(nil, nil, nil)
+
+	small := New[int, int](3, Options{Shards: 1})
+	for i := range 3 {
+		small.Put(i, i)
+	}
+	small.GetMany([]int{0}, make([]int, 1), make([]bool, 1)) // 0 is referenced
+	small.Put(3, 3)
+	if _, ok := small.Get(0); !ok {
+		t.Fatal("the entry GetMany found was evicted")
+	}
+}
+
 func TestCapacityAndSecondChance(t *testing.T) {
 	c := New[int, int](3, Options{Shards: 1})
 	for i := range 3 {

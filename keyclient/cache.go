@@ -142,7 +142,7 @@ func newKeyCache(capacity int, now func() time.Time) *keyCache {
 	if capacity > 0 {
 		seed := maphash.MakeSeed()
 		kc.c = cache.NewHashed[cacheKey, *entry](capacity, cache.Options{Now: now, Shards: 32},
-			func(k cacheKey) uint64 { return maphash.String(seed, k.id) })
+			func(k cacheKey) uint64 { return maphash.String(seed, k.id) ^ uint64(k.kind)*0x9e3779b97f4a7c15 })
 	}
 	return kc
 }
@@ -206,16 +206,42 @@ func (q *query) carve(n, idsLeft int) []fieldcrypt.CategoryKey {
 	return k
 }
 
-// lookup returns the answer for q's categories (in their order) from a
-// live entry, or false when the entry is missing, negative-expired, or
-// lacks a live part for one of the categories. idsLeft (this one
-// included) sizes q's arena.
-func (kc *keyCache) lookup(kind entryKind, id string, q *query, idsLeft int, dst *UserKeys) bool {
+// lookup answers q for each of ids from live entries, into out, and
+// returns the indexes of the ids it could not answer: no entry, a
+// negative one expired, or no live part for one of the categories. The
+// entries are found in one pass (cache.GetMany), then answered.
+func (kc *keyCache) lookup(kind entryKind, ids []string, q *query, out []UserKeys) (misses []int) {
 	if kc.c == nil {
-		return false
+		misses = make([]int, len(ids))
+		for i := range misses {
+			misses[i] = i
+		}
+		return misses
 	}
-	e, ok := kc.c.Get(cacheKey{kind, id})
-	return ok && kc.answer(e, q, idsLeft, dst)
+	keys := make([]cacheKey, len(ids))
+	for i, id := range ids {
+		keys[i] = cacheKey{kind, id}
+	}
+	entries := make([]*entry, len(ids))
+	found := make([]bool, len(ids))
+	kc.c.GetMany(keys, entries, found)
+	// Each entry is a memory read that likely misses the CPU caches: a
+	// first tight loop reads every entry's header (independent loads the
+	// CPU overlaps; the answers then find them in its cache) and sizes the
+	// arena of the answers' keys by the entries that hold keys.
+	live := 0
+	for i, e := range entries {
+		if found[i] && e.neg == negNone {
+			live++
+		}
+	}
+	q.keys = make([]fieldcrypt.CategoryKey, 0, live*len(q.cats))
+	for i, e := range entries {
+		if !found[i] || !kc.answer(e, q, len(ids)-i, &out[i]) {
+			misses = append(misses, i)
+		}
+	}
+	return misses
 }
 
 // answer builds the answer for q from e.

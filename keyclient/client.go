@@ -241,15 +241,8 @@ func (c *Client) get(ctx context.Context, kind entryKind, ids, categories []stri
 	var waits []wait
 	var misses []int
 	if q, ok := c.cache.newQuery(categories); ok {
-		hits := 0
-		for i, id := range ids {
-			if c.cache.lookup(kind, id, q, len(ids)-i, &out[i]) {
-				hits++
-				continue
-			}
-			misses = append(misses, i)
-		}
-		c.hits.Add(int64(hits))
+		misses = c.cache.lookup(kind, ids, q, out)
+		c.hits.Add(int64(len(ids) - len(misses)))
 	} else {
 		for i := range ids {
 			misses = append(misses, i)
