@@ -44,7 +44,7 @@ type entry struct {
 	cats    [maxSlots]uint16 // index into keyCache.cats
 	version [maxSlots]int32
 	expires [maxSlots]int64 // Unix nanoseconds
-	keys    []slotKey         // n of them: an entry holds the key bytes of the categories it has, no more
+	keys    []slotKey       // n of them: an entry holds the key bytes of the categories it has, no more
 }
 
 // slotKey is the key bytes of one slot: the secret and what was derived
