@@ -81,6 +81,11 @@ func (c *Cipher) withSIV() error {
 	if c.hasSIV {
 		return nil
 	}
+	if c.prk == [32]byte{} {
+		// A cipher of a key's derived keys, asked for AES-GCM only
+		// (Cache.Cipher): it has no pseudo-random key to expand.
+		return errors.New("fieldcrypt: this cipher was made for AES-GCM only; ask the cache for a deterministic one")
+	}
 	prk := c.prk // a copy: c itself must not escape (it lives on callers' stacks)
 	siv, err := expandSIV(Secret{b: prk[:]})
 	if err != nil {

@@ -356,8 +356,17 @@ func TestDerivedKey(t *testing.T) {
 			}
 		}
 	}
-	if h, m := c.Stats(); h != 2 || m != 0 || c.Len() != 0 {
-		t.Fatalf("a derived key was looked up or cached (%d hits, %d misses, %d cached); want 2 hits", h, m, c.Len())
+	// A cipher asked for AES-GCM carries no AES-SIV key and refuses
+	// rather than seal under a wrong one.
+	gcmOnly, err := c.Cipher(dk, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gcmOnly.Encrypt([]byte("x"), aad, true); err == nil {
+		t.Fatal("an AES-GCM-only cipher sealed deterministically")
+	}
+	if h, m := c.Stats(); h != 3 || m != 0 || c.Len() != 0 {
+		t.Fatalf("a derived key was looked up or cached (%d hits, %d misses, %d cached); want 3 hits", h, m, c.Len())
 	}
 	for _, o := range []string{fmt.Sprintf("%v %+v %#v %s", dk, dk, dk, dk), fmt.Sprint([]CategoryKey{dk}), fmt.Sprintf("%v %+v %#v", d, d, d)} {
 		for _, b := range [][]byte{d.gcm[:], d.siv[:]} {
