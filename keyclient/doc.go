@@ -26,9 +26,13 @@
 //
 // # Behavior
 //
-//   - Cache: an LRU of derived keys per (user or subject, category) with a
-//     TTL (default 1 min), and a negative cache of deleted users and unknown
-//     subjects (default 10 s).
+//   - Cache: one entry per user or subject (package cache: CLOCK, an
+//     approximation of LRU) holding each category's key and its derived
+//     AES-GCM and AES-SIV keys (derived once, as the key arrives), each
+//     with a TTL (default 1 min), and a negative cache of deleted users and
+//     unknown subjects (default 10 s). An entry is never written once
+//     cached: the keys of an answer point into it rather than copying key
+//     bytes, and a call's ids are found in one pass (cache.GetMany).
 //   - Batching: lookups that miss the cache join a pending batch per
 //     (operation, category set), sent when it reaches MaxBatch ids (default
 //     1000) or after BatchWindow (default 1 ms). Concurrent single lookups
