@@ -64,13 +64,8 @@ type Cache[K comparable, V any] struct {
 }
 
 type shard[K comparable, V any] struct {
-	mu sync.RWMutex
-	// index finds a key's slot by the key's hash: one hash per call (the
-	// shard is picked by it too), a map without pointers for the
-	// collector, and no key comparison inside the map (a string key was
-	// compared through its pointer). The slot's key is compared once found;
-	// two keys of one hash share a slot, the later replacing the earlier.
-	index map[uint64]int32
+	mu    sync.RWMutex
+	index map[K]int32
 	slots []slot[K, V]
 	free  []int32 // slots emptied by Delete
 	hand  int
@@ -79,7 +74,6 @@ type shard[K comparable, V any] struct {
 
 type slot[K comparable, V any] struct {
 	key     K
-	hash    uint64 // of key: its index entry
 	val     V
 	expires int64 // Unix nanoseconds; 0: none
 	ref     atomic.Bool
@@ -108,21 +102,21 @@ func NewHashed[K comparable, V any](capacity int, o Options, hash func(K) uint64
 		c.now = time.Now
 	}
 	for i := range c.shards {
-		c.shards[i].index = make(map[uint64]int32)
+		c.shards[i].index = make(map[K]int32)
 	}
 	return c
 }
 
-// shard returns k's shard and k's hash.
-func (c *Cache[K, V]) shard(k K) (*shard[K, V], uint64) {
-	h := c.hash(k)
-	return &c.shards[h%uint64(len(c.shards))], h
+// shard returns k's shard. The hash only picks the shard: one that merely
+// spreads keys, as NewHashed allows, never makes two keys one.
+func (c *Cache[K, V]) shard(k K) *shard[K, V] {
+	return &c.shards[c.hash(k)%uint64(len(c.shards))]
 }
 
-// find returns the slot of k, of hash h (mu held).
-func (sh *shard[K, V]) find(k K, h uint64) (*slot[K, V], int32, bool) {
-	i, ok := sh.index[h]
-	if !ok || sh.slots[i].key != k {
+// find returns the slot of k (mu held).
+func (sh *shard[K, V]) find(k K) (*slot[K, V], int32, bool) {
+	i, ok := sh.index[k]
+	if !ok {
 		return nil, 0, false
 	}
 	return &sh.slots[i], i, true
@@ -130,9 +124,9 @@ func (sh *shard[K, V]) find(k K, h uint64) (*slot[K, V], int32, bool) {
 
 // Get returns the value of a live entry.
 func (c *Cache[K, V]) Get(k K) (V, bool) {
-	sh, h := c.shard(k)
+	sh := c.shard(k)
 	sh.mu.RLock()
-	s, _, ok := sh.find(k, h)
+	s, _, ok := sh.find(k)
 	if !ok {
 		sh.mu.RUnlock()
 		c.misses.Add(1)
@@ -163,17 +157,15 @@ func (c *Cache[K, V]) GetMany(keys []K, vals []V, found []bool) {
 		return
 	}
 	now := c.now().UnixNano()
-	// The keys' hashes, shards and order by shard, in one scratch slice.
+	// The keys' shards, and their order by shard, in one scratch slice.
 	type ref struct {
-		h     uint64
 		shard int32
 		i     int32
 	}
 	refs := make([]ref, len(keys))
 	n := uint64(len(c.shards))
 	for i, k := range keys {
-		h := c.hash(k)
-		refs[i] = ref{h: h, shard: int32(h % n), i: int32(i)}
+		refs[i] = ref{shard: int32(c.hash(k) % n), i: int32(i)}
 	}
 	slices.SortFunc(refs, func(a, b ref) int { return cmp.Compare(a.shard, b.shard) })
 	hits := 0
@@ -185,7 +177,7 @@ func (c *Cache[K, V]) GetMany(keys []K, vals []V, found []bool) {
 		}
 		sh.mu.RLock()
 		for _, r := range refs[start:end] {
-			s, _, ok := sh.find(keys[r.i], r.h)
+			s, _, ok := sh.find(keys[r.i])
 			if !ok || (s.expires != 0 && now >= s.expires) {
 				var zero V
 				vals[r.i], found[r.i] = zero, false
@@ -209,10 +201,10 @@ func (c *Cache[K, V]) GetMany(keys []K, vals []V, found []bool) {
 // keep the pointer or modify the value, nor use the cache. It reports
 // whether the entry was found.
 func (c *Cache[K, V]) Peek(k K, f func(*V)) bool {
-	sh, h := c.shard(k)
+	sh := c.shard(k)
 	sh.mu.RLock()
 	defer sh.mu.RUnlock()
-	s, _, ok := sh.find(k, h)
+	s, _, ok := sh.find(k)
 	if !ok {
 		c.misses.Add(1)
 		return false
@@ -234,10 +226,10 @@ func (c *Cache[K, V]) Peek(k K, f func(*V)) bool {
 // swap: f decides from what it finds); it reports whether the entry was
 // there. An entry f changed counts as referenced.
 func (c *Cache[K, V]) Update(k K, f func(*V) bool) bool {
-	sh, h := c.shard(k)
+	sh := c.shard(k)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	s, _, ok := sh.find(k, h)
+	s, _, ok := sh.find(k)
 	if !ok {
 		return false
 	}
@@ -258,11 +250,11 @@ func (c *Cache[K, V]) GetOrPut(k K, mk func() V) V {
 	if v, ok := c.Get(k); ok {
 		return v
 	}
-	sh, h := c.shard(k)
+	sh := c.shard(k)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	now := c.now()
-	if s, _, ok := sh.find(k, h); ok {
+	if s, _, ok := sh.find(k); ok {
 		if s.expires == 0 || now.UnixNano() < s.expires {
 			s.ref.Store(true)
 			return s.val
@@ -273,7 +265,7 @@ func (c *Cache[K, V]) GetOrPut(k K, mk func() V) V {
 	if c.ttl > 0 {
 		exp = now.Add(c.ttl).UnixNano()
 	}
-	c.put(sh, k, h, v, exp, now.UnixNano())
+	c.put(sh, k, v, exp, now.UnixNano())
 	return v
 }
 
@@ -293,10 +285,10 @@ func (c *Cache[K, V]) PutUntil(k K, v V, expires time.Time) {
 	if !expires.IsZero() {
 		exp = expires.UnixNano()
 	}
-	sh, h := c.shard(k)
+	sh := c.shard(k)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	c.put(sh, k, h, v, exp, c.now().UnixNano())
+	c.put(sh, k, v, exp, c.now().UnixNano())
 }
 
 // put inserts or replaces k's entry in its shard sh (sh.mu held). When the
@@ -304,11 +296,10 @@ func (c *Cache[K, V]) PutUntil(k K, v V, expires time.Time) {
 // (a shard may hold more than its share, the cache never more than its
 // capacity but for a new entry of a shard with no entry at all, which
 // cannot make room: at most one such entry per shard).
-func (c *Cache[K, V]) put(sh *shard[K, V], k K, h uint64, v V, exp, now int64) {
-	if i, ok := sh.index[h]; ok {
-		// k's slot, or another key's of the same hash, which k replaces.
+func (c *Cache[K, V]) put(sh *shard[K, V], k K, v V, exp, now int64) {
+	if i, ok := sh.index[k]; ok {
 		s := &sh.slots[i]
-		s.key, s.val, s.expires = k, v, exp
+		s.val, s.expires = v, exp
 		s.ref.Store(true) // fetched again while cached: in use
 		return
 	}
@@ -326,9 +317,9 @@ func (c *Cache[K, V]) put(sh *shard[K, V], k K, h uint64, v V, exp, now int64) {
 		c.count.Add(1)
 	}
 	s := &sh.slots[i]
-	s.key, s.hash, s.val, s.expires, s.used = k, h, v, exp, true
+	s.key, s.val, s.expires, s.used = k, v, exp, true
 	s.ref.Store(false) // a new entry read only once goes at the hand's next pass
-	sh.index[h] = i
+	sh.index[k] = i
 }
 
 // evict empties a slot and returns it (the shard is full; mu held): the
@@ -348,7 +339,7 @@ func (sh *shard[K, V]) evict(now int64) int32 {
 			s.ref.Store(false)
 			continue
 		}
-		delete(sh.index, s.hash)
+		delete(sh.index, s.key)
 		sh.clear(int32(i))
 		return int32(i)
 	}
@@ -359,17 +350,17 @@ func (sh *shard[K, V]) clear(i int32) {
 	s := &sh.slots[i]
 	var zk K
 	var zv V
-	s.key, s.hash, s.val, s.expires, s.used = zk, 0, zv, 0, false
+	s.key, s.val, s.expires, s.used = zk, zv, 0, false
 	s.ref.Store(false)
 }
 
 // Delete removes k's entry.
 func (c *Cache[K, V]) Delete(k K) {
-	sh, h := c.shard(k)
+	sh := c.shard(k)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if _, i, ok := sh.find(k, h); ok {
-		delete(sh.index, h)
+	if _, i, ok := sh.find(k); ok {
+		delete(sh.index, k)
 		sh.clear(i)
 		sh.free = append(sh.free, i)
 		c.count.Add(-1)
@@ -387,7 +378,7 @@ func (c *Cache[K, V]) DeleteFunc(f func(K, V) bool) int {
 		for i := range sh.slots {
 			s := &sh.slots[i]
 			if s.used && f(s.key, s.val) {
-				delete(sh.index, s.hash)
+				delete(sh.index, s.key)
 				sh.clear(int32(i))
 				sh.free = append(sh.free, int32(i))
 				c.count.Add(-1)
@@ -405,7 +396,7 @@ func (c *Cache[K, V]) Purge() {
 		sh := &c.shards[si]
 		sh.mu.Lock()
 		c.count.Add(-int64(len(sh.index)))
-		sh.index = make(map[uint64]int32)
+		sh.index = make(map[K]int32)
 		sh.slots, sh.free, sh.hand = nil, nil, 0
 		sh.mu.Unlock()
 	}

@@ -227,7 +227,6 @@ func requireDeliveredOnce(t *testing.T, ctx context.Context, root string, sent [
 // event is published exactly once through the gated hourly path, and no
 // event was routed late.
 func TestStreamingAcrossHourOutageAndRedeliveries(t *testing.T) {
-	t.Parallel() // its own pstest server, clock, root and key source
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	start := time.Date(2026, 11, 23, 6, 57, 0, 0, time.UTC)
@@ -278,7 +277,6 @@ func TestStreamingAcrossHourOutageAndRedeliveries(t *testing.T) {
 // takes over: hour 06 is published once, with no supplement and nothing
 // late. In between, the stopped writer leaves the hour open.
 func TestPlannedStopAndRestartInsideAnHour(t *testing.T) {
-	t.Parallel() // its own pstest server, clock, root and key source
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	start := time.Date(2026, 11, 23, 6, 40, 0, 0, time.UTC)
@@ -344,7 +342,6 @@ func TestPlannedStopAndRestartInsideAnHour(t *testing.T) {
 // hour 06 finishes while a streaming job is in the middle of hour 06: the
 // hour stays open (the live stream holds it) until the stream passes it.
 func TestBackfillDoesNotCompleteALiveHour(t *testing.T) {
-	t.Parallel() // its own pstest server, clock, root and key source
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	start := time.Date(2026, 11, 23, 6, 30, 0, 0, time.UTC)
