@@ -36,8 +36,9 @@ func NewCache(capacity int, ttl time.Duration) *Cache {
 }
 
 // Cipher returns the cipher of k, deriving and caching its keys on a miss.
-// deterministic asks for the AES-SIV key too (derived on first use, then
-// cached with the rest).
+// A key that carries its derived keys is answered from them, without a
+// lookup; deterministic asks for its AES-SIV key too (a cipher asked
+// without it refuses to seal deterministically).
 func (c *Cache) Cipher(k CategoryKey, deterministic bool) (Cipher, error) {
 	if k.Secret.Len() != CategoryKeySize {
 		return Cipher{}, ErrKeySize
@@ -57,19 +58,12 @@ func (c *Cache) Cipher(k CategoryKey, deterministic bool) (Cipher, error) {
 		return ci, nil
 	}
 	id := cacheKey{secret: [CategoryKeySize]byte(k.Secret.b), version: uint32(k.Version)}
-	ci, ok := c.c.Get(id)
-	if ok && (ci.hasSIV || !deterministic) {
+	if ci, ok := c.c.Get(id); ok {
 		return ci, nil
 	}
-	if !ok {
-		if err := ci.derive(k); err != nil {
-			return Cipher{}, err
-		}
-	}
-	if deterministic {
-		if err := ci.withSIV(); err != nil {
-			return Cipher{}, err
-		}
+	ci, err := cipherOf(k)
+	if err != nil {
+		return Cipher{}, err
 	}
 	c.c.Put(id, ci)
 	return ci, nil

@@ -45,55 +45,28 @@ const (
 type Cipher struct {
 	version uint32
 	gcm     [32]byte
-	// The AES-SIV key is expanded from the pseudo-random key on first use
-	// (most categories never use it).
-	prk    [32]byte
+	// hasSIV: siv holds the AES-SIV key. A cipher asked of a Cache for
+	// AES-GCM only may lack it (Cache.Cipher).
 	hasSIV bool
 	siv    [64]byte
 }
 
 // NewCipher derives the per-algorithm keys of a category key.
 func NewCipher(k CategoryKey) (*Cipher, error) {
-	c := &Cipher{}
-	if err := c.derive(k); err != nil {
+	c, err := cipherOf(k)
+	if err != nil {
 		return nil, err
 	}
-	return c, nil
+	return &c, nil
 }
 
-func (c *Cipher) derive(k CategoryKey) error {
-	prk, err := extract(k)
+// cipherOf derives the per-algorithm keys of k (DeriveKey).
+func cipherOf(k CategoryKey) (Cipher, error) {
+	d, err := DeriveKey(k)
 	if err != nil {
-		return err
+		return Cipher{}, err
 	}
-	gcm, err := expandGCM(prk)
-	if err != nil {
-		return err
-	}
-	c.version = uint32(k.Version)
-	copy(c.gcm[:], gcm.b)
-	copy(c.prk[:], prk.b)
-	return nil
-}
-
-// withSIV derives the AES-SIV key if c lacks it.
-func (c *Cipher) withSIV() error {
-	if c.hasSIV {
-		return nil
-	}
-	if c.prk == [32]byte{} {
-		// A cipher of a key's derived keys, asked for AES-GCM only
-		// (Cache.Cipher): it has no pseudo-random key to expand.
-		return errors.New("fieldcrypt: this cipher was made for AES-GCM only; ask the cache for a deterministic one")
-	}
-	prk := c.prk // a copy: c itself must not escape (it lives on callers' stacks)
-	siv, err := expandSIV(Secret{b: prk[:]})
-	if err != nil {
-		return err
-	}
-	copy(c.siv[:], siv.b)
-	c.hasSIV = true
-	return nil
+	return Cipher{version: uint32(k.Version), gcm: d.gcm, hasSIV: true, siv: d.siv}, nil
 }
 
 func (c *Cipher) prefix() [prefixSize]byte {
@@ -116,8 +89,8 @@ func (c *Cipher) aead() (cipher.AEAD, error) {
 }
 
 func (c *Cipher) deterministic() (sivKeys, error) {
-	if err := c.withSIV(); err != nil {
-		return sivKeys{}, err
+	if !c.hasSIV {
+		return sivKeys{}, errors.New("fieldcrypt: this cipher was made for AES-GCM only; ask the cache for a deterministic one")
 	}
 	d, err := newSIVKeys(c.siv[:])
 	if err != nil {

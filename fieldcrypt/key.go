@@ -1,7 +1,6 @@
 package fieldcrypt
 
 import (
-	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/json"
@@ -173,17 +172,11 @@ func (k CategoryKey) String() string {
 // AlgorithmKeys derives the per-algorithm keys of a category key:
 // 32 bytes for AES-256-GCM and 64 bytes for AES-SIV (see the package doc).
 func AlgorithmKeys(k CategoryKey) (gcm, siv Secret, err error) {
-	prk, err := extract(k)
+	d, err := DeriveKey(k)
 	if err != nil {
 		return Secret{}, Secret{}, err
 	}
-	if gcm, err = expandGCM(prk); err != nil {
-		return Secret{}, Secret{}, err
-	}
-	if siv, err = expandSIV(prk); err != nil {
-		return Secret{}, Secret{}, err
-	}
-	return gcm, siv, nil
+	return NewSecret(d.gcm[:]), NewSecret(d.siv[:]), nil
 }
 
 // extract is the HKDF-Extract step (SHA-256, no salt) shared by both
@@ -206,19 +199,3 @@ func extract(k CategoryKey) (prk Secret, err error) {
 }
 
 var extractors = sync.Pool{New: func() any { return hmac.New(sha256.New, make([]byte, sha256.Size)) }}
-
-func expandGCM(prk Secret) (Secret, error) {
-	g, err := hkdf.Expand(sha256.New, prk.b, infoGCM, 32)
-	if err != nil {
-		return Secret{}, fmt.Errorf("fieldcrypt: derive gcm key: %w", err)
-	}
-	return Secret{b: g}, nil
-}
-
-func expandSIV(prk Secret) (Secret, error) {
-	s, err := hkdf.Expand(sha256.New, prk.b, infoSIV, 64)
-	if err != nil {
-		return Secret{}, fmt.Errorf("fieldcrypt: derive siv key: %w", err)
-	}
-	return Secret{b: s}, nil
-}

@@ -179,8 +179,8 @@ type query struct {
 	// keys is where the answers' keys are carved from: one allocation
 	// for every id of a call.
 	keys []fieldcrypt.CategoryKey
-	// touched keeps lookup's reads ahead of the answers from being
-	// optimized away; its value means nothing.
+	// touched keeps lookup's reads ahead of the answers (see lookup) from
+	// being optimized away; its value means nothing.
 	touched byte
 }
 
@@ -198,11 +198,11 @@ func (kc *keyCache) newQuery(categories []string) (*query, bool) {
 	return q, true
 }
 
-// carve returns room for n keys from q's arena (made for the rest of the
-// call's ids when short).
-func (q *query) carve(n, idsLeft int) []fieldcrypt.CategoryKey {
+// carve returns room for n keys from q's arena (lookup sizes it for
+// every answer of the call).
+func (q *query) carve(n int) []fieldcrypt.CategoryKey {
 	if cap(q.keys)-len(q.keys) < n {
-		q.keys = make([]fieldcrypt.CategoryKey, 0, max(n, idsLeft*len(q.cats)))
+		q.keys = make([]fieldcrypt.CategoryKey, 0, n)
 	}
 	k := q.keys[len(q.keys) : len(q.keys) : len(q.keys)+n]
 	q.keys = q.keys[:len(q.keys)+n]
@@ -228,34 +228,29 @@ func (kc *keyCache) lookup(kind entryKind, ids []string, q *query, out []UserKey
 	entries := make([]*entry, len(ids))
 	found := make([]bool, len(ids))
 	kc.c.GetMany(keys, entries, found)
-	// Each entry is a memory read that likely misses the CPU caches: a
-	// first tight loop reads every entry's header (independent loads the
-	// CPU overlaps; the answers then find them in its cache) and sizes the
-	// arena of the answers' keys by the entries that hold keys.
-	live := 0
-	for i, e := range entries {
-		if found[i] && e.neg == negNone {
-			live++
-		}
-	}
-	q.keys = make([]fieldcrypt.CategoryKey, 0, live*len(q.cats))
-	// A second one reads what the caller reads next, each entry's key
-	// bytes and subject, likewise overlapped: sealing a field then finds
-	// its key in the CPU's caches.
+	// Each entry is a memory read that likely misses the CPU caches: one
+	// tight loop reads every entry (independent loads the CPU overlaps)
+	// before the answers, which then find them in its cache, as sealing
+	// finds the key bytes and subjects it touched. It also sizes the arena
+	// of the answers' keys: at most one key per slot of the entries found.
 	var touched byte
+	size := 0
 	for i, e := range entries {
-		if found[i] && e.neg == negNone {
-			for j := range e.keys {
-				touched ^= e.keys[j].secret[0]
-			}
-			if e.subject != "" {
-				touched ^= e.subject[0]
-			}
+		if !found[i] || e.neg != negNone {
+			continue
+		}
+		size += int(e.n)
+		for j := range e.keys {
+			touched ^= e.keys[j].secret[0]
+		}
+		if e.subject != "" {
+			touched ^= e.subject[0]
 		}
 	}
+	q.keys = make([]fieldcrypt.CategoryKey, 0, size)
 	q.touched = touched
 	for i, e := range entries {
-		if !found[i] || !kc.answer(e, q, len(ids)-i, &out[i]) {
+		if !found[i] || !kc.answer(e, q, &out[i]) {
 			misses = append(misses, i)
 		}
 	}
@@ -263,7 +258,7 @@ func (kc *keyCache) lookup(kind entryKind, ids []string, q *query, out []UserKey
 }
 
 // answer builds the answer for q from e.
-func (kc *keyCache) answer(e *entry, q *query, idsLeft int, dst *UserKeys) bool {
+func (kc *keyCache) answer(e *entry, q *query, dst *UserKeys) bool {
 	if e.neg != negNone {
 		*dst = UserKeys{Subject: e.subject, Err: e.neg.err()}
 		return true
@@ -289,7 +284,7 @@ func (kc *keyCache) answer(e *entry, q *query, idsLeft int, dst *UserKeys) bool 
 	}
 	r := UserKeys{Subject: e.subject}
 	if n > 0 {
-		r.Keys = q.carve(n, idsLeft)
+		r.Keys = q.carve(n)
 	}
 	for j, ci := range q.ids {
 		for i := range e.n {

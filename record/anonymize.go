@@ -333,8 +333,8 @@ func (a *Anonymizer) encrypt(s *schemas.Schema, ev *schemas.Event, uk *keyclient
 }
 
 // findKey returns the newest key of category among uk's (nil when none:
-// the category is revoked). It points into uk.Keys: a key is a few hundred
-// bytes, not to be copied per field.
+// the category is revoked). It points into uk.Keys rather than copying a
+// key per field.
 func findKey(uk *keyclient.UserKeys, category string) *fieldcrypt.CategoryKey {
 	var best *fieldcrypt.CategoryKey
 	for i := range uk.Keys {
