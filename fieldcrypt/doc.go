@@ -24,10 +24,13 @@
 //	AES-256-GCM (normal fields):        0x01 | key id (4 bytes, big endian) | IV (12) | ciphertext | tag (16)
 //	AES-SIV (fields marked deterministic): 0x01 | key id (4 bytes, big endian) | SIV (16) | ciphertext
 //
-// AES-GCM values are sealed with crypto/cipher (random IV) and framed here;
-// AES-SIV goes through Tink's primitive. Tests open both with plain Tink
-// from the exported keyset, and open Tink's own AES-GCM ciphertexts with
-// [Cipher.Decrypt].
+// AES-GCM (random 96-bit IV, NIST SP 800-38D) and AES-SIV (RFC 5297, as
+// Tink computes it) are this package's, over the CPU's AES-NI and
+// PCLMULQDQ instructions (aes.go, aesni_amd64.s, siv.go), and over
+// crypto/aes and crypto/cipher where it has none or with -tags purego.
+// Tests check both against crypto/cipher and Tink byte for byte, open both
+// with plain Tink from the exported keyset, and open Tink's own
+// ciphertexts with [Cipher.Decrypt].
 //
 // The Tink key id is the category key version (1, 2, …), so every ciphertext
 // says which version made it ([VersionOf]) and one exported keyset can hold
@@ -57,12 +60,13 @@
 // many times derives once, as the key arrives, and passes both algorithm
 // keys along with the key ([DeriveKey], [CategoryKey.WithDerived]);
 // otherwise a [Cache] keyed by the key material keeps them. The AES state
-// is built per value sealed or opened (~0.45 µs for AES-GCM, two key
-// schedules for AES-SIV): a cache of built states for a few hundred
-// thousand keys costs more in memory and garbage collection than it saves.
-// AES-SIV is this package's (siv.go), Tink's construction byte for byte
-// (tested against Tink and RFC 5297), built on crypto/aes: Tink's own
-// allocates thirteen times per key it is built for.
+// is built per value sealed or opened, on the stack: with AES-NI an
+// AES-256 key schedule costs ~20 ns and no allocation, and sealing 64
+// bytes with AES-GCM ~0.3 µs with its IV (`go test -bench Encrypt64
+// ./fieldcrypt`). crypto/aes and crypto/cipher can only build an AES
+// state on the heap (1.3 KB per AES-GCM value, 1 KB per AES-SIV one), and
+// a cache of built states for a few hundred thousand keys costs more in
+// memory and garbage collection than it saves.
 //
 // # Guarantees
 //
