@@ -442,3 +442,15 @@ func BenchmarkDeriveKey(b *testing.B) {
 		}
 	})
 }
+
+// TestDeriveKeyAllocatesNothing: a key cache derives for every key it
+// stores (hundreds of thousands per million events).
+func TestDeriveKeyAllocatesNothing(t *testing.T) {
+	k := testKey(t, "s_a", "contact", 1)
+	if _, err := DeriveKey(k); err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(100, func() { _, _ = DeriveKey(k) }); n != 0 && !raceEnabled {
+		t.Fatalf("DeriveKey: %v allocations", n)
+	}
+}
