@@ -213,7 +213,7 @@ func (q *query) carve(n int) []fieldcrypt.CategoryKey {
 // returns the indexes of the ids it could not answer: no entry, a
 // negative one expired, or no live part for one of the categories. The
 // entries are found in one pass (cache.GetMany), then answered.
-func (kc *keyCache) lookup(kind entryKind, ids []string, q *query, out []UserKeys) (misses []int) {
+func (kc *keyCache) lookup(kind entryKind, ids []string, q *query, a *Answers) (misses []int) {
 	if kc.c == nil {
 		misses = make([]int, len(ids))
 		for i := range misses {
@@ -221,13 +221,14 @@ func (kc *keyCache) lookup(kind entryKind, ids []string, q *query, out []UserKey
 		}
 		return misses
 	}
-	keys := make([]cacheKey, len(ids))
+	a.lookups = grow(a.lookups, len(ids))
 	for i, id := range ids {
-		keys[i] = cacheKey{kind, id}
+		a.lookups[i] = cacheKey{kind, id}
 	}
-	entries := make([]*entry, len(ids))
-	found := make([]bool, len(ids))
-	kc.c.GetMany(keys, entries, found)
+	a.entries, a.found = grow(a.entries, len(ids)), grow(a.found, len(ids))
+	entries, found := a.entries, a.found
+	kc.c.GetMany(a.lookups, entries, found)
+	defer clear(entries) // held by the answers' keys as long as they are, no longer
 	// Each entry is a memory read that likely misses the CPU caches: one
 	// tight loop reads every entry (independent loads the CPU overlaps)
 	// before the answers, which then find them in its cache, as sealing
@@ -247,10 +248,14 @@ func (kc *keyCache) lookup(kind entryKind, ids []string, q *query, out []UserKey
 			touched ^= e.subject[0]
 		}
 	}
-	q.keys = make([]fieldcrypt.CategoryKey, 0, size)
+	if cap(a.keys) < size {
+		a.keys = make([]fieldcrypt.CategoryKey, 0, size)
+	}
+	clear(a.keys[:cap(a.keys)]) // the last call's keys: nothing holds entries past their answers
+	q.keys = a.keys[:0]
 	q.touched = touched
 	for i, e := range entries {
-		if !found[i] || !kc.answer(e, q, &out[i]) {
+		if !found[i] || !kc.answer(e, q, &a.out[i]) {
 			misses = append(misses, i)
 		}
 	}

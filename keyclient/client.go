@@ -180,12 +180,47 @@ func newClient(t Transport, closer io.Closer, opts Options) (*Client, error) {
 
 // ForEncrypt implements Keys.
 func (c *Client) ForEncrypt(ctx context.Context, userIDs, categories []string) ([]UserKeys, error) {
-	return c.get(ctx, kindUser, userIDs, categories)
+	return c.get(ctx, nil, kindUser, userIDs, categories)
 }
 
 // ForDecrypt implements Keys.
 func (c *Client) ForDecrypt(ctx context.Context, subjects, categories []string) ([]UserKeys, error) {
-	return c.get(ctx, kindSubject, subjects, categories)
+	return c.get(ctx, nil, kindSubject, subjects, categories)
+}
+
+// ForEncryptInto is ForEncrypt answering into room a holds, which the
+// caller reuses from call to call: what a call returns is valid until the
+// next call with the same a, and must not be kept past it.
+func (c *Client) ForEncryptInto(ctx context.Context, a *Answers, userIDs, categories []string) ([]UserKeys, error) {
+	return c.get(ctx, a, kindUser, userIDs, categories)
+}
+
+// ForDecryptInto is ForDecrypt answering into a, as ForEncryptInto.
+func (c *Client) ForDecryptInto(ctx context.Context, a *Answers, subjects, categories []string) ([]UserKeys, error) {
+	return c.get(ctx, a, kindSubject, subjects, categories)
+}
+
+// Answers is room for the answers of one call (ForEncryptInto,
+// ForDecryptInto) that a caller keeps and reuses, so that a call per
+// batch of events does not allocate its answers anew (~400 bytes per
+// user). Its zero value is ready; it is not safe for concurrent use.
+type Answers struct {
+	out     []UserKeys
+	keys    []fieldcrypt.CategoryKey // the answers' keys (keyCache.lookup)
+	lookups []cacheKey
+	entries []*entry
+	found   []bool
+}
+
+// grow returns s with length n and zero elements, reusing its array when
+// it has room.
+func grow[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	s = s[:n]
+	clear(s)
+	return s
 }
 
 // Forget drops what the cache holds about a user id or subject, e.g. right
@@ -220,7 +255,8 @@ func (c *Client) Close() error {
 	return nil
 }
 
-func (c *Client) get(ctx context.Context, kind entryKind, ids, categories []string) ([]UserKeys, error) {
+// get answers ids; into a when a is not nil (Answers), else into new room.
+func (c *Client) get(ctx context.Context, a *Answers, kind entryKind, ids, categories []string) ([]UserKeys, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
@@ -233,7 +269,11 @@ func (c *Client) get(ctx context.Context, kind entryKind, ids, categories []stri
 	bk := batchKey{kind: kind, cats: strings.Join(sorted, "\x00")}
 
 	c.lookups.Add(int64(len(ids)))
-	out := make([]UserKeys, len(ids))
+	if a == nil {
+		a = &Answers{}
+	}
+	a.out = grow(a.out, len(ids))
+	out := a.out
 	type wait struct {
 		i int
 		c *call
@@ -241,7 +281,7 @@ func (c *Client) get(ctx context.Context, kind entryKind, ids, categories []stri
 	var waits []wait
 	var misses []int
 	if q, ok := c.cache.newQuery(categories); ok {
-		misses = c.cache.lookup(kind, ids, q, out)
+		misses = c.cache.lookup(kind, ids, q, a)
 		c.hits.Add(int64(len(ids) - len(misses)))
 	} else {
 		for i := range ids {

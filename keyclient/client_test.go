@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -288,5 +291,95 @@ func TestFakeHookSeesOps(t *testing.T) {
 	}
 	if ops.Load() != 2 || f.Calls() != 2 {
 		t.Fatal("hook/counter")
+	}
+}
+
+// TestAnswersInto: answers into reused room are the answers ForEncrypt
+// and ForDecrypt give, call after call (hits, misses, revoked and deleted
+// users mixed, fewer ids than the call before), and a warm call into room
+// it has used before allocates less than a tenth of what a call into new
+// room does.
+func TestAnswersInto(t *testing.T) {
+	f := NewFake()
+	c := newTestClient(t, f, nil)
+	ctx := context.Background()
+	users := make([]string, 300)
+	for i := range users {
+		users[i] = fmt.Sprintf("into-user-%03d", i)
+	}
+	f.Revoke(users[7], "location")
+	var a Answers
+	same := func(got, want []UserKeys) {
+		t.Helper()
+		if len(got) != len(want) {
+			t.Fatalf("%d answers, want %d", len(got), len(want))
+		}
+		for i := range want {
+			g, w := got[i], want[i]
+			if g.UserID != w.UserID || g.Subject != w.Subject || !errors.Is(g.Err, w.Err) || !slices.Equal(g.Revoked, w.Revoked) || len(g.Keys) != len(w.Keys) {
+				t.Fatalf("answer %d: %+v, want %+v", i, g, w)
+			}
+			for j := range w.Keys {
+				if g.Keys[j].String() != w.Keys[j].String() || !g.Keys[j].Secret.Equal(w.Keys[j].Secret) {
+					t.Fatalf("answer %d key %d: %v, want %v", i, j, g.Keys[j], w.Keys[j])
+				}
+			}
+		}
+	}
+	r := rand.New(rand.NewPCG(7, 8))
+	for round := 0; round < 20; round++ {
+		batch := make([]string, 1+r.IntN(len(users)))
+		for i := range batch {
+			batch[i] = users[r.IntN(len(users))]
+		}
+		got, err := c.ForEncryptInto(ctx, &a, batch, cats)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kept := slices.Clone(got)
+		want, err := c.ForEncrypt(ctx, batch, cats)
+		if err != nil {
+			t.Fatal(err)
+		}
+		same(kept, want)
+		if round == 10 {
+			f.DeleteUser(users[3])
+			c.Forget(users[3])
+		}
+	}
+	subjects := []string{}
+	enc, _ := c.ForEncrypt(ctx, users[:50], cats)
+	for _, u := range enc {
+		if u.Err == nil {
+			subjects = append(subjects, u.Subject)
+		}
+	}
+	got, err := c.ForDecryptInto(ctx, &a, subjects, cats)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := c.ForDecrypt(ctx, subjects, cats)
+	same(got, want)
+
+	warm := users[100:200]
+	if _, err := c.ForEncryptInto(ctx, &a, warm, cats); err != nil {
+		t.Fatal(err)
+	}
+	into := testing.AllocsPerRun(20, func() { _, _ = c.ForEncryptInto(ctx, &a, warm, cats) })
+	fresh := testing.AllocsPerRun(20, func() { _, _ = c.ForEncrypt(ctx, warm, cats) })
+	bytesOf := func(f func()) uint64 {
+		var m0, m1 runtime.MemStats
+		runtime.ReadMemStats(&m0)
+		for range 20 {
+			f()
+		}
+		runtime.ReadMemStats(&m1)
+		return (m1.TotalAlloc - m0.TotalAlloc) / 20
+	}
+	intoBytes := bytesOf(func() { _, _ = c.ForEncryptInto(ctx, &a, warm, cats) })
+	freshBytes := bytesOf(func() { _, _ = c.ForEncrypt(ctx, warm, cats) })
+	t.Logf("100 warm users: into reused room %.0f allocations, %d bytes; into new room %.0f, %d bytes", into, intoBytes, fresh, freshBytes)
+	if intoBytes*10 > freshBytes {
+		t.Fatalf("a warm call into reused room allocated %d bytes, one into new room %d", intoBytes, freshBytes)
 	}
 }

@@ -123,6 +123,15 @@ type Anonymizer struct {
 	schemas []*schemas.Schema
 	aad     []byte
 	pt      []byte
+	// answers is the room keysInto answers a batch's keys into: they are
+	// used up by the time Anonymize returns.
+	answers keyclient.Answers
+}
+
+// keysInto is a Keys that answers into room the caller reuses
+// (keyclient.Client): a batch's key lookup then allocates no answers.
+type keysInto interface {
+	ForEncryptInto(ctx context.Context, a *keyclient.Answers, userIDs, categories []string) ([]keyclient.UserKeys, error)
 }
 
 // NewAnonymizer builds an anonymizer over a schema registry and a key source.
@@ -196,7 +205,11 @@ func (a *Anonymizer) Anonymize(ctx context.Context, msgs []Message) ([]Outcome, 
 	var keys []keyclient.UserKeys
 	if len(users) > 0 {
 		var err error
-		keys, err = a.keys.ForEncrypt(ctx, users, cats)
+		if into, ok := a.keys.(keysInto); ok {
+			keys, err = into.ForEncryptInto(ctx, &a.answers, users, cats)
+		} else {
+			keys, err = a.keys.ForEncrypt(ctx, users, cats)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("record: key lookup for %d users: %w", len(users), err)
 		}

@@ -137,6 +137,15 @@ type Decryptor struct {
 	keys    DecryptKeys
 	ciphers *fieldcrypt.Cache
 	cols    []Column
+	// answers is the room decryptKeysInto answers a batch's keys into:
+	// they are used up by the time Decrypt returns.
+	answers keyclient.Answers
+}
+
+// decryptKeysInto is a DecryptKeys that answers into room the caller
+// reuses (keyclient.Client).
+type decryptKeysInto interface {
+	ForDecryptInto(ctx context.Context, a *keyclient.Answers, subjects, categories []string) ([]keyclient.UserKeys, error)
 }
 
 // NewDecryptor builds a decryptor; ciphers may be nil.
@@ -187,7 +196,11 @@ func (d *Decryptor) Decrypt(ctx context.Context, s *schemas.Schema, recs [][]byt
 	}
 	var keys []keyclient.UserKeys
 	if len(subjects) > 0 {
-		keys, err = d.keys.ForDecrypt(ctx, subjects, cats)
+		if into, ok := d.keys.(decryptKeysInto); ok {
+			keys, err = into.ForDecryptInto(ctx, &d.answers, subjects, cats)
+		} else {
+			keys, err = d.keys.ForDecrypt(ctx, subjects, cats)
+		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("record: key lookup for %d subjects: %w", len(subjects), err)
 		}
