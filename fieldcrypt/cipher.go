@@ -172,6 +172,13 @@ func (c *Cipher) AppendEncrypt(dst, plaintext, aad []byte, deterministic bool) (
 // Decrypt opens a ciphertext made by Encrypt (or by Tink under this key)
 // with the same AAD and mode.
 func (c *Cipher) Decrypt(ciphertext, aad []byte, deterministic bool) ([]byte, error) {
+	return c.AppendDecrypt(nil, ciphertext, aad, deterministic)
+}
+
+// AppendDecrypt appends the plaintext of ciphertext to dst and returns the
+// extended slice, as Decrypt would return the plaintext (on failure, nil
+// and dst's room past its length holds nothing of it).
+func (c *Cipher) AppendDecrypt(dst, ciphertext, aad []byte, deterministic bool) ([]byte, error) {
 	p := c.prefix()
 	if len(ciphertext) < prefixSize || [prefixSize]byte(ciphertext[:prefixSize]) != p {
 		return nil, ErrDecrypt
@@ -182,19 +189,19 @@ func (c *Cipher) Decrypt(ciphertext, aad []byte, deterministic bool) ([]byte, er
 			return nil, err
 		}
 		defer d.wipe()
-		return d.open(nil, ciphertext[prefixSize:], aad)
+		return d.open(dst, ciphertext[prefixSize:], aad)
 	}
 	if len(ciphertext) < prefixSize+gcmIVSize+gcmTagSize {
 		return nil, ErrDecrypt
 	}
 	if useAESNI {
-		return gcmOpen(&c.gcm, nil, ciphertext[prefixSize:], aad)
+		return gcmOpen(&c.gcm, dst, ciphertext[prefixSize:], aad)
 	}
 	g, err := c.aead()
 	if err != nil {
 		return nil, err
 	}
-	pt, err := g.Open(nil, nil, ciphertext[prefixSize:], aad)
+	pt, err := g.Open(dst, nil, ciphertext[prefixSize:], aad)
 	if err != nil {
 		return nil, ErrDecrypt
 	}

@@ -80,6 +80,16 @@ func TestAppendEncrypt(t *testing.T) {
 			if v, err := VersionOf(out[len(head):]); err != nil || v != 3 {
 				t.Fatalf("det=%v: version %d, %v", det, v, err)
 			}
+			room := make([]byte, 2, 512)
+			got, err = c.AppendDecrypt(room, out[len(head):], aad, det)
+			if err != nil || string(got[2:]) != pt || &got[0] != &room[0] {
+				t.Fatalf("det=%v: AppendDecrypt %q, %v (in the room given: %v)", det, got, err, &got[0] == &room[0])
+			}
+			bad := append([]byte(nil), out[len(head):]...)
+			bad[len(bad)-1] ^= 1
+			if got, err := c.AppendDecrypt(room, bad, aad, det); err != ErrDecrypt || got != nil {
+				t.Fatalf("det=%v: AppendDecrypt of an altered ciphertext: %q, %v", det, got, err)
+			}
 		}
 	}
 }

@@ -3,6 +3,7 @@ package keyclient
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -50,5 +51,51 @@ func TestCacheCapacityForgetPurge(t *testing.T) {
 	before = f.Calls()
 	if _, err := c.ForEncrypt(ctx, hot, cats); err != nil || f.Calls() != before+1 {
 		t.Fatalf("hot users still cached after Purge (err %v)", err)
+	}
+}
+
+// TestCacheKeyIDs: ids are cache keys by value, whatever their length:
+// ids that differ only past their first 40 bytes, or only by trailing
+// zero bytes, are different users with different subjects and keys; a
+// cached long id answers from the cache, and Forget drops it.
+func TestCacheKeyIDs(t *testing.T) {
+	f := NewFake()
+	c := newTestClient(t, f, func(o *Options) { o.BatchWindow = -1 })
+	ctx := context.Background()
+	long := strings.Repeat("u", 40)
+	ids := []string{"a", "a\x00", "\x00", long[:39], long, long + "1", long + "2", long + long + "1", long + long + "2"}
+	first, err := c.ForEncrypt(ctx, ids, cats)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subjects := map[string]string{}
+	for i, u := range first {
+		if u.Err != nil {
+			t.Fatalf("%q: %v", ids[i], u.Err)
+		}
+		if other, ok := subjects[u.Subject]; ok {
+			t.Fatalf("ids %q and %q answered with one subject", other, ids[i])
+		}
+		subjects[u.Subject] = ids[i]
+	}
+	calls := f.Calls()
+	again, err := c.ForEncrypt(ctx, ids, cats)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Calls() != calls {
+		t.Fatalf("%d RPCs for ids all cached", f.Calls()-calls)
+	}
+	for i := range ids {
+		if again[i].Subject != first[i].Subject || !again[i].Keys[0].Secret.Equal(first[i].Keys[0].Secret) {
+			t.Fatalf("%q: the cache answered another user's keys", ids[i])
+		}
+	}
+	c.Forget(long + "1")
+	if _, err := c.ForEncrypt(ctx, []string{long + "1"}, cats); err != nil || f.Calls() != calls+1 {
+		t.Fatalf("a forgotten long id was answered from the cache (%v)", err)
+	}
+	if _, err := c.ForEncrypt(ctx, []string{long + "2"}, cats); err != nil || f.Calls() != calls+1 {
+		t.Fatalf("forgetting one long id dropped another (%v)", err)
 	}
 }

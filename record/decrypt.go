@@ -140,6 +140,8 @@ type Decryptor struct {
 	// answers is the room decryptKeysInto answers a batch's keys into:
 	// they are used up by the time Decrypt returns.
 	answers keyclient.Answers
+	who     []int  // per record of a batch: its subject's index
+	aad, pt []byte // one field's AAD and plaintext
 }
 
 // decryptKeysInto is a DecryptKeys that answers into room the caller
@@ -172,6 +174,8 @@ func (d *Decryptor) Decrypt(ctx context.Context, s *schemas.Schema, recs [][]byt
 	}
 	cols := d.cols[:len(enc.Fields)*len(recs)]
 	errs := make([]error, len(recs))
+	who := grow(d.who, len(recs))
+	d.who = who
 	var subjects []string
 	idx := map[string]int{}
 	var cats []string
@@ -188,11 +192,14 @@ func (d *Decryptor) Decrypt(ctx context.Context, s *schemas.Schema, recs [][]byt
 			errs[i] = err
 			continue
 		}
-		sub := string(c[lay.Subject].Bytes)
-		if _, ok := idx[sub]; !ok {
-			idx[sub] = len(subjects)
+		w, ok := idx[string(c[lay.Subject].Bytes)]
+		if !ok {
+			sub := string(c[lay.Subject].Bytes)
+			w = len(subjects)
+			idx[sub] = w
 			subjects = append(subjects, sub)
 		}
+		who[i] = w
 	}
 	var keys []keyclient.UserKeys
 	if len(subjects) > 0 {
@@ -218,8 +225,8 @@ func (d *Decryptor) Decrypt(ctx context.Context, s *schemas.Schema, recs [][]byt
 			continue
 		}
 		c := cols[i*len(enc.Fields) : (i+1)*len(enc.Fields)]
-		sub := string(c[lay.Subject].Bytes)
-		uk := &keys[idx[sub]]
+		sub := subjects[who[i]]
+		uk := &keys[who[i]]
 		p := Plain{Names: names, Values: make([]any, len(enc.Fields))}
 		for j := range enc.Fields {
 			f := &enc.Fields[j]
@@ -267,10 +274,12 @@ func (d *Decryptor) open(s *schemas.Schema, f *schemas.EncryptedField, ct []byte
 	if err != nil {
 		return nil, StateCorrupt
 	}
-	pt, err := c.Decrypt(ct, fieldcrypt.AAD(s.Type, f.Name, subject), f.PII.Deterministic)
+	d.aad = fieldcrypt.AppendAAD(d.aad[:0], s.Type, f.Name, subject)
+	pt, err := c.AppendDecrypt(d.pt[:0], ct, d.aad, f.PII.Deterministic)
 	if err != nil {
 		return nil, StateCorrupt
 	}
+	d.pt = pt[:0] // reused: what is returned below is a copy
 	sf := &s.Fields[f.Source]
 	switch sf.Kind {
 	case schemas.KindInt, schemas.KindLong:
@@ -280,7 +289,7 @@ func (d *Decryptor) open(s *schemas.Schema, f *schemas.EncryptedField, ct []byte
 		}
 		return n, StateOK
 	case schemas.KindBytes:
-		return pt, StateOK
+		return append([]byte(nil), pt...), StateOK // nil when empty, as plainColumn
 	}
 	return string(pt), StateOK
 }
@@ -308,3 +317,11 @@ func plainColumn(s *schemas.Schema, f *schemas.EncryptedField, c *Column) any {
 
 // ErrNoKeys is returned when a decryptor is built without a key source.
 var ErrNoKeys = errors.New("record: no key source")
+
+// grow returns s with length n, reusing its array when it has room.
+func grow[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	return s[:n]
+}
