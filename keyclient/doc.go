@@ -59,6 +59,11 @@
 //
 //   - Answers are in request order, one per id; ForEncrypt answers carry the
 //     requested user id, ForDecrypt answers never carry one.
+//   - [Client.ForEncryptInto] and [Client.ForDecryptInto] answer into room
+//     the caller keeps ([Answers]) and reuses from call to call: a warm
+//     call allocates nothing per id. What a call returns is valid until the
+//     next call with the same Answers (record's anonymizer and decryptor
+//     are done with a batch's keys when they return).
 //   - A key served from the cache is at most TTL old: a delete, revoke or
 //     rotation reaches a running client within TTL (plus the service's own
 //     stale window). [Client.Forget] drops one user or subject at once.
