@@ -124,15 +124,16 @@ func gcmOpen(key *[32]byte, dst, body, aad []byte) ([]byte, error) {
 	return dst, nil
 }
 
-// gcmBatch is how many blocks gcmCrypt encrypts per call.
-const gcmBatch = 8
+// streamBatch is how many key stream blocks gcmCrypt and AES-SIV's ctrXOR
+// encrypt per call.
+const streamBatch = 8
 
 // gcmCrypt sets h to the hash key E(0) and mask to the tag mask E(J0) of
 // the 96-bit IV iv, and XORs src with the key stream from inc32(J0) into
-// dst. Blocks are encrypted gcmBatch at a time (the first batch with the
+// dst. Blocks are encrypted streamBatch at a time (the first batch with the
 // two above): encryptBlocks256 runs four side by side.
 func gcmCrypt(rk *schedule, iv []byte, h, mask *[aes.BlockSize]byte, dst, src []byte) {
-	var buf [gcmBatch * aes.BlockSize]byte
+	var buf [streamBatch * aes.BlockSize]byte
 	var ctr [aes.BlockSize]byte
 	copy(ctr[:], iv)
 	ctr[aes.BlockSize-1] = 1
@@ -140,7 +141,7 @@ func gcmCrypt(rk *schedule, iv []byte, h, mask *[aes.BlockSize]byte, dst, src []
 	c := uint32(1)
 	for first := 2; ; first = 0 {
 		k := first
-		for ; k < gcmBatch && (k-first)*aes.BlockSize < len(src); k++ {
+		for ; k < streamBatch && (k-first)*aes.BlockSize < len(src); k++ {
 			c++
 			binary.BigEndian.PutUint32(ctr[12:], c)
 			copy(buf[k*aes.BlockSize:], ctr[:])

@@ -11,13 +11,14 @@ import (
 // Tink's DeterministicAEAD computes (so its ciphertexts are Tink's, and
 // Tink opens them: TestSIVMatchesTink, insecurekeyset's tests): S2V with
 // AES-CMAC under the first half of the key gives the synthetic IV, AES-CTR
-// under the second half the ciphertext. It is written here on crypto/aes
-// rather than called through Tink because Tink builds it anew per key
-// (two AES key schedules, a CMAC object, a CTR stream: 13 allocations and
-// ~1.1 µs per value), and a category key is used for a handful of values
-// before the next user's: this costs the two key schedules and the block
-// encryptions, nothing else (and where the CPU has AES-NI, the schedules
-// are held in sivKeys itself, on the caller's stack: aes.go).
+// under the second half the ciphertext. It is written here, on this
+// package's AES blocks (aes.go: AES-NI, else crypto/aes), rather than
+// called through Tink because Tink builds it anew per key (two AES key
+// schedules, a CMAC object, a CTR stream: 13 allocations and ~1.1 µs per
+// value), and a category key is used for a handful of values before the
+// next user's: this costs the two key schedules and the block encryptions,
+// nothing else, and with AES-NI the schedules are held in sivKeys itself,
+// on the caller's stack.
 
 const sivBlock = aes.BlockSize
 
@@ -121,10 +122,10 @@ func (s *sivKeys) ctrXOR(out, in []byte, iv [sivBlock]byte) {
 	iv[8] &= 0x7f
 	iv[12] &= 0x7f
 	hi, lo := binary.BigEndian.Uint64(iv[:8]), binary.BigEndian.Uint64(iv[8:])
-	var ks [gcmBatch * sivBlock]byte
+	var ks [streamBatch * sivBlock]byte
 	for len(in) > 0 {
 		k := 0
-		for ; k < gcmBatch && k*sivBlock < len(in); k++ {
+		for ; k < streamBatch && k*sivBlock < len(in); k++ {
 			binary.BigEndian.PutUint64(ks[k*sivBlock:], hi)
 			binary.BigEndian.PutUint64(ks[k*sivBlock+8:], lo)
 			lo++
