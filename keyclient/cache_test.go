@@ -99,3 +99,39 @@ func TestCacheKeyIDs(t *testing.T) {
 		t.Fatalf("forgetting one long id dropped another (%v)", err)
 	}
 }
+
+// TestEntriesOfEveryWidth: users cached with 1 to maxSlots categories
+// (and an answer past them, which is not cached)
+// answer from the cache with the keys the service gave, each in its place.
+func TestEntriesOfEveryWidth(t *testing.T) {
+	f := NewFake()
+	c := newTestClient(t, f, func(o *Options) { o.BatchWindow = -1 })
+	ctx := context.Background()
+	var all []string
+	for i := range maxSlots + 1 {
+		all = append(all, fmt.Sprintf("cat%d", i))
+	}
+	for n := 1; n <= maxSlots+1; n++ {
+		user := fmt.Sprintf("width-%d", n)
+		first, err := c.ForEncrypt(ctx, []string{user}, all[:n])
+		if err != nil {
+			t.Fatal(err)
+		}
+		calls := f.Calls()
+		again, err := c.ForEncrypt(ctx, []string{user}, all[:n])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cached := f.Calls() == calls; cached != (n <= maxSlots) {
+			t.Fatalf("%d categories: answered from the cache %v", n, cached)
+		}
+		if len(again[0].Keys) != n {
+			t.Fatalf("%d categories: %d keys", n, len(again[0].Keys))
+		}
+		for j, k := range again[0].Keys {
+			if k.Category != all[j] || !k.Secret.Equal(first[0].Keys[j].Secret) || k.Derived() == nil {
+				t.Fatalf("%d categories: key %d is %v, want %v", n, j, k, first[0].Keys[j])
+			}
+		}
+	}
+}
