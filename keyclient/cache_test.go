@@ -101,8 +101,8 @@ func TestCacheKeyIDs(t *testing.T) {
 }
 
 // TestEntriesOfEveryWidth: users cached with 1 to maxSlots categories
-// (and an answer past them, which is not cached)
-// answer from the cache with the keys the service gave, each in its place.
+// answer from the cache with the keys the service gave, each in its
+// place; an answer with more categories is not cached.
 func TestEntriesOfEveryWidth(t *testing.T) {
 	f := NewFake()
 	c := newTestClient(t, f, func(o *Options) { o.BatchWindow = -1 })
