@@ -84,17 +84,10 @@ func gcmSeal(key *[32]byte, dst, plaintext, aad []byte) []byte {
 	size := gcmIVSize + len(plaintext) + gcmTagSize
 	dst = slices.Grow(dst, size)[:n+size]
 	out := dst[n:]
-	iv, ct, tag := out[:gcmIVSize], out[gcmIVSize:gcmIVSize+len(plaintext)], out[gcmIVSize+len(plaintext):]
+	iv, ct := out[:gcmIVSize], out[gcmIVSize:gcmIVSize+len(plaintext)]
 	rand.Read(iv)
-
-	var rk schedule
-	expandKey256(&key[0], &rk)
-	var h, mask [aes.BlockSize]byte
-	gcmCrypt(&rk, iv, &h, &mask, ct, plaintext)
-	clear(rk[:])
-
-	y := ghash(&h, aad, ct)
-	subtle.XORBytes(tag, y[:], mask[:])
+	tag := gcm(key, iv, ct, plaintext, aad, ct)
+	copy(out[gcmIVSize+len(plaintext):], tag[:])
 	return dst
 }
 
@@ -108,20 +101,25 @@ func gcmOpen(key *[32]byte, dst, body, aad []byte) ([]byte, error) {
 	iv, ct, tag := body[:gcmIVSize], body[gcmIVSize:len(body)-gcmTagSize], body[len(body)-gcmTagSize:]
 	n := len(dst)
 	dst = slices.Grow(dst, len(ct))[:n+len(ct)]
-
-	var rk schedule
-	expandKey256(&key[0], &rk)
-	var h, mask [aes.BlockSize]byte
-	gcmCrypt(&rk, iv, &h, &mask, dst[n:], ct)
-	clear(rk[:])
-
-	y := ghash(&h, aad, ct)
-	subtle.XORBytes(y[:], y[:], mask[:])
-	if subtle.ConstantTimeCompare(y[:], tag) != 1 {
+	if want := gcm(key, iv, dst[n:], ct, aad, ct); subtle.ConstantTimeCompare(want[:], tag) != 1 {
 		clear(dst[n:])
 		return nil, ErrDecrypt
 	}
 	return dst, nil
+}
+
+// gcm is AES-GCM both ways under key and the 96-bit IV iv: it XORs src
+// with the key stream into dst and returns the tag of the ciphertext ct
+// (dst when sealing, src when opening) and aad.
+func gcm(key *[32]byte, iv, dst, src, aad, ct []byte) [aes.BlockSize]byte {
+	var rk schedule
+	expandKey256(&key[0], &rk)
+	var h, mask [aes.BlockSize]byte
+	gcmCrypt(&rk, iv, &h, &mask, dst, src)
+	clear(rk[:])
+	tag := ghash(&h, aad, ct)
+	subtle.XORBytes(tag[:], tag[:], mask[:])
+	return tag
 }
 
 // streamBatch is how many key stream blocks gcmCrypt and AES-SIV's ctrXOR

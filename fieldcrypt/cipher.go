@@ -155,9 +155,8 @@ func (c *Cipher) AppendEncrypt(dst, plaintext, aad []byte, deterministic bool) (
 		if err := c.deterministic(&d); err != nil {
 			return nil, err
 		}
-		out := d.seal(append(dst, p[:]...), plaintext, aad)
-		d.wipe()
-		return out, nil
+		defer d.wipe()
+		return d.seal(append(dst, p[:]...), plaintext, aad), nil
 	}
 	if useAESNI {
 		return gcmSeal(&c.gcm, append(dst, p[:]...), plaintext, aad), nil

@@ -38,6 +38,15 @@ func TestSIVRFC5297(t *testing.T) {
 	}
 }
 
+// randBytes is n bytes from r.
+func randBytes(r *rand.Rand, n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
 // lengths is 0, 1, ... n-1.
 func lengths(n int) []int {
 	l := make([]int, n)
@@ -55,16 +64,9 @@ func lengths(n int) []int {
 // ErrDecrypt.
 func TestSIVMatchesTink(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
-	fill := func(n int) []byte {
-		b := make([]byte, n)
-		for i := range b {
-			b[i] = byte(r.Uint32())
-		}
-		return b
-	}
 	for _, ptLen := range append(lengths(81), 127, 128, 129, 200, 1000) {
 		for _, adLen := range []int{0, 1, 15, 16, 17, 31, 32, 33, r.IntN(200)} {
-			key, pt, ad := fill(64), fill(ptLen), fill(adLen)
+			key, pt, ad := randBytes(r, 64), randBytes(r, ptLen), randBytes(r, adLen)
 			var ours sivKeys
 			if err := ours.init(key); err != nil {
 				t.Fatal(err)

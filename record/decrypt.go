@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -174,7 +175,7 @@ func (d *Decryptor) Decrypt(ctx context.Context, s *schemas.Schema, recs [][]byt
 	}
 	cols := d.cols[:len(enc.Fields)*len(recs)]
 	errs := make([]error, len(recs))
-	who := grow(d.who, len(recs))
+	who := slices.Grow(d.who[:0], len(recs))[:len(recs)]
 	d.who = who
 	var subjects []string
 	idx := map[string]int{}
@@ -317,11 +318,3 @@ func plainColumn(s *schemas.Schema, f *schemas.EncryptedField, c *Column) any {
 
 // ErrNoKeys is returned when a decryptor is built without a key source.
 var ErrNoKeys = errors.New("record: no key source")
-
-// grow returns s with length n, reusing its array when it has room.
-func grow[T any](s []T, n int) []T {
-	if cap(s) < n {
-		return make([]T, n)
-	}
-	return s[:n]
-}
