@@ -49,11 +49,11 @@ func (c *Cache) Cipher(k CategoryKey, deterministic bool) (Cipher, error) {
 			return Cipher{}, fmt.Errorf("fieldcrypt: key version %d out of range", k.Version)
 		}
 		c.derived.Add(1)
-		ci := Cipher{version: uint32(k.Version), gcm: k.derived.gcm}
+		ci := Cipher{version: uint32(k.Version), gcm: k.derived.gcm()}
 		if deterministic {
 			// Only then: the AES-SIV key is on another cache line, often
 			// one the CPU has not read yet.
-			ci.hasSIV, ci.siv = true, k.derived.siv
+			ci.hasSIV, ci.siv = true, k.derived.siv()
 		}
 		return ci, nil
 	}

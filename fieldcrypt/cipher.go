@@ -67,7 +67,7 @@ func cipherOf(k CategoryKey) (Cipher, error) {
 	if err != nil {
 		return Cipher{}, err
 	}
-	return Cipher{version: uint32(k.Version), gcm: d.gcm, hasSIV: true, siv: d.siv}, nil
+	return Cipher{version: uint32(k.Version), gcm: d.gcm(), hasSIV: true, siv: d.siv()}, nil
 }
 
 func (c *Cipher) prefix() [prefixSize]byte {

@@ -338,7 +338,7 @@ func TestDerivedKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(d.gcm[:], wantGCM.Expose()) || !bytes.Equal(d.siv[:], wantSIV.Expose()) {
+	if !bytes.Equal(d.b[:32], wantGCM.Expose()) || !bytes.Equal(d.b[32:], wantSIV.Expose()) {
 		t.Fatal("DeriveKey's keys are not the HKDF ones")
 	}
 	dk := k.WithDerived(&d)
@@ -379,7 +379,7 @@ func TestDerivedKey(t *testing.T) {
 		t.Fatalf("a derived key was looked up or cached (%d hits, %d misses, %d cached); want 3 hits", h, m, c.Len())
 	}
 	for _, o := range []string{fmt.Sprintf("%v %+v %#v %s", dk, dk, dk, dk), fmt.Sprint([]CategoryKey{dk}), fmt.Sprintf("%v %+v %#v", d, d, d)} {
-		for _, b := range [][]byte{d.gcm[:], d.siv[:]} {
+		for _, b := range [][]byte{d.b[:32], d.b[32:]} {
 			if strings.Contains(o, fmt.Sprintf("%x", b)) || strings.Contains(o, fmt.Sprint(b)) || strings.Contains(o, fmt.Sprint(b[:8])[1:12]) {
 				t.Fatalf("derived key printed: %q", o)
 			}

@@ -85,12 +85,24 @@ type CategoryKey struct {
 }
 
 // Derived is the per-algorithm keys of one category key (HKDF outputs: 32
-// bytes for AES-256-GCM, 64 for AES-SIV): a value with no pointer, for a
-// key cache to keep beside the secret. Its printed forms are redacted.
+// bytes for AES-256-GCM, then 64 for AES-SIV): a value with no pointer, for
+// a key cache to keep beside the secret. Its printed forms are redacted.
 type Derived struct {
-	gcm [32]byte
-	siv [64]byte
+	b [DerivedSize]byte
 }
+
+// DerivedSize is the size of a Derived: what a key cache that keeps keys
+// in memory of its own stores (Expose) beside each secret.
+const DerivedSize = 32 + 64
+
+func (d *Derived) gcm() [32]byte { return [32]byte(d.b[:32]) }
+func (d *Derived) siv() [64]byte { return [64]byte(d.b[32:]) }
+
+// Expose returns the bytes of d, for a key cache that keeps derived keys in
+// memory of its own to copy them out and back in (a copy of what DeriveKey
+// gave is as good as it). Only key caches may call it; never log or return
+// what it gives.
+func (d *Derived) Expose() []byte { return d.b[:] }
 
 func (Derived) String() string             { return redacted }
 func (Derived) GoString() string           { return redacted }
@@ -184,8 +196,8 @@ func (d *deriver) derive(secret []byte, out *Derived) {
 	d.mac(d.zeroIn, d.zeroOut, secret, prk[:])
 	d.keyIn, d.keyOut = d.key(prk[:], d.keyIn, d.keyOut)
 	clear(prk[:])
-	d.expand(out.gcm[:], infoGCM)
-	d.expand(out.siv[:], infoSIV)
+	d.expand(out.b[:32], infoGCM)
+	d.expand(out.b[32:], infoSIV)
 	clear(d.keyIn)
 	clear(d.keyOut)
 	clear(d.buf[:cap(d.buf)])
@@ -248,5 +260,5 @@ func AlgorithmKeys(k CategoryKey) (gcm, siv Secret, err error) {
 	if err != nil {
 		return Secret{}, Secret{}, err
 	}
-	return NewSecret(d.gcm[:]), NewSecret(d.siv[:]), nil
+	return NewSecret(d.b[:32]), NewSecret(d.b[32:]), nil
 }
