@@ -15,11 +15,17 @@
 // Entries live in one slot array per shard, indexed by a map from key to
 // slot. When K and V hold no pointers (arrays, integers, structs of
 // them), neither does any part of the cache: the garbage collector never
-// scans it, whatever its size. That is what the key caches rely on:
-// fieldcrypt's per-algorithm keys are pointer-free, and keyclient keeps a
-// few pointers per user (the id, and one immutable entry holding its
-// subject and key bytes), where hundreds of thousands of cached keys used
-// to be millions of pointers marked on every GC cycle.
+// scans it, whatever its size. That is what fieldcrypt's cache of
+// per-algorithm keys relies on.
+//
+// Blobs is the same cache for keys and values that are byte strings: one
+// index of 16-byte slots per shard, and arenas holding each entry's
+// expiry, key and value side by side, with no pointer per entry. A lookup
+// touches a slot and one record; a hit copies the value out (or reads it
+// in place, PeekAt). The key client keeps its users' key bytes there:
+// hundreds of thousands of cached keys used to be millions of pointers
+// marked on every GC cycle, and a lookup's reads spread over as many
+// places (the id, the entry, its keys, its subject).
 //
 // # Guarantees
 //
@@ -28,13 +34,13 @@
 //   - An entry is never returned after its expiry (the Now of Options).
 //   - Len never exceeds the capacity by more than the number of shards (a
 //     full cache makes room in the new entry's shard; a shard with no
-//     entry cannot).
+//     entry cannot; a Blobs shard holds at most its share, rounded up).
+//   - Blobs refuses (PutUntil reports false, and keeps the entry it had) a
+//     key and value longer than MaxBlob together.
 package cache
 
 import (
-	"cmp"
 	"hash/maphash"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -146,54 +152,6 @@ func (c *Cache[K, V]) Get(k K) (V, bool) {
 	sh.mu.RUnlock()
 	c.hits.Add(1)
 	return v, true
-}
-
-// GetMany is Get of every key of keys, into vals and found (each at least
-// len(keys) long), taking each shard's read lock once and the clock once:
-// a lookup that waits on memory (a big cache, random keys) overlaps its
-// waits with the next keys' rather than queuing behind a lock per key.
-func (c *Cache[K, V]) GetMany(keys []K, vals []V, found []bool) {
-	if len(keys) == 0 {
-		return
-	}
-	now := c.now().UnixNano()
-	// The keys' shards, and their order by shard, in one scratch slice.
-	type ref struct {
-		shard int32
-		i     int32
-	}
-	refs := make([]ref, len(keys))
-	n := uint64(len(c.shards))
-	for i, k := range keys {
-		refs[i] = ref{shard: int32(c.hash(k) % n), i: int32(i)}
-	}
-	slices.SortFunc(refs, func(a, b ref) int { return cmp.Compare(a.shard, b.shard) })
-	hits := 0
-	for start := 0; start < len(refs); {
-		sh := &c.shards[refs[start].shard]
-		end := start
-		for end < len(refs) && refs[end].shard == refs[start].shard {
-			end++
-		}
-		sh.mu.RLock()
-		for _, r := range refs[start:end] {
-			s, _, ok := sh.find(keys[r.i])
-			if !ok || (s.expires != 0 && now >= s.expires) {
-				var zero V
-				vals[r.i], found[r.i] = zero, false
-				continue
-			}
-			if !s.ref.Load() {
-				s.ref.Store(true)
-			}
-			vals[r.i], found[r.i] = s.val, true
-			hits++
-		}
-		sh.mu.RUnlock()
-		start = end
-	}
-	c.hits.Add(uint64(hits))
-	c.misses.Add(uint64(len(keys) - hits))
 }
 
 // Peek calls f with a pointer to the value of k's live entry, under the

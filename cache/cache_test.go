@@ -48,10 +48,13 @@ func TestHashCollision(t *testing.T) {
 		t.Fatalf("b answered with a's value %d", v)
 	}
 	c.Put("b", 2)
-	vals, found := make([]int, 3), make([]bool, 3)
-	c.GetMany([]string{"a", "b", "c"}, vals, found)
-	if !found[0] || vals[0] != 1 || !found[1] || vals[1] != 2 || found[2] || c.Len() != 2 {
-		t.Fatalf("GetMany = %v %v, len %d", vals, found, c.Len())
+	for k, want := range map[string]int{"a": 1, "b": 2} {
+		if v, ok := c.Get(k); !ok || v != want {
+			t.Fatalf("%s = %d %v", k, v, ok)
+		}
+	}
+	if _, ok := c.Get("c"); ok || c.Len() != 2 {
+		t.Fatalf("c found, or len %d", c.Len())
 	}
 	c.Delete("a")
 	if v, ok := c.Get("b"); !ok || v != 2 {
@@ -65,54 +68,6 @@ func TestHashCollision(t *testing.T) {
 	}
 	if n := c.DeleteFunc(func(k string, _ int) bool { return k == "a" }); n != 1 || c.Len() != 1 {
 		t.Fatalf("DeleteFunc removed %d, len %d", n, c.Len())
-	}
-}
-
-// TestGetMany answers as Get does, key by key, over every shard: hits,
-// misses, expired entries; it counts its hits and misses, and an entry it
-// found survives the next eviction as one Get found does.
-func TestGetMany(t *testing.T) {
-	now := time.Unix(1000, 0)
-	c := New[int, int](4096, Options{Shards: 16, TTL: time.Minute, Now: func() time.Time { return now }})
-	for i := range 1000 {
-		if i%3 == 0 {
-			c.PutUntil(i, i*10, now.Add(time.Second)) // expires first
-		} else {
-			c.Put(i, i*10)
-		}
-	}
-	now = now.Add(2 * time.Second)
-	keys := make([]int, 0, 1500)
-	for i := 1499; i >= 0; i-- {
-		keys = append(keys, i) // out of order, with keys never put
-	}
-	vals, found := make([]int, len(keys)), make([]bool, len(keys))
-	h0, m0 := c.Stats()
-	c.GetMany(keys, vals, found)
-	h1, m1 := c.Stats()
-	hits := 0
-	for i, k := range keys {
-		want, ok := c.Get(k)
-		if found[i] != ok || vals[i] != want {
-			t.Fatalf("key %d: GetMany %d %v, Get %d %v", k, vals[i], found[i], want, ok)
-		}
-		if ok {
-			hits++
-		}
-	}
-	if hits != 666 || h1-h0 != uint64(hits) || m1-m0 != uint64(len(keys)-hits) {
-		t.Fatalf("%d hits; counted %d hits and %d misses", hits, h1-h0, m1-m0)
-	}
-	c.GetMany(nil, nil, nil)
-
-	small := New[int, int](3, Options{Shards: 1})
-	for i := range 3 {
-		small.Put(i, i)
-	}
-	small.GetMany([]int{0}, make([]int, 1), make([]bool, 1)) // 0 is referenced
-	small.Put(3, 3)
-	if _, ok := small.Get(0); !ok {
-		t.Fatal("the entry GetMany found was evicted")
 	}
 }
 

@@ -1,8 +1,8 @@
 package keyclient
 
 import (
+	"encoding/binary"
 	"errors"
-	"hash/maphash"
 	"sync"
 	"time"
 
@@ -18,33 +18,85 @@ const (
 	kindSubject entryKind = 2 // id is a subject; keys hold every live version
 )
 
-// cacheKey names the entry of one user id or subject.
-type cacheKey struct {
-	kind entryKind
-	id   string
-}
-
 // maxSlots bounds the (category, version) keys one entry holds: a user's
 // categories, and for a subject every live version of each. An answer
 // with more is not cached (it is rare: many rotations).
 const maxSlots = 8
 
-// entry is what the cache knows of one user or subject: either a negative
-// answer (deleted, unknown) or the categories fetched so far, each with
-// its own expiry. An entry is never written once cached (store replaces
-// it): the keys an answer hands out point into it, to its secrets and
-// derived keys, rather than copying them. What tells the categories apart
-// (cats, expires) comes first, so that an answer reads a cache line or
-// two of it, and the key bytes of the categories used only when sealing.
-type entry struct {
-	subject string
-	neg     negKind
-	n       uint8
-	revoked [maxSlots]bool
-	cats    [maxSlots]uint16 // index into keyCache.cats
-	version [maxSlots]int32
-	expires [maxSlots]int64 // Unix nanoseconds
-	keys    []slotKey       // n of them: an entry holds the key bytes of the categories it has, no more
+// An entry is what the cache knows of one user or subject, encoded into
+// the bytes a cache.Blobs holds: either a negative answer (deleted,
+// unknown) or the categories fetched so far, each with its own expiry.
+// What tells the categories apart comes first, the key bytes after:
+//
+//	neg u8 | n u8 | len(subject) u16 | subject
+//	n × (category u16 | revoked u8 | 0 u8 | version i32 | expires i64)
+//	n × (secret [32] | derived [fieldcrypt.DerivedSize])
+//
+// The cache holds no pointer per entry and the collector never scans it;
+// an answer copies out what it hands over, so that a later store never
+// changes keys a caller holds.
+type entry []byte
+
+const (
+	entryHeader = 4
+	metaSize    = 16
+	slotKeySize = fieldcrypt.CategoryKeySize + fieldcrypt.DerivedSize
+	maxSubject  = 1024 // a longer subject's answers are not cached
+)
+
+func (e entry) neg() negKind { return negKind(e[0]) }
+func (e entry) n() int       { return int(e[1]) }
+func (e entry) subject() []byte {
+	return e[entryHeader : entryHeader+int(binary.LittleEndian.Uint16(e[2:]))]
+}
+func (e entry) meta(i int) []byte {
+	off := entryHeader + int(binary.LittleEndian.Uint16(e[2:])) + i*metaSize
+	return e[off : off+metaSize]
+}
+func (e entry) cat(i int) uint16    { return binary.LittleEndian.Uint16(e.meta(i)) }
+func (e entry) revoked(i int) bool  { return e.meta(i)[2] != 0 }
+func (e entry) version(i int) int32 { return int32(binary.LittleEndian.Uint32(e.meta(i)[4:])) }
+func (e entry) expires(i int) int64 { return int64(binary.LittleEndian.Uint64(e.meta(i)[8:])) }
+func (e entry) key(i int) []byte {
+	off := entryHeader + int(binary.LittleEndian.Uint16(e[2:])) + e.n()*metaSize + i*slotKeySize
+	return e[off : off+slotKeySize]
+}
+
+// valid reports whether e is as long as its header says (it always is:
+// only appendEntry writes entries).
+func (e entry) valid() bool {
+	if len(e) < entryHeader {
+		return false
+	}
+	return len(e) == entryHeader+int(binary.LittleEndian.Uint16(e[2:]))+e.n()*(metaSize+slotKeySize)
+}
+
+// appendEntry encodes an entry of subject (and negative answer neg, or
+// the slots of ss) onto dst.
+func appendEntry(dst []byte, subject string, neg negKind, ss *slots) []byte {
+	n := 0
+	if ss != nil {
+		n = int(ss.n)
+	}
+	dst = append(dst, byte(neg), byte(n))
+	dst = binary.LittleEndian.AppendUint16(dst, uint16(len(subject)))
+	dst = append(dst, subject...)
+	for _, s := range ss.list() {
+		dst = binary.LittleEndian.AppendUint16(dst, s.cat)
+		var r byte
+		if s.revoked {
+			r = 1
+		}
+		dst = append(dst, r, 0)
+		dst = binary.LittleEndian.AppendUint32(dst, uint32(s.version))
+		dst = binary.LittleEndian.AppendUint64(dst, uint64(s.expires))
+	}
+	for i := range ss.list() {
+		k := &ss.s[i].key
+		dst = append(dst, k.secret[:]...)
+		dst = append(dst, k.derived.Expose()...)
+	}
+	return dst
 }
 
 // slotKey is the key bytes of one slot: the secret and what was derived
@@ -52,6 +104,12 @@ type entry struct {
 type slotKey struct {
 	secret  [fieldcrypt.CategoryKeySize]byte
 	derived fieldcrypt.Derived
+}
+
+// load copies the key bytes of an entry's slot into k.
+func (k *slotKey) load(b []byte) {
+	copy(k.secret[:], b)
+	copy(k.derived.Expose(), b[fieldcrypt.CategoryKeySize:])
 }
 
 // slot is one category of an entry being built (store): one key version
@@ -64,8 +122,10 @@ type slot struct {
 	key     slotKey
 }
 
-func (e *entry) slot(i uint8) slot {
-	return slot{cat: e.cats[i], revoked: e.revoked[i], version: e.version[i], expires: e.expires[i], key: e.keys[i]}
+func (e entry) slot(i int) slot {
+	s := slot{cat: e.cat(i), revoked: e.revoked(i), version: e.version(i), expires: e.expires(i)}
+	s.key.load(e.key(i))
+	return s
 }
 
 // slots collects the slots of an entry being built (store).
@@ -83,13 +143,11 @@ func (ss *slots) add(s slot) bool {
 	return true
 }
 
-// entry makes the entry of subject holding ss.
-func (ss *slots) entry(subject string) *entry {
-	e := &entry{subject: subject, n: ss.n, keys: make([]slotKey, ss.n)}
-	for i, s := range ss.s[:ss.n] {
-		e.cats[i], e.revoked[i], e.version[i], e.expires[i], e.keys[i] = s.cat, s.revoked, s.version, s.expires, s.key
+func (ss *slots) list() []slot {
+	if ss == nil {
+		return nil
 	}
-	return e
+	return ss.s[:ss.n]
 }
 
 // negKind is a negative answer's error, as a number (a value type).
@@ -126,10 +184,11 @@ func (n negKind) err() error {
 	return nil
 }
 
-// keyCache is the client's cache of entries (package cache: CLOCK
-// eviction, a time to live per entry), with the category names interned.
+// keyCache is the client's cache of entries (a cache.Blobs: CLOCK
+// eviction, a time to live per entry, no pointer per entry), with the
+// category names interned.
 type keyCache struct {
-	c   *cache.Cache[cacheKey, *entry]
+	c   *cache.Blobs
 	now func() time.Time
 
 	mu   sync.RWMutex
@@ -140,11 +199,14 @@ type keyCache struct {
 func newKeyCache(capacity int, now func() time.Time) *keyCache {
 	kc := &keyCache{now: now, idx: map[string]uint16{}}
 	if capacity > 0 {
-		seed := maphash.MakeSeed()
-		kc.c = cache.NewHashed[cacheKey, *entry](capacity, cache.Options{Now: now, Shards: 32},
-			func(k cacheKey) uint64 { return maphash.String(seed, k.id) ^ uint64(k.kind)*0x9e3779b97f4a7c15 })
+		kc.c = cache.NewBlobs(capacity, cache.Options{Now: now, Shards: 32})
 	}
 	return kc
+}
+
+// appendKey encodes the cache key of one user id or subject onto dst.
+func appendKey(dst []byte, kind entryKind, id string) []byte {
+	return append(append(dst, byte(kind)), id...)
 }
 
 // intern returns the index of a category name.
@@ -175,19 +237,13 @@ func (kc *keyCache) intern(cat string) (uint16, bool) {
 type query struct {
 	cats []string
 	ids  []uint16
-	now  int64 // Unix nanoseconds
-	// keys is where the answers' keys are carved from: one allocation
-	// for every id of a call.
-	keys []fieldcrypt.CategoryKey
-	// touched keeps lookup's reads ahead of the answers (see lookup) from
-	// being optimized away; its value means nothing.
-	touched byte
+	now  time.Time
 }
 
 // newQuery interns categories; false when one cannot be (the category
 // table is full: nothing of them can be cached either).
 func (kc *keyCache) newQuery(categories []string) (*query, bool) {
-	q := &query{cats: categories, ids: make([]uint16, len(categories)), now: kc.now().UnixNano()}
+	q := &query{cats: categories, ids: make([]uint16, len(categories)), now: kc.now()}
 	for j, cat := range categories {
 		ci, ok := kc.intern(cat)
 		if !ok {
@@ -198,21 +254,9 @@ func (kc *keyCache) newQuery(categories []string) (*query, bool) {
 	return q, true
 }
 
-// carve returns room for n keys from q's arena (lookup sizes it for
-// every answer of the call).
-func (q *query) carve(n int) []fieldcrypt.CategoryKey {
-	if cap(q.keys)-len(q.keys) < n {
-		q.keys = make([]fieldcrypt.CategoryKey, 0, n)
-	}
-	k := q.keys[len(q.keys) : len(q.keys) : len(q.keys)+n]
-	q.keys = q.keys[:len(q.keys)+n]
-	return k
-}
-
-// lookup answers q for each of ids from live entries, into out, and
+// lookup answers q for each of ids from live entries, into a.out, and
 // returns the indexes of the ids it could not answer: no entry, a
-// negative one expired, or no live part for one of the categories. The
-// entries are found in one pass (cache.GetMany), then answered.
+// negative one expired, or no live part for one of the categories.
 func (kc *keyCache) lookup(kind entryKind, ids []string, q *query, a *Answers) (misses []int) {
 	if kc.c == nil {
 		misses = make([]int, len(ids))
@@ -221,65 +265,55 @@ func (kc *keyCache) lookup(kind entryKind, ids []string, q *query, a *Answers) (
 		}
 		return misses
 	}
-	a.lookups = grow(a.lookups, len(ids))
-	for i, id := range ids {
-		a.lookups[i] = cacheKey{kind, id}
+	a.reset()
+	a.idBuf, a.ids, a.answered = a.idBuf[:0], a.ids[:0], grow(a.answered, len(ids))
+	for _, id := range ids {
+		a.idBuf = appendKey(a.idBuf, kind, id)
 	}
-	a.entries, a.found = grow(a.entries, len(ids)), grow(a.found, len(ids))
-	entries, found := a.entries, a.found
-	kc.c.GetMany(a.lookups, entries, found)
-	defer clear(entries) // held by the answers' keys as long as they are, no longer
-	// Each entry is a memory read that likely misses the CPU caches: one
-	// tight loop reads every entry (independent loads the CPU overlaps)
-	// before the answers, which then find them in its cache, as sealing
-	// finds the key bytes and subjects it touched. It also sizes the arena
-	// of the answers' keys: at most one key per slot of the entries found.
-	var touched byte
-	size := 0
-	for i, e := range entries {
-		if !found[i] || e.neg != negNone {
-			continue
-		}
-		size += int(e.n)
-		for j := range e.keys {
-			touched ^= e.keys[j].secret[0]
-		}
-		if e.subject != "" {
-			touched ^= e.subject[0]
-		}
+	off := 0
+	for _, id := range ids {
+		a.ids = append(a.ids, a.idBuf[off:off+1+len(id):off+1+len(id)])
+		off += 1 + len(id)
 	}
-	if cap(a.keys) < size {
-		a.keys = make([]fieldcrypt.CategoryKey, 0, size)
-	}
-	clear(a.keys[:cap(a.keys)]) // the last call's keys: nothing holds entries past their answers
-	q.keys = a.keys[:0]
-	q.touched = touched
-	for i, e := range entries {
-		if !found[i] || !kc.answer(e, q, &a.out[i]) {
+	kc.c.PeekMany(a.ids, q.now, func(i int, e []byte) {
+		a.answered[i] = kc.answer(entry(e), kind, ids[i], q, a, &a.out[i])
+	})
+	for i, ok := range a.answered {
+		if !ok {
 			misses = append(misses, i)
 		}
 	}
 	return misses
 }
 
-// answer builds the answer for q from e.
-func (kc *keyCache) answer(e *entry, q *query, dst *UserKeys) bool {
-	if e.neg != negNone {
-		*dst = UserKeys{Subject: e.subject, Err: e.neg.err()}
+// answer builds the answer for q from e (the cached entry of id, read in
+// place) into dst, its keys copied into a's room.
+func (kc *keyCache) answer(e entry, kind entryKind, id string, q *query, a *Answers, dst *UserKeys) bool {
+	if !e.valid() {
+		return false
+	}
+	var subject string
+	if sub := e.subject(); kind == kindSubject && string(sub) == id {
+		subject = id // a subject's entry: no copy of the id
+	} else {
+		subject = string(sub)
+	}
+	if e.neg() != negNone {
+		*dst = UserKeys{Subject: subject, Err: e.neg().err()}
 		return true
 	}
-	n := 0
+	now, n := q.now.UnixNano(), 0
 	for _, ci := range q.ids {
 		found := false
-		for i := range e.n {
-			if e.cats[i] != ci {
+		for i := range e.n() {
+			if e.cat(i) != ci {
 				continue
 			}
-			if q.now >= e.expires[i] {
+			if now >= e.expires(i) {
 				return false
 			}
 			found = true
-			if !e.revoked[i] {
+			if !e.revoked(i) {
 				n++
 			}
 		}
@@ -287,19 +321,21 @@ func (kc *keyCache) answer(e *entry, q *query, dst *UserKeys) bool {
 			return false
 		}
 	}
-	r := UserKeys{Subject: e.subject}
+	r := UserKeys{Subject: subject}
 	if n > 0 {
-		r.Keys = q.carve(n)
+		r.Keys = a.carveKeys(n)
 	}
+	held := a.carveHeld(n)
 	for j, ci := range q.ids {
-		for i := range e.n {
+		for i := range e.n() {
 			switch {
-			case e.cats[i] != ci:
-			case e.revoked[i]:
+			case e.cat(i) != ci:
+			case e.revoked(i):
 				r.Revoked = append(r.Revoked, q.cats[j])
 			default:
-				k := &e.keys[i]
-				r.Keys = append(r.Keys, fieldcrypt.CategoryKey{Subject: e.subject, Category: q.cats[j], Version: int(e.version[i]),
+				k := &held[len(r.Keys)]
+				k.load(e.key(i))
+				r.Keys = append(r.Keys, fieldcrypt.CategoryKey{Subject: subject, Category: q.cats[j], Version: int(e.version(i)),
 					Secret: fieldcrypt.SecretOf(k.secret[:])}.WithDerived(&k.derived))
 			}
 		}
@@ -312,20 +348,27 @@ func (kc *keyCache) answer(e *entry, q *query, dst *UserKeys) bool {
 // answers for negativeTTL): the categories of the entry already cached
 // that are not in cats stay, if unexpired and of the same subject.
 func (kc *keyCache) store(kind entryKind, id string, cats []string, r UserKeys, ttl, negativeTTL time.Duration) {
-	if kc.c == nil {
+	if kc.c == nil || len(r.Subject) > maxSubject {
 		return
 	}
 	now := kc.now()
-	key := cacheKey{kind, id}
+	// The key and entry are encoded on the stack when they fit (as they
+	// do but for long ids): a store per key fetched allocates nothing.
+	var kb [128]byte
+	var eb [entryHeader + 64 + maxSlots*(metaSize+slotKeySize)]byte
+	defer clear(eb[:])
+	key := appendKey(kb[:0], kind, id)
 	if r.Err != nil {
 		if neg := negOf(r.Err); neg != negNone {
-			kc.c.PutUntil(key, &entry{subject: r.Subject, neg: neg}, now.Add(negativeTTL))
+			kc.c.PutUntil(key, appendEntry(eb[:0], r.Subject, neg, nil), now.Add(negativeTTL))
 		}
 		return
 	}
 	exp := now.Add(ttl)
 	var e slots
-	want := make([]uint16, 0, len(cats))
+	defer clear(e.s[:])
+	var wb [maxSlots]uint16
+	want := wb[:0]
 	for _, cat := range cats {
 		ci, ok := kc.intern(cat)
 		if !ok {
@@ -334,14 +377,18 @@ func (kc *keyCache) store(kind entryKind, id string, cats []string, r UserKeys, 
 		want = append(want, ci)
 	}
 	latest := exp.UnixNano()
-	if old, ok := kc.c.Get(key); ok && old.neg == negNone && old.subject == r.Subject {
-		for i := range old.n {
-			if now.UnixNano() < old.expires[i] && !containsCat(want, old.cats[i]) {
-				if !e.add(old.slot(i)) {
-					return
+	full := false
+	kc.c.PeekAt(key, now, func(b []byte) {
+		if old := entry(b); old.valid() && old.neg() == negNone && string(old.subject()) == r.Subject {
+			for i := range old.n() {
+				if now.UnixNano() < old.expires(i) && !containsCat(want, old.cat(i)) {
+					full = full || !e.add(old.slot(i))
 				}
 			}
 		}
+	})
+	if full {
+		return // more than an entry holds: not cached
 	}
 	for j, cat := range cats {
 		s := slot{cat: want[j], expires: exp.UnixNano()}
@@ -369,10 +416,10 @@ func (kc *keyCache) store(kind entryKind, id string, cats []string, r UserKeys, 
 	if e.n == 0 {
 		return // the service said nothing about them: do not cache
 	}
-	for _, s := range e.s[:e.n] {
+	for _, s := range e.list() {
 		latest = max(latest, s.expires)
 	}
-	kc.c.PutUntil(key, e.entry(r.Subject), time.Unix(0, latest))
+	kc.c.PutUntil(key, appendEntry(eb[:0], r.Subject, negNone, &e), time.Unix(0, latest))
 }
 
 func containsCat(s []uint16, c uint16) bool {
@@ -399,7 +446,9 @@ func (kc *keyCache) forget(idOrSubject string) {
 	if kc.c == nil {
 		return
 	}
-	kc.c.DeleteFunc(func(k cacheKey, e *entry) bool { return k.id == idOrSubject || e.subject == idOrSubject })
+	kc.c.DeleteFunc(func(k, e []byte) bool {
+		return string(k[1:]) == idOrSubject || entry(e).valid() && string(entry(e).subject()) == idOrSubject
+	})
 }
 
 // purge drops every entry.

@@ -205,11 +205,40 @@ func (c *Client) ForDecryptInto(ctx context.Context, a *Answers, subjects, categ
 // batch of events does not allocate its answers anew (~400 bytes per
 // user). Its zero value is ready; it is not safe for concurrent use.
 type Answers struct {
-	out     []UserKeys
-	keys    []fieldcrypt.CategoryKey // the answers' keys (keyCache.lookup)
-	lookups []cacheKey
-	entries []*entry
-	found   []bool
+	out  []UserKeys
+	keys []fieldcrypt.CategoryKey // room for the answers' keys (keyCache.answer)
+	held []slotKey                // the key bytes those keys point into
+	// The cache keys of a call's ids (in idBuf), and which were answered.
+	idBuf    []byte
+	ids      [][]byte
+	answered []bool
+}
+
+// reset starts a call's answers: the last call's are no longer used.
+func (a *Answers) reset() {
+	a.keys, a.held = a.keys[:0], a.held[:0]
+}
+
+// carveKeys returns room for n keys of an answer, empty. When the room
+// runs out a bigger one is made, the answers already given keeping theirs:
+// the next call starts in the bigger one.
+func (a *Answers) carveKeys(n int) []fieldcrypt.CategoryKey {
+	if cap(a.keys)-len(a.keys) < n {
+		a.keys = make([]fieldcrypt.CategoryKey, 0, max(2*cap(a.keys), n, 64))
+	}
+	k := a.keys[len(a.keys) : len(a.keys) : len(a.keys)+n]
+	a.keys = a.keys[:len(a.keys)+n]
+	return k
+}
+
+// carveHeld returns room for the key bytes of n keys (as carveKeys).
+func (a *Answers) carveHeld(n int) []slotKey {
+	if cap(a.held)-len(a.held) < n {
+		a.held = make([]slotKey, 0, max(2*cap(a.held), n, 64))
+	}
+	h := a.held[len(a.held) : len(a.held)+n]
+	a.held = a.held[:len(a.held)+n]
+	return h
 }
 
 // grow returns s with length n and zero elements, reusing its array when

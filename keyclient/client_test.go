@@ -382,4 +382,16 @@ func TestAnswersInto(t *testing.T) {
 	if intoBytes*10 > freshBytes {
 		t.Fatalf("a warm call into reused room allocated %d bytes, one into new room %d", intoBytes, freshBytes)
 	}
+	// Per id, a warm call into reused room allocates only the string of a
+	// user's subject (ForEncryptInto); ForDecryptInto answers with the
+	// subject asked, nothing per id.
+	if into > float64(len(warm))+10 {
+		t.Fatalf("a warm ForEncryptInto of %d users made %.0f allocations", len(warm), into)
+	}
+	if _, err := c.ForDecryptInto(ctx, &a, subjects, cats); err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(20, func() { _, _ = c.ForDecryptInto(ctx, &a, subjects, cats) }); n > 10 {
+		t.Fatalf("a warm ForDecryptInto of %d subjects made %.0f allocations", len(subjects), n)
+	}
 }

@@ -26,13 +26,13 @@
 //
 // # Behavior
 //
-//   - Cache: one entry per user or subject (package cache: CLOCK, an
+//   - Cache: one entry per user or subject (cache.Blobs: CLOCK, an
 //     approximation of LRU) holding each category's key and its derived
 //     AES-GCM and AES-SIV keys (derived once, as the key arrives), each
 //     with a TTL (default 1 min), and a negative cache of deleted users and
-//     unknown subjects (default 10 s). An entry is never written once
-//     cached: the keys of an answer point into it rather than copying key
-//     bytes, and a call's ids are found in one pass (cache.GetMany).
+//     unknown subjects (default 10 s). Entries are bytes in arenas with no
+//     pointer per entry, which the garbage collector never scans; an
+//     answer copies out the key bytes it hands over.
 //   - Batching: lookups that miss the cache join a pending batch per
 //     (operation, category set), sent when it reaches MaxBatch ids (default
 //     1000) or after BatchWindow (default 1 ms). Concurrent single lookups
@@ -61,7 +61,8 @@
 //     requested user id, ForDecrypt answers never carry one.
 //   - [Client.ForEncryptInto] and [Client.ForDecryptInto] answer into room
 //     the caller keeps ([Answers]) and reuses from call to call: a warm
-//     call allocates nothing per id. What a call returns is valid until the
+//     call allocates nothing per id but, for ForEncryptInto, the string of
+//     each user's subject. What a call returns is valid until the
 //     next call with the same Answers (record's anonymizer and decryptor
 //     are done with a batch's keys when they return).
 //   - A key served from the cache is at most TTL old: a delete, revoke or
