@@ -62,6 +62,15 @@ func (e entry) key(i int) []byte {
 	return e[off : off+slotKeySize]
 }
 
+// subjectOf returns e's subject as a string: a subject's entry answers
+// with the id it was asked for, with no copy.
+func (e entry) subjectOf(kind entryKind, id string) string {
+	if sub := e.subject(); kind != kindSubject || string(sub) != id {
+		return string(sub)
+	}
+	return id
+}
+
 // valid reports whether e is as long as its header says (it always is:
 // only appendEntry writes entries).
 func (e entry) valid() bool {
@@ -292,14 +301,8 @@ func (kc *keyCache) answer(e entry, kind entryKind, id string, q *query, a *Answ
 	if !e.valid() {
 		return false
 	}
-	var subject string
-	if sub := e.subject(); kind == kindSubject && string(sub) == id {
-		subject = id // a subject's entry: no copy of the id
-	} else {
-		subject = string(sub)
-	}
 	if e.neg() != negNone {
-		*dst = UserKeys{Subject: subject, Err: e.neg().err()}
+		*dst = UserKeys{Subject: e.subjectOf(kind, id), Err: e.neg().err()}
 		return true
 	}
 	now, n := q.now.UnixNano(), 0
@@ -321,6 +324,7 @@ func (kc *keyCache) answer(e entry, kind entryKind, id string, q *query, a *Answ
 			return false
 		}
 	}
+	subject := e.subjectOf(kind, id)
 	r := UserKeys{Subject: subject}
 	if n > 0 {
 		r.Keys = a.carveKeys(n)
