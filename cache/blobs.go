@@ -91,8 +91,12 @@ func NewBlobs(capacity int, o Options) *Blobs {
 	return c
 }
 
-// reset empties the shard and lets go of its memory (mu held, or new).
+// reset empties the shard and lets go of its memory (mu held, or new),
+// zeroed first: records may hold key bytes, as release says.
 func (sh *blobShard) reset() {
+	for _, ch := range sh.chunks {
+		clear(ch)
+	}
 	sh.most = 1 << bits.Len(uint(2*sh.limit-1))
 	size := min(sh.most, 64)
 	sh.slots, sh.mask, sh.n, sh.hand = make([]blobSlot, size), uint64(size-1), 0, 0

@@ -163,9 +163,17 @@ func TestBlobsLimits(t *testing.T) {
 	if n != 2 || c.Len() != 1 {
 		t.Fatalf("DeleteFunc removed %d, %d left", n, c.Len())
 	}
+	// Removed and purged records are zeroed: they may hold key bytes.
+	ch := c.shards[0].chunks[0]
+	if bytes.Contains(ch, []byte("3")) || bytes.Contains(ch, []byte{'a', '1'}) {
+		t.Fatal("a deleted record's bytes are still in the arena")
+	}
 	c.Purge()
 	if c.Len() != 0 {
 		t.Fatal("purge left entries")
+	}
+	if !bytes.Equal(ch, make([]byte, len(ch))) {
+		t.Fatal("purge left bytes in the arena")
 	}
 	if _, ok := c.Get(nil, []byte("b")); ok {
 		t.Fatal("purged entry found")
