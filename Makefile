@@ -85,11 +85,12 @@ bench:
 	$(GO) test -run '^$$' -bench '^BenchmarkPubSubIngest$$' -benchtime $(or $(BENCH_PUBSUB_ROUNDS),3)x -timeout 60m ./pipelines
 
 ## fuzz: bounded fuzzing of the payload decoder, AES-GCM against
-## crypto/cipher, the message-line parser and the key server's batch-request
-## decoder.
+## crypto/cipher, the key client's cache (cache.Blobs) against a map, the
+## message-line parser and the key server's batch-request decoder.
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./schemas
 	$(GO) test -run '^$$' -fuzz '^FuzzGCM$$' -fuzztime $(FUZZTIME) ./fieldcrypt
+	$(GO) test -run '^$$' -fuzz '^FuzzBlobs$$' -fuzztime $(FUZZTIME) ./cache
 	$(GO) test -run '^$$' -fuzz '^FuzzParseLine$$' -fuzztime $(FUZZTIME) ./record
 	$(GO) test -run '^$$' -fuzz '^FuzzBatchCodec$$' -fuzztime $(FUZZTIME) ./keyservice/server
 

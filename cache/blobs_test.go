@@ -10,9 +10,11 @@ import (
 )
 
 // blobModel is what a Blobs must answer: a map with expiry times.
-type blobModel map[string]struct {
+type blobModel map[string]blobEntry
+
+type blobEntry struct {
 	v   string
-	exp int64
+	exp int64 // Unix nanoseconds; 0: none
 }
 
 // TestBlobsAgainstAMap: random puts, replaces, deletes, expiries and
@@ -245,4 +247,63 @@ func TestBlobsPeekMany(t *testing.T) {
 			}
 		}
 	}
+}
+
+// FuzzBlobs runs the operations its input spells (put, delete, get, tick
+// of the clock, PeekMany) against a map, with weak hashes, as
+// TestBlobsAgainstAMap does with random ones (make fuzz).
+func FuzzBlobs(f *testing.F) {
+	f.Add([]byte{0, 1, 5, 0, 2, 9, 2, 1, 3, 1, 4, 0})
+	f.Add(bytes.Repeat([]byte{0, 7, 200, 1, 7, 0}, 40))
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		now := time.Unix(1000, 0)
+		c := NewBlobs(16, Options{Shards: 1, Now: func() time.Time { return now }})
+		c.weak = 4
+		m := blobModel{}
+		for len(ops) >= 3 {
+			op, k, arg := ops[0]%5, fmt.Appendf(nil, "k%d", ops[1]%40), ops[2]
+			ops = ops[3:]
+			switch op {
+			case 0:
+				exp := time.Time{}
+				if arg%2 == 1 {
+					exp = now.Add(time.Duration(arg%8) * time.Second)
+				}
+				v := bytes.Repeat([]byte{arg}, int(arg))
+				c.PutUntil(k, v, exp)
+				e := blobEntry{v: string(v)}
+				if !exp.IsZero() {
+					e.exp = exp.UnixNano()
+				}
+				m[string(k)] = e
+			case 1:
+				c.Delete(k)
+				delete(m, string(k))
+			case 2:
+				now = now.Add(time.Duration(arg%4) * time.Second)
+			case 3:
+				got, ok := c.Get(nil, k)
+				e, in := m[string(k)]
+				if ok && (!in || (e.exp != 0 && now.UnixNano() >= e.exp) || string(got) != e.v) {
+					t.Fatalf("%s answered %d bytes; model %v %d bytes", k, len(got), in, len(e.v))
+				}
+			case 4:
+				keys := [][]byte{k, fmt.Appendf(nil, "k%d", arg%40)}
+				c.PeekMany(keys, now, func(i int, v []byte) {
+					e, in := m[string(keys[i])]
+					if !in || (e.exp != 0 && now.UnixNano() >= e.exp) || string(v) != e.v {
+						t.Fatalf("PeekMany %s answered %d bytes; model %v %d bytes", keys[i], len(v), in, len(e.v))
+					}
+				})
+			}
+			for mk := range m {
+				if _, ok := c.GetAt(nil, []byte(mk), time.Time{}); !ok {
+					delete(m, mk) // evicted
+				}
+			}
+			if c.Len() != len(m) || c.Len() > 16 {
+				t.Fatalf("len %d, model %d, capacity 16", c.Len(), len(m))
+			}
+		}
+	})
 }
