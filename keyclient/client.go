@@ -195,6 +195,17 @@ func (c *Client) ForEncryptInto(ctx context.Context, a *Answers, userIDs, catego
 	return c.get(ctx, a, kindUser, userIDs, categories)
 }
 
+// ForEncryptAlso is ForEncryptInto for callers that ask for varying
+// subsets of one set of categories (an anonymizer asks for each user's
+// categories only, the union of a batch's being also): a user fetched from
+// the service is fetched with the categories of also as well, and they are
+// cached for the calls that ask for them, so that the subsets make one
+// fetch per user, not one per subset. Answers hold the categories asked
+// only.
+func (c *Client) ForEncryptAlso(ctx context.Context, a *Answers, userIDs, categories, also []string) ([]UserKeys, error) {
+	return c.get(ctx, a, kindUser, userIDs, categories, also...)
+}
+
 // ForDecryptInto is ForDecrypt answering into a, as ForEncryptInto.
 func (c *Client) ForDecryptInto(ctx context.Context, a *Answers, subjects, categories []string) ([]UserKeys, error) {
 	return c.get(ctx, a, kindSubject, subjects, categories)
@@ -284,15 +295,16 @@ func (c *Client) Close() error {
 	return nil
 }
 
-// get answers ids; into a when a is not nil (Answers), else into new room.
-func (c *Client) get(ctx context.Context, a *Answers, kind entryKind, ids, categories []string) ([]UserKeys, error) {
+// get answers ids for categories; into a when a is not nil (Answers), else
+// into new room. What it fetches, it fetches for the categories of also too.
+func (c *Client) get(ctx context.Context, a *Answers, kind entryKind, ids, categories []string, also ...string) ([]UserKeys, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
 	if len(categories) == 0 {
 		return nil, fmt.Errorf("%w: no categories requested", ErrInvalidArgument)
 	}
-	sorted := slices.Clone(categories)
+	sorted := append(slices.Clone(categories), also...)
 	slices.Sort(sorted)
 	sorted = slices.Compact(sorted)
 	bk := batchKey{kind: kind, cats: strings.Join(sorted, "\x00")}

@@ -395,3 +395,53 @@ func TestAnswersInto(t *testing.T) {
 		t.Fatalf("a warm ForDecryptInto of %d subjects made %.0f allocations", len(subjects), n)
 	}
 }
+
+// TestForEncryptAlso: users asked for varying subsets of a set, with the
+// set as also, are fetched once each (the set's keys, all of them
+// cached); answers hold the categories asked only, and equal ForEncrypt's.
+func TestForEncryptAlso(t *testing.T) {
+	f := NewFake()
+	c := newTestClient(t, f, func(o *Options) { o.BatchWindow = -1 })
+	ctx := context.Background()
+	all := []string{"contact", "device", "location"}
+	var a Answers
+	got, err := c.ForEncryptAlso(ctx, &a, []string{"u1", "u2"}, []string{"device"}, all)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Calls() != 1 {
+		t.Fatalf("%d fetches for one call", f.Calls())
+	}
+	for _, uk := range got {
+		if len(uk.Keys) != 1 || uk.Keys[0].Category != "device" {
+			t.Fatalf("answer of %s holds %v, want device only", uk.UserID, uk.Keys)
+		}
+	}
+	// Another subset, or the whole set: from the cache, equal to a fresh
+	// client's answers.
+	for _, cats := range [][]string{{"location", "contact"}, all} {
+		calls := f.Calls()
+		got, err := c.ForEncryptAlso(ctx, &a, []string{"u2", "u1"}, cats, all)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Calls() != calls {
+			t.Fatalf("%v: fetched again", cats)
+		}
+		want, err := newTestClient(t, f, nil).ForEncrypt(ctx, []string{"u2", "u1"}, cats)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range want {
+			if len(got[i].Keys) != len(want[i].Keys) {
+				t.Fatalf("%v: %d keys, want %d", cats, len(got[i].Keys), len(want[i].Keys))
+			}
+			for j, k := range want[i].Keys {
+				g := got[i].Keys[j]
+				if g.Category != k.Category || g.Version != k.Version || !g.Secret.Equal(k.Secret) || g.Subject != k.Subject {
+					t.Fatalf("%v: key %d of %s differs", cats, j, got[i].UserID)
+				}
+			}
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/lockstream/lockstream/fieldcrypt"
 	"github.com/lockstream/lockstream/keyclient"
 	"github.com/lockstream/lockstream/schemas"
+	"golang.org/x/sync/errgroup"
 )
 
 // Reasons of rejections that come from this package rather than from schema
@@ -123,9 +125,18 @@ type Anonymizer struct {
 	schemas []*schemas.Schema
 	aad     []byte
 	pt      []byte
-	// answers is the room keysInto answers a batch's keys into: they are
-	// used up by the time Anonymize returns.
-	answers keyclient.Answers
+	// answers is the room keysInto answers a batch's keys into, one per
+	// set of categories: they are used up by the time Anonymize returns.
+	answers  []*keyclient.Answers
+	answered []*keyclient.UserKeys // per user of a batch: its answer
+	need     []uint64              // per user of a batch: its categories
+
+}
+
+// keysAlso is a Keys that answers each user with a subset of the
+// categories it fetches (keyclient.Client.ForEncryptAlso).
+type keysAlso interface {
+	ForEncryptAlso(ctx context.Context, a *keyclient.Answers, userIDs, categories, also []string) ([]keyclient.UserKeys, error)
 }
 
 // keysInto is a Keys that answers into room the caller reuses
@@ -155,8 +166,10 @@ func NewAnonymizer(reg *schemas.Registry, keys Keys, opts Options) (*Anonymizer,
 }
 
 // Anonymize processes a batch of messages, one key-service round trip for
-// all of them (plus one for the payload keys of rejected messages). It
-// returns one Outcome per message, in order. An error means the key service
+// all of them (plus one for the payload keys of rejected messages): with a
+// key source that can (keysAlso, keyclient.Client), each user's answer
+// holds the categories of its own events only, the batch's others fetched
+// with them. It returns one Outcome per message, in order. An error means the key service
 // was unavailable for the batch: nothing of it may be written, and the
 // caller retries or dead-letters the batch as key_unavailable (see
 // KeyUnavailable).
@@ -170,7 +183,8 @@ func (a *Anonymizer) Anonymize(ctx context.Context, msgs []Message) ([]Outcome, 
 
 	var users []string
 	seen := make(map[string]int, len(msgs))
-	var cats []string
+	var cats []string  // every category of the batch
+	need := a.need[:0] // per user: the categories its events need, as bits of cats
 	for i := range msgs {
 		m := &msgs[i]
 		o := &out[i]
@@ -188,34 +202,28 @@ func (a *Anonymizer) Anonymize(ctx context.Context, msgs []Message) ([]Outcome, 
 		o.EventType, o.Version = s.Type, s.Version
 		o.EventID = events[i].Values[s.DedupeIndex].Str
 		uid := events[i].Values[s.SubjectIndex].Str
-		if _, ok := seen[uid]; !ok {
-			seen[uid] = len(users)
+		u, ok := seen[uid]
+		if !ok {
+			u = len(users)
+			seen[uid] = u
 			users = append(users, uid)
+			need = append(need, 0)
 		}
 		for _, f := range s.PIIFields() {
-			cats = appendUnique(cats, f.PII.Category)
+			c := slices.Index(cats, f.PII.Category)
+			if c < 0 {
+				c = len(cats)
+				cats = append(cats, f.PII.Category)
+			}
+			if c < 64 {
+				need[u] |= 1 << c
+			}
 		}
 	}
-
-	// One order for a set of categories, whatever order the batch's event
-	// types came in: the key cache memoizes its answer for one list, and
-	// lists that differed only in order rebuilt every user's answer.
-	slices.Sort(cats)
-
-	var keys []keyclient.UserKeys
-	if len(users) > 0 {
-		var err error
-		if into, ok := a.keys.(keysInto); ok {
-			keys, err = into.ForEncryptInto(ctx, &a.answers, users, cats)
-		} else {
-			keys, err = a.keys.ForEncrypt(ctx, users, cats)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("record: key lookup for %d users: %w", len(users), err)
-		}
-		if len(keys) != len(users) {
-			return nil, fmt.Errorf("record: key service answered %d of %d users", len(keys), len(users))
-		}
+	a.need = need
+	keys, err := a.lookup(ctx, users, cats, need)
+	if err != nil {
+		return nil, err
 	}
 
 	for i := range msgs {
@@ -223,7 +231,7 @@ func (a *Anonymizer) Anonymize(ctx context.Context, msgs []Message) ([]Outcome, 
 		if s == nil {
 			continue
 		}
-		uk := &keys[seen[events[i].Values[s.SubjectIndex].Str]]
+		uk := keys[seen[events[i].Values[s.SubjectIndex].Str]]
 		o := &out[i]
 		if uk.Err != nil {
 			if errors.Is(uk.Err, keyclient.ErrUserDeleted) {
@@ -242,6 +250,80 @@ func (a *Anonymizer) Anonymize(ctx context.Context, msgs []Message) ([]Outcome, 
 	}
 
 	if err := a.sealRejected(ctx, msgs, out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// lookup fetches the keys of users for the categories of cats, and
+// returns each user's answer, in users' order, valid until the next
+// lookup. With a key source that can (keysAlso), a user's answer holds
+// only the categories it needs (bits of need over cats, every one of cats
+// past 64), one call per set of them, all of cats fetched for a user not
+// cached: what is never sealed is not copied into the answers.
+func (a *Anonymizer) lookup(ctx context.Context, users, cats []string, need []uint64) ([]*keyclient.UserKeys, error) {
+	if len(users) == 0 {
+		return nil, nil
+	}
+	// One order for a set of categories, whatever order the batch's event
+	// types came in.
+	all := slices.Sorted(slices.Values(cats))
+	also, ok := a.keys.(keysAlso)
+	if !ok || len(cats) > 64 {
+		for u := range need {
+			need[u] = ^uint64(0)
+		}
+	}
+	// The sets in a fixed order (by their bits), each with its users.
+	sets := map[uint64][]int{}
+	for u, m := range need {
+		sets[m] = append(sets[m], u)
+	}
+	masks := slices.Sorted(maps.Keys(sets))
+	for len(a.answers) < len(masks) {
+		a.answers = append(a.answers, new(keyclient.Answers))
+	}
+	out := slices.Grow(a.answered[:0], len(users))[:len(users)]
+	a.answered = out
+	// The sets are asked for at once: the users of every set that the
+	// client must fetch go to the service together (one batch of the
+	// client's, as the calls fetch the same categories), not one round
+	// trip after another.
+	g, gctx := errgroup.WithContext(ctx)
+	for i, m := range masks {
+		g.Go(func() error {
+			var ids, want []string
+			for _, u := range sets[m] {
+				ids = append(ids, users[u])
+			}
+			for _, cat := range all {
+				if c := slices.Index(cats, cat); c >= 64 || m&(1<<c) != 0 {
+					want = append(want, cat)
+				}
+			}
+			var keys []keyclient.UserKeys
+			var err error
+			switch into, isInto := a.keys.(keysInto); {
+			case ok:
+				keys, err = also.ForEncryptAlso(gctx, a.answers[i], ids, want, all)
+			case isInto:
+				keys, err = into.ForEncryptInto(gctx, a.answers[i], ids, want)
+			default:
+				keys, err = a.keys.ForEncrypt(gctx, ids, want)
+			}
+			if err != nil {
+				return fmt.Errorf("record: key lookup for %d users: %w", len(ids), err)
+			}
+			if len(keys) != len(ids) {
+				return fmt.Errorf("record: key service answered %d of %d users", len(keys), len(ids))
+			}
+			for j, u := range sets[m] {
+				out[u] = &keys[j]
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
 		return nil, err
 	}
 	return out, nil

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -587,6 +588,55 @@ func TestDeterministicDeviceRef(t *testing.T) {
 	for i, want := range []string{"ref-1", "ref-1"} {
 		if got := plain[i].Values[indexOf(plain[i].Names, "device_ref")]; got != want {
 			t.Fatalf("record %d: device_ref decrypts to %v", i, got)
+		}
+	}
+}
+
+// TestAnonymizeAnswersEachUserItsCategories: with a key client, a batch is
+// one fetch from the service for every category of the batch (its sets of
+// categories are asked for at once, within the client's batch window), and
+// each user's answer holds the categories of its own events only.
+func TestAnonymizeAnswersEachUserItsCategories(t *testing.T) {
+	ctx := context.Background()
+	f := keyclient.NewFake()
+	kc, err := keyclient.New(f, keyclient.Options{Scope: "test", BatchWindow: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := newAnon(t, kc)
+	msgs := []Message{
+		playback("e1", "alice", "203.0.113.7"),
+		account("e2", "alice", "alice@example.com", "1990"),
+		account("e3", "bob", "bob@example.com", "null"),
+		playback("e4", "carol", "198.51.100.1"),
+	}
+	out, err := a.Anonymize(ctx, msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, o := range out {
+		if o.Reject != nil || o.Record == nil {
+			t.Fatalf("message %d: %+v", i, o.Reject)
+		}
+	}
+	if f.Calls() != 1 {
+		t.Fatalf("%d fetches for one batch", f.Calls())
+	}
+	categories := func(uk *keyclient.UserKeys) []string {
+		var cs []string
+		for _, k := range uk.Keys {
+			cs = append(cs, k.Category)
+		}
+		return cs
+	}
+	for i, want := range map[string][]string{
+		"alice": {"contact", "demographics", "device", "location", "profile"},
+		"bob":   {"contact", "demographics", "profile"},
+		"carol": {"device", "location"},
+	} {
+		u := slices.Index([]string{"alice", "bob", "carol"}, i)
+		if got := categories(a.answered[u]); !slices.Equal(got, want) {
+			t.Errorf("%s answered %v, want %v", i, got, want)
 		}
 	}
 }
