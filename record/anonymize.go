@@ -166,10 +166,12 @@ func NewAnonymizer(reg *schemas.Registry, keys Keys, opts Options) (*Anonymizer,
 }
 
 // Anonymize processes a batch of messages, one key-service round trip for
-// all of them (plus one for the payload keys of rejected messages): with a
+// all of them (plus one for the payload keys of rejected messages). With a
 // key source that can (keysAlso, keyclient.Client), each user's answer
-// holds the categories of its own events only, the batch's others fetched
-// with them. It returns one Outcome per message, in order. An error means the key service
+// holds the categories of its own events only: the batch's sets of
+// categories are asked for at once, and what the client fetches it fetches
+// for every category of the batch, in one batch of its own (within its
+// batch window). It returns one Outcome per message, in order. An error means the key service
 // was unavailable for the batch: nothing of it may be written, and the
 // caller retries or dead-letters the batch as key_unavailable (see
 // KeyUnavailable).

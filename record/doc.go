@@ -8,7 +8,9 @@
 // [Anonymizer.Anonymize] takes a batch of [Message]s: each is size-checked
 // (default 1 MiB), routed by its event_type and schema_version attributes to
 // a schema of the registry, decoded and validated (package schemas). The
-// users of all valid messages are looked up in ONE key-service call; then
+// users of all valid messages are looked up in ONE key-service call (a
+// keyclient.Client answers each user with the categories of its own
+// events only, and fetches every category of the batch); then
 // each PII field is sealed (package fieldcrypt) with the user's current key
 // of the field's category and AAD "<type>.<field>|<_subject>", the subject
 // field is replaced by _subject, and the record is encoded in the type's
