@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"strconv"
 	"time"
@@ -130,7 +129,12 @@ type Anonymizer struct {
 	answers  []*keyclient.Answers
 	answered []*keyclient.UserKeys // per user of a batch: its answer
 	need     []uint64              // per user of a batch: its categories
-
+	// lookup's room: the sets of categories (bits of a batch's) and their
+	// users, side by side.
+	sets                map[uint64]int
+	masks               []uint64
+	starts, next, order []int
+	ids                 []string
 }
 
 // keysAlso is a Keys that answers each user with a subset of the
@@ -276,56 +280,84 @@ func (a *Anonymizer) lookup(ctx context.Context, users, cats []string, need []ui
 			need[u] = ^uint64(0)
 		}
 	}
-	// The sets in a fixed order (by their bits), each with its users.
-	sets := map[uint64][]int{}
-	for u, m := range need {
-		sets[m] = append(sets[m], u)
+	// The sets, in the order they first appear, and their users side by
+	// side (a counting sort into room the Anonymizer keeps).
+	if a.sets == nil {
+		a.sets = map[uint64]int{}
 	}
-	masks := slices.Sorted(maps.Keys(sets))
+	clear(a.sets)
+	masks, starts := a.masks[:0], a.starts[:0]
+	for _, m := range need {
+		g, seen := a.sets[m]
+		if !seen {
+			g = len(masks)
+			a.sets[m] = g
+			masks, starts = append(masks, m), append(starts, 0)
+		}
+		starts[g]++
+	}
+	starts = append(starts, 0)
+	for g, sum := 0, 0; g < len(starts); g++ {
+		starts[g], sum = sum, sum+starts[g]
+	}
+	order := slices.Grow(a.order[:0], len(users))[:len(users)]
+	ids := slices.Grow(a.ids[:0], len(users))[:len(users)]
+	next := append(a.next[:0], starts...)
+	for u, m := range need {
+		g := a.sets[m]
+		order[next[g]], ids[next[g]] = u, users[u]
+		next[g]++
+	}
+	a.masks, a.starts, a.order, a.ids, a.next = masks, starts, order, ids, next
 	for len(a.answers) < len(masks) {
 		a.answers = append(a.answers, new(keyclient.Answers))
 	}
 	out := slices.Grow(a.answered[:0], len(users))[:len(users)]
 	a.answered = out
+	ask := func(ctx context.Context, g int) error {
+		lo, hi := starts[g], starts[g+1]
+		var want []string
+		for _, cat := range all {
+			if c := slices.Index(cats, cat); c >= 64 || masks[g]&(1<<c) != 0 {
+				want = append(want, cat)
+			}
+		}
+		var keys []keyclient.UserKeys
+		var err error
+		switch into, isInto := a.keys.(keysInto); {
+		case ok:
+			keys, err = also.ForEncryptAlso(ctx, a.answers[g], ids[lo:hi], want, all)
+		case isInto:
+			keys, err = into.ForEncryptInto(ctx, a.answers[g], ids[lo:hi], want)
+		default:
+			keys, err = a.keys.ForEncrypt(ctx, ids[lo:hi], want)
+		}
+		if err != nil {
+			return fmt.Errorf("record: key lookup for %d users: %w", hi-lo, err)
+		}
+		if len(keys) != hi-lo {
+			return fmt.Errorf("record: key service answered %d of %d users", len(keys), hi-lo)
+		}
+		for j, u := range order[lo:hi] {
+			out[u] = &keys[j]
+		}
+		return nil
+	}
+	if len(masks) == 1 {
+		if err := ask(ctx, 0); err != nil {
+			return nil, err
+		}
+		return out, nil
+	}
 	// The sets are asked for at once: the users of every set that the
 	// client must fetch go to the service together (one batch of the
 	// client's, as the calls fetch the same categories), not one round
 	// trip after another.
-	g, gctx := errgroup.WithContext(ctx)
-	for i, m := range masks {
-		g.Go(func() error {
-			var ids, want []string
-			for _, u := range sets[m] {
-				ids = append(ids, users[u])
-			}
-			for _, cat := range all {
-				if c := slices.Index(cats, cat); c >= 64 || m&(1<<c) != 0 {
-					want = append(want, cat)
-				}
-			}
-			var keys []keyclient.UserKeys
-			var err error
-			switch into, isInto := a.keys.(keysInto); {
-			case ok:
-				keys, err = also.ForEncryptAlso(gctx, a.answers[i], ids, want, all)
-			case isInto:
-				keys, err = into.ForEncryptInto(gctx, a.answers[i], ids, want)
-			default:
-				keys, err = a.keys.ForEncrypt(gctx, ids, want)
-			}
-			if err != nil {
-				return fmt.Errorf("record: key lookup for %d users: %w", len(ids), err)
-			}
-			if len(keys) != len(ids) {
-				return fmt.Errorf("record: key service answered %d of %d users", len(keys), len(ids))
-			}
-			for j, u := range sets[m] {
-				out[u] = &keys[j]
-			}
-			return nil
-		})
+	eg, ectx := errgroup.WithContext(ctx)
+	for g := range masks {
+		eg.Go(func() error { return ask(ectx, g) })
 	}
-	if err := g.Wait(); err != nil {
+	if err := eg.Wait(); err != nil {
 		return nil, err
 	}
 	return out, nil
