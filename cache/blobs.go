@@ -41,8 +41,8 @@ const (
 	unitSize     = 64 // arena space is handed out in units of a cache line
 	maxUnits     = 64
 	recordHeader = 12 // key length, value length (uint16 each), expiry (int64)
-	chunkUnits   = 1 << 12
 	chunkShift   = 12 // a record's handle: chunk << chunkShift | unit
+	chunkUnits   = 1 << chunkShift
 )
 
 type blobShard struct {
@@ -73,11 +73,7 @@ type blobSlot struct {
 // time PutUntil gives).
 func NewBlobs(capacity int, o Options) *Blobs {
 	capacity = max(capacity, 1)
-	n := o.Shards
-	if n <= 0 {
-		n = 16
-	}
-	n = max(1, min(n, capacity/64))
+	n := o.shards(capacity)
 	c := &Blobs{seed: maphash.MakeSeed(), now: o.Now, shards: make([]blobShard, n), cap: capacity}
 	if c.now == nil {
 		c.now = time.Now
@@ -164,6 +160,24 @@ func (sh *blobShard) find(h uint64, key []byte) (uint64, bool) {
 	}
 }
 
+// hit returns the value of key's entry if it is live at now (Unix
+// nanoseconds), and marks the entry referenced (mu held, read or write).
+func (sh *blobShard) hit(h uint64, key []byte, now int64) ([]byte, bool) {
+	i, ok := sh.find(h, key)
+	if !ok {
+		return nil, false
+	}
+	s := &sh.slots[i]
+	r := sh.record(s.at)
+	if !live(r, now) {
+		return nil, false
+	}
+	if s.ref.Load() == 0 {
+		s.ref.Store(1) // written once per pass of the hand, not per hit
+	}
+	return recordValue(r), true
+}
+
 // Get appends the value of key's live entry to dst and marks the entry
 // referenced; false (and dst) when there is none.
 func (c *Blobs) Get(dst, key []byte) ([]byte, bool) {
@@ -173,26 +187,8 @@ func (c *Blobs) Get(dst, key []byte) ([]byte, bool) {
 // GetAt is Get with the time the entry must be live at (a caller looking
 // up many keys reads the clock once).
 func (c *Blobs) GetAt(dst, key []byte, now time.Time) ([]byte, bool) {
-	h := c.hash(key)
-	sh := c.shard(h)
-	sh.mu.RLock()
-	i, ok := sh.find(h, key)
-	if !ok {
-		sh.mu.RUnlock()
-		return dst, false
-	}
-	s := &sh.slots[i]
-	r := sh.record(s.at)
-	if !live(r, now.UnixNano()) {
-		sh.mu.RUnlock()
-		return dst, false
-	}
-	if s.ref.Load() == 0 {
-		s.ref.Store(1) // written once per pass of the hand, not per hit
-	}
-	dst = append(dst, recordValue(r)...)
-	sh.mu.RUnlock()
-	return dst, true
+	ok := c.PeekAt(key, now, func(v []byte) { dst = append(dst, v...) })
+	return dst, ok
 }
 
 // PeekAt calls f with the value of key's entry, if live at now, under the
@@ -204,20 +200,11 @@ func (c *Blobs) PeekAt(key []byte, now time.Time, f func(value []byte)) bool {
 	sh := c.shard(h)
 	sh.mu.RLock()
 	defer sh.mu.RUnlock()
-	i, ok := sh.find(h, key)
-	if !ok {
-		return false
+	v, ok := sh.hit(h, key, now.UnixNano())
+	if ok {
+		f(v)
 	}
-	s := &sh.slots[i]
-	r := sh.record(s.at)
-	if !live(r, now.UnixNano()) {
-		return false
-	}
-	if s.ref.Load() == 0 {
-		s.ref.Store(1)
-	}
-	f(recordValue(r))
-	return true
+	return ok
 }
 
 // PeekMany is PeekAt of every key of keys, calling f(i, value) for each
@@ -243,19 +230,9 @@ func (c *Blobs) PeekMany(keys [][]byte, now time.Time, f func(i int, value []byt
 		sh.mu.RLock()
 		sh.readAhead(refs, &b.touched)
 		for _, r := range refs {
-			i, ok := sh.find(r.h, keys[r.i])
-			if !ok {
-				continue
+			if v, ok := sh.hit(r.h, keys[r.i], t); ok {
+				f(int(r.i), v)
 			}
-			s := &sh.slots[i]
-			rec := sh.record(s.at)
-			if !live(rec, t) {
-				continue
-			}
-			if s.ref.Load() == 0 {
-				s.ref.Store(1)
-			}
-			f(int(r.i), recordValue(rec))
 		}
 		sh.mu.RUnlock()
 	}
@@ -263,8 +240,9 @@ func (c *Blobs) PeekMany(keys [][]byte, now time.Time, f func(i int, value []byt
 
 // peekBatch is PeekMany's scratch: the keys' hashes in shard order.
 type peekBatch struct {
-	refs    []peekRef
-	start   []int // refs of shard s: refs[start[s]:start[s+1]]
+	hashes  []peekRef // in key order
+	refs    []peekRef // in shard order
+	start   []int     // refs of shard s: refs[start[s]:start[s+1]]
 	next    []int
 	touched byte // keeps readAhead's loads from being optimized away
 }
@@ -277,38 +255,23 @@ type peekRef struct {
 // order sorts keys by shard (counting sort: one pass to count, one to place).
 func (b *peekBatch) order(c *Blobs, keys [][]byte) {
 	n := len(c.shards)
-	b.start, b.next = slices.Grow(b.start[:0], n+1)[:n+1], slices.Grow(b.next[:0], n)[:n]
+	b.start = slices.Grow(b.start[:0], n+1)[:n+1]
 	clear(b.start)
-	if cap(b.refs) < len(keys) {
-		b.refs = make([]peekRef, len(keys))
-	}
-	b.refs = b.refs[:len(keys)]
-	hs := b.refs // the hashes first, in key order, then moved into place
+	b.hashes = slices.Grow(b.hashes[:0], len(keys))[:len(keys)]
+	b.refs = slices.Grow(b.refs[:0], len(keys))[:len(keys)]
 	for i, k := range keys {
 		h := c.hash(k)
-		hs[i] = peekRef{h: h, i: int32(i)}
+		b.hashes[i] = peekRef{h: h, i: int32(i)}
 		b.start[c.shardIndex(h)+1]++
 	}
 	for s := range n {
 		b.start[s+1] += b.start[s]
 	}
-	// Place each ref at its shard's next free position, cycling through
-	// displaced refs in place.
-	next := b.next
-	copy(next, b.start[:n])
-	for i := 0; i < len(hs); {
-		si := c.shardIndex(hs[i].h)
-		if i >= b.start[si] && i < next[si] {
-			i++ // already placed
-			continue
-		}
-		j := next[si]
-		next[si]++
-		if j == i {
-			i++
-			continue
-		}
-		hs[i], hs[j] = hs[j], hs[i]
+	b.next = append(b.next[:0], b.start[:n]...)
+	for _, r := range b.hashes {
+		si := c.shardIndex(r.h)
+		b.refs[b.next[si]] = r
+		b.next[si]++
 	}
 }
 
@@ -318,13 +281,11 @@ func (b *peekBatch) order(c *Blobs, keys [][]byte) {
 func (sh *blobShard) readAhead(refs []peekRef, sink *byte) {
 	var x byte
 	for _, r := range refs {
-		s := &sh.slots[r.h&sh.mask]
-		if s.hash == r.h {
-			ch := sh.chunks[s.at>>chunkShift]
-			off := int(s.at&(chunkUnits-1)) * unitSize
-			x ^= ch[off]
-			if off+unitSize < len(ch) {
-				x ^= ch[off+unitSize]
+		if s := &sh.slots[r.h&sh.mask]; s.hash == r.h {
+			rec := sh.record(s.at)
+			x ^= rec[0]
+			if len(rec) > unitSize {
+				x ^= rec[unitSize]
 			}
 		}
 	}

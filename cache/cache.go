@@ -86,6 +86,17 @@ type slot[K comparable, V any] struct {
 	used    bool
 }
 
+// shards is how many shards a cache of capacity entries has: Shards
+// (default 16), but fewer so that each holds at least 64 entries (a shard
+// of a few would evict its hot ones).
+func (o Options) shards(capacity int) int {
+	n := o.Shards
+	if n <= 0 {
+		n = 16
+	}
+	return max(1, min(n, capacity/64))
+}
+
 // New returns a cache of at most capacity entries (minimum 1).
 func New[K comparable, V any](capacity int, o Options) *Cache[K, V] {
 	seed := maphash.MakeSeed()
@@ -97,12 +108,7 @@ func New[K comparable, V any](capacity int, o Options) *Cache[K, V] {
 // such as keys that are random bytes already).
 func NewHashed[K comparable, V any](capacity int, o Options, hash func(K) uint64) *Cache[K, V] {
 	capacity = max(capacity, 1)
-	n := o.Shards
-	if n <= 0 {
-		n = 16
-	}
-	// A shard of a few entries would evict its hot ones: at least 64 each.
-	n = max(1, min(n, capacity/64))
+	n := o.shards(capacity)
 	c := &Cache[K, V]{ttl: o.TTL, now: o.Now, hash: hash, shards: make([]shard[K, V], n), cap: int64(capacity)}
 	if c.now == nil {
 		c.now = time.Now

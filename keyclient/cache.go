@@ -3,6 +3,7 @@ package keyclient
 import (
 	"encoding/binary"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
@@ -46,19 +47,17 @@ const (
 
 func (e entry) neg() negKind { return negKind(e[0]) }
 func (e entry) n() int       { return int(e[1]) }
-func (e entry) subject() []byte {
-	return e[entryHeader : entryHeader+int(binary.LittleEndian.Uint16(e[2:]))]
-}
-func (e entry) meta(i int) []byte {
-	off := entryHeader + int(binary.LittleEndian.Uint16(e[2:])) + i*metaSize
-	return e[off : off+metaSize]
-}
+
+// metaStart is where the categories start: past the subject.
+func (e entry) metaStart() int      { return entryHeader + int(binary.LittleEndian.Uint16(e[2:])) }
+func (e entry) subject() []byte     { return e[entryHeader:e.metaStart()] }
+func (e entry) meta(i int) []byte   { off := e.metaStart() + i*metaSize; return e[off : off+metaSize] }
 func (e entry) cat(i int) uint16    { return binary.LittleEndian.Uint16(e.meta(i)) }
 func (e entry) revoked(i int) bool  { return e.meta(i)[2] != 0 }
 func (e entry) version(i int) int32 { return int32(binary.LittleEndian.Uint32(e.meta(i)[4:])) }
 func (e entry) expires(i int) int64 { return int64(binary.LittleEndian.Uint64(e.meta(i)[8:])) }
 func (e entry) key(i int) []byte {
-	off := entryHeader + int(binary.LittleEndian.Uint16(e[2:])) + e.n()*metaSize + i*slotKeySize
+	off := e.metaStart() + e.n()*metaSize + i*slotKeySize
 	return e[off : off+slotKeySize]
 }
 
@@ -74,20 +73,13 @@ func (e entry) subjectOf(kind entryKind, id string) string {
 // valid reports whether e is as long as its header says (it always is:
 // only appendEntry writes entries).
 func (e entry) valid() bool {
-	if len(e) < entryHeader {
-		return false
-	}
-	return len(e) == entryHeader+int(binary.LittleEndian.Uint16(e[2:]))+e.n()*(metaSize+slotKeySize)
+	return len(e) >= entryHeader && len(e) == e.metaStart()+e.n()*(metaSize+slotKeySize)
 }
 
 // appendEntry encodes an entry of subject (and negative answer neg, or
 // the slots of ss) onto dst.
 func appendEntry(dst []byte, subject string, neg negKind, ss *slots) []byte {
-	n := 0
-	if ss != nil {
-		n = int(ss.n)
-	}
-	dst = append(dst, byte(neg), byte(n))
+	dst = append(dst, byte(neg), byte(len(ss.list())))
 	dst = binary.LittleEndian.AppendUint16(dst, uint16(len(subject)))
 	dst = append(dst, subject...)
 	for _, s := range ss.list() {
@@ -327,9 +319,9 @@ func (kc *keyCache) answer(e entry, kind entryKind, id string, q *query, a *Answ
 	subject := e.subjectOf(kind, id)
 	r := UserKeys{Subject: subject}
 	if n > 0 {
-		r.Keys = a.carveKeys(n)
+		r.Keys = carve(&a.keys, n)[:0]
 	}
-	held := a.carveHeld(n)
+	held := carve(&a.held, n)
 	for j, ci := range q.ids {
 		for i := range e.n() {
 			switch {
@@ -385,7 +377,7 @@ func (kc *keyCache) store(kind entryKind, id string, cats []string, r UserKeys, 
 	kc.c.PeekAt(key, now, func(b []byte) {
 		if old := entry(b); old.valid() && old.neg() == negNone && string(old.subject()) == r.Subject {
 			for i := range old.n() {
-				if now.UnixNano() < old.expires(i) && !containsCat(want, old.cat(i)) {
+				if now.UnixNano() < old.expires(i) && !slices.Contains(want, old.cat(i)) {
 					full = full || !e.add(old.slot(i))
 				}
 			}
@@ -396,7 +388,7 @@ func (kc *keyCache) store(kind entryKind, id string, cats []string, r UserKeys, 
 	}
 	for j, cat := range cats {
 		s := slot{cat: want[j], expires: exp.UnixNano()}
-		if containsString(r.Revoked, cat) {
+		if slices.Contains(r.Revoked, cat) {
 			s.revoked = true
 			if !e.add(s) {
 				return
@@ -424,24 +416,6 @@ func (kc *keyCache) store(kind entryKind, id string, cats []string, r UserKeys, 
 		latest = max(latest, s.expires)
 	}
 	kc.c.PutUntil(key, appendEntry(eb[:0], r.Subject, negNone, &e), time.Unix(0, latest))
-}
-
-func containsCat(s []uint16, c uint16) bool {
-	for _, x := range s {
-		if x == c {
-			return true
-		}
-	}
-	return false
-}
-
-func containsString(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // forget drops every entry of one user id or subject (both spaces, matched by

@@ -230,26 +230,17 @@ func (a *Answers) reset() {
 	a.keys, a.held = a.keys[:0], a.held[:0]
 }
 
-// carveKeys returns room for n keys of an answer, empty. When the room
-// runs out a bigger one is made, the answers already given keeping theirs:
-// the next call starts in the bigger one.
-func (a *Answers) carveKeys(n int) []fieldcrypt.CategoryKey {
-	if cap(a.keys)-len(a.keys) < n {
-		a.keys = make([]fieldcrypt.CategoryKey, 0, max(2*cap(a.keys), n, 64))
+// carve returns the next n elements of an arena of the answers (a.keys,
+// a.held), capped at n. When the arena runs out a bigger one is made, the
+// answers already given keeping theirs: the next call starts in the
+// bigger one.
+func carve[T any](arena *[]T, n int) []T {
+	s := *arena
+	if cap(s)-len(s) < n {
+		s = make([]T, 0, max(2*cap(s), n, 64))
 	}
-	k := a.keys[len(a.keys) : len(a.keys) : len(a.keys)+n]
-	a.keys = a.keys[:len(a.keys)+n]
-	return k
-}
-
-// carveHeld returns room for the key bytes of n keys (as carveKeys).
-func (a *Answers) carveHeld(n int) []slotKey {
-	if cap(a.held)-len(a.held) < n {
-		a.held = make([]slotKey, 0, max(2*cap(a.held), n, 64))
-	}
-	h := a.held[len(a.held) : len(a.held)+n]
-	a.held = a.held[:len(a.held)+n]
-	return h
+	*arena = s[:len(s)+n]
+	return s[len(s) : len(s)+n : len(s)+n]
 }
 
 // grow returns s with length n and zero elements, reusing its array when

@@ -124,8 +124,14 @@ type Anonymizer struct {
 	schemas []*schemas.Schema
 	aad     []byte
 	pt      []byte
-	// answers is the room keysInto answers a batch's keys into, one per
-	// set of categories: they are used up by the time Anonymize returns.
+	// Each category met gets a bit (the first 64; a schema with one past
+	// them needs every category of a batch), each schema its set of them,
+	// once: a batch's users' sets are ORs, not string compares per event.
+	catNames   []string
+	schemaCats map[*schemas.Schema]*schemaCats
+	batch      int // stamps the schemas met in a batch (schemaCats.batch)
+	// answers is the room the key source answers a batch's keys into, one
+	// per set of categories: they are used up by the time Anonymize returns.
 	answers  []*keyclient.Answers
 	answered []*keyclient.UserKeys // per user of a batch: its answer
 	need     []uint64              // per user of a batch: its categories
@@ -143,10 +149,38 @@ type keysAlso interface {
 	ForEncryptAlso(ctx context.Context, a *keyclient.Answers, userIDs, categories, also []string) ([]keyclient.UserKeys, error)
 }
 
-// keysInto is a Keys that answers into room the caller reuses
-// (keyclient.Client): a batch's key lookup then allocates no answers.
-type keysInto interface {
-	ForEncryptInto(ctx context.Context, a *keyclient.Answers, userIDs, categories []string) ([]keyclient.UserKeys, error)
+// schemaCats is the categories of one schema's PII fields, as names and
+// as bits (Anonymizer.catNames), and the last batch that met the schema.
+type schemaCats struct {
+	cats  []string
+	mask  uint64
+	batch int
+}
+
+// catsOf returns s's categories (built on first use).
+func (a *Anonymizer) catsOf(s *schemas.Schema) *schemaCats {
+	if sc, ok := a.schemaCats[s]; ok {
+		return sc
+	}
+	sc := &schemaCats{}
+	for _, f := range s.PIIFields() {
+		sc.cats = appendUnique(sc.cats, f.PII.Category)
+		b := slices.Index(a.catNames, f.PII.Category)
+		if b < 0 {
+			b = len(a.catNames)
+			a.catNames = append(a.catNames, f.PII.Category)
+		}
+		if b < 64 {
+			sc.mask |= 1 << b
+		} else {
+			sc.mask = ^uint64(0)
+		}
+	}
+	if a.schemaCats == nil {
+		a.schemaCats = map[*schemas.Schema]*schemaCats{}
+	}
+	a.schemaCats[s] = sc
+	return sc
 }
 
 // NewAnonymizer builds an anonymizer over a schema registry and a key source.
@@ -175,10 +209,10 @@ func NewAnonymizer(reg *schemas.Registry, keys Keys, opts Options) (*Anonymizer,
 // holds the categories of its own events only: the batch's sets of
 // categories are asked for at once, and what the client fetches it fetches
 // for every category of the batch, in one batch of its own (within its
-// batch window). It returns one Outcome per message, in order. An error means the key service
-// was unavailable for the batch: nothing of it may be written, and the
-// caller retries or dead-letters the batch as key_unavailable (see
-// KeyUnavailable).
+// batch window). It returns one Outcome per message, in order. An error
+// means the key service was unavailable for the batch: nothing of it may
+// be written, and the caller retries or dead-letters the batch as
+// key_unavailable (see KeyUnavailable).
 func (a *Anonymizer) Anonymize(ctx context.Context, msgs []Message) ([]Outcome, error) {
 	out := make([]Outcome, len(msgs))
 	if cap(a.events) < len(msgs) {
@@ -189,8 +223,9 @@ func (a *Anonymizer) Anonymize(ctx context.Context, msgs []Message) ([]Outcome, 
 
 	var users []string
 	seen := make(map[string]int, len(msgs))
+	a.batch++
 	var cats []string  // every category of the batch
-	need := a.need[:0] // per user: the categories its events need, as bits of cats
+	need := a.need[:0] // per user: the categories its events need (schemaCats.mask)
 	for i := range msgs {
 		m := &msgs[i]
 		o := &out[i]
@@ -215,16 +250,14 @@ func (a *Anonymizer) Anonymize(ctx context.Context, msgs []Message) ([]Outcome, 
 			users = append(users, uid)
 			need = append(need, 0)
 		}
-		for _, f := range s.PIIFields() {
-			c := slices.Index(cats, f.PII.Category)
-			if c < 0 {
-				c = len(cats)
-				cats = append(cats, f.PII.Category)
-			}
-			if c < 64 {
-				need[u] |= 1 << c
+		sc := a.catsOf(s)
+		if sc.batch != a.batch {
+			sc.batch = a.batch
+			for _, c := range sc.cats {
+				cats = appendUnique(cats, c)
 			}
 		}
+		need[u] |= sc.mask
 	}
 	a.need = need
 	keys, err := a.lookup(ctx, users, cats, need)
@@ -261,12 +294,12 @@ func (a *Anonymizer) Anonymize(ctx context.Context, msgs []Message) ([]Outcome, 
 	return out, nil
 }
 
-// lookup fetches the keys of users for the categories of cats, and
-// returns each user's answer, in users' order, valid until the next
-// lookup. With a key source that can (keysAlso), a user's answer holds
-// only the categories it needs (bits of need over cats, every one of cats
-// past 64), one call per set of them, all of cats fetched for a user not
-// cached: what is never sealed is not copied into the answers.
+// lookup fetches the keys of users for the categories of cats (the
+// batch's), and returns each user's answer, in users' order, valid until
+// the next lookup. With a key source that can (keysAlso), a user's answer
+// holds only the categories it needs (need: schemaCats masks), one call
+// per set of them, all of cats fetched for a user not cached: what is
+// never sealed is not copied into the answers.
 func (a *Anonymizer) lookup(ctx context.Context, users, cats []string, need []uint64) ([]*keyclient.UserKeys, error) {
 	if len(users) == 0 {
 		return nil, nil
@@ -275,7 +308,7 @@ func (a *Anonymizer) lookup(ctx context.Context, users, cats []string, need []ui
 	// types came in.
 	all := slices.Sorted(slices.Values(cats))
 	also, ok := a.keys.(keysAlso)
-	if !ok || len(cats) > 64 {
+	if !ok {
 		for u := range need {
 			need[u] = ^uint64(0)
 		}
@@ -316,20 +349,20 @@ func (a *Anonymizer) lookup(ctx context.Context, users, cats []string, need []ui
 	a.answered = out
 	ask := func(ctx context.Context, g int) error {
 		lo, hi := starts[g], starts[g+1]
-		var want []string
-		for _, cat := range all {
-			if c := slices.Index(cats, cat); c >= 64 || masks[g]&(1<<c) != 0 {
-				want = append(want, cat)
+		want := all
+		if m := masks[g]; m != ^uint64(0) {
+			want = nil
+			for _, cat := range all {
+				if b := slices.Index(a.catNames, cat); b < 64 && m&(1<<b) != 0 {
+					want = append(want, cat)
+				}
 			}
 		}
 		var keys []keyclient.UserKeys
 		var err error
-		switch into, isInto := a.keys.(keysInto); {
-		case ok:
+		if ok {
 			keys, err = also.ForEncryptAlso(ctx, a.answers[g], ids[lo:hi], want, all)
-		case isInto:
-			keys, err = into.ForEncryptInto(ctx, a.answers[g], ids[lo:hi], want)
-		default:
+		} else {
 			keys, err = a.keys.ForEncrypt(ctx, ids[lo:hi], want)
 		}
 		if err != nil {
