@@ -263,6 +263,12 @@ func (w *gcsWriter) Write(p []byte) (int, error) {
 	if w.spill == nil && w.buf.Len()+len(p) > w.g.memLimit {
 		f, err := os.CreateTemp(w.g.tempDir, "lockstream-gcs-*")
 		if err == nil {
+			// Unlinked at once: the open file stays readable and
+			// writable, and a process killed mid-write leaves nothing
+			// behind in the temporary directory.
+			err = os.Remove(f.Name())
+		}
+		if err == nil {
 			_, err = f.Write(w.buf.Bytes())
 		}
 		if err != nil {
@@ -296,8 +302,7 @@ func (w *gcsWriter) release() {
 	w.done = true
 	w.cancel()
 	if w.spill != nil {
-		w.spill.Close()
-		os.Remove(w.spill.Name())
+		w.spill.Close() // unlinked when created
 	}
 	w.buf = bytes.Buffer{}
 }

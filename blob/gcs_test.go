@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -195,6 +196,42 @@ func TestGCSTornUploadLeavesNothing(t *testing.T) {
 	}
 	if s := ft.Stats(); s.Torn < 2 {
 		t.Fatalf("stats %+v: tearing not exercised", s)
+	}
+}
+
+// TestGCSSpillLeavesNoFile: a writer that spilled to disk keeps no named
+// file in the temporary directory, even before Close, so a process killed
+// mid-write (no Close, no Abort) leaves nothing there; the object is still
+// uploaded whole.
+func TestGCSSpillLeavesNoFile(t *testing.T) {
+	srv := newFakeGCS(t)
+	tmp := t.TempDir()
+	g, err := OpenGCS(context.Background(), "gs://"+testBucket+"/p", WithGCSClient(newTestClient(t, srv, nil)),
+		WithGCSMemoryLimit(64<<10), WithGCSTempDir(tmp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	w, err := g.Create(ctx, "spilled")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte("0123456789abcdef"), 20_000) // 320 kB: spilled
+	if _, err := w.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if w.(*gcsWriter).spill == nil {
+		t.Fatal("the writer did not spill: the test's premise is gone")
+	}
+	if left, _ := os.ReadDir(tmp); len(left) != 0 {
+		t.Fatalf("a spilling writer leaves %d file(s) in the temporary directory, e.g. %s", len(left), left[0].Name())
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadAll(ctx, g, "spilled")
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read back %d bytes, %v; want the %d written", len(got), err, len(data))
 	}
 }
 
