@@ -58,6 +58,11 @@ type phase struct {
 	// the child's CPU profile: samples with keyclient.(*Fake) on the stack).
 	keysCPU time.Duration
 	records int64 // view: records decrypted
+	// decryptCPU is view's CPU time in decryption (from its CPU profile:
+	// samples with the key client or record.(*Decryptor).openBytes on the
+	// stack): its key lookups and the opening of fields, not the reading
+	// and writing around them.
+	decryptCPU time.Duration
 }
 
 // user is the phase's user CPU time.
@@ -98,10 +103,19 @@ func (r benchRound) cpuRatio() float64 {
 
 // viewCPU is view's CPU time per record decrypted, in µs.
 func (r benchRound) viewCPU() float64 {
+	return r.perRecord(r.view.cpu)
+}
+
+// viewDecryptCPU is the part of it in decryption (phase.decryptCPU).
+func (r benchRound) viewDecryptCPU() float64 {
+	return r.perRecord(r.view.decryptCPU)
+}
+
+func (r benchRound) perRecord(d time.Duration) float64 {
 	if r.view.records == 0 {
 		return 0
 	}
-	return float64(r.view.cpu.Nanoseconds()) / float64(r.view.records) / 1e3
+	return float64(d.Nanoseconds()) / float64(r.view.records) / 1e3
 }
 
 // ratio is the round's lockstream time over its baseline's.
@@ -185,19 +199,20 @@ func measure(b *testing.B, pipeline, round, in, root string, count int) phase {
 	if err != nil {
 		b.Fatalf("%s: its peak RSS: %v", pipeline, err)
 	}
-	var kb, alloc, keysCPU, records int64
-	if _, err := fmt.Sscan(string(data), &kb, &alloc, &keysCPU, &records); err != nil {
+	var kb, alloc, keysCPU, records, decryptCPU int64
+	if _, err := fmt.Sscan(string(data), &kb, &alloc, &keysCPU, &records, &decryptCPU); err != nil {
 		b.Fatalf("%s: its peak RSS %q: %v", pipeline, data, err)
 	}
 	return phase{
-		wall:    wall,
-		cpu:     time.Duration(ru.Utime.Nano() + ru.Stime.Nano()),
-		sys:     time.Duration(ru.Stime.Nano()),
-		faults:  ru.Minflt,
-		rss:     kb << 10,
-		alloc:   alloc,
-		keysCPU: time.Duration(keysCPU),
-		records: records,
+		wall:       wall,
+		cpu:        time.Duration(ru.Utime.Nano() + ru.Stime.Nano()),
+		sys:        time.Duration(ru.Stime.Nano()),
+		faults:     ru.Minflt,
+		rss:        kb << 10,
+		alloc:      alloc,
+		keysCPU:    time.Duration(keysCPU),
+		records:    records,
+		decryptCPU: time.Duration(decryptCPU),
 	}
 }
 
@@ -222,13 +237,13 @@ func runBenchChild() int {
 	in, root := os.Getenv(benchInEnv), os.Getenv(benchRootEnv)
 	count, _ := strconv.Atoi(os.Getenv(benchCountEnv))
 	profile := "" // the profiles' path without their extension
-	// Ingest is always profiled (in memory) for the share of its CPU that
-	// the fake key service takes; with LOCKSTREAM_BENCH_PROFILE every
-	// pipeline's profile also goes to a file.
+	// Ingest and view are always profiled (in memory) for the share of
+	// their CPU that the fake key service and decryption take; with
+	// LOCKSTREAM_BENCH_PROFILE every pipeline's profile also goes to a file.
 	var cpuProf *bytes.Buffer
 	var records int64
 	var sinks []io.Writer
-	if pipeline == "ingest" {
+	if pipeline == "ingest" || pipeline == "view" {
 		cpuProf = &bytes.Buffer{}
 		sinks = append(sinks, cpuProf)
 	}
@@ -243,15 +258,28 @@ func runBenchChild() int {
 		profFile = f
 		sinks = append(sinks, f)
 	}
-	profiling := len(sinks) > 0
-	if profiling {
-		if err := pprof.StartCPUProfile(io.MultiWriter(sinks...)); err != nil {
-			fmt.Fprintf(os.Stderr, "bench %s: CPU profile: %v\n", pipeline, err)
-			return 1
+	profiling := false
+	startProfile := func() error {
+		if len(sinks) == 0 {
+			return nil
 		}
+		if err := pprof.StartCPUProfile(io.MultiWriter(sinks...)); err != nil {
+			return fmt.Errorf("CPU profile: %w", err)
+		}
+		profiling = true
+		return nil
 	}
 	ctx := context.Background()
 	var err error
+	// view profiles only what it measures (its setup is ingest and hourly,
+	// profiled on their own); every other pipeline from its start.
+	if pipeline != "view" {
+		err = startProfile()
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench %s: %v\n", pipeline, err)
+		return 1
+	}
 	switch pipeline {
 	case "baseline":
 		err = runBaseline(ctx, in, root, "pass"+round, false)
@@ -269,7 +297,7 @@ func runBenchChild() int {
 	case "hourly", "hourly-no-crypto":
 		err = benchHourly(ctx, root)
 	case "view":
-		records, err = benchView(ctx, in, root, count)
+		records, err = benchView(ctx, in, root, count, startProfile)
 	default:
 		err = fmt.Errorf("unknown pipeline %q", pipeline)
 	}
@@ -284,16 +312,20 @@ func runBenchChild() int {
 	if profile != "" && err == nil {
 		err = writeAllocs(profile + ".allocs")
 	}
-	var keysCPU time.Duration
-	if cpuProf != nil && err == nil {
-		keysCPU, err = fakeKeysCPU(cpuProf.Bytes())
+	var keysCPU, decryptCPU time.Duration
+	switch {
+	case err != nil:
+	case pipeline == "ingest":
+		keysCPU, err = cpuUnder(cpuProf.Bytes(), "keyclient.(*Fake)")
+	case pipeline == "view":
+		decryptCPU, err = cpuUnder(cpuProf.Bytes(), "keyclient.", "record.(*Decryptor).openBytes")
 	}
 	if err == nil {
 		var kb string
 		if kb, err = peakRSS(); err == nil {
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
-			err = os.WriteFile(os.Getenv(benchRSSEnv), fmt.Appendf(nil, "%s %d %d %d", kb, ms.TotalAlloc, keysCPU, records), 0o644)
+			err = os.WriteFile(os.Getenv(benchRSSEnv), fmt.Appendf(nil, "%s %d %d %d %d", kb, ms.TotalAlloc, keysCPU, records, decryptCPU), 0o644)
 		}
 	}
 	if err != nil {
@@ -406,9 +438,9 @@ func measureWarm(b *testing.B, round, in, root string, count int) phase {
 	return phase{wall: time.Duration(wall), cpu: time.Duration(user + sys), sys: time.Duration(sys), faults: faults, rss: p.rss}
 }
 
-// fakeKeysCPU is the CPU time of the samples of a CPU profile with the fake
-// key service (keyclient.(*Fake)) on their stack.
-func fakeKeysCPU(prof []byte) (time.Duration, error) {
+// cpuUnder is the CPU time of the samples of a CPU profile with a function
+// whose name contains one of names on their stack.
+func cpuUnder(prof []byte, names ...string) (time.Duration, error) {
 	p, err := profile.Parse(bytes.NewReader(prof))
 	if err != nil {
 		return 0, fmt.Errorf("parse the CPU profile: %w", err)
@@ -427,9 +459,14 @@ func fakeKeysCPU(prof []byte) (time.Duration, error) {
 	stack:
 		for _, loc := range smp.Location {
 			for _, ln := range loc.Line {
-				if ln.Function != nil && strings.Contains(ln.Function.Name, "keyclient.(*Fake)") {
-					ns += smp.Value[vi]
-					break stack
+				if ln.Function == nil {
+					continue
+				}
+				for _, n := range names {
+					if strings.Contains(ln.Function.Name, n) {
+						ns += smp.Value[vi]
+						break stack
+					}
 				}
 			}
 		}
@@ -440,7 +477,8 @@ func fakeKeysCPU(prof []byte) (time.Duration, error) {
 // benchView ingests in and publishes it (not measured), then decrypts
 // every published hour with view and writes what that cost to
 // root+".view" (as benchIngestWarm does); it returns the records decrypted.
-func benchView(ctx context.Context, in, root string, count int) (int64, error) {
+// startProfile is called just before the measured part.
+func benchView(ctx context.Context, in, root string, count int, startProfile func() error) (int64, error) {
 	kc, err := benchKeys()
 	if err != nil {
 		return 0, err
@@ -465,6 +503,9 @@ func benchView(ctx context.Context, in, root string, count int) (int64, error) {
 	}
 	keys := registerKeys(kc)
 	syscall.Sync()
+	if err := startProfile(); err != nil {
+		return 0, err
+	}
 	var before, after syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &before); err != nil {
 		return 0, err
@@ -500,7 +541,7 @@ func measureView(b *testing.B, round, in, root string, count int) phase {
 	if _, err := fmt.Sscan(string(data), &wall, &user, &sys, &faults); err != nil {
 		b.Fatalf("view: its cost %q: %v", data, err)
 	}
-	return phase{wall: time.Duration(wall), cpu: time.Duration(user + sys), sys: time.Duration(sys), faults: faults, rss: p.rss, records: p.records}
+	return phase{wall: time.Duration(wall), cpu: time.Duration(user + sys), sys: time.Duration(sys), faults: faults, rss: p.rss, records: p.records, decryptCPU: p.decryptCPU}
 }
 
 // benchHourly publishes every (type, hour) the synthetic traffic has.
@@ -597,7 +638,8 @@ func BenchmarkEndToEnd(b *testing.B) {
 		if i == "0" {
 			syscall.Sync()
 			r.view = measureView(b, i, in, filepath.Join(dir, "view-"+i), count)
-			b.Logf("round %s: view of every published hour: %s, %d records, %.2f µs of CPU per record", i, r.view, r.view.records, r.viewCPU())
+			b.Logf("round %s: view of every published hour: %s, %d records, %.2f µs of CPU per record (%.2f µs of it in key lookups and opening fields)",
+				i, r.view, r.view.records, r.viewCPU(), r.viewDecryptCPU())
 		}
 		if warm {
 			syscall.Sync()
@@ -618,7 +660,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 	var ratios, userRatios, noCryptoRatios, warmRatios []float64
 	var cryptoCPU, keysCPU, allocs, plainAllocs, evs, plainEvs, wallVsPlain, cpuVsPlain, cpuRatios []float64
 	var plainRSS int64
-	var viewCPU float64
+	var viewCPU, viewDecryptCPU float64
 	var warmT time.Duration
 	for i := 0; b.Loop(); i++ {
 		r := round(strconv.Itoa(i))
@@ -633,7 +675,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 		cpuRatios = append(cpuRatios, r.cpuRatio())
 		plainRSS = max(plainRSS, r.plainIngest.rss)
 		if i == 0 {
-			viewCPU = r.viewCPU()
+			viewCPU, viewDecryptCPU = r.viewCPU(), r.viewDecryptCPU()
 		}
 		ratios = append(ratios, r.ratio())
 		userRatios = append(userRatios, r.userRatio())
@@ -682,6 +724,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 	b.ReportMetric(median(cpuVsPlain), "cpu-ratio-to-no-crypto-median")
 	b.ReportMetric(median(cpuRatios), "cpu-ratio-median")
 	b.ReportMetric(viewCPU, "view-cpu-us-per-record")
+	b.ReportMetric(viewDecryptCPU, "view-decrypt-cpu-us-per-record")
 	if warm {
 		b.ReportMetric(warmT.Seconds()/runs, "ingest-warm-s")
 		b.ReportMetric(median(warmRatios), "ratio-warm-median")

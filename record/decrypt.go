@@ -137,12 +137,17 @@ func ViewSchema(s *schemas.Schema) ([]byte, error) {
 type Decryptor struct {
 	keys    DecryptKeys
 	ciphers *fieldcrypt.Cache
-	cols    []Column
-	// answers is the room decryptKeysInto answers a batch's keys into:
-	// they are used up by the time Decrypt returns.
+	// batch, answers, idx and cats are room a call reuses: the decoded
+	// records, the keys decryptKeysInto answers into, the subjects' index
+	// and the schema's categories. They are used up by the time it returns.
+	batch   batch
 	answers keyclient.Answers
-	who     []int  // per record of a batch: its subject's index
+	idx     map[string]int
+	cats    []string
 	aad, pt []byte // one field's AAD and plaintext
+	// names are the JSON-quoted column names of namesOf's records.
+	names   [][]byte
+	namesOf *schemas.Schema
 }
 
 // decryptKeysInto is a DecryptKeys that answers into room the caller
@@ -165,57 +170,12 @@ func NewDecryptor(keys DecryptKeys, ciphers *fieldcrypt.Cache) *Decryptor {
 // listed in Plain.Corrupt, never garbage and never a panic. A record that is
 // not valid Avro is an error for that record (returned in errs).
 func (d *Decryptor) Decrypt(ctx context.Context, s *schemas.Schema, recs [][]byte) ([]Plain, []error, error) {
-	enc := s.Encrypted()
-	lay, err := NewLayout(s)
+	b, err := d.prepare(ctx, s, recs)
 	if err != nil {
 		return nil, nil, err
 	}
-	if cap(d.cols) < len(enc.Fields)*len(recs) {
-		d.cols = make([]Column, len(enc.Fields)*len(recs))
-	}
-	cols := d.cols[:len(enc.Fields)*len(recs)]
-	errs := make([]error, len(recs))
-	who := slices.Grow(d.who[:0], len(recs))[:len(recs)]
-	d.who = who
-	var subjects []string
-	idx := map[string]int{}
-	var cats []string
-	for _, f := range s.PIIFields() {
-		cats = appendUnique(cats, f.PII.Category)
-	}
-	for i, r := range recs {
-		c := cols[i*len(enc.Fields) : (i+1)*len(enc.Fields)]
-		n, err := DecodeColumns(enc, r, c)
-		if err == nil && n != len(r) {
-			err = fmt.Errorf("record: %d stray bytes after the record", len(r)-n)
-		}
-		if err != nil {
-			errs[i] = err
-			continue
-		}
-		w, ok := idx[string(c[lay.Subject].Bytes)]
-		if !ok {
-			sub := string(c[lay.Subject].Bytes)
-			w = len(subjects)
-			idx[sub] = w
-			subjects = append(subjects, sub)
-		}
-		who[i] = w
-	}
-	var keys []keyclient.UserKeys
-	if len(subjects) > 0 {
-		if into, ok := d.keys.(decryptKeysInto); ok {
-			keys, err = into.ForDecryptInto(ctx, &d.answers, subjects, cats)
-		} else {
-			keys, err = d.keys.ForDecrypt(ctx, subjects, cats)
-		}
-		if err != nil {
-			return nil, nil, fmt.Errorf("record: key lookup for %d subjects: %w", len(subjects), err)
-		}
-		if len(keys) != len(subjects) {
-			return nil, nil, fmt.Errorf("record: key service answered %d of %d subjects", len(keys), len(subjects))
-		}
-	}
+	enc := s.Encrypted()
+	errs := slices.Clone(b.errs)
 	out := make([]Plain, len(recs))
 	names := make([]string, len(enc.Fields))
 	for i, f := range enc.Fields {
@@ -225,9 +185,7 @@ func (d *Decryptor) Decrypt(ctx context.Context, s *schemas.Schema, recs [][]byt
 		if errs[i] != nil {
 			continue
 		}
-		c := cols[i*len(enc.Fields) : (i+1)*len(enc.Fields)]
-		sub := subjects[who[i]]
-		uk := &keys[who[i]]
+		c := b.record(i)
 		p := Plain{Names: names, Values: make([]any, len(enc.Fields))}
 		for j := range enc.Fields {
 			f := &enc.Fields[j]
@@ -239,7 +197,7 @@ func (d *Decryptor) Decrypt(ctx context.Context, s *schemas.Schema, recs [][]byt
 				p.Values[j] = plainColumn(s, f, col)
 				continue
 			}
-			v, state := d.open(s, f, col.Bytes, sub, uk)
+			v, state := d.open(s, f, col.Bytes, b, i)
 			switch state {
 			case StateOK:
 				p.Values[j] = v
@@ -254,11 +212,238 @@ func (d *Decryptor) Decrypt(ctx context.Context, s *schemas.Schema, recs [][]byt
 	return out, errs, nil
 }
 
-func (d *Decryptor) open(s *schemas.Schema, f *schemas.EncryptedField, ct []byte, subject string, uk *keyclient.UserKeys) (any, string) {
+// Tally counts what AppendJSONLines decrypted.
+type Tally struct {
+	Records                  int64 // records written
+	Shredded, ShreddedFields int64 // records with PII fields null because their key is gone, and those fields
+	Corrupt, CorruptFields   int64 // records with ciphertexts that did not decrypt, and those fields
+	Unreadable               int64 // records that are not valid Avro of the schema: skipped
+}
+
+// Add counts p, a record Decrypt returned, as AppendJSONLines counts it.
+func (t *Tally) Add(p *Plain) {
+	t.Records++
+	if n := len(p.Shredded); n > 0 {
+		t.Shredded++
+		t.ShreddedFields += int64(n)
+	}
+	if n := len(p.Corrupt); n > 0 {
+		t.Corrupt++
+		t.CorruptFields += int64(n)
+	}
+}
+
+// AppendJSONLines decrypts a batch as Decrypt does and appends every
+// readable record to b as one line: the bytes Plain.AppendJSON makes of
+// it, then a newline. It builds no Plain (no value boxed per field, no
+// map), which is what a view writing NDJSON spends most of its time on
+// otherwise. Unreadable records are skipped; t counts every record.
+func (d *Decryptor) AppendJSONLines(ctx context.Context, s *schemas.Schema, b []byte, recs [][]byte, t *Tally) ([]byte, error) {
+	bt, err := d.prepare(ctx, s, recs)
+	if err != nil {
+		return b, err
+	}
+	enc := s.Encrypted()
+	if len(d.names) != len(enc.Fields) || d.namesOf != s {
+		d.names, d.namesOf = d.names[:0], s
+		for _, f := range enc.Fields {
+			d.names = append(d.names, appendJSONString(nil, f.Name))
+		}
+	}
+	for i := range recs {
+		if bt.errs[i] != nil {
+			t.Unreadable++
+			continue
+		}
+		c := bt.record(i)
+		var shredded, corrupt int64
+		b = append(b, '{')
+		for j := range enc.Fields {
+			if j > 0 {
+				b = append(b, ',')
+			}
+			b = append(append(b, d.names[j]...), ':')
+			f, col := &enc.Fields[j], &c[j]
+			switch {
+			case col.Null:
+				b = append(b, "null"...)
+			case f.PII == nil:
+				if b, err = appendColumnJSON(b, s, f, col); err != nil {
+					return b, err
+				}
+			default:
+				pt, state := d.openBytes(s, f, col.Bytes, bt, i)
+				if state == StateOK {
+					if b, state = appendPlainJSON(b, &s.Fields[f.Source], pt); state == StateOK {
+						continue
+					}
+				}
+				b = append(b, "null"...)
+				if state == StateShredded {
+					shredded++
+				} else {
+					corrupt++
+				}
+			}
+		}
+		b = append(b, '}', '\n')
+		t.Records++
+		if shredded > 0 {
+			t.Shredded++
+			t.ShreddedFields += shredded
+		}
+		if corrupt > 0 {
+			t.Corrupt++
+			t.CorruptFields += corrupt
+		}
+	}
+	return b, nil
+}
+
+// appendColumnJSON appends a non-PII column's value as AppendJSON writes
+// plainColumn's.
+func appendColumnJSON(b []byte, s *schemas.Schema, f *schemas.EncryptedField, c *Column) ([]byte, error) {
+	switch f.Kind {
+	case schemas.KindString:
+		return appendJSONString(b, c.Bytes), nil
+	case schemas.KindBytes:
+		return appendJSONBytes(b, c.Bytes), nil
+	case schemas.KindFloat, schemas.KindDouble:
+		j, err := json.Marshal(c.Float) // json's own float formatting, as AppendJSON
+		return append(b, j...), err
+	case schemas.KindBoolean:
+		return strconv.AppendBool(b, c.Int == 1), nil
+	case schemas.KindEnum:
+		if f.Source >= 0 {
+			if sy := s.Fields[f.Source].Symbols; c.Int >= 0 && int(c.Int) < len(sy) {
+				return appendJSONString(b, sy[c.Int]), nil
+			}
+		}
+		return append(b, "null"...), nil
+	}
+	return strconv.AppendInt(b, c.Int, 10), nil
+}
+
+// appendPlainJSON appends a PII field's decrypted plaintext as AppendJSON
+// writes what open returns for it; a plaintext that is not of the field's
+// kind is corrupt (nothing appended).
+func appendPlainJSON(b []byte, sf *schemas.Field, pt []byte) ([]byte, string) {
+	switch sf.Kind {
+	case schemas.KindInt, schemas.KindLong:
+		n, err := strconv.ParseInt(string(pt), 10, 64)
+		if err != nil {
+			return b, StateCorrupt
+		}
+		return strconv.AppendInt(b, n, 10), StateOK
+	case schemas.KindBytes:
+		return appendJSONBytes(b, pt), StateOK
+	}
+	return appendJSONString(b, pt), StateOK
+}
+
+// batch is a batch of records decoded into columns, with its subjects'
+// keys: what Decrypt and AppendJSONLines share. It lives in the
+// Decryptor's room until the next call.
+type batch struct {
+	width    int      // columns per record
+	cols     []Column // record i's are cols[i*width:(i+1)*width]
+	errs     []error  // per record: not valid Avro of the schema
+	who      []int    // per record: its subject's index in subjects and keys
+	subjects []string
+	keys     []keyclient.UserKeys
+}
+
+func (b *batch) record(i int) []Column { return b.cols[i*b.width : (i+1)*b.width] }
+
+// prepare decodes recs and looks up the keys of their subjects, once each.
+func (d *Decryptor) prepare(ctx context.Context, s *schemas.Schema, recs [][]byte) (*batch, error) {
+	enc := s.Encrypted()
+	lay, err := NewLayout(s)
+	if err != nil {
+		return nil, err
+	}
+	b := &d.batch
+	b.width = len(enc.Fields)
+	if cap(b.cols) < b.width*len(recs) {
+		b.cols = make([]Column, b.width*len(recs))
+	}
+	b.cols = b.cols[:b.width*len(recs)]
+	b.errs = slices.Grow(b.errs[:0], len(recs))[:len(recs)]
+	clear(b.errs)
+	b.who = slices.Grow(b.who[:0], len(recs))[:len(recs)]
+	b.subjects, b.keys = b.subjects[:0], nil
+	if d.idx == nil {
+		d.idx = map[string]int{}
+	}
+	clear(d.idx)
+	d.cats = d.cats[:0]
+	for _, f := range s.PIIFields() {
+		d.cats = appendUnique(d.cats, f.PII.Category)
+	}
+	for i, r := range recs {
+		c := b.record(i)
+		n, err := DecodeColumns(enc, r, c)
+		if err == nil && n != len(r) {
+			err = fmt.Errorf("record: %d stray bytes after the record", len(r)-n)
+		}
+		if err != nil {
+			b.errs[i] = err
+			continue
+		}
+		w, ok := d.idx[string(c[lay.Subject].Bytes)]
+		if !ok {
+			sub := string(c[lay.Subject].Bytes)
+			w = len(b.subjects)
+			d.idx[sub] = w
+			b.subjects = append(b.subjects, sub)
+		}
+		b.who[i] = w
+	}
+	if len(b.subjects) == 0 {
+		return b, nil
+	}
+	if into, ok := d.keys.(decryptKeysInto); ok {
+		b.keys, err = into.ForDecryptInto(ctx, &d.answers, b.subjects, d.cats)
+	} else {
+		b.keys, err = d.keys.ForDecrypt(ctx, b.subjects, d.cats)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("record: key lookup for %d subjects: %w", len(b.subjects), err)
+	}
+	if len(b.keys) != len(b.subjects) {
+		return nil, fmt.Errorf("record: key service answered %d of %d subjects", len(b.keys), len(b.subjects))
+	}
+	return b, nil
+}
+
+// open decrypts one PII field of record i of b into its value.
+func (d *Decryptor) open(s *schemas.Schema, f *schemas.EncryptedField, ct []byte, b *batch, i int) (any, string) {
+	pt, state := d.openBytes(s, f, ct, b, i)
+	if state != StateOK {
+		return nil, state
+	}
+	sf := &s.Fields[f.Source]
+	switch sf.Kind {
+	case schemas.KindInt, schemas.KindLong:
+		n, err := strconv.ParseInt(string(pt), 10, 64)
+		if err != nil {
+			return nil, StateCorrupt
+		}
+		return n, StateOK
+	case schemas.KindBytes:
+		return append([]byte(nil), pt...), StateOK // nil when empty, as plainColumn
+	}
+	return string(pt), StateOK
+}
+
+// openBytes decrypts one PII field of record i of b: its plaintext, valid
+// until the next call.
+func (d *Decryptor) openBytes(s *schemas.Schema, f *schemas.EncryptedField, ct []byte, b *batch, i int) ([]byte, string) {
 	version, err := fieldcrypt.VersionOf(ct)
 	if err != nil {
 		return nil, StateCorrupt
 	}
+	uk := &b.keys[b.who[i]]
 	if uk.Err != nil {
 		return nil, StateShredded
 	}
@@ -275,24 +460,13 @@ func (d *Decryptor) open(s *schemas.Schema, f *schemas.EncryptedField, ct []byte
 	if err != nil {
 		return nil, StateCorrupt
 	}
-	d.aad = fieldcrypt.AppendAAD(d.aad[:0], s.Type, f.Name, subject)
+	d.aad = fieldcrypt.AppendAAD(d.aad[:0], s.Type, f.Name, b.subjects[b.who[i]])
 	pt, err := c.AppendDecrypt(d.pt[:0], ct, d.aad, f.PII.Deterministic)
 	if err != nil {
 		return nil, StateCorrupt
 	}
-	d.pt = pt[:0] // reused: what is returned below is a copy
-	sf := &s.Fields[f.Source]
-	switch sf.Kind {
-	case schemas.KindInt, schemas.KindLong:
-		n, err := strconv.ParseInt(string(pt), 10, 64)
-		if err != nil {
-			return nil, StateCorrupt
-		}
-		return n, StateOK
-	case schemas.KindBytes:
-		return append([]byte(nil), pt...), StateOK // nil when empty, as plainColumn
-	}
-	return string(pt), StateOK
+	d.pt = pt[:0] // reused: callers copy what they keep
+	return pt, StateOK
 }
 
 func plainColumn(s *schemas.Schema, f *schemas.EncryptedField, c *Column) any {

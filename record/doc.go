@@ -28,6 +28,8 @@
 //
 // [Decryptor.Decrypt] is the inverse for a batch of records: one key lookup
 // by _subject; each ciphertext names its key version (Tink key id).
+// [Decryptor.AppendJSONLines] writes the same records as NDJSON (the bytes
+// [Plain.AppendJSON] makes) without building a Plain per record.
 //
 // # Dead-letter record
 //

@@ -29,9 +29,7 @@ func (p *Plain) AppendJSON(b []byte) ([]byte, error) {
 		case bool:
 			b = strconv.AppendBool(b, v)
 		case []byte:
-			b = append(b, '"')
-			b = base64.StdEncoding.AppendEncode(b, v)
-			b = append(b, '"')
+			b = appendJSONBytes(b, v)
 		default: // float64 (json's own formatting rules) and anything else
 			j, err := json.Marshal(v)
 			if err != nil {
@@ -46,10 +44,18 @@ func (p *Plain) AppendJSON(b []byte) ([]byte, error) {
 // MarshalJSON writes the record as one JSON object in column order.
 func (p *Plain) MarshalJSON() ([]byte, error) { return p.AppendJSON(nil) }
 
+// appendJSONBytes appends v as encoding/json encodes a []byte: a base64
+// string.
+func appendJSONBytes(b, v []byte) []byte {
+	b = append(b, '"')
+	b = base64.StdEncoding.AppendEncode(b, v)
+	return append(b, '"')
+}
+
 // appendJSONString appends s as a JSON string escaped as encoding/json
 // escapes it by default: '"', '\\' and control characters, '<', '>' and
 // '&' (HTML-safe), U+2028 and U+2029; invalid UTF-8 becomes U+FFFD.
-func appendJSONString(b []byte, s string) []byte {
+func appendJSONString[T string | []byte](b []byte, s T) []byte {
 	const hex = "0123456789abcdef"
 	b = append(b, '"')
 	start := 0
@@ -80,7 +86,7 @@ func appendJSONString(b []byte, s string) []byte {
 			start = i
 			continue
 		}
-		r, size := utf8.DecodeRuneInString(s[i:])
+		r, size := decodeRune(s[i:])
 		if r == utf8.RuneError && size == 1 {
 			b = append(b, s[start:i]...)
 			b = append(b, `\ufffd`...)
@@ -99,4 +105,15 @@ func appendJSONString(b []byte, s string) []byte {
 	}
 	b = append(b, s[start:]...)
 	return append(b, '"')
+}
+
+// decodeRune is utf8.DecodeRune of a string or bytes.
+func decodeRune[T string | []byte](s T) (rune, int) {
+	switch v := any(s).(type) {
+	case string:
+		return utf8.DecodeRuneInString(v)
+	case []byte:
+		return utf8.DecodeRune(v)
+	}
+	panic("unreachable")
 }

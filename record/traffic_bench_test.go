@@ -128,3 +128,110 @@ func BenchmarkAnonymizeTraffic(b *testing.B) {
 		run(b, func() record.Keys { return revokedKeys{} })
 	})
 }
+
+// BenchmarkDecryptTraffic is view's per-record work over the same traffic
+// (anonymized once, cold key client per round, batches of 500 as view's):
+// "plain" decrypts into Plain values and writes each with AppendJSON, as
+// view did; "json-lines" writes the same bytes with AppendJSONLines.
+func BenchmarkDecryptTraffic(b *testing.B) {
+	n := 200_000
+	if v, err := strconv.Atoi(os.Getenv("LOCKSTREAM_BENCH_EVENTS")); err == nil && v > 0 {
+		n = v
+	}
+	tr := synth.Generate(synth.Config{Events: n, Users: max(n/20, 10), Hours: 3, Seed: 11, PlaybackVersion: 3})
+	reg, err := schemas.Embedded()
+	if err != nil {
+		b.Fatal(err)
+	}
+	fake := keyclient.NewFake()
+	newKeys := func() *keyclient.Client {
+		kc, err := keyclient.New(fake, keyclient.Options{Scope: "bench"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return kc
+	}
+	a, err := record.NewAnonymizer(reg, newKeys(), record.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	type group struct {
+		s    *schemas.Schema
+		recs [][]byte
+	}
+	groups := map[string]*group{}
+	for rest := tr.Messages; len(rest) > 0; rest = rest[min(1000, len(rest)):] {
+		out, err := a.Anonymize(context.Background(), rest[:min(1000, len(rest))])
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, o := range out {
+			if o.Reject != nil {
+				continue
+			}
+			k := o.EventType + strconv.Itoa(o.Version)
+			g := groups[k]
+			if g == nil {
+				s, err := reg.Lookup(o.EventType, o.Version)
+				if err != nil {
+					b.Fatal(err)
+				}
+				g = &group{s: s}
+				groups[k] = g
+			}
+			g.recs = append(g.recs, o.Record)
+		}
+	}
+	tr = nil
+	const batch = 500
+	run := func(b *testing.B, write func(d *record.Decryptor, s *schemas.Schema, out []byte, recs [][]byte) []byte) {
+		var ms runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		alloc0 := ms.TotalAlloc
+		cpu0 := cpuTime(b)
+		recs := 0
+		var out []byte
+		for b.Loop() {
+			d := record.NewDecryptor(newKeys(), nil)
+			for _, g := range groups {
+				for rest := g.recs; len(rest) > 0; rest = rest[min(batch, len(rest)):] {
+					out = write(d, g.s, out[:0], rest[:min(batch, len(rest))])
+				}
+				recs += len(g.recs)
+			}
+		}
+		cpu := cpuTime(b) - cpu0
+		runtime.ReadMemStats(&ms)
+		b.ReportMetric(float64(cpu.Nanoseconds())/float64(recs), "cpu-ns/record")
+		b.ReportMetric(float64(ms.TotalAlloc-alloc0)/float64(recs), "B/record")
+	}
+	b.Run("plain", func(b *testing.B) {
+		run(b, func(d *record.Decryptor, s *schemas.Schema, out []byte, recs [][]byte) []byte {
+			plain, errs, err := d.Decrypt(context.Background(), s, recs)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for i := range plain {
+				if errs[i] != nil {
+					b.Fatal(errs[i])
+				}
+				if out, err = plain[i].AppendJSON(out); err != nil {
+					b.Fatal(err)
+				}
+				out = append(out, '\n')
+			}
+			return out
+		})
+	})
+	b.Run("json-lines", func(b *testing.B) {
+		run(b, func(d *record.Decryptor, s *schemas.Schema, out []byte, recs [][]byte) []byte {
+			var t record.Tally
+			out, err := d.AppendJSONLines(context.Background(), s, out, recs, &t)
+			if err != nil || t.Records != int64(len(recs)) {
+				b.Fatalf("%+v, %v", t, err)
+			}
+			return out
+		})
+	})
+}

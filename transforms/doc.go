@@ -67,7 +67,9 @@
 // # View
 //
 // DecryptFiles decrypts dataset files in batches (one key lookup per batch)
-// into per-file parts that the view pipeline joins.
+// into per-file parts that the view pipeline joins: NDJSON straight from
+// the records' columns (record.Decryptor.AppendJSONLines), Avro through
+// record.Plain. Its counters are added once per file.
 //
 // # Keys
 //

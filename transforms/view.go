@@ -171,41 +171,44 @@ func (fn *decryptFileFn) ProcessElement(ctx context.Context, name string, emit f
 			return err
 		}
 	}
-	count := func(n string, v int64) { beam.NewCounter(MetricsNamespaceView, n).Inc(ctx, v) }
+	var t record.Tally
 	for len(recs) > 0 {
 		n := min(fn.Cfg.Batch, len(recs))
+		if ocf == nil {
+			// NDJSON: decrypted straight into the part's bytes.
+			b, err := fn.dec.AppendJSONLines(ctx, fn.schema, buf.AvailableBuffer(), recs[:n], &t)
+			if err != nil {
+				return fmt.Errorf("transforms.DecryptFiles: %s: %w", name, err)
+			}
+			buf.Write(b)
+			recs = recs[n:]
+			continue
+		}
 		plain, errs, err := fn.dec.Decrypt(ctx, fn.schema, recs[:n])
 		if err != nil {
 			return fmt.Errorf("transforms.DecryptFiles: %s: %w", name, err)
 		}
 		for i := range plain {
 			if errs[i] != nil {
-				count(CountViewBad, 1)
+				t.Unreadable++
 				continue
 			}
-			p := &plain[i]
-			count(CountViewRecords, 1)
-			if len(p.Shredded) > 0 {
-				count(CountViewShredded, 1)
-				count(CountViewShredFields, int64(len(p.Shredded)))
+			t.Add(&plain[i])
+			if err := ocf.Append([]any{plain[i].Native(fn.schema)}); err != nil {
+				return fmt.Errorf("transforms.DecryptFiles: %s: encode: %w", name, err)
 			}
-			if len(p.Corrupt) > 0 {
-				count(CountViewCorrupt, 1)
-				count(CountViewCorruptFlds, int64(len(p.Corrupt)))
-			}
-			if ocf != nil {
-				if err := ocf.Append([]any{p.Native(fn.schema)}); err != nil {
-					return fmt.Errorf("transforms.DecryptFiles: %s: encode: %w", name, err)
-				}
-				continue
-			}
-			line, err := p.AppendJSON(buf.AvailableBuffer())
-			if err != nil {
-				return err
-			}
-			buf.Write(append(line, '\n'))
 		}
 		recs = recs[n:]
+	}
+	// Counted once per file, not per record.
+	for _, c := range []struct {
+		name string
+		n    int64
+	}{{CountViewRecords, t.Records}, {CountViewShredded, t.Shredded}, {CountViewShredFields, t.ShreddedFields},
+		{CountViewCorrupt, t.Corrupt}, {CountViewCorruptFlds, t.CorruptFields}, {CountViewBad, t.Unreadable}} {
+		if c.n > 0 {
+			beam.NewCounter(MetricsNamespaceView, c.name).Inc(ctx, c.n)
+		}
 	}
 	if err := fn.out.Delete(ctx, part); err != nil { // a retried bundle's earlier part
 		return err
