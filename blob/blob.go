@@ -62,6 +62,11 @@ type Bucket interface {
 	// Copy creates dst with the content of src, as Create would (ErrExist
 	// if dst exists): a hard link on a directory, a server-side copy on GCS.
 	Copy(ctx context.Context, src, dst string) error
+	// Compose creates dst with the contents of srcs one after the other,
+	// as Create would (ErrExist if dst exists; nothing on failure), without
+	// the bytes passing through this process: copied by the kernel on a
+	// directory, composed by the server on GCS.
+	Compose(ctx context.Context, dst string, srcs []string) error
 }
 
 // Writer is an object being written.

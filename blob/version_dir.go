@@ -206,6 +206,41 @@ func (d *Dir) Copy(_ context.Context, src, dst string) error {
 	return nil
 }
 
+// Compose concatenates srcs into dst: the file is written as Create writes
+// it, each source copied into it by the kernel (copy_file_range).
+func (d *Dir) Compose(ctx context.Context, dst string, srcs []string) error {
+	w, err := d.Create(ctx, dst)
+	if err != nil {
+		return err
+	}
+	f := w.(*dirWriter).f
+	for _, src := range srcs {
+		p, err := d.path(src)
+		if err == nil {
+			err = appendFile(f, p)
+		}
+		if errors.Is(err, fs.ErrNotExist) {
+			err = fmt.Errorf("%w: %s", ErrNotExist, src)
+		}
+		if err != nil {
+			w.Abort()
+			return fmt.Errorf("blob: compose %s: %w", dst, err)
+		}
+	}
+	return w.Close()
+}
+
+// appendFile appends the file at p to f.
+func appendFile(f *os.File, p string) error {
+	s, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	_, err = f.ReadFrom(s)
+	return err
+}
+
 func syncDir(dir string) {
 	if f, err := os.Open(dir); err == nil {
 		f.Sync()

@@ -2,6 +2,8 @@ package blob
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -106,6 +108,78 @@ func (g *GCS) Stat(ctx context.Context, name string) (int64, int64, error) {
 }
 
 // Copy copies src to dst on the server, only if dst does not exist.
+// maxCompose is the most sources one GCS compose request takes.
+const maxCompose = 32
+
+// Compose composes dst from srcs on the server. More than maxCompose
+// sources are composed in rounds, through temporary objects named after
+// dst, removed at the end (GCS caps a composite object at 1024 source
+// objects in all).
+func (g *GCS) Compose(ctx context.Context, dst string, srcs []string) error {
+	if len(srcs) == 0 { // GCS composes from 1 to 32 sources
+		return WriteAll(ctx, g, dst, nil)
+	}
+	var temps []string
+	defer func() {
+		for _, t := range temps {
+			g.Delete(context.WithoutCancel(ctx), t)
+		}
+	}()
+	var tok [6]byte
+	rand.Read(tok[:])
+	for round := 0; len(srcs) > maxCompose; round++ {
+		var next []string
+		for i := 0; i < len(srcs); i += maxCompose {
+			t := fmt.Sprintf("%s.compose-%x-%d-%d", dst, tok, round, i/maxCompose)
+			temps = append(temps, t)
+			if err := g.compose(ctx, t, srcs[i:min(i+maxCompose, len(srcs))]); err != nil {
+				return err
+			}
+			next = append(next, t)
+		}
+		srcs = next
+	}
+	return g.compose(ctx, dst, srcs)
+}
+
+// compose is one compose request: dst, if it does not exist, from at most
+// maxCompose srcs.
+func (g *GCS) compose(ctx context.Context, dst string, srcs []string) error {
+	d, err := g.object(dst)
+	if err != nil {
+		return err
+	}
+	hs := make([]*storage.ObjectHandle, len(srcs))
+	for i, src := range srcs {
+		if hs[i], err = g.object(src); err != nil {
+			return err
+		}
+	}
+	// The token recognises our own object when a retried compose is
+	// refused because an attempt whose response was lost did succeed (as
+	// gcsWriter.Close does).
+	var tok [16]byte
+	rand.Read(tok[:])
+	token := hex.EncodeToString(tok[:])
+	c := d.If(storage.Conditions{DoesNotExist: true}).ComposerFrom(hs...)
+	c.ObjectAttrs.Metadata = map[string]string{writerTokenKey: token}
+	_, err = c.Run(ctx)
+	if err != nil && ctx.Err() == nil {
+		if attrs, aerr := d.Attrs(ctx); aerr == nil && attrs.Metadata[writerTokenKey] == token {
+			return nil
+		}
+	}
+	switch {
+	case err == nil:
+		return nil
+	case isStatus(err, http.StatusPreconditionFailed):
+		return fmt.Errorf("%w: %s", ErrExist, dst)
+	case errors.Is(err, storage.ErrObjectNotExist) || isStatus(err, http.StatusNotFound):
+		return fmt.Errorf("%w: a source of %s", ErrNotExist, dst)
+	}
+	return fmt.Errorf("blob: compose %s: %w", dst, err)
+}
+
 func (g *GCS) Copy(ctx context.Context, src, dst string) error {
 	s, err := g.object(src)
 	if err != nil {

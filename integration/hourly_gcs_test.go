@@ -127,5 +127,35 @@ func TestIngestHourlyOnGCSWithFaults(t *testing.T) {
 	if after := ft.Stats().Uploads; after != before {
 		t.Fatalf("re-run uploaded %d objects", after-before)
 	}
+	// View of an hour to a gs:// output under faults (its NDJSON parts
+	// composed on the server) writes the bytes of a view to a local file,
+	// and leaves no parts or temporary objects behind.
+	h := hours[0]
+	local := filepath.Join(t.TempDir(), "view.ndjson")
+	if _, err := pipelines.View(ctx, pipelines.ViewConfig{Root: root, Type: h.Type, Version: h.Version, Hour: h.Hour, Out: local, KeysURL: keys}); err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile(local)
+	if err != nil || len(want) == 0 {
+		t.Fatalf("local view: %d bytes, %v", len(want), err)
+	}
+	ft.SetEnabled(true)
+	viewRoot := fmt.Sprintf("gs://%s/view-it-%d", gcsBucket, time.Now().UnixNano())
+	retry("view", func() error {
+		_, err := pipelines.View(ctx, pipelines.ViewConfig{Root: root, Type: h.Type, Version: h.Version, Hour: h.Hour, Out: viewRoot + "/out.ndjson", KeysURL: keys})
+		return err
+	})
+	ft.SetEnabled(false)
+	vb, err := blob.Open(ctx, viewRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := blob.ReadAll(ctx, vb, "out.ndjson")
+	if err != nil || string(got) != string(want) {
+		t.Fatalf("gs:// view: %d bytes (%v), the local view %d", len(got), err, len(want))
+	}
+	if names, err := vb.List(ctx, ""); err != nil || len(names) != 1 {
+		t.Fatalf("the view's output bucket holds %v (%v), want out.ndjson alone", names, err)
+	}
 	t.Logf("faults injected: %+v", ft.Stats())
 }

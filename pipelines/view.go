@@ -161,34 +161,25 @@ func splitOut(out string) (root, name string) {
 	return path.Dir(out), path.Base(out)
 }
 
-// writeMerged writes the parts, in order, to out: NDJSON parts are copied
-// as they are (one part in memory at a time), Avro parts' records go into
+// writeMerged writes the records of the Avro parts, in order, to out as
 // one container file.
-func writeMerged(ctx context.Context, b blob.Bucket, out io.Writer, parts []string, format string, s *schemas.Schema) error {
-	var w *goavro.OCFWriter
-	if format == transforms.FormatAvro {
-		vs, err := record.ViewSchema(s)
-		if err != nil {
-			return err
-		}
-		codec, err := goavro.NewCodec(string(vs))
-		if err != nil {
-			return err
-		}
-		if w, err = goavro.NewOCFWriter(goavro.OCFConfig{W: out, Codec: codec, CompressionName: goavro.CompressionDeflateLabel}); err != nil {
-			return err
-		}
+func writeMerged(ctx context.Context, b blob.Bucket, out io.Writer, parts []string, s *schemas.Schema) error {
+	vs, err := record.ViewSchema(s)
+	if err != nil {
+		return err
+	}
+	codec, err := goavro.NewCodec(string(vs))
+	if err != nil {
+		return err
+	}
+	w, err := goavro.NewOCFWriter(goavro.OCFConfig{W: out, Codec: codec, CompressionName: goavro.CompressionDeflateLabel})
+	if err != nil {
+		return err
 	}
 	for _, p := range parts {
 		data, err := blob.ReadAll(ctx, b, p)
 		if err != nil {
 			return err
-		}
-		if w == nil {
-			if _, err := out.Write(data); err != nil {
-				return err
-			}
-			continue
 		}
 		r, err := goavro.NewOCFReader(bytes.NewReader(data))
 		if err != nil {
@@ -208,7 +199,8 @@ func writeMerged(ctx context.Context, b blob.Bucket, out io.Writer, parts []stri
 }
 
 // mergeParts joins the per-file parts (in name order) into the output
-// object, replacing an earlier output, and removes the parts.
+// object, replacing an earlier output, and removes the parts: NDJSON by
+// blob.Bucket.Compose, Avro through this process.
 func mergeParts(ctx context.Context, b blob.Bucket, prefix, name, format string, s *schemas.Schema) error {
 	parts, err := b.List(ctx, prefix)
 	if err != nil {
@@ -218,16 +210,22 @@ func mergeParts(ctx context.Context, b blob.Bucket, prefix, name, format string,
 	if err := b.Delete(ctx, name); err != nil {
 		return err
 	}
-	out, err := b.Create(ctx, name)
-	if err != nil {
-		return err
-	}
-	if err := writeMerged(ctx, b, out, parts, format, s); err != nil {
-		out.Abort()
+	if format == transforms.FormatAvro {
+		out, err := b.Create(ctx, name)
+		if err != nil {
+			return err
+		}
+		if err := writeMerged(ctx, b, out, parts, s); err != nil {
+			out.Abort()
+			return fmt.Errorf("pipelines: view %s: %w", name, err)
+		}
+		if err := out.Close(); err != nil {
+			return err
+		}
+	} else if err := b.Compose(ctx, name, parts); err != nil {
+		// NDJSON parts are joined as they are, where they are: the
+		// decrypted bytes do not pass through this process.
 		return fmt.Errorf("pipelines: view %s: %w", name, err)
-	}
-	if err := out.Close(); err != nil {
-		return err
 	}
 	for _, p := range parts {
 		if err := b.Delete(ctx, p); err != nil {

@@ -726,6 +726,7 @@ func (c *listCache) List(ctx context.Context, prefix string) ([]string, error) {
 func (c *listCache) Create(context.Context, string) (blob.Writer, error) { return nil, ErrReadOnly }
 func (c *listCache) Delete(context.Context, string) error                { return ErrReadOnly }
 func (c *listCache) Copy(context.Context, string, string) error          { return ErrReadOnly }
+func (c *listCache) Compose(context.Context, string, []string) error     { return ErrReadOnly }
 func (c *listCache) WriteVersion(context.Context, string, []byte, int64) (int64, error) {
 	return 0, ErrReadOnly
 }

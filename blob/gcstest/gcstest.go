@@ -7,6 +7,8 @@
 package gcstest
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log"
@@ -81,13 +83,48 @@ func Handler(fake *fakestorage.Server, target *url.URL) http.Handler {
 				return
 			}
 		}
+		if bucket, object, ok := composed(r); ok {
+			// fake-gcs-server answers a compose of a missing source with a
+			// 500, which clients retry; GCS answers 404.
+			body, err := io.ReadAll(r.Body)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			var req struct{ SourceObjects []struct{ Name string } }
+			if err := json.Unmarshal(body, &req); err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			for _, src := range req.SourceObjects {
+				if _, err := fake.GetObject(bucket, src.Name); err != nil {
+					w.Header().Set("Content-Type", "application/json")
+					w.WriteHeader(http.StatusNotFound)
+					fmt.Fprintf(w, `{"error":{"code":404,"message":"Object %s (source of %s) not found.","errors":[{"reason":"notFound"}]}}`, src.Name, object)
+					return
+				}
+			}
+		}
 		rp.ServeHTTP(w, r)
 	})
 }
 
+// composed returns the bucket and destination of a compose request.
+func composed(r *http.Request) (bucket, object string, ok bool) {
+	seg := strings.Split(strings.TrimPrefix(strings.TrimPrefix(r.URL.EscapedPath(), "/storage/v1"), "/"), "/")
+	if r.Method != http.MethodPost || len(seg) != 5 || seg[0] != "b" || seg[2] != "o" || seg[4] != "compose" {
+		return "", "", false
+	}
+	b, _ := url.PathUnescape(seg[1])
+	o, _ := url.PathUnescape(seg[3])
+	return b, o, true
+}
+
 // checkedObject returns the object whose generation a request's
 // ifGenerationMatch applies to, for the requests fake-gcs-server does not
-// check itself: DELETE .../b/B/o/O and POST .../o/S/rewriteTo|copyTo/b/B/o/O.
+// check itself: DELETE .../b/B/o/O, POST .../o/S/rewriteTo|copyTo/b/B/o/O
+// and POST .../b/B/o/O/compose.
 func checkedObject(r *http.Request) (bucket, object string, ok bool) {
 	if r.URL.Query().Get("ifGenerationMatch") == "" {
 		return "", "", false
@@ -101,6 +138,8 @@ func checkedObject(r *http.Request) (bucket, object string, ok bool) {
 		return unesc(seg[1]), unesc(seg[3]), true
 	case r.Method == http.MethodPost && len(seg) == 9 && seg[0] == "b" && seg[2] == "o" && (seg[4] == "rewriteTo" || seg[4] == "copyTo") && seg[5] == "b" && seg[7] == "o":
 		return unesc(seg[6]), unesc(seg[8]), true
+	case r.Method == http.MethodPost && len(seg) == 5 && seg[0] == "b" && seg[2] == "o" && seg[4] == "compose":
+		return unesc(seg[1]), unesc(seg[3]), true
 	}
 	return "", "", false
 }
