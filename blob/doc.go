@@ -65,8 +65,15 @@
 // aborted, whose process dies, or whose Close fails leaves no object (an
 // interrupted resumable session is never finalised and expires on the
 // server after a week, invisible to Open and List). Abort cancels the
-// writer's context and removes its temporary file. A spilled writer that
-// crashes leaves its temporary file behind (named lockstream-gcs-*).
+// writer's context and closes its temporary file, which is unlinked as
+// soon as it is created: a spilled writer whose process dies leaves
+// nothing in the temporary directory either.
+//
+// Composing: [Bucket.Compose] makes one object of others, in order, as
+// Create would (DoesNotExist; the writer token after a lost response),
+// without the bytes passing through the process: GCS composes on the
+// server, 32 sources per request (more in rounds through temporary
+// objects it deletes), a directory copies in the kernel (copy_file_range).
 //
 // [FaultyTransport] (faults.go) injects 503s, lost responses, torn and
 // corrupted uploads in front of a server, for tests of everything that

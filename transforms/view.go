@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -114,6 +115,13 @@ type decryptFileFn struct {
 	lay     *record.Layout
 	codec   *goavro.Codec
 	dec     *record.Decryptor
+	// arena, ends, recs and part are reused from file to file (a DoFn
+	// instance handles one element at a time): a file's records, and its
+	// decrypted part.
+	arena []byte
+	ends  []int
+	recs  [][]byte
+	part  bytes.Buffer
 }
 
 func (fn *decryptFileFn) Setup(ctx context.Context) error {
@@ -146,28 +154,29 @@ func (fn *decryptFileFn) ProcessElement(ctx context.Context, name string, emit f
 	// The records are copied into one arena (ReadFile's bytes are only
 	// valid during its callback), and sliced from it once it is whole.
 	// Not decoded here: the decryptor decodes each record itself.
-	var arena []byte
-	var ends []int
+	arena, ends := fn.arena[:0], fn.ends[:0]
 	if err := dataset.ReadFile(ctx, fn.in, name, fn.lay, nil, func(_ []record.Column, _ *record.Layout, rec []byte) {
 		arena = append(arena, rec...)
 		ends = append(ends, len(arena))
 	}); err != nil {
 		return fmt.Errorf("transforms.DecryptFiles: %s: %w", name, err)
 	}
-	recs := make([][]byte, len(ends))
+	recs := slices.Grow(fn.recs[:0], len(ends))[:len(ends)]
 	for i, start := 0, 0; i < len(ends); i++ {
 		recs[i] = arena[start:ends[i]:ends[i]]
 		start = ends[i]
 	}
+	fn.arena, fn.ends, fn.recs = arena, ends, recs
 	part := decryptedPartName(fn.Cfg.OutName, name, fn.Cfg.Format)
-	var buf bytes.Buffer
+	buf := &fn.part
+	buf.Reset()
 	// Decrypted JSON is about twice the size of the records: grown once,
 	// not doubled a dozen times over a part file.
 	buf.Grow(2 * len(arena))
 	var ocf *goavro.OCFWriter
 	if fn.Cfg.Format == FormatAvro {
 		var err error
-		if ocf, err = goavro.NewOCFWriter(goavro.OCFConfig{W: &buf, Codec: fn.codec, CompressionName: goavro.CompressionDeflateLabel}); err != nil {
+		if ocf, err = goavro.NewOCFWriter(goavro.OCFConfig{W: buf, Codec: fn.codec, CompressionName: goavro.CompressionDeflateLabel}); err != nil {
 			return err
 		}
 	}
