@@ -43,6 +43,30 @@ func cpuTime(b *testing.B) time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
+// meter measures the process's CPU and allocation from its start.
+type meter struct {
+	cpu0   time.Duration
+	alloc0 uint64
+}
+
+// startMeter collects garbage, then starts a meter.
+func startMeter(b *testing.B) meter {
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	return meter{cpu0: cpuTime(b), alloc0: ms.TotalAlloc}
+}
+
+// report reports CPU ("cpu-ns/<unit>") and allocation ("B/<unit>") per
+// unit, over n units since the meter started.
+func (m meter) report(b *testing.B, n int, unit string) {
+	cpu := cpuTime(b) - m.cpu0
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(n), "cpu-ns/"+unit)
+	b.ReportMetric(float64(ms.TotalAlloc-m.alloc0)/float64(n), "B/"+unit)
+}
+
 // BenchmarkAnonymizeTraffic is the anonymizer alone over the end-to-end
 // benchmark's traffic (PlaybackEvent v3 and AccountUpdate, one user in
 // twenty events, LOCKSTREAM_BENCH_EVENTS, default 200k), in batches of
@@ -80,11 +104,7 @@ func BenchmarkAnonymizeTraffic(b *testing.B) {
 		b.Fatal(err)
 	}
 	run := func(b *testing.B, keys func() record.Keys) {
-		var ms runtime.MemStats
-		runtime.GC()
-		runtime.ReadMemStats(&ms)
-		alloc0 := ms.TotalAlloc
-		cpu0 := cpuTime(b)
+		m := startMeter(b)
 		msgs := 0
 		for b.Loop() {
 			a, err := record.NewAnonymizer(reg, keys(), record.Options{})
@@ -109,11 +129,8 @@ func BenchmarkAnonymizeTraffic(b *testing.B) {
 			}
 			msgs += count
 		}
-		cpu := cpuTime(b) - cpu0
-		runtime.ReadMemStats(&ms)
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(msgs), "ns/msg")
-		b.ReportMetric(float64(cpu.Nanoseconds())/float64(msgs), "cpu-ns/msg")
-		b.ReportMetric(float64(ms.TotalAlloc-alloc0)/float64(msgs), "B/msg")
+		m.report(b, msgs, "msg")
 	}
 	b.Run("crypto", func(b *testing.B) {
 		run(b, func() record.Keys {
@@ -198,19 +215,12 @@ func BenchmarkDecryptTraffic(b *testing.B) {
 			return recs
 		}
 		pass() // fills the key cache
-		var ms runtime.MemStats
-		runtime.GC()
-		runtime.ReadMemStats(&ms)
-		alloc0 := ms.TotalAlloc
-		cpu0 := cpuTime(b)
+		m := startMeter(b)
 		recs := 0
 		for b.Loop() {
 			recs += pass()
 		}
-		cpu := cpuTime(b) - cpu0
-		runtime.ReadMemStats(&ms)
-		b.ReportMetric(float64(cpu.Nanoseconds())/float64(recs), "cpu-ns/record")
-		b.ReportMetric(float64(ms.TotalAlloc-alloc0)/float64(recs), "B/record")
+		m.report(b, recs, "record")
 	}
 	b.Run("plain", func(b *testing.B) {
 		run(b, func(d *record.Decryptor, s *schemas.Schema, out []byte, recs [][]byte) []byte {
