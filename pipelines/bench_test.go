@@ -54,8 +54,9 @@ type phase struct {
 	faults         int64
 	rss            int64 // bytes
 	alloc          int64 // bytes allocated by the process (runtime.MemStats.TotalAlloc)
-	// keysCPU is the CPU time the in-process fake key service took (from
-	// the child's CPU profile: samples with keyclient.(*Fake) on the stack).
+	// keysCPU is the CPU time the in-process fake key service took in
+	// ingest or view (from the child's CPU profile: samples with
+	// keyclient.(*Fake) on the stack).
 	keysCPU time.Duration
 	records int64 // view: records decrypted
 	// decryptCPU is view's CPU time in decryption (from its CPU profile:
@@ -78,6 +79,7 @@ type benchRound struct {
 	plainIngest, plainHourly phase
 	warm                     phase // ingest with warm caches (LOCKSTREAM_BENCH_WARM)
 	view                     phase // view of every published hour (round 0)
+	plainView                phase // the same over the hours published without encryption
 }
 
 // cryptoCPU is what keys and encryption cost ingest: its CPU time minus
@@ -109,6 +111,20 @@ func (r benchRound) viewCPU() float64 {
 // viewDecryptCPU is the part of it in decryption (phase.decryptCPU).
 func (r benchRound) viewDecryptCPU() float64 {
 	return r.perRecord(r.view.decryptCPU)
+}
+
+// viewCryptoCPU is what keys and decryption cost view, measured as
+// cryptoCPU is for ingest: view's CPU time minus that of view over the
+// hours published without encryption (every PII field null, each subject
+// answered as revoked), in µs per record.
+func (r benchRound) viewCryptoCPU() float64 {
+	return r.perRecord(r.view.cpu - r.plainView.cpu)
+}
+
+// plainViewCPU is view's CPU time per record over the hours published
+// without encryption.
+func (r benchRound) plainViewCPU() float64 {
+	return r.perRecord(r.plainView.cpu)
 }
 
 func (r benchRound) perRecord(d time.Duration) float64 {
@@ -152,7 +168,7 @@ func (r benchRound) userRatio() float64 {
 // runtime's scavenger rather than with the work. A process of its own also
 // gives each pipeline its own peak RSS.
 const (
-	benchChildEnv   = "LOCKSTREAM_BENCH_CHILD"   // baseline, baseline-ocf, ingest, hourly, ingest-no-crypto, hourly-no-crypto, view or ingest-warm
+	benchChildEnv   = "LOCKSTREAM_BENCH_CHILD"   // baseline, baseline-ocf, ingest, hourly, ingest-no-crypto, hourly-no-crypto, view, view-no-crypto or ingest-warm
 	benchInEnv      = "LOCKSTREAM_BENCH_IN"      // the replay file
 	benchRootEnv    = "LOCKSTREAM_BENCH_ROOT"    // the pipeline's output root
 	benchCountEnv   = "LOCKSTREAM_BENCH_COUNT"   // messages in the replay file (ingest checks its accounting)
@@ -243,7 +259,7 @@ func runBenchChild() int {
 	var cpuProf *bytes.Buffer
 	var records int64
 	var sinks []io.Writer
-	if pipeline == "ingest" || pipeline == "view" {
+	if pipeline == "ingest" || pipeline == "view" || pipeline == "view-no-crypto" {
 		cpuProf = &bytes.Buffer{}
 		sinks = append(sinks, cpuProf)
 	}
@@ -273,7 +289,7 @@ func runBenchChild() int {
 	var err error
 	// view profiles only what it measures (its setup is ingest and hourly,
 	// profiled on their own); every other pipeline from its start.
-	if pipeline != "view" {
+	if pipeline != "view" && pipeline != "view-no-crypto" {
 		err = startProfile()
 	}
 	if err != nil {
@@ -297,7 +313,9 @@ func runBenchChild() int {
 	case "hourly", "hourly-no-crypto":
 		err = benchHourly(ctx, root)
 	case "view":
-		records, err = benchView(ctx, in, root, count, startProfile)
+		records, err = benchView(ctx, in, root, count, true, startProfile)
+	case "view-no-crypto":
+		records, err = benchView(ctx, in, root, count, false, startProfile)
 	default:
 		err = fmt.Errorf("unknown pipeline %q", pipeline)
 	}
@@ -317,8 +335,11 @@ func runBenchChild() int {
 	case err != nil:
 	case pipeline == "ingest":
 		keysCPU, err = cpuUnder(cpuProf.Bytes(), "keyclient.(*Fake)")
-	case pipeline == "view":
+	case pipeline == "view" || pipeline == "view-no-crypto":
 		decryptCPU, err = cpuUnder(cpuProf.Bytes(), "keyclient.", "record.(*Decryptor).openBytes")
+		if err == nil {
+			keysCPU, err = cpuUnder(cpuProf.Bytes(), "keyclient.(*Fake)")
+		}
 	}
 	if err == nil {
 		var kb string
@@ -375,8 +396,15 @@ func (revokedKeys) ForEncrypt(_ context.Context, userIDs, categories []string) (
 	return out, nil
 }
 
-func (revokedKeys) ForDecrypt(context.Context, []string, []string) ([]keyclient.UserKeys, error) {
-	return nil, errors.New("bench: revokedKeys only encrypts")
+// ForDecrypt answers every subject as having revoked every category: view
+// ("view-no-crypto") then reads and writes every record as usual, with no
+// key looked up and nothing opened.
+func (revokedKeys) ForDecrypt(_ context.Context, subjects, categories []string) ([]keyclient.UserKeys, error) {
+	out := make([]keyclient.UserKeys, len(subjects))
+	for i, s := range subjects {
+		out[i] = keyclient.UserKeys{Subject: s, Revoked: categories}
+	}
+	return out, nil
 }
 
 // benchIngest runs ingest over in with the keys of kc.
@@ -477,11 +505,17 @@ func cpuUnder(prof []byte, names ...string) (time.Duration, error) {
 // benchView ingests in and publishes it (not measured), then decrypts
 // every published hour with view and writes what that cost to
 // root+".view" (as benchIngestWarm does); it returns the records decrypted.
+// Without crypto, ingest and view run under revokedKeys: the same work
+// with every PII field null and nothing sealed or opened.
 // startProfile is called just before the measured part.
-func benchView(ctx context.Context, in, root string, count int, startProfile func() error) (int64, error) {
-	kc, err := benchKeys()
-	if err != nil {
-		return 0, err
+func benchView(ctx context.Context, in, root string, count int, crypto bool, startProfile func() error) (int64, error) {
+	var kc keyclient.Keys = revokedKeys{}
+	if crypto {
+		c, err := benchKeys()
+		if err != nil {
+			return 0, err
+		}
+		kc = c
 	}
 	if err := benchIngest(ctx, kc, in, root, count); err != nil {
 		return 0, err
@@ -529,10 +563,10 @@ func benchView(ctx context.Context, in, root string, count int, startProfile fun
 	return records, os.WriteFile(root+".view", []byte(cost), 0o644)
 }
 
-// measureView runs view in a child process (see benchView) and returns
-// the cost of decrypting every published hour.
-func measureView(b *testing.B, round, in, root string, count int) phase {
-	p := measure(b, "view", round, in, root, count)
+// measureView runs view (or view-no-crypto) in a child process (see
+// benchView) and returns the cost of decrypting every published hour.
+func measureView(b *testing.B, pipeline, round, in, root string, count int) phase {
+	p := measure(b, pipeline, round, in, root, count)
 	data, err := os.ReadFile(root + ".view")
 	if err != nil {
 		b.Fatalf("view: %v", err)
@@ -541,7 +575,7 @@ func measureView(b *testing.B, round, in, root string, count int) phase {
 	if _, err := fmt.Sscan(string(data), &wall, &user, &sys, &faults); err != nil {
 		b.Fatalf("view: its cost %q: %v", data, err)
 	}
-	return phase{wall: time.Duration(wall), cpu: time.Duration(user + sys), sys: time.Duration(sys), faults: faults, rss: p.rss, records: p.records, decryptCPU: p.decryptCPU}
+	return phase{wall: time.Duration(wall), cpu: time.Duration(user + sys), sys: time.Duration(sys), faults: faults, rss: p.rss, records: p.records, decryptCPU: p.decryptCPU, keysCPU: p.keysCPU}
 }
 
 // benchHourly publishes every (type, hour) the synthetic traffic has.
@@ -600,6 +634,15 @@ func benchEvents() int {
 // shape alone (validation, hour buckets, dead letters, records, dedupe,
 // manifests) costs against the baseline, the floor of the ratio.
 //
+// The first round also views every published hour, with encryption
+// (view) and without (view-no-crypto: the hours of an ingest under
+// revokedKeys, each subject answered as revoked, so records are read and
+// written as NDJSON with nothing looked up or opened), each in a process
+// that first ran its own ingest and hourly. view-crypto-cpu-us-per-record
+// is their difference over the records, measured as crypto-cpu-us-per-msg
+// is for ingest; view-keysvc-cpu-us-per-record the fake key service's
+// share of it.
+//
 // LOCKSTREAM_BENCH_WARM=1 adds, after each round, ingest with warm caches
 // (benchIngestWarm: every user's keys and ciphers already built, as in a
 // streaming ingest that has been running) and reports ingest-warm-s and
@@ -637,9 +680,14 @@ func BenchmarkEndToEnd(b *testing.B) {
 			msgs/(r.ingest.wall+r.hourly.wall).Seconds(), msgs/(r.plainIngest.wall+r.plainHourly.wall).Seconds(), r.noCryptoWallRatio(), r.noCryptoCPURatio())
 		if i == "0" {
 			syscall.Sync()
-			r.view = measureView(b, i, in, filepath.Join(dir, "view-"+i), count)
-			b.Logf("round %s: view of every published hour: %s, %d records, %.2f µs of CPU per record (%.2f µs of it in key lookups and opening fields)",
-				i, r.view, r.view.records, r.viewCPU(), r.viewDecryptCPU())
+			r.view = measureView(b, "view", i, in, filepath.Join(dir, "view-"+i), count)
+			syscall.Sync()
+			r.plainView = measureView(b, "view-no-crypto", i, in, filepath.Join(dir, "plainview-"+i), count)
+			if r.plainView.records != r.view.records {
+				b.Fatalf("view without encryption wrote %d records, with it %d", r.plainView.records, r.view.records)
+			}
+			b.Logf("round %s: view of every published hour: %s, %d records, %.2f µs of CPU per record (%.2f µs of it in key lookups and opening fields); without encryption %s, %.2f µs; keys and decryption %.2f µs of CPU per record (%.2f µs of it in the fake key service)",
+				i, r.view, r.view.records, r.viewCPU(), r.viewDecryptCPU(), r.plainView, r.plainViewCPU(), r.viewCryptoCPU(), r.perRecord(r.view.keysCPU))
 		}
 		if warm {
 			syscall.Sync()
@@ -647,7 +695,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 			b.Logf("round %s: ingest with warm caches %s; ratio with it %.2f", i, r.warm, r.warmRatio())
 		}
 		// ~2 GB of output per round at 1M events.
-		for _, d := range []string{"pass-" + i, "passocf-" + i, "real-" + i, "plain-" + i, "warm-" + i, "warm-" + i + "-first", "view-" + i} {
+		for _, d := range []string{"pass-" + i, "passocf-" + i, "real-" + i, "plain-" + i, "warm-" + i, "warm-" + i + "-first", "view-" + i, "plainview-" + i} {
 			if err := os.RemoveAll(filepath.Join(dir, d)); err != nil {
 				b.Fatal(err)
 			}
@@ -660,7 +708,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 	var ratios, userRatios, noCryptoRatios, warmRatios []float64
 	var cryptoCPU, keysCPU, allocs, plainAllocs, evs, plainEvs, wallVsPlain, cpuVsPlain, cpuRatios []float64
 	var plainRSS int64
-	var viewCPU, viewDecryptCPU float64
+	var viewCPU, viewDecryptCPU, plainViewCPU, viewCryptoCPU, viewKeysCPU float64
 	var warmT time.Duration
 	for i := 0; b.Loop(); i++ {
 		r := round(strconv.Itoa(i))
@@ -676,6 +724,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 		plainRSS = max(plainRSS, r.plainIngest.rss)
 		if i == 0 {
 			viewCPU, viewDecryptCPU = r.viewCPU(), r.viewDecryptCPU()
+			plainViewCPU, viewCryptoCPU, viewKeysCPU = r.plainViewCPU(), r.viewCryptoCPU(), r.perRecord(r.view.keysCPU)
 		}
 		ratios = append(ratios, r.ratio())
 		userRatios = append(userRatios, r.userRatio())
@@ -725,6 +774,11 @@ func BenchmarkEndToEnd(b *testing.B) {
 	b.ReportMetric(median(cpuRatios), "cpu-ratio-median")
 	b.ReportMetric(viewCPU, "view-cpu-us-per-record")
 	b.ReportMetric(viewDecryptCPU, "view-decrypt-cpu-us-per-record")
+	// What keys and decryption cost view, as crypto-cpu-us-per-msg is for
+	// ingest: its CPU minus that of view over the hours without encryption.
+	b.ReportMetric(plainViewCPU, "view-no-crypto-cpu-us-per-record")
+	b.ReportMetric(viewCryptoCPU, "view-crypto-cpu-us-per-record")
+	b.ReportMetric(viewKeysCPU, "view-keysvc-cpu-us-per-record")
 	if warm {
 		b.ReportMetric(warmT.Seconds()/runs, "ingest-warm-s")
 		b.ReportMetric(median(warmRatios), "ratio-warm-median")
