@@ -34,6 +34,23 @@ func init() {
 // did succeed (the response was lost).
 const writerTokenKey = "lockstream-writer"
 
+// newWriterToken returns a fresh random writer token (writerTokenKey).
+func newWriterToken() string {
+	var tok [16]byte
+	rand.Read(tok[:])
+	return hex.EncodeToString(tok[:])
+}
+
+// writtenBy returns the attributes of the object o names when the writer
+// with token created it.
+func writtenBy(ctx context.Context, o *storage.ObjectHandle, token string) (*storage.ObjectAttrs, bool) {
+	attrs, err := o.Attrs(ctx)
+	if err != nil || attrs.Metadata[writerTokenKey] != token {
+		return nil, false
+	}
+	return attrs, true
+}
+
 // DefaultGCSMemoryLimit is how many bytes a GCS writer keeps in memory
 // before it spills the object to a temporary file.
 const DefaultGCSMemoryLimit = 16 << 20
@@ -231,10 +248,8 @@ func (g *GCS) Create(ctx context.Context, name string) (Writer, error) {
 	if err != nil {
 		return nil, err
 	}
-	var tok [16]byte
-	rand.Read(tok[:])
 	ctx, cancel := context.WithCancel(ctx)
-	return &gcsWriter{g: g, o: o, name: name, ctx: ctx, cancel: cancel, token: hex.EncodeToString(tok[:])}, nil
+	return &gcsWriter{g: g, o: o, name: name, ctx: ctx, cancel: cancel, token: newWriterToken()}, nil
 }
 
 type gcsWriter struct {
@@ -362,7 +377,7 @@ func (w *gcsWriter) Close() error {
 	// the retry then failed (412 from our own object, 404 for a finished
 	// resumable session, or another error). The token tells ours from
 	// another writer's object; ours is kept only if it is whole.
-	if attrs, aerr := w.o.Attrs(w.ctx); aerr == nil && attrs.Metadata[writerTokenKey] == w.token {
+	if attrs, ok := writtenBy(w.ctx, w.o, w.token); ok {
 		return w.verify(attrs)
 	}
 	if isStatus(err, http.StatusPreconditionFailed) {
@@ -393,9 +408,8 @@ func (w *gcsWriter) verify(attrs *storage.ObjectAttrs) error {
 // isMine reports whether the object under the name is the one this writer
 // uploaded (whole: same token, size and CRC32C).
 func (w *gcsWriter) isMine() bool {
-	attrs, err := w.o.Attrs(w.ctx)
-	return err == nil && attrs.Metadata[writerTokenKey] == w.token &&
-		attrs.Size == w.size && attrs.CRC32C == w.crc
+	attrs, ok := writtenBy(w.ctx, w.o, w.token)
+	return ok && attrs.Size == w.size && attrs.CRC32C == w.crc
 }
 
 // Abort discards the object: nothing was sent yet (or the upload in flight

@@ -2,8 +2,6 @@ package blob
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -107,7 +105,6 @@ func (g *GCS) Stat(ctx context.Context, name string) (int64, int64, error) {
 	return a.Generation, a.Size, nil
 }
 
-// Copy copies src to dst on the server, only if dst does not exist.
 // maxCompose is the most sources one GCS compose request takes.
 const maxCompose = 32
 
@@ -125,12 +122,11 @@ func (g *GCS) Compose(ctx context.Context, dst string, srcs []string) error {
 			g.Delete(context.WithoutCancel(ctx), t)
 		}
 	}()
-	var tok [6]byte
-	rand.Read(tok[:])
+	tok := newWriterToken()[:12] // names this call's temporary objects
 	for round := 0; len(srcs) > maxCompose; round++ {
 		var next []string
 		for i := 0; i < len(srcs); i += maxCompose {
-			t := fmt.Sprintf("%s.compose-%x-%d-%d", dst, tok, round, i/maxCompose)
+			t := fmt.Sprintf("%s.compose-%s-%d-%d", dst, tok, round, i/maxCompose)
 			temps = append(temps, t)
 			if err := g.compose(ctx, t, srcs[i:min(i+maxCompose, len(srcs))]); err != nil {
 				return err
@@ -158,14 +154,12 @@ func (g *GCS) compose(ctx context.Context, dst string, srcs []string) error {
 	// The token recognises our own object when a retried compose is
 	// refused because an attempt whose response was lost did succeed (as
 	// gcsWriter.Close does).
-	var tok [16]byte
-	rand.Read(tok[:])
-	token := hex.EncodeToString(tok[:])
+	token := newWriterToken()
 	c := d.If(storage.Conditions{DoesNotExist: true}).ComposerFrom(hs...)
 	c.ObjectAttrs.Metadata = map[string]string{writerTokenKey: token}
 	_, err = c.Run(ctx)
 	if err != nil && ctx.Err() == nil {
-		if attrs, aerr := d.Attrs(ctx); aerr == nil && attrs.Metadata[writerTokenKey] == token {
+		if _, ok := writtenBy(ctx, d, token); ok {
 			return nil
 		}
 	}
@@ -180,6 +174,7 @@ func (g *GCS) compose(ctx context.Context, dst string, srcs []string) error {
 	return fmt.Errorf("blob: compose %s: %w", dst, err)
 }
 
+// Copy copies src to dst on the server, only if dst does not exist.
 func (g *GCS) Copy(ctx context.Context, src, dst string) error {
 	s, err := g.object(src)
 	if err != nil {

@@ -433,13 +433,21 @@ func benchIngestWarm(ctx context.Context, in, root string, count int) error {
 	if err := benchIngest(ctx, kc, in, root+"-first", count); err != nil {
 		return err
 	}
-	syscall.Sync() // as before every measured pipeline
+	return measurePart(root+".warm", func() error { return benchIngest(ctx, kc, in, root, count) })
+}
+
+// measurePart runs fn, after a sync as before every measured pipeline, and
+// writes what it cost this process to path (wall, user and system
+// nanoseconds, minor faults): the measured part of a child that first
+// sets up what it needs. readPart reads it back.
+func measurePart(path string, fn func() error) error {
+	syscall.Sync()
 	var before, after syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &before); err != nil {
 		return err
 	}
 	t0 := time.Now()
-	if err := benchIngest(ctx, kc, in, root, count); err != nil {
+	if err := fn(); err != nil {
 		return err
 	}
 	wall := time.Since(t0)
@@ -448,22 +456,28 @@ func benchIngestWarm(ctx context.Context, in, root string, count int) error {
 	}
 	cost := fmt.Sprintf("%d %d %d %d", wall, after.Utime.Nano()-before.Utime.Nano(),
 		after.Stime.Nano()-before.Stime.Nano(), after.Minflt-before.Minflt)
-	return os.WriteFile(root+".warm", []byte(cost), 0o644)
+	return os.WriteFile(path, []byte(cost), 0o644)
+}
+
+// readPart returns the cost measurePart wrote to path for the child p,
+// with p's peak RSS and what its profile counted.
+func readPart(b *testing.B, pipeline, path string, p phase) phase {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		b.Fatalf("%s: %v", pipeline, err)
+	}
+	var wall, user, sys, faults int64
+	if _, err := fmt.Sscan(string(data), &wall, &user, &sys, &faults); err != nil {
+		b.Fatalf("%s: its cost %q: %v", pipeline, data, err)
+	}
+	return phase{wall: time.Duration(wall), cpu: time.Duration(user + sys), sys: time.Duration(sys), faults: faults,
+		rss: p.rss, records: p.records, decryptCPU: p.decryptCPU, keysCPU: p.keysCPU}
 }
 
 // measureWarm runs ingest-warm in a child process and returns the cost of
 // its measured (second) run, with the process's peak RSS.
 func measureWarm(b *testing.B, round, in, root string, count int) phase {
-	p := measure(b, "ingest-warm", round, in, root, count)
-	data, err := os.ReadFile(root + ".warm")
-	if err != nil {
-		b.Fatalf("ingest-warm: %v", err)
-	}
-	var wall, user, sys, faults int64
-	if _, err := fmt.Sscan(string(data), &wall, &user, &sys, &faults); err != nil {
-		b.Fatalf("ingest-warm: its cost %q: %v", data, err)
-	}
-	return phase{wall: time.Duration(wall), cpu: time.Duration(user + sys), sys: time.Duration(sys), faults: faults, rss: p.rss}
+	return readPart(b, "ingest-warm", root+".warm", measure(b, "ingest-warm", round, in, root, count))
 }
 
 // cpuUnder is the CPU time of the samples of a CPU profile with a function
@@ -536,46 +550,28 @@ func benchView(ctx context.Context, in, root string, count int, crypto bool, sta
 		hours = append(hours, hs...)
 	}
 	keys := registerKeys(kc)
-	syscall.Sync()
-	if err := startProfile(); err != nil {
-		return 0, err
-	}
-	var before, after syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &before); err != nil {
-		return 0, err
-	}
-	t0 := time.Now()
 	var records int64
-	for i, h := range hours {
-		res, err := View(ctx, ViewConfig{Root: root, Type: h.Type, Version: h.Version, Hour: h.Hour,
-			Out: filepath.Join(root, fmt.Sprintf("view-%d.ndjson", i)), KeysURL: keys})
-		if err != nil {
-			return 0, err
+	err = measurePart(root+".view", func() error {
+		if err := startProfile(); err != nil {
+			return err
 		}
-		records += res.Records
-	}
-	wall := time.Since(t0)
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &after); err != nil {
-		return 0, err
-	}
-	cost := fmt.Sprintf("%d %d %d %d", wall, after.Utime.Nano()-before.Utime.Nano(),
-		after.Stime.Nano()-before.Stime.Nano(), after.Minflt-before.Minflt)
-	return records, os.WriteFile(root+".view", []byte(cost), 0o644)
+		for i, h := range hours {
+			res, err := View(ctx, ViewConfig{Root: root, Type: h.Type, Version: h.Version, Hour: h.Hour,
+				Out: filepath.Join(root, fmt.Sprintf("view-%d.ndjson", i)), KeysURL: keys})
+			if err != nil {
+				return err
+			}
+			records += res.Records
+		}
+		return nil
+	})
+	return records, err
 }
 
 // measureView runs view (or view-no-crypto) in a child process (see
 // benchView) and returns the cost of decrypting every published hour.
 func measureView(b *testing.B, pipeline, round, in, root string, count int) phase {
-	p := measure(b, pipeline, round, in, root, count)
-	data, err := os.ReadFile(root + ".view")
-	if err != nil {
-		b.Fatalf("view: %v", err)
-	}
-	var wall, user, sys, faults int64
-	if _, err := fmt.Sscan(string(data), &wall, &user, &sys, &faults); err != nil {
-		b.Fatalf("view: its cost %q: %v", data, err)
-	}
-	return phase{wall: time.Duration(wall), cpu: time.Duration(user + sys), sys: time.Duration(sys), faults: faults, rss: p.rss, records: p.records, decryptCPU: p.decryptCPU, keysCPU: p.keysCPU}
+	return readPart(b, pipeline, root+".view", measure(b, pipeline, round, in, root, count))
 }
 
 // benchHourly publishes every (type, hour) the synthetic traffic has.

@@ -162,13 +162,12 @@ func (a *Anonymizer) catsOf(s *schemas.Schema) *schemaCats {
 	if sc, ok := a.schemaCats[s]; ok {
 		return sc
 	}
-	sc := &schemaCats{}
-	for _, f := range s.PIIFields() {
-		sc.cats = appendUnique(sc.cats, f.PII.Category)
-		b := slices.Index(a.catNames, f.PII.Category)
+	sc := &schemaCats{cats: s.Categories()}
+	for _, c := range sc.cats {
+		b := slices.Index(a.catNames, c)
 		if b < 0 {
 			b = len(a.catNames)
-			a.catNames = append(a.catNames, f.PII.Category)
+			a.catNames = append(a.catNames, c)
 		}
 		if b < 64 {
 			sc.mask |= 1 << b

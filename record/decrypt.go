@@ -137,17 +137,17 @@ func ViewSchema(s *schemas.Schema) ([]byte, error) {
 type Decryptor struct {
 	keys    DecryptKeys
 	ciphers *fieldcrypt.Cache
-	// batch, answers, idx and cats are room a call reuses: the decoded
-	// records, the keys decryptKeysInto answers into, the subjects' index
-	// and the schema's categories. They are used up by the time it returns.
+	// batch, answers and idx are room a call reuses: the decoded records,
+	// the keys decryptKeysInto answers into and the subjects' index. They
+	// are used up by the time it returns.
 	batch   batch
 	answers keyclient.Answers
 	idx     map[string]int
-	cats    []string
 	aad, pt []byte // one field's AAD and plaintext
-	// names are the JSON-quoted column names of namesOf's records.
-	names   [][]byte
-	namesOf *schemas.Schema
+	// what the last schema decrypted needs, built when the schema changes
+	layoutOf *schemas.Schema
+	lay      *Layout
+	names    [][]byte // JSON-quoted column names
 }
 
 // decryptKeysInto is a DecryptKeys that answers into room the caller
@@ -221,15 +221,18 @@ type Tally struct {
 }
 
 // Add counts p, a record Decrypt returned, as AppendJSONLines counts it.
-func (t *Tally) Add(p *Plain) {
+func (t *Tally) Add(p *Plain) { t.count(len(p.Shredded), len(p.Corrupt)) }
+
+// count counts a record written with that many shredded and corrupt fields.
+func (t *Tally) count(shredded, corrupt int) {
 	t.Records++
-	if n := len(p.Shredded); n > 0 {
+	if shredded > 0 {
 		t.Shredded++
-		t.ShreddedFields += int64(n)
+		t.ShreddedFields += int64(shredded)
 	}
-	if n := len(p.Corrupt); n > 0 {
+	if corrupt > 0 {
 		t.Corrupt++
-		t.CorruptFields += int64(n)
+		t.CorruptFields += int64(corrupt)
 	}
 }
 
@@ -244,19 +247,13 @@ func (d *Decryptor) AppendJSONLines(ctx context.Context, s *schemas.Schema, b []
 		return b, err
 	}
 	enc := s.Encrypted()
-	if len(d.names) != len(enc.Fields) || d.namesOf != s {
-		d.names, d.namesOf = d.names[:0], s
-		for _, f := range enc.Fields {
-			d.names = append(d.names, appendJSONString(nil, f.Name))
-		}
-	}
 	for i := range recs {
 		if bt.errs[i] != nil {
 			t.Unreadable++
 			continue
 		}
 		c := bt.record(i)
-		var shredded, corrupt int64
+		var shredded, corrupt int
 		b = append(b, '{')
 		for j := range enc.Fields {
 			if j > 0 {
@@ -287,15 +284,7 @@ func (d *Decryptor) AppendJSONLines(ctx context.Context, s *schemas.Schema, b []
 			}
 		}
 		b = append(b, '}', '\n')
-		t.Records++
-		if shredded > 0 {
-			t.Shredded++
-			t.ShreddedFields += shredded
-		}
-		if corrupt > 0 {
-			t.Corrupt++
-			t.CorruptFields += corrupt
-		}
+		t.count(shredded, corrupt)
 	}
 	return b, nil
 }
@@ -357,11 +346,10 @@ func (b *batch) record(i int) []Column { return b.cols[i*b.width : (i+1)*b.width
 
 // prepare decodes recs and looks up the keys of their subjects, once each.
 func (d *Decryptor) prepare(ctx context.Context, s *schemas.Schema, recs [][]byte) (*batch, error) {
-	enc := s.Encrypted()
-	lay, err := NewLayout(s)
-	if err != nil {
+	if err := d.useSchema(s); err != nil {
 		return nil, err
 	}
+	enc := s.Encrypted()
 	b := &d.batch
 	b.width = len(enc.Fields)
 	if cap(b.cols) < b.width*len(recs) {
@@ -376,10 +364,7 @@ func (d *Decryptor) prepare(ctx context.Context, s *schemas.Schema, recs [][]byt
 		d.idx = map[string]int{}
 	}
 	clear(d.idx)
-	d.cats = d.cats[:0]
-	for _, f := range s.PIIFields() {
-		d.cats = appendUnique(d.cats, f.PII.Category)
-	}
+	subject := d.lay.Subject
 	for i, r := range recs {
 		c := b.record(i)
 		n, err := DecodeColumns(enc, r, c)
@@ -390,9 +375,9 @@ func (d *Decryptor) prepare(ctx context.Context, s *schemas.Schema, recs [][]byt
 			b.errs[i] = err
 			continue
 		}
-		w, ok := d.idx[string(c[lay.Subject].Bytes)]
+		w, ok := d.idx[string(c[subject].Bytes)]
 		if !ok {
-			sub := string(c[lay.Subject].Bytes)
+			sub := string(c[subject].Bytes)
 			w = len(b.subjects)
 			d.idx[sub] = w
 			b.subjects = append(b.subjects, sub)
@@ -402,10 +387,11 @@ func (d *Decryptor) prepare(ctx context.Context, s *schemas.Schema, recs [][]byt
 	if len(b.subjects) == 0 {
 		return b, nil
 	}
+	var err error
 	if into, ok := d.keys.(decryptKeysInto); ok {
-		b.keys, err = into.ForDecryptInto(ctx, &d.answers, b.subjects, d.cats)
+		b.keys, err = into.ForDecryptInto(ctx, &d.answers, b.subjects, s.Categories())
 	} else {
-		b.keys, err = d.keys.ForDecrypt(ctx, b.subjects, d.cats)
+		b.keys, err = d.keys.ForDecrypt(ctx, b.subjects, s.Categories())
 	}
 	if err != nil {
 		return nil, fmt.Errorf("record: key lookup for %d subjects: %w", len(b.subjects), err)
@@ -414,6 +400,24 @@ func (d *Decryptor) prepare(ctx context.Context, s *schemas.Schema, recs [][]byt
 		return nil, fmt.Errorf("record: key service answered %d of %d subjects", len(b.keys), len(b.subjects))
 	}
 	return b, nil
+}
+
+// useSchema makes d.lay and d.names s's, built when s is not the last
+// schema decrypted.
+func (d *Decryptor) useSchema(s *schemas.Schema) error {
+	if d.layoutOf == s {
+		return nil
+	}
+	lay, err := NewLayout(s)
+	if err != nil {
+		return err
+	}
+	d.lay, d.names = lay, d.names[:0]
+	for _, f := range s.Encrypted().Fields {
+		d.names = append(d.names, appendJSONString(nil, f.Name))
+	}
+	d.layoutOf = s
+	return nil
 }
 
 // open decrypts one PII field of record i of b into its value.

@@ -125,6 +125,7 @@ type Schema struct {
 	file      string
 	byName    map[string]int
 	piiFields []*Field
+	cats      []string
 	codec     *goavro.Codec
 	enc       *EncryptedSchema
 }
@@ -149,6 +150,11 @@ func (s *Schema) Field(name string) (*Field, bool) {
 
 // PIIFields returns the personal fields other than the subject field, in schema order.
 func (s *Schema) PIIFields() []*Field { return s.piiFields }
+
+// Categories returns the distinct categories of PIIFields, in the order
+// they first appear: the keys an encrypted record of s needs. Do not
+// modify it.
+func (s *Schema) Categories() []string { return s.cats }
 
 // Subject returns the subject field.
 func (s *Schema) Subject() *Field { return &s.Fields[s.SubjectIndex] }
@@ -297,6 +303,9 @@ func parseSchema(file string, src []byte) (*Schema, error) {
 			continue
 		}
 		s.piiFields = append(s.piiFields, f)
+		if !slices.Contains(s.cats, f.PII.Category) {
+			s.cats = append(s.cats, f.PII.Category)
+		}
 	}
 	if s.SubjectIndex < 0 {
 		return nil, fail("", `no subject field: exactly one required string field must have "pii": {"category": "identity", "subject": true}`)

@@ -267,3 +267,24 @@ func TestRetentionDeclared(t *testing.T) {
 		t.Errorf("disagreeing versions: %v", err)
 	}
 }
+
+// TestCategories: a schema's categories are its PII fields' (the subject's
+// excluded), each once, in the order they first appear.
+func TestCategories(t *testing.T) {
+	r, err := Embedded()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		typ     string
+		version int
+		want    []string
+	}{
+		{"PlaybackEvent", 3, []string{"location", "device"}}, // device three times
+		{"AccountUpdate", 1, []string{"contact", "profile", "demographics"}},
+	} {
+		if got := mustSchema(t, r, c.typ, c.version).Categories(); !slices.Equal(got, c.want) {
+			t.Errorf("%s v%d: categories %q, want %q", c.typ, c.version, got, c.want)
+		}
+	}
+}

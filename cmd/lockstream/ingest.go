@@ -332,9 +332,9 @@ func checkKeyAccess(cmd *cobra.Command, f *ingestFlags) error {
 		return err
 	}
 	for _, s := range reg.All() {
-		for _, fl := range s.PIIFields() {
-			if !slices.Contains(cats, fl.PII.Category) {
-				cats = append(cats, fl.PII.Category)
+		for _, c := range s.Categories() {
+			if !slices.Contains(cats, c) {
+				cats = append(cats, c)
 			}
 		}
 	}
