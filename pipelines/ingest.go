@@ -109,9 +109,12 @@ func IsDryRun() bool {
 }
 
 // run runs p on the --runner flag's runner (prism by default); a dry run
-// returns ErrDryRun.
+// returns ErrDryRun. It then removes the empty files Beam leaves in the
+// temporary directory for jobs run in loopback mode, once no job can
+// still read them (sweepLoopbackFiles).
 func run(ctx context.Context, p *beam.Pipeline) (beam.PipelineResult, error) {
 	res, err := beamx.RunWithMetrics(ctx, p)
+	sweepLoopbackFiles(os.TempDir(), time.Now().Add(-loopbackGrace))
 	if err == nil && IsDryRun() {
 		return nil, ErrDryRun
 	}
