@@ -8,7 +8,10 @@ import (
 	"errors"
 	"hash/fnv"
 	"io"
+	"os"
+	"path/filepath"
 	"strconv"
+	"testing"
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
@@ -16,12 +19,13 @@ import (
 
 	"github.com/lockstream/lockstream/blob"
 	"github.com/lockstream/lockstream/record"
+	"github.com/lockstream/lockstream/synth"
 	"github.com/lockstream/lockstream/transforms"
 )
 
 // The pass-through baselines of BenchmarkEndToEnd: ingest + hourly's shape
-// (same replay source, a file per batch, the same shuffles, a file per
-// shard) without validation, encryption, keys or dedupe.
+// (same replay source, a file per batch, then a file per shard that reads
+// every batch's file) without validation, encryption, keys or dedupe.
 
 // passSchema is the schema of baseline-ocf's records: the message id, a
 // tab and the payload.
@@ -109,93 +113,89 @@ func (fn *passWriteFn) ProcessElement(ctx context.Context, b transforms.Batch, e
 	return nil
 }
 
-type passReadFn struct {
+// passShardFn writes one shard: like transforms.Publish up to
+// transforms.DirectShards shards, it reads every file written and keeps
+// the lines of its shard.
+type passShardFn struct {
 	Root   string
 	Shards int
 	OCF    bool
 }
 
-func (fn *passReadFn) ProcessElement(ctx context.Context, name string, emit func(int, []byte)) error {
+func (fn *passShardFn) ProcessElement(ctx context.Context, shard int, files func(*string) bool, emit func(string)) error {
 	bk, err := blob.Open(ctx, fn.Root)
 	if err != nil {
 		return err
 	}
-	// Like transforms.Publish: one element per (file, shard), not per line.
-	batches := make([][]byte, fn.Shards)
-	// add appends one line (and its newline) to its shard's batch.
-	add := func(line []byte) {
+	name := "passout/" + strconv.Itoa(shard)
+	out, err := createPass(ctx, fn.Root, name, fn.OCF)
+	if err != nil {
+		return err
+	}
+	var kept []byte
+	// keep writes a line (with its newline) when it is of this shard.
+	keep := func(line []byte) error {
 		id, _, _ := bytes.Cut(line, []byte{'\t'})
 		h := fnv.New32a()
 		h.Write(id)
-		sh := int(h.Sum32() % uint32(fn.Shards))
-		batches[sh] = append(append(batches[sh], line...), '\n')
+		if int(h.Sum32()%uint32(fn.Shards)) != shard {
+			return nil
+		}
+		kept = append(append(kept[:0], line...), '\n')
+		return out.line(kept)
 	}
-	if fn.OCF {
-		r, err := bk.Open(ctx, name)
-		if err != nil {
+	var file string
+	for files(&file) {
+		if err := fn.read(ctx, bk, file, keep); err != nil {
+			out.w.Abort()
 			return err
 		}
-		defer r.Close()
-		or, err := record.NewOCFReader(r, passSkip)
-		if err != nil {
-			return err
-		}
-		for {
-			rec, err := or.Next()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				return err
-			}
-			_, k := binary.Varint(rec)
-			add(rec[k : len(rec)-1]) // the record holds the newline
-		}
-	} else {
+	}
+	if err := out.close(); err != nil {
+		return err
+	}
+	emit(name)
+	return nil
+}
+
+// read calls keep with every line of one file written by passWriteFn.
+func (fn *passShardFn) read(ctx context.Context, bk blob.Bucket, name string, keep func([]byte) error) error {
+	if !fn.OCF {
 		data, err := blob.ReadAll(ctx, bk, name)
 		if err != nil {
 			return err
 		}
 		for len(data) > 0 {
 			line, rest, _ := bytes.Cut(data, []byte{'\n'})
-			add(line)
+			if err := keep(line); err != nil {
+				return err
+			}
 			data = rest
 		}
+		return nil
 	}
-	for sh, b := range batches {
-		if len(b) > 0 {
-			emit(sh, b)
-		}
-	}
-	return nil
-}
-
-type passShardFn struct {
-	Root string
-	OCF  bool
-}
-
-func (fn *passShardFn) ProcessElement(ctx context.Context, shard int, lines func(*[]byte) bool, emit func(string)) error {
-	name := "passout/" + strconv.Itoa(shard)
-	f, err := createPass(ctx, fn.Root, name, fn.OCF)
+	r, err := bk.Open(ctx, name)
 	if err != nil {
 		return err
 	}
-	var batch []byte
-	for lines(&batch) { // a batch of newline-terminated lines
-		for len(batch) > 0 {
-			i := bytes.IndexByte(batch, '\n')
-			if err := f.line(batch[:i+1]); err != nil {
-				return err
-			}
-			batch = batch[i+1:]
-		}
-	}
-	if err := f.close(); err != nil {
+	defer r.Close()
+	or, err := record.NewOCFReader(r, passSkip)
+	if err != nil {
 		return err
 	}
-	emit(name)
-	return nil
+	for {
+		rec, err := or.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		_, k := binary.Varint(rec)
+		if err := keep(rec[k : len(rec)-1]); err != nil { // the record holds the newline
+			return err
+		}
+	}
 }
 
 // runBaseline runs a pass-through baseline over the replay file in.
@@ -206,8 +206,50 @@ func runBaseline(ctx context.Context, in, root, runID string, ocf bool) error {
 		return err
 	}
 	names := beam.ParDo(s, &passWriteFn{Root: root, OCF: ocf}, batches)
-	keyed := beam.ParDo(s, &passReadFn{Root: root, Shards: DefaultShards, OCF: ocf}, beam.Reshuffle(s, names))
-	transforms.EndBranch(s, beam.ParDo(s, &passShardFn{Root: root, OCF: ocf}, beam.GroupByKey(s, keyed)))
+	shards := make([]int, DefaultShards)
+	for i := range shards {
+		shards[i] = i
+	}
+	written := beam.ParDo(s, &passShardFn{Root: root, Shards: DefaultShards, OCF: ocf},
+		beam.Reshuffle(s, beam.CreateList(s, shards)), beam.SideInput{Input: names})
+	transforms.EndBranch(s, written)
 	_, err = beamx.RunWithMetrics(ctx, p)
 	return err
+}
+
+// TestBaselinePassesEveryLine: both baselines write every replay line once
+// across their shard files, so that the benchmark compares like with like.
+func TestBaselinePassesEveryLine(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	in := synthReplay(t, dir, synth.Config{Events: 3000, Users: 50, Hours: 2, Seed: 5})
+	data, err := os.ReadFile(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := bytes.Count(data, []byte{'\n'})
+	for _, ocf := range []bool{false, true} {
+		root := filepath.Join(dir, "ocf-"+strconv.FormatBool(ocf))
+		if err := runBaseline(ctx, in, root, "pass_"+strconv.FormatBool(ocf), ocf); err != nil {
+			t.Fatal(err)
+		}
+		bk, err := blob.Open(ctx, root)
+		if err != nil {
+			t.Fatal(err)
+		}
+		names, err := bk.List(ctx, "passout/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := 0
+		sh := passShardFn{Root: root, Shards: DefaultShards, OCF: ocf}
+		for _, n := range names {
+			if err := sh.read(ctx, bk, n, func([]byte) error { got++; return nil }); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if len(names) != DefaultShards || got != want {
+			t.Errorf("OCF %v: %d lines in %d shard files, want %d in %d", ocf, got, len(names), want, DefaultShards)
+		}
+	}
 }

@@ -43,8 +43,7 @@ import (
 
 func init() {
 	register.DoFn3x1[context.Context, transforms.Batch, func(string), error](&passWriteFn{})
-	register.DoFn3x1[context.Context, string, func(int, []byte), error](&passReadFn{})
-	register.DoFn4x1[context.Context, int, func(*[]byte) bool, func(string), error](&passShardFn{})
+	register.DoFn4x1[context.Context, int, func(*string) bool, func(string), error](&passShardFn{})
 }
 
 // phase is what one pipeline run cost: wall, CPU (user+system) and system

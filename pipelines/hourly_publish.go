@@ -110,8 +110,9 @@ func shardAccounting(ctx context.Context, b blob.Bucket, cfg HourlyConfig, part 
 		acc.LookbackDropped += st.Lookback
 		acc.Published += st.Published
 	}
-	// A shard that got no record never runs and reports nothing: fewer
-	// reports than shards is normal for a small hour.
+	// With more than transforms.DirectShards shards, a shard that got no
+	// record never runs and reports nothing: fewer reports than shards is
+	// normal for a small hour.
 	return written, nil
 }
 

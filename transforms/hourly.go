@@ -30,15 +30,20 @@ import (
 // files to the run's staging directory (layout.StagingDir); the driver
 // copies them to their final names under its publication lease.
 //
-// One shuffle per event: every record is keyed by shard =
-// fnv32a(event id) mod Shards, so all copies of an event meet in one shard;
-// a shard sorts its records by (event id, publish time, bytes) and keeps the
-// first of each event id, which makes the output a pure function of the
-// input set — a re-run writes byte-identical files. The Avro sync marker is
+// Every record belongs to shard fnv32a(event id) mod Shards, so all copies
+// of an event meet in one shard; a shard sorts its records by (event id,
+// publish time, bytes) and keeps the first of each event id, which makes
+// the output a pure function of the input set — a re-run writes
+// byte-identical files. Up to DirectShards shards, each shard reads every
+// part file and keeps its own records (readShardFn): only the shard numbers
+// cross a shuffle. With more, reading every file once per shard would cost
+// more than a shuffle: each part file is read once, its records grouped by
+// shard (readPartsFn, then a GroupByKey into writeShardFn). The Avro sync marker is
 // derived from the file's final name, never from the staging name, so the
 // bytes do not depend on the run that wrote them.
 
 func init() {
+	register.DoFn3x1[context.Context, int, func(string), error](&readShardFn{})
 	register.DoFn3x1[context.Context, string, func(int, []byte), error](&readPartsFn{})
 	register.DoFn4x1[context.Context, int, func(*[]byte) bool, func(string), error](&writeShardFn{})
 	register.Emitter2[int, []byte]()
@@ -124,12 +129,117 @@ func Publish(s beam.Scope, cfg PublishConfig, parts []string) (beam.PCollection,
 		return beam.PCollection{}, err
 	}
 	s = s.Scope("Publish")
+	w := shardWriter{Root: cfg.Root, Type: cfg.Type, Version: cfg.Version,
+		HourMillis: cfg.Hour.UnixMilli(), RunID: cfg.RunID, Part: cfg.Part, Shards: cfg.Shards,
+		Lookback: cfg.Lookback, LookbackSHA256: cfg.LookbackSHA256}
+	if cfg.Shards <= DirectShards {
+		shards := make([]int, cfg.Shards)
+		for i := range shards {
+			shards[i] = i
+		}
+		col := beam.CreateList(s, shards)
+		if cfg.Shards > 1 {
+			// The shards are written in parallel bundles (on Dataflow, by
+			// several workers).
+			col = beam.Reshuffle(s, col)
+		}
+		return beam.ParDo(s, &readShardFn{W: w, Parts: parts}, col), nil
+	}
 	files := beam.CreateList(s, parts)
 	keyed := beam.ParDo(s, &readPartsFn{Root: cfg.Root, Type: cfg.Type, Version: cfg.Version, Shards: cfg.Shards}, files)
 	grouped := beam.GroupByKey(s, keyed)
-	return beam.ParDo(s, &writeShardFn{Root: cfg.Root, Type: cfg.Type, Version: cfg.Version,
-		HourMillis: cfg.Hour.UnixMilli(), RunID: cfg.RunID, Part: cfg.Part, Shards: cfg.Shards,
-		Lookback: cfg.Lookback, LookbackSHA256: cfg.LookbackSHA256}, grouped), nil
+	return beam.ParDo(s, &writeShardFn{W: w}, grouped), nil
+}
+
+// DirectShards is the most shards a publication writes by having each
+// shard read every part file (readShardFn). Each file is then decoded once
+// per shard; on prism that costs less than a shuffle of the records, whose
+// bytes are copied several times over (the data channel, the runner's
+// grouping and its buffers).
+const DirectShards = 8
+
+// readShardFn reads the records of one shard from every part file, then
+// writes the shard's dataset file.
+type readShardFn struct {
+	W     shardWriter
+	Parts []string // the raw and late part files
+
+	arena shardArena
+}
+
+func (fn *readShardFn) Setup(ctx context.Context) error { return fn.W.setup(ctx) }
+
+func (fn *readShardFn) ProcessElement(ctx context.Context, shard int, emit func(string)) error {
+	w := &fn.W
+	var all []framed
+	var st ShardStats
+	fn.arena.reset()
+	defer fn.arena.reset()
+	for _, name := range fn.Parts {
+		late := isLate(name)
+		var n int64
+		err := dataset.ReadFile(ctx, w.bucket, name, w.lay, w.cols, func(cols []record.Column, lay *record.Layout, rec []byte) {
+			id := cols[lay.Dedupe].Bytes
+			if shardOf(id, w.Shards) != shard {
+				return
+			}
+			all = append(all, framed{late: late, pub: cols[lay.PublishTime].Int, id: fn.arena.copy(id), rec: fn.arena.copy(rec)})
+			n++
+		})
+		if err != nil {
+			return fmt.Errorf("transforms.Publish: %s: %w", name, err)
+		}
+		if late {
+			st.Late += n
+		} else {
+			st.Raw += n
+		}
+		countRead(ctx, late, n)
+	}
+	return w.write(ctx, shard, all, st, emit)
+}
+
+// isLate reports whether a part file is in the late area.
+func isLate(name string) bool { return strings.HasPrefix(name, layout.LateArea+"/") }
+
+// countRead counts n records read from a raw or late part file (a Beam
+// counter, for monitoring: the stats objects carry the accounting).
+func countRead(ctx context.Context, late bool, n int64) {
+	counter := CountRawRecords
+	if late {
+		counter = CountLateRecords
+	}
+	beam.NewCounter(MetricsNamespaceHourly, counter).Inc(ctx, n)
+}
+
+// shardArena holds the bytes of a shard's records in chunks that never
+// move, so that the slices it hands out stay valid as it grows; reset
+// keeps the first chunk for the next shard.
+type shardArena struct {
+	chunks [][]byte
+}
+
+const arenaChunk = 4 << 20
+
+// copy returns a copy of b in the arena.
+func (a *shardArena) copy(b []byte) []byte {
+	n := len(a.chunks)
+	if n == 0 || cap(a.chunks[n-1])-len(a.chunks[n-1]) < len(b) {
+		a.chunks = append(a.chunks, make([]byte, 0, max(arenaChunk, len(b))))
+		n++
+	}
+	c := a.chunks[n-1]
+	start := len(c)
+	c = append(c, b...)
+	a.chunks[n-1] = c
+	return c[start:len(c):len(c)]
+}
+
+func (a *shardArena) reset() {
+	if len(a.chunks) > 0 {
+		clear(a.chunks[1:])
+		a.chunks = append(a.chunks[:0], a.chunks[0][:0])
+	}
 }
 
 // readPartsFn reads one part file and emits, per shard, one element holding
@@ -165,11 +275,7 @@ func (fn *readPartsFn) ProcessElement(ctx context.Context, name string, emit fun
 }
 
 func (fn *readPartsFn) read(ctx context.Context, name string, emit func(int, []byte)) error {
-	counter := CountRawRecords
-	late := strings.HasPrefix(name, layout.LateArea+"/")
-	if late {
-		counter = CountLateRecords
-	}
+	late := isLate(name)
 	batches := make([][]byte, fn.Shards)
 	var n int64
 	err := dataset.ReadFile(ctx, fn.bucket, name, fn.lay, fn.cols, func(cols []record.Column, lay *record.Layout, rec []byte) {
@@ -186,13 +292,14 @@ func (fn *readPartsFn) read(ctx context.Context, name string, emit func(int, []b
 			emit(sh, b)
 		}
 	}
-	beam.NewCounter(MetricsNamespaceHourly, counter).Inc(ctx, n)
+	countRead(ctx, late, n)
 	return nil
 }
 
-// framed is one record of a shard batch with what the shard needs of it,
+// framed is one record of a shard with what the shard needs of it,
 // decoded once where the record is read: its event id and publish time,
-// and whether it came from the late area. id and rec alias the batch.
+// and whether it came from the late area. id and rec alias the shard batch
+// or the arena they were read into.
 type framed struct {
 	late    bool
 	pub     int64
@@ -257,9 +364,9 @@ func shardOf[T string | []byte](eventID T, n int) int {
 	return int(h % uint32(n))
 }
 
-// writeShardFn dedupes one shard and writes its dataset file to the
-// run's staging directory.
-type writeShardFn struct {
+// shardWriter writes the dataset file of one shard of a publication and
+// its stats object: what both publication shapes share.
+type shardWriter struct {
 	Root       string
 	Type       string
 	Version    int
@@ -273,22 +380,31 @@ type writeShardFn struct {
 
 	bucket blob.Bucket
 	schema *schemas.Schema
+	lay    *record.Layout
+	cols   []record.Column
 }
 
-func (fn *writeShardFn) Setup(ctx context.Context) error {
+func (w *shardWriter) setup(ctx context.Context) error {
 	var err error
-	if fn.bucket, err = blob.Open(ctx, fn.Root); err != nil {
+	if w.bucket, err = blob.Open(ctx, w.Root); err != nil {
 		return err
 	}
-	fn.schema, _, err = dataset.Schema(fn.Type, fn.Version)
-	return err
+	if w.schema, w.lay, err = dataset.Schema(w.Type, w.Version); err != nil {
+		return err
+	}
+	w.cols = make([]record.Column, len(w.lay.Enc.Fields))
+	return nil
 }
+
+// writeShardFn writes one shard from its records grouped by the shuffle
+// (framed batches from readPartsFn).
+type writeShardFn struct {
+	W shardWriter
+}
+
+func (fn *writeShardFn) Setup(ctx context.Context) error { return fn.W.setup(ctx) }
 
 func (fn *writeShardFn) ProcessElement(ctx context.Context, shard int, recs func(*[]byte) bool, emit func(string)) error {
-	seen, err := lookbackIDs(ctx, fn.bucket, fn.Type, fn.Version, fn.Lookback, fn.LookbackSHA256, fn.Shards)
-	if err != nil {
-		return err
-	}
 	var all []framed
 	var st ShardStats
 	var batch []byte
@@ -306,6 +422,18 @@ func (fn *writeShardFn) ProcessElement(ctx context.Context, shard int, recs func
 			return fmt.Errorf("transforms.Publish: shard %d: %w", shard, err)
 		}
 	}
+	return fn.W.write(ctx, shard, all, st, emit)
+}
+
+// write dedupes the records of shard (all, read with the counts of st)
+// against each other and the lookback, writes the shard's dataset file to
+// the run's staging directory, then its stats object, and emits the file's
+// staged name.
+func (w *shardWriter) write(ctx context.Context, shard int, all []framed, st ShardStats, emit func(string)) error {
+	seen, err := lookbackIDs(ctx, w.bucket, w.Type, w.Version, w.Lookback, w.LookbackSHA256, w.Shards)
+	if err != nil {
+		return err
+	}
 	slices.SortFunc(all, func(a, b framed) int {
 		if c := bytes.Compare(a.id, b.id); c != 0 {
 			return c
@@ -315,14 +443,14 @@ func (fn *writeShardFn) ProcessElement(ctx context.Context, shard int, recs func
 		}
 		return bytes.Compare(a.rec, b.rec)
 	})
-	hour := time.UnixMilli(fn.HourMillis).UTC()
-	base := layout.ShardFile(shard, fn.Shards)
+	hour := time.UnixMilli(w.HourMillis).UTC()
+	base := layout.ShardFile(shard, w.Shards)
 	// The final name, not the staged one: the bytes are a function of the
 	// input set and the file's place in the dataset, never of the run.
-	final := layout.PartDir(fn.Type, fn.Version, hour, fn.Part) + base
-	staged := layout.StagingDir(fn.RunID, fn.Type, fn.Version, hour, fn.Part) + base
+	final := layout.PartDir(w.Type, w.Version, hour, w.Part) + base
+	staged := layout.StagingDir(w.RunID, w.Type, w.Version, hour, w.Part) + base
 	var buf bytes.Buffer
-	w, err := record.NewOCFWriter(&buf, fn.schema.Encrypted().JSON, record.SyncMarker(final), FileCodec)
+	ow, err := record.NewOCFWriter(&buf, w.schema.Encrypted().JSON, record.SyncMarker(final), FileCodec)
 	if err != nil {
 		return err
 	}
@@ -337,13 +465,13 @@ func (fn *writeShardFn) ProcessElement(ctx context.Context, shard int, recs func
 			back++
 			continue
 		}
-		if err := w.Append(all[i].rec); err != nil {
+		if err := ow.Append(all[i].rec); err != nil {
 			return err
 		}
 		kept.add(all[i].id)
 		published++
 	}
-	if err := w.Close(); err != nil {
+	if err := ow.Close(); err != nil {
 		return err
 	}
 	beam.NewCounter(MetricsNamespaceHourly, CountDuplicates).Inc(ctx, dups)
@@ -354,10 +482,10 @@ func (fn *writeShardFn) ProcessElement(ctx context.Context, shard int, recs func
 		st.File, st.SHA256 = base, hex.EncodeToString(sum(buf.Bytes()))
 		// The staging directory is this run's alone: what is there is a
 		// retried bundle's (or an earlier attempt of this run's), replaced.
-		if err := replaceObject(ctx, fn.bucket, staged, buf.Bytes()); err != nil {
+		if err := replaceObject(ctx, w.bucket, staged, buf.Bytes()); err != nil {
 			return fmt.Errorf("transforms.Publish: %w", err)
 		}
-		rememberWritten(fn.bucket.Root(), final, st.SHA256, kept)
+		rememberWritten(w.bucket.Root(), final, st.SHA256, kept)
 	}
 	// The accounting travels in a small stats object per shard, not in Beam
 	// metrics: runner metrics are for monitoring (prism was seen to lose
@@ -367,8 +495,8 @@ func (fn *writeShardFn) ProcessElement(ctx context.Context, shard int, recs func
 	if err != nil {
 		return err
 	}
-	statsName := layout.StatsName(fn.RunID, fn.Type, fn.Version, hour, fn.Part, shard)
-	if err := replaceObject(ctx, fn.bucket, statsName, js); err != nil {
+	statsName := layout.StatsName(w.RunID, w.Type, w.Version, hour, w.Part, shard)
+	if err := replaceObject(ctx, w.bucket, statsName, js); err != nil {
 		return fmt.Errorf("transforms.Publish: %w", err)
 	}
 	if published > 0 {
