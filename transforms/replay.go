@@ -84,8 +84,10 @@ func ReadReplay(s beam.Scope, cfg ReplayConfig) (beam.PCollection, error) {
 	col := beam.Create(s, parts...)
 	if len(parts) > 1 {
 		// A handful of (file, byte range) elements cross this shuffle, so
-		// the ranges are read and anonymized in parallel bundles while
-		// memory stays bounded by the ranges in flight.
+		// that memory stays bounded by the ranges in flight. Dataflow
+		// spreads them over its workers. prism runs them in one bundle, one
+		// range at a time: it splits a bundle only when it stops making
+		// progress. There AnonymizeAndWrite's slices keep both cores busy.
 		col = beam.Reshuffle(s, col)
 	}
 	return beam.ParDo(s, &replayFn{BatchSize: cfg.BatchSize, RunID: cfg.RunID, FallbackMillis: cfg.Fallback.UnixMilli()}, col), nil
