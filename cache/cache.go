@@ -268,22 +268,41 @@ func (c *Cache[K, V]) put(sh *shard[K, V], k K, v V, exp, now int64) {
 		return
 	}
 	var i int32
+	reserved := c.reserve()
 	switch {
-	case c.count.Load() >= c.cap && len(sh.index) > 0:
+	case !reserved && len(sh.index) > 0:
 		i = sh.evict(now)
-	case len(sh.free) > 0:
-		i = sh.free[len(sh.free)-1]
-		sh.free = sh.free[:len(sh.free)-1]
-		c.count.Add(1)
 	default:
-		sh.slots = append(sh.slots, slot[K, V]{})
-		i = int32(len(sh.slots) - 1)
-		c.count.Add(1)
+		if !reserved {
+			c.count.Add(1) // full, and nothing of this shard's to evict
+		}
+		if len(sh.free) > 0 {
+			i = sh.free[len(sh.free)-1]
+			sh.free = sh.free[:len(sh.free)-1]
+		} else {
+			sh.slots = append(sh.slots, slot[K, V]{})
+			i = int32(len(sh.slots) - 1)
+		}
 	}
 	s := &sh.slots[i]
 	s.key, s.val, s.expires, s.used = k, v, exp, true
 	s.ref.Store(false) // a new entry read only once goes at the hand's next pass
 	sh.index[k] = i
+}
+
+// reserve counts one more entry if the cache has room for it. Shards put
+// under locks of their own: a count read, then added to, would let two of
+// them take the last room at once.
+func (c *Cache[K, V]) reserve() bool {
+	for {
+		n := c.count.Load()
+		if n >= c.cap {
+			return false
+		}
+		if c.count.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
 }
 
 // evict empties a slot and returns it (the shard is full; mu held): the
