@@ -268,21 +268,14 @@ func (c *Cache[K, V]) put(sh *shard[K, V], k K, v V, exp, now int64) {
 		return
 	}
 	var i int32
-	reserved := c.reserve()
 	switch {
-	case !reserved && len(sh.index) > 0:
+	case c.reserve():
+		i = sh.newSlot()
+	case len(sh.index) > 0:
 		i = sh.evict(now)
 	default:
-		if !reserved {
-			c.count.Add(1) // full, and nothing of this shard's to evict
-		}
-		if len(sh.free) > 0 {
-			i = sh.free[len(sh.free)-1]
-			sh.free = sh.free[:len(sh.free)-1]
-		} else {
-			sh.slots = append(sh.slots, slot[K, V]{})
-			i = int32(len(sh.slots) - 1)
-		}
+		c.count.Add(1) // full, and nothing of this shard's to evict
+		i = sh.newSlot()
 	}
 	s := &sh.slots[i]
 	s.key, s.val, s.expires, s.used = k, v, exp, true
@@ -303,6 +296,18 @@ func (c *Cache[K, V]) reserve() bool {
 			return true
 		}
 	}
+}
+
+// newSlot returns an empty slot: one Delete emptied, else a new one (mu
+// held; the caller counted the entry).
+func (sh *shard[K, V]) newSlot() int32 {
+	if n := len(sh.free); n > 0 {
+		i := sh.free[n-1]
+		sh.free = sh.free[:n-1]
+		return i
+	}
+	sh.slots = append(sh.slots, slot[K, V]{})
+	return int32(len(sh.slots) - 1)
 }
 
 // evict empties a slot and returns it (the shard is full; mu held): the

@@ -129,6 +129,7 @@ func Publish(s beam.Scope, cfg PublishConfig, parts []string) (beam.PCollection,
 		return beam.PCollection{}, err
 	}
 	s = s.Scope("Publish")
+	r := partReader{Root: cfg.Root, Type: cfg.Type, Version: cfg.Version, Shards: cfg.Shards}
 	w := shardWriter{Root: cfg.Root, Type: cfg.Type, Version: cfg.Version,
 		HourMillis: cfg.Hour.UnixMilli(), RunID: cfg.RunID, Part: cfg.Part, Shards: cfg.Shards,
 		Lookback: cfg.Lookback, LookbackSHA256: cfg.LookbackSHA256}
@@ -143,10 +144,10 @@ func Publish(s beam.Scope, cfg PublishConfig, parts []string) (beam.PCollection,
 			// several workers).
 			col = beam.Reshuffle(s, col)
 		}
-		return beam.ParDo(s, &readShardFn{W: w, Parts: parts}, col), nil
+		return beam.ParDo(s, &readShardFn{R: r, W: w, Parts: parts}, col), nil
 	}
 	files := beam.CreateList(s, parts)
-	keyed := beam.ParDo(s, &readPartsFn{Root: cfg.Root, Type: cfg.Type, Version: cfg.Version, Shards: cfg.Shards}, files)
+	keyed := beam.ParDo(s, &readPartsFn{R: r}, files)
 	grouped := beam.GroupByKey(s, keyed)
 	return beam.ParDo(s, &writeShardFn{W: w}, grouped), nil
 }
@@ -161,33 +162,36 @@ const DirectShards = 8
 // readShardFn reads the records of one shard from every part file, then
 // writes the shard's dataset file.
 type readShardFn struct {
+	R     partReader
 	W     shardWriter
 	Parts []string // the raw and late part files
 
 	arena shardArena
 }
 
-func (fn *readShardFn) Setup(ctx context.Context) error { return fn.W.setup(ctx) }
+func (fn *readShardFn) Setup(ctx context.Context) error {
+	if err := fn.R.setup(ctx); err != nil {
+		return err
+	}
+	return fn.W.setup(ctx, fn.R.bucket)
+}
 
 func (fn *readShardFn) ProcessElement(ctx context.Context, shard int, emit func(string)) error {
-	w := &fn.W
 	var all []framed
 	var st ShardStats
 	fn.arena.reset()
 	defer fn.arena.reset()
 	for _, name := range fn.Parts {
-		late := isLate(name)
 		var n int64
-		err := dataset.ReadFile(ctx, w.bucket, name, w.lay, w.cols, func(cols []record.Column, lay *record.Layout, rec []byte) {
-			id := cols[lay.Dedupe].Bytes
-			if shardOf(id, w.Shards) != shard {
-				return
+		late, err := fn.R.read(ctx, name, func(sh int, r framed) {
+			if sh == shard {
+				r.id, r.rec = fn.arena.copy(r.id), fn.arena.copy(r.rec)
+				all = append(all, r)
+				n++
 			}
-			all = append(all, framed{late: late, pub: cols[lay.PublishTime].Int, id: fn.arena.copy(id), rec: fn.arena.copy(rec)})
-			n++
 		})
 		if err != nil {
-			return fmt.Errorf("transforms.Publish: %s: %w", name, err)
+			return err
 		}
 		if late {
 			st.Late += n
@@ -196,11 +200,8 @@ func (fn *readShardFn) ProcessElement(ctx context.Context, shard int, emit func(
 		}
 		countRead(ctx, late, n)
 	}
-	return w.write(ctx, shard, all, st, emit)
+	return fn.W.write(ctx, shard, all, st, emit)
 }
-
-// isLate reports whether a part file is in the late area.
-func isLate(name string) bool { return strings.HasPrefix(name, layout.LateArea+"/") }
 
 // countRead counts n records read from a raw or late part file (a Beam
 // counter, for monitoring: the stats objects carry the accounting).
@@ -247,41 +248,16 @@ func (a *shardArena) reset() {
 // shuffle costs per element, not per byte: one element per (file, shard)
 // instead of one per record made the shuffle of an hour a few dozen elements.
 type readPartsFn struct {
-	Root    string
-	Type    string
-	Version int
-	Shards  int
-
-	bucket blob.Bucket
-	lay    *record.Layout
-	cols   []record.Column
+	R partReader
 }
 
-func (fn *readPartsFn) Setup(ctx context.Context) error {
-	var err error
-	if fn.bucket, err = blob.Open(ctx, fn.Root); err != nil {
-		return err
-	}
-	_, fn.lay, err = dataset.Schema(fn.Type, fn.Version)
-	fn.cols = make([]record.Column, len(fn.lay.Enc.Fields))
-	return err
-}
+func (fn *readPartsFn) Setup(ctx context.Context) error { return fn.R.setup(ctx) }
 
 func (fn *readPartsFn) ProcessElement(ctx context.Context, name string, emit func(int, []byte)) error {
-	if err := fn.read(ctx, name, emit); err != nil {
-		return fmt.Errorf("transforms.Publish: %s: %w", name, err)
-	}
-	return nil
-}
-
-func (fn *readPartsFn) read(ctx context.Context, name string, emit func(int, []byte)) error {
-	late := isLate(name)
-	batches := make([][]byte, fn.Shards)
+	batches := make([][]byte, fn.R.Shards)
 	var n int64
-	err := dataset.ReadFile(ctx, fn.bucket, name, fn.lay, fn.cols, func(cols []record.Column, lay *record.Layout, rec []byte) {
-		id := cols[lay.Dedupe].Bytes
-		sh := shardOf(id, fn.Shards)
-		batches[sh] = appendFramed(batches[sh], framed{late: late, pub: cols[lay.PublishTime].Int, id: id, rec: rec})
+	late, err := fn.R.read(ctx, name, func(sh int, r framed) {
+		batches[sh] = appendFramed(batches[sh], r)
 		n++
 	})
 	if err != nil {
@@ -294,6 +270,46 @@ func (fn *readPartsFn) read(ctx context.Context, name string, emit func(int, []b
 	}
 	countRead(ctx, late, n)
 	return nil
+}
+
+// partReader reads the part files of a publication, both shapes': each
+// record with its shard and what the shard needs of it.
+type partReader struct {
+	Root    string
+	Type    string
+	Version int
+	Shards  int
+
+	bucket blob.Bucket
+	lay    *record.Layout
+	cols   []record.Column
+}
+
+func (r *partReader) setup(ctx context.Context) error {
+	var err error
+	if r.bucket, err = blob.Open(ctx, r.Root); err != nil {
+		return err
+	}
+	if _, r.lay, err = dataset.Schema(r.Type, r.Version); err != nil {
+		return err
+	}
+	r.cols = make([]record.Column, len(r.lay.Enc.Fields))
+	return nil
+}
+
+// read calls fn with every record of part file name and its shard (the
+// record's id and bytes are valid during the call only) and reports
+// whether the file is in the late area.
+func (r *partReader) read(ctx context.Context, name string, fn func(shard int, rec framed)) (late bool, err error) {
+	late = strings.HasPrefix(name, layout.LateArea+"/")
+	err = dataset.ReadFile(ctx, r.bucket, name, r.lay, r.cols, func(cols []record.Column, lay *record.Layout, rec []byte) {
+		id := cols[lay.Dedupe].Bytes
+		fn(shardOf(id, r.Shards), framed{late: late, pub: cols[lay.PublishTime].Int, id: id, rec: rec})
+	})
+	if err != nil {
+		return late, fmt.Errorf("transforms.Publish: %s: %w", name, err)
+	}
+	return late, nil
 }
 
 // framed is one record of a shard with what the shard needs of it,
@@ -380,20 +396,19 @@ type shardWriter struct {
 
 	bucket blob.Bucket
 	schema *schemas.Schema
-	lay    *record.Layout
-	cols   []record.Column
 }
 
-func (w *shardWriter) setup(ctx context.Context) error {
+// setup opens the root, unless b is it opened already.
+func (w *shardWriter) setup(ctx context.Context, b blob.Bucket) error {
 	var err error
-	if w.bucket, err = blob.Open(ctx, w.Root); err != nil {
-		return err
+	if b == nil {
+		if b, err = blob.Open(ctx, w.Root); err != nil {
+			return err
+		}
 	}
-	if w.schema, w.lay, err = dataset.Schema(w.Type, w.Version); err != nil {
-		return err
-	}
-	w.cols = make([]record.Column, len(w.lay.Enc.Fields))
-	return nil
+	w.bucket = b
+	w.schema, _, err = dataset.Schema(w.Type, w.Version)
+	return err
 }
 
 // writeShardFn writes one shard from its records grouped by the shuffle
@@ -402,7 +417,7 @@ type writeShardFn struct {
 	W shardWriter
 }
 
-func (fn *writeShardFn) Setup(ctx context.Context) error { return fn.W.setup(ctx) }
+func (fn *writeShardFn) Setup(ctx context.Context) error { return fn.W.setup(ctx, nil) }
 
 func (fn *writeShardFn) ProcessElement(ctx context.Context, shard int, recs func(*[]byte) bool, emit func(string)) error {
 	var all []framed
