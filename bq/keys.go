@@ -298,19 +298,20 @@ func subjectsOf(ctx context.Context, b blob.Opener, name string, lay *record.Lay
 		return err
 	}
 	defer rc.Close()
-	r, err := record.NewOCFReader(rc, lay.Skip())
+	skip, err := lay.SkipInto(cols)
+	if err != nil {
+		return err
+	}
+	r, err := record.NewOCFReader(rc, skip)
 	if err != nil {
 		return fmt.Errorf("bq: %s: %w", name, err)
 	}
 	for {
-		rec, err := r.Next()
+		_, err := r.Next()
 		if err == io.EOF {
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("bq: %s: %w", name, err)
-		}
-		if _, err := record.DecodeColumns(lay.Enc, rec, cols); err != nil {
 			return fmt.Errorf("bq: %s: %w", name, err)
 		}
 		if sub := cols[lay.Subject].Bytes; !seen[string(sub)] {

@@ -51,7 +51,14 @@ func ReadFile(ctx context.Context, b blob.Opener, name string, lay *record.Layou
 		return err
 	}
 	defer r.Close()
-	or, err := record.NewOCFReader(r, lay.Skip())
+	skip := lay.Skip()
+	if cols != nil {
+		// Each record is decoded where it is measured, once.
+		if skip, err = lay.SkipInto(cols); err != nil {
+			return err
+		}
+	}
+	or, err := record.NewOCFReader(r, skip)
 	if err != nil {
 		return err
 	}
@@ -62,11 +69,6 @@ func ReadFile(ctx context.Context, b blob.Opener, name string, lay *record.Layou
 		}
 		if err != nil {
 			return err
-		}
-		if cols != nil {
-			if _, err := record.DecodeColumns(lay.Enc, rec, cols); err != nil {
-				return err
-			}
 		}
 		fn(cols, lay, rec)
 	}

@@ -26,11 +26,28 @@ func DecodeColumns(enc *schemas.EncryptedSchema, b []byte, cols []Column) (int, 
 	if len(cols) < len(enc.Fields) {
 		return 0, fmt.Errorf("record: %d columns for %d fields", len(cols), len(enc.Fields))
 	}
+	return decode(enc, b, cols)
+}
+
+// RecordLen checks one encrypted record at the start of b as
+// DecodeColumns does and returns its length, keeping no column.
+func RecordLen(enc *schemas.EncryptedSchema, b []byte) (int, error) {
+	return decode(enc, b, nil)
+}
+
+// decode is DecodeColumns, into nothing when cols is nil: a column that is
+// not kept is not written (a column holds a pointer, and writing one into
+// the heap while the collector marks costs a write barrier).
+func decode(enc *schemas.EncryptedSchema, b []byte, cols []Column) (int, error) {
 	p := 0
 	for i := range enc.Fields {
 		f := &enc.Fields[i]
-		c := &cols[i]
-		*c = Column{}
+		var scratch Column
+		c := &scratch
+		if cols != nil {
+			c = &cols[i]
+			*c = Column{}
+		}
 		if f.Nullable {
 			br, n := binary.Uvarint(b[p:])
 			if n <= 0 || (br != 0 && br != 2) {
@@ -125,6 +142,15 @@ func NewLayout(s *schemas.Schema) (*Layout, error) {
 // Skip returns a function that measures the first record of a buffer, for
 // NewOCFReader.
 func (l *Layout) Skip() func([]byte) (int, error) {
-	cols := make([]Column, len(l.Enc.Fields))
-	return func(b []byte) (int, error) { return DecodeColumns(l.Enc, b, cols) }
+	return func(b []byte) (int, error) { return RecordLen(l.Enc, b) }
+}
+
+// SkipInto is Skip that also decodes each record it measures into cols
+// (len(l.Enc.Fields) long): after OCFReader.Next, cols are the columns of
+// the record it returned, which is then decoded once, not twice.
+func (l *Layout) SkipInto(cols []Column) (func([]byte) (int, error), error) {
+	if len(cols) < len(l.Enc.Fields) {
+		return nil, fmt.Errorf("record: %d columns for %d fields", len(cols), len(l.Enc.Fields))
+	}
+	return func(b []byte) (int, error) { return decode(l.Enc, b, cols) }, nil
 }

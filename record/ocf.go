@@ -196,7 +196,10 @@ type OCFReader struct {
 var ErrCorrupt = errors.New("record: corrupt Avro container file")
 
 // NewOCFReader reads the header. skip returns the length of the first
-// record in a buffer (see EncryptedLayout.Skip).
+// record in a buffer (see Layout.Skip). Next calls it once per record it
+// returns, on the bytes that start with that record, and on nothing else:
+// a skip that decodes as it measures (Layout.SkipInto) leaves the columns
+// of the record Next returned.
 func NewOCFReader(r io.Reader, skip func([]byte) (int, error)) (*OCFReader, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	magic := make([]byte, 4)

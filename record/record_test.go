@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -403,29 +404,53 @@ func TestOCFInterop(t *testing.T) {
 		if n != len(out) {
 			t.Fatalf("%s: goavro read %d of %d", codec, n, len(out))
 		}
-		// Our reader gives back the exact record bytes.
+		// Our reader gives back the exact record bytes; with SkipInto, the
+		// columns it leaves are those of the record Next returned.
 		lay, _ := NewLayout(pb)
-		or, err := NewOCFReader(bytes.NewReader(file), lay.Skip())
+		cols := make([]Column, len(lay.Enc.Fields))
+		into, err := lay.SkipInto(cols)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for i := 0; ; i++ {
-			rec, err := or.Next()
-			if err == io.EOF {
-				if i != len(out) {
-					t.Fatalf("read %d of %d", i, len(out))
-				}
-				break
-			}
+		want := make([]Column, len(lay.Enc.Fields))
+		for _, rd := range []struct {
+			skip    func([]byte) (int, error)
+			decodes bool
+		}{{lay.Skip(), false}, {into, true}} {
+			or, err := NewOCFReader(bytes.NewReader(file), rd.skip)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !bytes.Equal(rec, out[i].Record) {
-				t.Fatalf("%s: record %d differs", codec, i)
+			for i := 0; ; i++ {
+				rec, err := or.Next()
+				if err == io.EOF {
+					if i != len(out) {
+						t.Fatalf("read %d of %d", i, len(out))
+					}
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(rec, out[i].Record) {
+					t.Fatalf("%s: record %d differs", codec, i)
+				}
+				if !rd.decodes {
+					continue
+				}
+				if n, err := DecodeColumns(lay.Enc, rec, want); err != nil || n != len(rec) {
+					t.Fatalf("%s: record %d: decoded %d of %d bytes: %v", codec, i, n, len(rec), err)
+				}
+				if !reflect.DeepEqual(cols, want) {
+					t.Fatalf("%s: record %d: SkipInto left the columns of event %q", codec, i, cols[lay.Dedupe].Bytes)
+				}
 			}
 		}
+		if _, err := lay.SkipInto(cols[:1]); err == nil {
+			t.Fatal("SkipInto took fewer columns than fields")
+		}
 		// A truncated file is an error, not a panic.
-		or, _ = NewOCFReader(bytes.NewReader(file[:len(file)-7]), lay.Skip())
+		or, _ := NewOCFReader(bytes.NewReader(file[:len(file)-7]), lay.Skip())
 		var rerr error
 		for rerr == nil {
 			_, rerr = or.Next()
