@@ -1,7 +1,6 @@
 package dataset
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -104,32 +103,48 @@ func CheckFiles(ctx context.Context, b blob.Bucket, h layout.Hour, part string, 
 }
 
 func checkFile(ctx context.Context, b blob.Bucket, name string, lay *record.Layout, written map[string]Written) (layout.ManifestFile, error) {
-	data, err := blob.ReadAll(ctx, b, name)
+	rc, err := b.Open(ctx, name)
 	if err != nil {
 		return layout.ManifestFile{}, err
 	}
-	sum := sha256.Sum256(data)
-	sumHex := hex.EncodeToString(sum[:])
+	defer rc.Close()
+	// Hashed and counted as it is read, not held whole: a publication's
+	// files are as big as its records.
+	hash, size := sha256.New(), new(byteCount)
+	in := io.TeeReader(rc, io.MultiWriter(hash, size))
 	var count int64
-	if w, ok := written[path.Base(name)]; ok {
-		if w.SHA256 != sumHex {
-			return layout.ManifestFile{}, fmt.Errorf("dataset: verify %s: stored bytes (sha256 %s) differ from those written (sha256 %s)", name, sumHex, w.SHA256)
-		}
-		if count, err = countBlocks(data); err == nil && count != w.Records {
+	w, isWritten := written[path.Base(name)]
+	if isWritten {
+		if count, err = countBlocks(in); err == nil && count != w.Records {
 			err = fmt.Errorf("%d records in its blocks, %d written", count, w.Records)
 		}
 	} else {
-		count, err = countRecords(data, lay)
+		count, err = countRecords(in, lay)
+	}
+	if _, rerr := io.Copy(io.Discard, in); rerr != nil { // the rest, hashed
+		return layout.ManifestFile{}, rerr
+	}
+	sumHex := hex.EncodeToString(hash.Sum(nil))
+	if isWritten && w.SHA256 != sumHex {
+		return layout.ManifestFile{}, fmt.Errorf("dataset: verify %s: stored bytes (sha256 %s) differ from those written (sha256 %s)", name, sumHex, w.SHA256)
 	}
 	if err != nil {
 		return layout.ManifestFile{}, fmt.Errorf("dataset: verify %s: %w", name, err)
 	}
-	return layout.ManifestFile{Name: path.Base(name), Records: count, Bytes: int64(len(data)), SHA256: sumHex}, nil
+	return layout.ManifestFile{Name: path.Base(name), Records: count, Bytes: int64(*size), SHA256: sumHex}, nil
+}
+
+// byteCount counts the bytes written to it.
+type byteCount int64
+
+func (c *byteCount) Write(p []byte) (int, error) {
+	*c += byteCount(len(p))
+	return len(p), nil
 }
 
 // countBlocks counts a container file's records from its block headers.
-func countBlocks(data []byte) (int64, error) {
-	r, err := record.NewOCFReader(bytes.NewReader(data), nil)
+func countBlocks(in io.Reader) (int64, error) {
+	r, err := record.NewOCFReader(in, nil)
 	if err != nil {
 		return 0, err
 	}
@@ -137,8 +152,8 @@ func countBlocks(data []byte) (int64, error) {
 }
 
 // countRecords counts a container file's records by decoding each.
-func countRecords(data []byte, lay *record.Layout) (int64, error) {
-	r, err := record.NewOCFReader(bytes.NewReader(data), lay.Skip())
+func countRecords(in io.Reader, lay *record.Layout) (int64, error) {
+	r, err := record.NewOCFReader(in, lay.Skip())
 	if err != nil {
 		return 0, err
 	}
