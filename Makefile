@@ -78,7 +78,7 @@ soak:
 ## LOCKSTREAM_BENCH_PUBSUB_EVENTS, LOCKSTREAM_BENCH_EMULATOR_EVENTS and
 ## LOCKSTREAM_BENCH_PUBSUB_STREAMS (e.g. 1,4,8) change it. See BENCHMARKS.md.
 bench:
-	LOCKSTREAM_BENCH_EVENTS=$(BENCH_EVENTS) $(GO) test -run '^$$' -bench . -skip PubSubIngest -benchmem -benchtime $(BENCHTIME) ./fieldcrypt ./schemas ./record ./keyservice ./keyclient/... ./pipelines
+	LOCKSTREAM_BENCH_EVENTS=$(BENCH_EVENTS) $(GO) test -run '^$$' -bench . -skip PubSubIngest -benchmem -benchtime $(BENCHTIME) ./fieldcrypt ./schemas ./record ./keyservice ./keyclient/... ./transforms ./pipelines
 	$(GO) test -run '^$$' -bench 'Batch100|SingleKey' -benchtime $(BENCH_KEY_CALLS)x ./keyservice/server
 	$(GO) test -run '^$$' -bench 'KeyclientRPCsPer10k' -benchtime $(BENCHTIME) ./keyservice/server
 	$(GO) test -run '^$$' -bench 'GetOrCreatePaths|KeyclientEndpoints' -benchtime $(BENCH_PATH_CALLS)x ./keyservice/server

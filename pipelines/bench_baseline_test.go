@@ -24,8 +24,9 @@ import (
 )
 
 // The pass-through baselines of BenchmarkEndToEnd: ingest + hourly's shape
-// (same replay source, a file per batch, then a file per shard that reads
-// every batch's file) without validation, encryption, keys or dedupe.
+// (same replay source, a file per batch, then one bundle that reads every
+// batch's file once into a file per shard) without validation, encryption,
+// keys or dedupe.
 
 // passSchema is the schema of baseline-ocf's records: the message id, a
 // tab and the payload.
@@ -113,53 +114,65 @@ func (fn *passWriteFn) ProcessElement(ctx context.Context, b transforms.Batch, e
 	return nil
 }
 
-// passShardFn writes one shard: like transforms.Publish up to
-// transforms.DirectShards shards, it reads every file written and keeps
-// the lines of its shard.
-type passShardFn struct {
+// passShardsFn writes the shard files: like transforms.Publish up to
+// transforms.DirectShards shards, it reads every file written once and
+// writes each line to its shard's file (all of them open at once).
+type passShardsFn struct {
 	Root   string
 	Shards int
 	OCF    bool
 }
 
-func (fn *passShardFn) ProcessElement(ctx context.Context, shard int, files func(*string) bool, emit func(string)) error {
+func (fn *passShardsFn) ProcessElement(ctx context.Context, _ []byte, files func(*string) bool, emit func(string)) error {
 	bk, err := blob.Open(ctx, fn.Root)
 	if err != nil {
 		return err
 	}
-	name := "passout/" + strconv.Itoa(shard)
-	out, err := createPass(ctx, fn.Root, name, fn.OCF)
-	if err != nil {
-		return err
+	outs := make([]*passFile, fn.Shards)
+	abort := func() {
+		for _, o := range outs {
+			if o != nil {
+				o.w.Abort()
+			}
+		}
+	}
+	for sh := range outs {
+		if outs[sh], err = createPass(ctx, fn.Root, passOut(sh), fn.OCF); err != nil {
+			abort()
+			return err
+		}
 	}
 	var kept []byte
-	// keep writes a line (with its newline) when it is of this shard.
 	keep := func(line []byte) error {
 		id, _, _ := bytes.Cut(line, []byte{'\t'})
 		h := fnv.New32a()
 		h.Write(id)
-		if int(h.Sum32()%uint32(fn.Shards)) != shard {
-			return nil
-		}
 		kept = append(append(kept[:0], line...), '\n')
-		return out.line(kept)
+		return outs[h.Sum32()%uint32(fn.Shards)].line(kept)
 	}
 	var file string
 	for files(&file) {
 		if err := fn.read(ctx, bk, file, keep); err != nil {
-			out.w.Abort()
+			abort()
 			return err
 		}
 	}
-	if err := out.close(); err != nil {
-		return err
+	for sh, o := range outs {
+		outs[sh] = nil
+		if err := o.close(); err != nil {
+			abort()
+			return err
+		}
+		emit(passOut(sh))
 	}
-	emit(name)
 	return nil
 }
 
+// passOut names the file of shard sh.
+func passOut(sh int) string { return "passout/" + strconv.Itoa(sh) }
+
 // read calls keep with every line of one file written by passWriteFn.
-func (fn *passShardFn) read(ctx context.Context, bk blob.Bucket, name string, keep func([]byte) error) error {
+func (fn *passShardsFn) read(ctx context.Context, bk blob.Bucket, name string, keep func([]byte) error) error {
 	if !fn.OCF {
 		data, err := blob.ReadAll(ctx, bk, name)
 		if err != nil {
@@ -206,12 +219,8 @@ func runBaseline(ctx context.Context, in, root, runID string, ocf bool) error {
 		return err
 	}
 	names := beam.ParDo(s, &passWriteFn{Root: root, OCF: ocf}, batches)
-	shards := make([]int, DefaultShards)
-	for i := range shards {
-		shards[i] = i
-	}
-	written := beam.ParDo(s, &passShardFn{Root: root, Shards: DefaultShards, OCF: ocf},
-		beam.Reshuffle(s, beam.CreateList(s, shards)), beam.SideInput{Input: names})
+	written := beam.ParDo(s, &passShardsFn{Root: root, Shards: DefaultShards, OCF: ocf},
+		beam.Impulse(s), beam.SideInput{Input: names})
 	transforms.EndBranch(s, written)
 	_, err = beamx.RunWithMetrics(ctx, p)
 	return err
@@ -242,7 +251,7 @@ func TestBaselinePassesEveryLine(t *testing.T) {
 			t.Fatal(err)
 		}
 		got := 0
-		sh := passShardFn{Root: root, Shards: DefaultShards, OCF: ocf}
+		sh := passShardsFn{Root: root, Shards: DefaultShards, OCF: ocf}
 		for _, n := range names {
 			if err := sh.read(ctx, bk, n, func([]byte) error { got++; return nil }); err != nil {
 				t.Fatal(err)

@@ -44,7 +44,7 @@ import (
 
 func init() {
 	register.DoFn3x1[context.Context, transforms.Batch, func(string), error](&passWriteFn{})
-	register.DoFn4x1[context.Context, int, func(*string) bool, func(string), error](&passShardFn{})
+	register.DoFn4x1[context.Context, []byte, func(*string) bool, func(string), error](&passShardsFn{})
 }
 
 // phase is what one pipeline run cost: wall, CPU (user+system) and system

@@ -18,9 +18,9 @@ import (
 )
 
 // TestPublishShapesAgree: hourly publishes the same records, with the same
-// accounting, whether each shard reads every part file (up to
-// transforms.DirectShards shards) or the records are shuffled to their
-// shards (more), over the same raw hours with duplicates within and across
+// accounting, whether one bundle reads every part file and writes the
+// shards (up to transforms.DirectShards shards) or the records are
+// shuffled to their shards (more), over the same raw hours with duplicates within and across
 // them (the second hour's lookback).
 func TestPublishShapesAgree(t *testing.T) {
 	ctx := context.Background()
@@ -72,10 +72,10 @@ func TestPublishShapesAgree(t *testing.T) {
 			}
 			a := accounts[0]
 			if a != accounts[1] {
-				t.Errorf("%s: accounting %+v with each shard reading the files, %+v with a shuffle", h, accounts[0], accounts[1])
+				t.Errorf("%s: accounting %+v from one bundle, %+v with a shuffle", h, accounts[0], accounts[1])
 			}
 			if !slices.Equal(records[0], records[1]) {
-				t.Errorf("%s: %d records published with each shard reading the files, %d with a shuffle, not the same", h, len(records[0]), len(records[1]))
+				t.Errorf("%s: %d records published from one bundle, %d with a shuffle, not the same", h, len(records[0]), len(records[1]))
 			}
 			if int64(len(records[0])) != a.Published || a.Published == 0 {
 				t.Errorf("%s: %d records in the files, %d published", h, len(records[0]), a.Published)

@@ -56,10 +56,12 @@
 // Publish reads the raw and late part files of one part of an hour (the
 // main part or a late supplement); each record belongs to shard =
 // fnv32a(event id) mod Shards. Up to DirectShards shards (the default is
-// 4), every shard reads every part file and keeps its own records: no
-// record crosses a shuffle, which on prism copies its bytes several times
-// over. With more shards, each file is read once and its records are
-// shuffled to their shards (one element per file and shard). A shard sorts
+// 4), one bundle reads every part file once, keeping each record in its
+// shard's arena, then writes the shards side by side: no record crosses a
+// shuffle, which on prism copies its bytes several times over. With more
+// shards, each file is read once and its records are shuffled to their
+// shards (one element per file and shard), so that the shards of a big
+// hour are spread over workers. A shard sorts
 // its records by (event id, publish time, bytes), keeps the first of each event
 // id, drops event ids already published (the neighbouring hours within the
 // lookback and, for a supplement, the hour's earlier parts), and writes

@@ -24,8 +24,9 @@ import (
 // second. It is the package's only mutable package-level state
 // (TestOnlyTheRegistryIsMutable).
 var env = &registry{
-	written:  cache.New[string, *idList](256, cache.Options{}),
-	lookback: cache.New[string, *lookbackEntry](64, cache.Options{}),
+	written:    cache.New[string, *idList](256, cache.Options{}),
+	lookback:   cache.New[string, *lookbackEntry](64, cache.Options{}),
+	publishing: make(chan struct{}, 1),
 }
 
 type registry struct {
@@ -59,6 +60,16 @@ type registry struct {
 	// latest few, enough for every (type, version) of one hour's job and
 	// the next.
 	lookback *cache.Cache[string, *lookbackEntry]
+	// One slot: a publication (publishFn) holds it while it holds its
+	// part's records, reading and writing on all the worker's cores, so
+	// that a job of many hours and types keeps one part's records in
+	// memory at a time, not all of them.
+	publishing chan struct{}
+	// The arena chunks publications gave back (shardArena), reused by the
+	// next part: allocated afresh for each part, the last part's were
+	// garbage that the collector let the heap grow by, to twice the live
+	// heap.
+	chunks chunkList
 
 	progress progressCounters
 }
@@ -100,4 +111,37 @@ func (r *registry) subscriber(ctx context.Context, host string) (*vkit.Subscript
 	}
 	r.subscribers[host] = c
 	return c, nil
+}
+
+// chunkList is a free list of shardArena chunks (arenaChunk bytes).
+type chunkList struct {
+	mu   sync.Mutex
+	free [][]byte
+}
+
+// maxFreeChunks is the most chunks a chunkList keeps (128 MiB): what a
+// process holds between parts is at most that, and never more than its
+// biggest part's records.
+const maxFreeChunks = 32
+
+// get returns an empty chunk: a free one, else a new one.
+func (l *chunkList) get() []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if n := len(l.free); n > 0 {
+		c := l.free[n-1]
+		l.free[n-1] = nil
+		l.free = l.free[:n-1]
+		return c[:0]
+	}
+	return make([]byte, 0, arenaChunk)
+}
+
+// put gives c back, unless the list is full.
+func (l *chunkList) put(c []byte) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.free) < maxFreeChunks {
+		l.free = append(l.free, c[:0])
+	}
 }

@@ -10,13 +10,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/lockstream/lockstream/blob"
 	"github.com/lockstream/lockstream/dataset"
@@ -34,16 +38,16 @@ import (
 // of an event meet in one shard; a shard sorts its records by (event id,
 // publish time, bytes) and keeps the first of each event id, which makes
 // the output a pure function of the input set — a re-run writes
-// byte-identical files. Up to DirectShards shards, each shard reads every
-// part file and keeps its own records (readShardFn): only the shard numbers
-// cross a shuffle. With more, reading every file once per shard would cost
-// more than a shuffle: each part file is read once, its records grouped by
-// shard (readPartsFn, then a GroupByKey into writeShardFn). The Avro sync marker is
-// derived from the file's final name, never from the staging name, so the
-// bytes do not depend on the run that wrote them.
+// byte-identical files. Up to DirectShards shards, one bundle reads every
+// part file once and writes the shards (publishFn): no record crosses a
+// shuffle. With more, the part is spread over workers: each part file is
+// read once, its records grouped by shard (readPartsFn, then a GroupByKey
+// into writeShardFn). The Avro sync marker is derived from the file's
+// final name, never from the staging name, so the bytes do not depend on
+// the run that wrote them.
 
 func init() {
-	register.DoFn3x1[context.Context, int, func(string), error](&readShardFn{})
+	register.DoFn3x1[context.Context, []byte, func(string), error](&publishFn{})
 	register.DoFn3x1[context.Context, string, func(int, []byte), error](&readPartsFn{})
 	register.DoFn4x1[context.Context, int, func(*[]byte) bool, func(string), error](&writeShardFn{})
 	register.Emitter2[int, []byte]()
@@ -134,17 +138,7 @@ func Publish(s beam.Scope, cfg PublishConfig, parts []string) (beam.PCollection,
 		HourMillis: cfg.Hour.UnixMilli(), RunID: cfg.RunID, Part: cfg.Part, Shards: cfg.Shards,
 		Lookback: cfg.Lookback, LookbackSHA256: cfg.LookbackSHA256}
 	if cfg.Shards <= DirectShards {
-		shards := make([]int, cfg.Shards)
-		for i := range shards {
-			shards[i] = i
-		}
-		col := beam.CreateList(s, shards)
-		if cfg.Shards > 1 {
-			// The shards are written in parallel bundles (on Dataflow, by
-			// several workers).
-			col = beam.Reshuffle(s, col)
-		}
-		return beam.ParDo(s, &readShardFn{R: r, W: w, Parts: parts}, col), nil
+		return beam.ParDo(s, &publishFn{R: r, W: w, Parts: parts}, beam.Impulse(s)), nil
 	}
 	files := beam.CreateList(s, parts)
 	keyed := beam.ParDo(s, &readPartsFn{R: r}, files)
@@ -152,55 +146,128 @@ func Publish(s beam.Scope, cfg PublishConfig, parts []string) (beam.PCollection,
 	return beam.ParDo(s, &writeShardFn{W: w}, grouped), nil
 }
 
-// DirectShards is the most shards a publication writes by having each
-// shard read every part file (readShardFn). Each file is then decoded once
-// per shard; on prism that costs less than a shuffle of the records, whose
-// bytes are copied several times over (the data channel, the runner's
-// grouping and its buffers).
+// DirectShards is the most shards a publication writes from one bundle
+// (publishFn): it reads each part file once and writes the shards side by
+// side, on one worker. More shards are spread over workers by a shuffle of
+// the records (readPartsFn, writeShardFn), for hours too big for one.
 const DirectShards = 8
 
-// readShardFn reads the records of one shard from every part file, then
-// writes the shard's dataset file.
-type readShardFn struct {
+// publishFn publishes a part with at most DirectShards shards: it reads
+// every part file once (files side by side, up to one per core), keeping
+// each record in its shard's arena, then writes the shards side by side.
+// No record crosses a shuffle: on prism, a shuffle copies every record's
+// bytes several times over (the data channel, the runner's grouping and
+// its buffers). Having each shard read every file instead (a bundle per
+// shard) decoded every record once per shard: hourly's CPU was twice this.
+type publishFn struct {
 	R     partReader
 	W     shardWriter
 	Parts []string // the raw and late part files
 
-	arena shardArena
+	readers []fileReader // reused from bundle to bundle
 }
 
-func (fn *readShardFn) Setup(ctx context.Context) error {
+// fileReader is one of publishFn's file-reading goroutines: its own
+// decoding room, and the records it read by shard.
+type fileReader struct {
+	r      partReader
+	arenas []shardArena
+	stats  []ShardStats // Raw and Late
+}
+
+func (fn *publishFn) Setup(ctx context.Context) error {
 	if err := fn.R.setup(ctx); err != nil {
 		return err
 	}
 	return fn.W.setup(ctx, fn.R.bucket)
 }
 
-func (fn *readShardFn) ProcessElement(ctx context.Context, shard int, emit func(string)) error {
-	var all []framed
-	var st ShardStats
-	fn.arena.reset()
-	defer fn.arena.reset()
-	for _, name := range fn.Parts {
-		var n int64
-		late, err := fn.R.read(ctx, name, func(sh int, r framed) {
-			if sh == shard {
-				r.id, r.rec = fn.arena.copy(r.id), fn.arena.copy(r.rec)
-				all = append(all, r)
-				n++
-			}
-		})
-		if err != nil {
-			return err
-		}
-		if late {
-			st.Late += n
-		} else {
-			st.Raw += n
-		}
-		countRead(ctx, late, n)
+func (fn *publishFn) ProcessElement(ctx context.Context, _ []byte, emit func(string)) error {
+	// A worker publishes one part at a time, on all its cores: the part's
+	// records are all in memory until its files are written.
+	select {
+	case env.publishing <- struct{}{}:
+		defer func() { <-env.publishing }()
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	return fn.W.write(ctx, shard, all, st, emit)
+	shards := fn.R.Shards
+	workers := max(1, min(runtime.GOMAXPROCS(0), len(fn.Parts)))
+	for len(fn.readers) < workers {
+		r := fn.R
+		r.cols = make([]record.Column, len(fn.R.cols))
+		fn.readers = append(fn.readers, fileReader{r: r, arenas: make([]shardArena, shards), stats: make([]ShardStats, shards)})
+	}
+	defer func() {
+		for i := range fn.readers {
+			for sh := range fn.readers[i].arenas {
+				fn.readers[i].arenas[sh].reset()
+			}
+			clear(fn.readers[i].stats)
+		}
+	}()
+	// Each reader takes the next file no reader has taken.
+	var next atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	for w := range workers {
+		rd := &fn.readers[w]
+		g.Go(func() error {
+			for i := int(next.Add(1)) - 1; i < len(fn.Parts); i = int(next.Add(1)) - 1 {
+				_, err := rd.r.read(gctx, fn.Parts[i], func(sh int, r framed) {
+					rd.arenas[sh].add(r)
+					if r.late {
+						rd.stats[sh].Late++
+					} else {
+						rd.stats[sh].Raw++
+					}
+				})
+				if err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	// Every shard's records into the first reader's arenas.
+	arenas, stats := fn.readers[0].arenas, fn.readers[0].stats
+	for _, rd := range fn.readers[1:workers] {
+		for sh := range shards {
+			arenas[sh].absorb(&rd.arenas[sh])
+			stats[sh].Raw += rd.stats[sh].Raw
+			stats[sh].Late += rd.stats[sh].Late
+		}
+	}
+	var raw, late int64
+	for _, st := range stats {
+		raw, late = raw+st.Raw, late+st.Late
+	}
+	countRead(ctx, false, raw)
+	countRead(ctx, true, late)
+	staged := make([]string, shards)
+	g, gctx = errgroup.WithContext(ctx)
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for sh := range shards {
+		g.Go(func() error {
+			var err error
+			staged[sh], stats[sh], err = fn.W.write(gctx, sh, &arenas[sh], stats[sh])
+			arenas[sh].reset() // its records go as soon as its file is written
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	// Counted and emitted here, on the bundle's goroutine.
+	for sh := range shards {
+		countPublished(ctx, stats[sh])
+		if staged[sh] != "" {
+			emit(staged[sh])
+		}
+	}
+	return nil
 }
 
 // countRead counts n records read from a raw or late part file (a Beam
@@ -213,34 +280,111 @@ func countRead(ctx context.Context, late bool, n int64) {
 	beam.NewCounter(MetricsNamespaceHourly, counter).Inc(ctx, n)
 }
 
-// shardArena holds the bytes of a shard's records in chunks that never
-// move, so that the slices it hands out stay valid as it grows; reset
-// keeps the first chunk for the next shard.
+// shardArena holds the records of a shard: their bytes in chunks, and
+// for each an arenaRec that holds no pointer, so that the collector never
+// marks the hundreds of thousands of them a shard may hold (as []framed,
+// two slices a record, it did on every cycle, and every append of them
+// paid write barriers).
 type shardArena struct {
 	chunks [][]byte
+	recs   []arenaRec
+	size   int // bytes of the records (their ids not counted)
+}
+
+// arenaRec is one record of a shardArena: its event id then its bytes,
+// from off in chunk chunk. head is the id's first 8 bytes (big-endian,
+// zero-padded): sorting compares it before the ids themselves, which are
+// spread over megabytes of records.
+type arenaRec struct {
+	head          uint64
+	pub           int64
+	chunk, off    uint32
+	idLen, recLen uint32
+}
+
+// idHead is the first 8 bytes of id as a big-endian number, zero-padded:
+// two ids whose heads differ compare as their heads do.
+func idHead(id []byte) uint64 {
+	var b [8]byte
+	copy(b[:], id)
+	return binary.BigEndian.Uint64(b[:])
+}
+
+// compare orders records by event id, then publish time, then bytes: the
+// order a shard's file is written in.
+func (a *shardArena) compare(x, y arenaRec) int {
+	if x.head != y.head {
+		return cmp.Compare(x.head, y.head)
+	}
+	if c := bytes.Compare(a.id(x), a.id(y)); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(x.pub, y.pub); c != 0 {
+		return c
+	}
+	return bytes.Compare(a.rec(x), a.rec(y))
 }
 
 const arenaChunk = 4 << 20
 
-// copy returns a copy of b in the arena.
-func (a *shardArena) copy(b []byte) []byte {
+// add copies r's event id and record into the arena.
+func (a *shardArena) add(r framed) {
+	size := len(r.id) + len(r.rec)
 	n := len(a.chunks)
-	if n == 0 || cap(a.chunks[n-1])-len(a.chunks[n-1]) < len(b) {
-		a.chunks = append(a.chunks, make([]byte, 0, max(arenaChunk, len(b))))
+	if n == 0 || cap(a.chunks[n-1])-len(a.chunks[n-1]) < size {
+		a.chunks = append(a.chunks, newChunk(size))
 		n++
 	}
 	c := a.chunks[n-1]
-	start := len(c)
-	c = append(c, b...)
-	a.chunks[n-1] = c
-	return c[start:len(c):len(c)]
+	a.recs = append(a.recs, arenaRec{head: idHead(r.id), pub: r.pub, chunk: uint32(n - 1), off: uint32(len(c)),
+		idLen: uint32(len(r.id)), recLen: uint32(len(r.rec))})
+	a.chunks[n-1] = append(append(c, r.id...), r.rec...)
+	a.size += len(r.rec)
 }
 
-func (a *shardArena) reset() {
-	if len(a.chunks) > 0 {
-		clear(a.chunks[1:])
-		a.chunks = append(a.chunks[:0], a.chunks[0][:0])
+// id and rec are the event id and bytes of a record of the arena.
+func (a *shardArena) id(r arenaRec) []byte {
+	return a.chunks[r.chunk][r.off : r.off+r.idLen]
+}
+
+func (a *shardArena) rec(r arenaRec) []byte {
+	start := r.off + r.idLen
+	return a.chunks[r.chunk][start : start+r.recLen]
+}
+
+// absorb moves b's records into a (their bytes stay where they are: a
+// takes b's chunks) and leaves b empty.
+func (a *shardArena) absorb(b *shardArena) {
+	base := uint32(len(a.chunks))
+	a.chunks = append(a.chunks, b.chunks...)
+	for _, r := range b.recs {
+		r.chunk += base
+		a.recs = append(a.recs, r)
 	}
+	a.size += b.size
+	b.chunks, b.recs, b.size = nil, nil, 0
+}
+
+// reset empties the arena and lets go of its memory, its chunks back to
+// the free list for the next part: nothing may hold a record of it any
+// more. A DoFn instance lives as long as its job, one per publication of
+// it: an arena that kept its room would keep it for the job's every hour.
+func (a *shardArena) reset() {
+	for _, c := range a.chunks {
+		if cap(c) == arenaChunk {
+			env.chunks.put(c)
+		}
+	}
+	a.chunks, a.recs, a.size = nil, nil, 0
+}
+
+// newChunk returns an empty chunk with room for size bytes: a free one
+// when arenaChunk is enough.
+func newChunk(size int) []byte {
+	if size > arenaChunk {
+		return make([]byte, 0, size)
+	}
+	return env.chunks.get()
 }
 
 // readPartsFn reads one part file and emits, per shard, one element holding
@@ -314,8 +458,9 @@ func (r *partReader) read(ctx context.Context, name string, fn func(shard int, r
 
 // framed is one record of a shard with what the shard needs of it,
 // decoded once where the record is read: its event id and publish time,
-// and whether it came from the late area. id and rec alias the shard batch
-// or the arena they were read into.
+// and whether it came from the late area. id and rec alias the file block
+// or the shard batch they were read from; a shard keeps them by copying
+// them into its shardArena.
 type framed struct {
 	late    bool
 	pub     int64
@@ -415,14 +560,17 @@ func (w *shardWriter) setup(ctx context.Context, b blob.Bucket) error {
 // (framed batches from readPartsFn).
 type writeShardFn struct {
 	W shardWriter
+
+	arena shardArena
 }
 
 func (fn *writeShardFn) Setup(ctx context.Context) error { return fn.W.setup(ctx, nil) }
 
 func (fn *writeShardFn) ProcessElement(ctx context.Context, shard int, recs func(*[]byte) bool, emit func(string)) error {
-	var all []framed
 	var st ShardStats
 	var batch []byte
+	fn.arena.reset()
+	defer fn.arena.reset()
 	for recs(&batch) {
 		err := forEachFramed(batch, func(r framed) error {
 			if r.late {
@@ -430,76 +578,96 @@ func (fn *writeShardFn) ProcessElement(ctx context.Context, shard int, recs func
 			} else {
 				st.Raw++
 			}
-			all = append(all, r)
+			fn.arena.add(r)
 			return nil
 		})
 		if err != nil {
 			return fmt.Errorf("transforms.Publish: shard %d: %w", shard, err)
 		}
 	}
-	return fn.W.write(ctx, shard, all, st, emit)
-}
-
-// write dedupes the records of shard (all, read with the counts of st)
-// against each other and the lookback, writes the shard's dataset file to
-// the run's staging directory, then its stats object, and emits the file's
-// staged name.
-func (w *shardWriter) write(ctx context.Context, shard int, all []framed, st ShardStats, emit func(string)) error {
-	seen, err := lookbackIDs(ctx, w.bucket, w.Type, w.Version, w.Lookback, w.LookbackSHA256, w.Shards)
+	staged, st, err := fn.W.write(ctx, shard, &fn.arena, st)
 	if err != nil {
 		return err
 	}
-	slices.SortFunc(all, func(a, b framed) int {
-		if c := bytes.Compare(a.id, b.id); c != 0 {
-			return c
-		}
-		if c := cmp.Compare(a.pub, b.pub); c != 0 {
-			return c
-		}
-		return bytes.Compare(a.rec, b.rec)
-	})
+	countPublished(ctx, st)
+	if staged != "" {
+		emit(staged)
+	}
+	return nil
+}
+
+// countPublished counts what a shard's writing dropped and published
+// (Beam counters, for monitoring: the stats objects carry the accounting).
+func countPublished(ctx context.Context, st ShardStats) {
+	beam.NewCounter(MetricsNamespaceHourly, CountDuplicates).Inc(ctx, st.Duplicates)
+	beam.NewCounter(MetricsNamespaceHourly, CountLookback).Inc(ctx, st.Lookback)
+	beam.NewCounter(MetricsNamespaceHourly, CountPublished).Inc(ctx, st.Published)
+}
+
+// write dedupes the records of shard (those of a, read with the counts of
+// st) against each other and the lookback, writes the shard's dataset file
+// to the run's staging directory, then its stats object. It returns the
+// file's staged name ("" when every record was dropped) and the shard's
+// stats. It touches nothing of the bundle's but ctx (no counter, no
+// emitter), so that several shards can be written side by side.
+func (w *shardWriter) write(ctx context.Context, shard int, a *shardArena, st ShardStats) (string, ShardStats, error) {
+	seen, err := lookbackIDs(ctx, w.bucket, w.Type, w.Version, w.Lookback, w.LookbackSHA256, w.Shards)
+	if err != nil {
+		return "", st, err
+	}
+	all := a.recs
+	slices.SortFunc(all, a.compare)
 	hour := time.UnixMilli(w.HourMillis).UTC()
 	base := layout.ShardFile(shard, w.Shards)
 	// The final name, not the staged one: the bytes are a function of the
 	// input set and the file's place in the dataset, never of the run.
 	final := layout.PartDir(w.Type, w.Version, hour, w.Part) + base
 	staged := layout.StagingDir(w.RunID, w.Type, w.Version, hour, w.Part) + base
-	var buf bytes.Buffer
-	ow, err := record.NewOCFWriter(&buf, w.schema.Encrypted().JSON, record.SyncMarker(final), FileCodec)
+	// The staging directory is this run's alone: what is there is a
+	// retried bundle's (or an earlier attempt of this run's), replaced.
+	if err := w.bucket.Delete(ctx, staged); err != nil {
+		return "", st, fmt.Errorf("transforms.Publish: %w", err)
+	}
+	fw, err := w.bucket.Create(ctx, staged)
 	if err != nil {
-		return err
+		return "", st, fmt.Errorf("transforms.Publish: %w", err)
+	}
+	defer fw.Abort() // unless closed: no file when nothing is published
+	// The file is written as it is encoded, and hashed on the way: the
+	// part's records are in memory already, its files are not held there
+	// too.
+	hash := sha256.New()
+	ow, err := record.NewOCFWriter(io.MultiWriter(fw, hash), w.schema.Encrypted().JSON, record.SyncMarker(final), FileCodec)
+	if err != nil {
+		return "", st, err
 	}
 	var dups, back, published int64
 	kept := &idList{} // the event ids of the file
-	for i := range all {
-		if i > 0 && bytes.Equal(all[i].id, all[i-1].id) {
+	for i, r := range all {
+		id := a.id(r)
+		if i > 0 && bytes.Equal(id, a.id(all[i-1])) {
 			dups++
 			continue
 		}
-		if seen[shard].has(all[i].id) {
+		if seen[shard].has(id) {
 			back++
 			continue
 		}
-		if err := ow.Append(all[i].rec); err != nil {
-			return err
+		if err := ow.Append(a.rec(r)); err != nil {
+			return "", st, err
 		}
-		kept.add(all[i].id)
+		kept.add(id)
 		published++
 	}
 	if err := ow.Close(); err != nil {
-		return err
+		return "", st, err
 	}
-	beam.NewCounter(MetricsNamespaceHourly, CountDuplicates).Inc(ctx, dups)
-	beam.NewCounter(MetricsNamespaceHourly, CountLookback).Inc(ctx, back)
-	beam.NewCounter(MetricsNamespaceHourly, CountPublished).Inc(ctx, published)
 	st.Shard, st.Duplicates, st.Lookback, st.Published = shard, dups, back, published
 	if published > 0 {
-		st.File, st.SHA256 = base, hex.EncodeToString(sum(buf.Bytes()))
-		// The staging directory is this run's alone: what is there is a
-		// retried bundle's (or an earlier attempt of this run's), replaced.
-		if err := replaceObject(ctx, w.bucket, staged, buf.Bytes()); err != nil {
-			return fmt.Errorf("transforms.Publish: %w", err)
+		if err := fw.Close(); err != nil {
+			return "", st, fmt.Errorf("transforms.Publish: %w", err)
 		}
+		st.File, st.SHA256 = base, hex.EncodeToString(hash.Sum(nil))
 		rememberWritten(w.bucket.Root(), final, st.SHA256, kept)
 	}
 	// The accounting travels in a small stats object per shard, not in Beam
@@ -508,16 +676,16 @@ func (w *shardWriter) write(ctx context.Context, shard int, all []framed, st Sha
 	// written after the shard's file: a stats object means the shard is done.
 	js, err := json.Marshal(st)
 	if err != nil {
-		return err
+		return "", st, err
 	}
 	statsName := layout.StatsName(w.RunID, w.Type, w.Version, hour, w.Part, shard)
 	if err := replaceObject(ctx, w.bucket, statsName, js); err != nil {
-		return fmt.Errorf("transforms.Publish: %w", err)
+		return "", st, fmt.Errorf("transforms.Publish: %w", err)
 	}
-	if published > 0 {
-		emit(staged)
+	if published == 0 {
+		staged = ""
 	}
-	return nil
+	return staged, st, nil
 }
 
 // replaceObject writes name, replacing what is there: only for objects of
@@ -546,8 +714,6 @@ func DropProcessCaches() {
 	env.written.Purge()
 	env.lookback.Purge()
 }
-
-func sum(b []byte) []byte { s := sha256.Sum256(b); return s[:] }
 
 func writtenKey(root, name, sha string) string { return root + "\x00" + name + "\x00" + sha }
 
