@@ -91,7 +91,14 @@ func DecryptFiles(s beam.Scope, cfg DecryptConfig, files []string) (beam.PCollec
 		cfg.Batch = 500
 	}
 	s = s.Scope("DecryptFiles")
-	return beam.ParDo(s, &decryptFileFn{Cfg: cfg}, beam.CreateList(s, files)), nil
+	col := beam.CreateList(s, files)
+	if len(files) > 1 {
+		// A created list is one bundle, its files decrypted one after the
+		// other; after a shuffle of their names, they are decrypted in
+		// parallel bundles (on Dataflow, by several workers).
+		col = beam.Reshuffle(s, col)
+	}
+	return beam.ParDo(s, &decryptFileFn{Cfg: cfg}, col), nil
 }
 
 // decryptedPartName names the decrypted output of dataset file name:
