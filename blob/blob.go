@@ -73,7 +73,7 @@ type Bucket interface {
 type Writer interface {
 	io.Writer
 	Close() error // commit
-	Abort()       // discard
+	Abort()       // discard; after Close, nothing (a deferred Abort is safe)
 }
 
 // Open opens a root: a local directory path, file://path, or gs://bucket/prefix

@@ -64,6 +64,31 @@ func runBucketContract(t *testing.T, b Bucket) {
 	if got, err := ReadAll(ctx, b, "race"); err != nil || string(got) != "first" {
 		t.Fatalf("race winner: %q %v", got, err)
 	}
+	// Abort after Close does nothing (a deferred Abort is safe); Abort
+	// before it leaves nothing.
+	w, err := b.Create(ctx, "closed-then-aborted")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte("kept"))
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	w.Abort()
+	if got, err := ReadAll(ctx, b, "closed-then-aborted"); err != nil || string(got) != "kept" {
+		t.Fatalf("Abort after Close: %q %v", got, err)
+	}
+	if err := b.Delete(ctx, "closed-then-aborted"); err != nil {
+		t.Fatal(err)
+	}
+	if w, err = b.Create(ctx, "aborted"); err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte("gone"))
+	w.Abort()
+	if _, err := ReadAll(ctx, b, "aborted"); err == nil {
+		t.Fatal("an aborted object was readable")
+	}
 	// Empty and large (multi-MiB, written in pieces) objects round-trip.
 	if err := WriteAll(ctx, b, "empty", nil); err != nil {
 		t.Fatal(err)
@@ -72,7 +97,7 @@ func runBucketContract(t *testing.T, b Bucket) {
 		t.Fatalf("empty: %q %v", got, err)
 	}
 	big := bytes.Repeat([]byte("0123456789abcdef"), 3<<16) // 3 MiB
-	w, err := b.Create(ctx, "big/object")
+	w, err = b.Create(ctx, "big/object")
 	if err != nil {
 		t.Fatal(err)
 	}
