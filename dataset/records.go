@@ -34,8 +34,9 @@ func ReadRecords(ctx context.Context, b blob.Opener, eventType string, version i
 		return err
 	}
 	cols := make([]record.Column, len(lay.Enc.Fields))
+	var r FileReader
 	for _, name := range files {
-		if err := ReadFile(ctx, b, name, lay, cols, fn); err != nil {
+		if err := r.ReadFile(ctx, b, name, lay, cols, fn); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
 	}
@@ -46,20 +47,37 @@ func ReadRecords(ctx context.Context, b blob.Opener, eventType string, version i
 // already (Schema) and a slice of len(lay.Enc.Fields) columns to decode
 // into; with cols nil the records are not decoded (fn gets nil columns).
 func ReadFile(ctx context.Context, b blob.Opener, name string, lay *record.Layout, cols []record.Column, fn func(cols []record.Column, lay *record.Layout, rec []byte)) error {
+	var r FileReader
+	return r.ReadFile(ctx, b, name, lay, cols, fn)
+}
+
+// FileReader reads files one after the other as ReadFile does, reusing
+// its buffers (the container's blocks, inflated) from file to file. It is
+// not safe for concurrent use.
+type FileReader struct {
+	or *record.OCFReader
+}
+
+// ReadFile is the package's ReadFile, with r's buffers.
+func (fr *FileReader) ReadFile(ctx context.Context, b blob.Opener, name string, lay *record.Layout, cols []record.Column, fn func(cols []record.Column, lay *record.Layout, rec []byte)) error {
+	skip := lay.Skip()
+	if cols != nil {
+		// Each record is decoded where it is measured, once.
+		var err error
+		if skip, err = lay.SkipInto(cols); err != nil {
+			return err
+		}
+	}
 	r, err := b.Open(ctx, name)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	skip := lay.Skip()
-	if cols != nil {
-		// Each record is decoded where it is measured, once.
-		if skip, err = lay.SkipInto(cols); err != nil {
-			return err
-		}
+	if fr.or == nil {
+		fr.or = &record.OCFReader{}
 	}
-	or, err := record.NewOCFReader(r, skip)
-	if err != nil {
+	or := fr.or
+	if err := or.Reset(r, skip); err != nil {
 		return err
 	}
 	for {

@@ -201,16 +201,31 @@ var ErrCorrupt = errors.New("record: corrupt Avro container file")
 // a skip that decodes as it measures (Layout.SkipInto) leaves the columns
 // of the record Next returned.
 func NewOCFReader(r io.Reader, skip func([]byte) (int, error)) (*OCFReader, error) {
-	br := bufio.NewReaderSize(r, 64<<10)
-	magic := make([]byte, 4)
-	if _, err := io.ReadFull(br, magic); err != nil || !bytes.Equal(magic, ocfMagic) {
-		return nil, fmt.Errorf("%w: no Avro magic", ErrCorrupt)
+	o := &OCFReader{}
+	if err := o.Reset(r, skip); err != nil {
+		return nil, err
 	}
-	o := &OCFReader{r: br, skip: skip, Codec: CodecNull}
+	return o, nil
+}
+
+// Reset makes o read another file, as NewOCFReader would, keeping its
+// buffers: a reader of many files one after the other reuses one.
+func (o *OCFReader) Reset(r io.Reader, skip func([]byte) (int, error)) error {
+	if o.r == nil {
+		o.r = bufio.NewReaderSize(r, 64<<10)
+	} else {
+		o.r.Reset(r)
+	}
+	br := o.r
+	o.skip, o.Schema, o.Codec, o.block, o.left = skip, nil, CodecNull, nil, 0
+	var magic [4]byte
+	if _, err := io.ReadFull(br, magic[:]); err != nil || !bytes.Equal(magic[:], ocfMagic) {
+		return fmt.Errorf("%w: no Avro magic", ErrCorrupt)
+	}
 	for {
 		n, err := readLong(br)
 		if err != nil {
-			return nil, fmt.Errorf("%w: header: %v", ErrCorrupt, err)
+			return fmt.Errorf("%w: header: %v", ErrCorrupt, err)
 		}
 		if n == 0 {
 			break
@@ -218,17 +233,17 @@ func NewOCFReader(r io.Reader, skip func([]byte) (int, error)) (*OCFReader, erro
 		if n < 0 {
 			n = -n
 			if _, err := readLong(br); err != nil {
-				return nil, fmt.Errorf("%w: header: %v", ErrCorrupt, err)
+				return fmt.Errorf("%w: header: %v", ErrCorrupt, err)
 			}
 		}
 		for ; n > 0; n-- {
 			k, err := readBytes(br, 1<<10)
 			if err != nil {
-				return nil, fmt.Errorf("%w: header key: %v", ErrCorrupt, err)
+				return fmt.Errorf("%w: header key: %v", ErrCorrupt, err)
 			}
 			v, err := readBytes(br, 1<<20)
 			if err != nil {
-				return nil, fmt.Errorf("%w: header value: %v", ErrCorrupt, err)
+				return fmt.Errorf("%w: header value: %v", ErrCorrupt, err)
 			}
 			switch string(k) {
 			case "avro.schema":
@@ -239,12 +254,12 @@ func NewOCFReader(r io.Reader, skip func([]byte) (int, error)) (*OCFReader, erro
 		}
 	}
 	if o.Codec != CodecNull && o.Codec != CodecDeflate && o.Codec != CodecSnappy {
-		return nil, fmt.Errorf("record: OCF codec %q not supported", o.Codec)
+		return fmt.Errorf("record: OCF codec %q not supported", o.Codec)
 	}
 	if _, err := io.ReadFull(br, o.sync[:]); err != nil {
-		return nil, fmt.Errorf("%w: sync marker: %v", ErrCorrupt, err)
+		return fmt.Errorf("%w: sync marker: %v", ErrCorrupt, err)
 	}
-	return o, nil
+	return nil
 }
 
 // Next returns the next record's encoded bytes (valid until the next call),

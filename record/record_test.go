@@ -380,6 +380,7 @@ func TestOCFInterop(t *testing.T) {
 		}
 		return buf.Bytes()
 	}
+	reused := &OCFReader{} // Reset from file to file, codec to codec
 	for _, codec := range []string{CodecNull, CodecDeflate, CodecSnappy} {
 		file := write(codec)
 		if again := write(codec); !bytes.Equal(file, again) {
@@ -416,8 +417,12 @@ func TestOCFInterop(t *testing.T) {
 		for _, rd := range []struct {
 			skip    func([]byte) (int, error)
 			decodes bool
-		}{{lay.Skip(), false}, {into, true}} {
+			reuse   bool
+		}{{lay.Skip(), false, false}, {into, true, false}, {into, true, true}} {
 			or, err := NewOCFReader(bytes.NewReader(file), rd.skip)
+			if rd.reuse {
+				or, err = reused, reused.Reset(bytes.NewReader(file), rd.skip)
+			}
 			if err != nil {
 				t.Fatal(err)
 			}

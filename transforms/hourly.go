@@ -194,8 +194,8 @@ func (fn *publishFn) ProcessElement(ctx context.Context, _ []byte, emit func(str
 	shards := fn.R.Shards
 	workers := max(1, min(runtime.GOMAXPROCS(0), len(fn.Parts)))
 	for len(fn.readers) < workers {
-		r := fn.R
-		r.cols = make([]record.Column, len(fn.R.cols))
+		r := fn.R // with room of its own
+		r.cols, r.files = make([]record.Column, len(fn.R.cols)), dataset.FileReader{}
 		fn.readers = append(fn.readers, fileReader{r: r, arenas: make([]shardArena, shards), stats: make([]ShardStats, shards)})
 	}
 	defer func() {
@@ -427,6 +427,7 @@ type partReader struct {
 	bucket blob.Bucket
 	lay    *record.Layout
 	cols   []record.Column
+	files  dataset.FileReader // not to be shared by two goroutines
 }
 
 func (r *partReader) setup(ctx context.Context) error {
@@ -446,7 +447,7 @@ func (r *partReader) setup(ctx context.Context) error {
 // whether the file is in the late area.
 func (r *partReader) read(ctx context.Context, name string, fn func(shard int, rec framed)) (late bool, err error) {
 	late = strings.HasPrefix(name, layout.LateArea+"/")
-	err = dataset.ReadFile(ctx, r.bucket, name, r.lay, r.cols, func(cols []record.Column, lay *record.Layout, rec []byte) {
+	err = r.files.ReadFile(ctx, r.bucket, name, r.lay, r.cols, func(cols []record.Column, lay *record.Layout, rec []byte) {
 		id := cols[lay.Dedupe].Bytes
 		fn(shardOf(id, r.Shards), framed{late: late, pub: cols[lay.PublishTime].Int, id: id, rec: rec})
 	})
