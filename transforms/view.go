@@ -91,14 +91,7 @@ func DecryptFiles(s beam.Scope, cfg DecryptConfig, files []string) (beam.PCollec
 		cfg.Batch = 500
 	}
 	s = s.Scope("DecryptFiles")
-	col := beam.CreateList(s, files)
-	if len(files) > 1 {
-		// A created list is one bundle, its files decrypted one after the
-		// other; after a shuffle of their names, they are decrypted in
-		// parallel bundles (on Dataflow, by several workers).
-		col = beam.Reshuffle(s, col)
-	}
-	return beam.ParDo(s, &decryptFileFn{Cfg: cfg}, col), nil
+	return beam.ParDo(s, &decryptFileFn{Cfg: cfg}, beam.CreateList(s, files)), nil
 }
 
 // decryptedPartName names the decrypted output of dataset file name:
@@ -122,6 +115,7 @@ type decryptFileFn struct {
 	lay     *record.Layout
 	codec   *goavro.Codec
 	dec     *record.Decryptor
+	files   dataset.FileReader
 	// arena, ends, recs and part are reused from file to file (a DoFn
 	// instance handles one element at a time): a file's records, and its
 	// decrypted part.
@@ -162,7 +156,7 @@ func (fn *decryptFileFn) ProcessElement(ctx context.Context, name string, emit f
 	// valid during its callback), and sliced from it once it is whole.
 	// Not decoded here: the decryptor decodes each record itself.
 	arena, ends := fn.arena[:0], fn.ends[:0]
-	if err := dataset.ReadFile(ctx, fn.in, name, fn.lay, nil, func(_ []record.Column, _ *record.Layout, rec []byte) {
+	if err := fn.files.ReadFile(ctx, fn.in, name, fn.lay, nil, func(_ []record.Column, _ *record.Layout, rec []byte) {
 		arena = append(arena, rec...)
 		ends = append(ends, len(arena))
 	}); err != nil {
