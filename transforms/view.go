@@ -1,7 +1,7 @@
 package transforms
 
 import (
-	"bytes"
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -116,13 +116,14 @@ type decryptFileFn struct {
 	codec   *goavro.Codec
 	dec     *record.Decryptor
 	files   dataset.FileReader
-	// arena, ends, recs and part are reused from file to file (a DoFn
-	// instance handles one element at a time): a file's records, and its
-	// decrypted part.
+	// arena, ends, recs, lines and out are reused from file to file (a
+	// DoFn instance handles one element at a time): a file's records, a
+	// batch of them decrypted, and the part's writer's buffer.
 	arena []byte
 	ends  []int
 	recs  [][]byte
-	part  bytes.Buffer
+	lines []byte
+	pbuf  *bufio.Writer
 }
 
 func (fn *decryptFileFn) Setup(ctx context.Context) error {
@@ -168,16 +169,26 @@ func (fn *decryptFileFn) ProcessElement(ctx context.Context, name string, emit f
 		start = ends[i]
 	}
 	fn.arena, fn.ends, fn.recs = arena, ends, recs
+	// The part is written as it is decrypted, batch by batch: a file's
+	// decrypted records are not held whole (they are about twice its
+	// records' size).
 	part := decryptedPartName(fn.Cfg.OutName, name, fn.Cfg.Format)
-	buf := &fn.part
-	buf.Reset()
-	// Decrypted JSON is about twice the size of the records: grown once,
-	// not doubled a dozen times over a part file.
-	buf.Grow(2 * len(arena))
+	if err := fn.out.Delete(ctx, part); err != nil { // a retried bundle's earlier part
+		return err
+	}
+	pw, err := fn.out.Create(ctx, part)
+	if err != nil {
+		return err
+	}
+	defer pw.Abort() // unless closed: nothing of a part that failed is left
+	if fn.pbuf == nil {
+		fn.pbuf = bufio.NewWriterSize(pw, 256<<10)
+	}
+	out := fn.pbuf
+	out.Reset(pw)
 	var ocf *goavro.OCFWriter
 	if fn.Cfg.Format == FormatAvro {
-		var err error
-		if ocf, err = goavro.NewOCFWriter(goavro.OCFConfig{W: buf, Codec: fn.codec, CompressionName: goavro.CompressionDeflateLabel}); err != nil {
+		if ocf, err = goavro.NewOCFWriter(goavro.OCFConfig{W: out, Codec: fn.codec, CompressionName: goavro.CompressionDeflateLabel}); err != nil {
 			return err
 		}
 	}
@@ -185,12 +196,14 @@ func (fn *decryptFileFn) ProcessElement(ctx context.Context, name string, emit f
 	for len(recs) > 0 {
 		n := min(fn.Cfg.Batch, len(recs))
 		if ocf == nil {
-			// NDJSON: decrypted straight into the part's bytes.
-			b, err := fn.dec.AppendJSONLines(ctx, fn.schema, buf.AvailableBuffer(), recs[:n], &t)
+			b, err := fn.dec.AppendJSONLines(ctx, fn.schema, fn.lines[:0], recs[:n], &t)
 			if err != nil {
 				return fmt.Errorf("transforms.DecryptFiles: %s: %w", name, err)
 			}
-			buf.Write(b)
+			fn.lines = b
+			if _, err := out.Write(b); err != nil {
+				return fmt.Errorf("transforms.DecryptFiles: %s: %w", part, err)
+			}
 			recs = recs[n:]
 			continue
 		}
@@ -220,10 +233,10 @@ func (fn *decryptFileFn) ProcessElement(ctx context.Context, name string, emit f
 			beam.NewCounter(MetricsNamespaceView, c.name).Inc(ctx, c.n)
 		}
 	}
-	if err := fn.out.Delete(ctx, part); err != nil { // a retried bundle's earlier part
-		return err
+	if err := out.Flush(); err != nil {
+		return fmt.Errorf("transforms.DecryptFiles: %s: %w", part, err)
 	}
-	if err := blob.WriteAll(ctx, fn.out, part, buf.Bytes()); err != nil {
+	if err := pw.Close(); err != nil {
 		return err
 	}
 	emit(part)
