@@ -16,6 +16,7 @@ import (
 	"cloud.google.com/go/bigquery"
 
 	"github.com/lockstream/lockstream/blob"
+	"github.com/lockstream/lockstream/dataset"
 	"github.com/lockstream/lockstream/fieldcrypt"
 	"github.com/lockstream/lockstream/insecurekeyset"
 	"github.com/lockstream/lockstream/keyclient"
@@ -278,9 +279,15 @@ func Subjects(ctx context.Context, b blob.Bucket, reg *schemas.Registry, hours [
 			return nil, err
 		}
 		cols := make([]record.Column, len(lay.Enc.Fields))
+		var files dataset.FileReader
 		for _, f := range dh.Files() {
-			if err := subjectsOf(ctx, b, f.Name, lay, cols, seen); err != nil {
-				return nil, err
+			err := files.ReadFile(ctx, b, f.Name, lay, cols, func(cols []record.Column, lay *record.Layout, _ []byte) {
+				if sub := cols[lay.Subject].Bytes; !seen[string(sub)] {
+					seen[string(sub)] = true
+				}
+			})
+			if err != nil {
+				return nil, fmt.Errorf("bq: %s: %w", f.Name, err)
 			}
 		}
 	}
@@ -290,32 +297,4 @@ func Subjects(ctx context.Context, b blob.Bucket, reg *schemas.Registry, hours [
 	}
 	sort.Strings(out)
 	return out, nil
-}
-
-func subjectsOf(ctx context.Context, b blob.Opener, name string, lay *record.Layout, cols []record.Column, seen map[string]bool) error {
-	rc, err := b.Open(ctx, name)
-	if err != nil {
-		return err
-	}
-	defer rc.Close()
-	skip, err := lay.SkipInto(cols)
-	if err != nil {
-		return err
-	}
-	r, err := record.NewOCFReader(rc, skip)
-	if err != nil {
-		return fmt.Errorf("bq: %s: %w", name, err)
-	}
-	for {
-		_, err := r.Next()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("bq: %s: %w", name, err)
-		}
-		if sub := cols[lay.Subject].Bytes; !seen[string(sub)] {
-			seen[string(sub)] = true
-		}
-	}
 }

@@ -33,9 +33,10 @@ import (
 // The pass-through baselines have the shape of ingest + hourly — the same
 // replay source, a file per batch written from the stage that read it (as
 // ingest writes its raw files; neither reshuffles batches), one file per
-// shard written by a stage that reads every batch's file and keeps the
-// lines of its shard (a hash of the message id), as hourly's shards read
-// every part file, the last stage ended like hourly's (transforms.EndBranch) —
+// shard written by one bundle that reads every batch's file once and
+// routes each line to its shard (a hash of the message id), as hourly's
+// publication reads every part file once, the last stage ended like
+// hourly's (transforms.EndBranch) —
 // without validation, encryption, keys or dedupe. "baseline" writes the
 // lines as plain text; "baseline-ocf" writes them as records of Avro
 // container files with transforms.FileCodec, the format and codec ingest

@@ -561,8 +561,6 @@ func (w *shardWriter) setup(ctx context.Context, b blob.Bucket) error {
 // (framed batches from readPartsFn).
 type writeShardFn struct {
 	W shardWriter
-
-	arena shardArena
 }
 
 func (fn *writeShardFn) Setup(ctx context.Context) error { return fn.W.setup(ctx, nil) }
@@ -570,8 +568,8 @@ func (fn *writeShardFn) Setup(ctx context.Context) error { return fn.W.setup(ctx
 func (fn *writeShardFn) ProcessElement(ctx context.Context, shard int, recs func(*[]byte) bool, emit func(string)) error {
 	var st ShardStats
 	var batch []byte
-	fn.arena.reset()
-	defer fn.arena.reset()
+	var a shardArena
+	defer a.reset()
 	for recs(&batch) {
 		err := forEachFramed(batch, func(r framed) error {
 			if r.late {
@@ -579,14 +577,14 @@ func (fn *writeShardFn) ProcessElement(ctx context.Context, shard int, recs func
 			} else {
 				st.Raw++
 			}
-			fn.arena.add(r)
+			a.add(r)
 			return nil
 		})
 		if err != nil {
 			return fmt.Errorf("transforms.Publish: shard %d: %w", shard, err)
 		}
 	}
-	staged, st, err := fn.W.write(ctx, shard, &fn.arena, st)
+	staged, st, err := fn.W.write(ctx, shard, &a, st)
 	if err != nil {
 		return err
 	}
@@ -626,10 +624,7 @@ func (w *shardWriter) write(ctx context.Context, shard int, a *shardArena, st Sh
 	staged := layout.StagingDir(w.RunID, w.Type, w.Version, hour, w.Part) + base
 	// The staging directory is this run's alone: what is there is a
 	// retried bundle's (or an earlier attempt of this run's), replaced.
-	if err := w.bucket.Delete(ctx, staged); err != nil {
-		return "", st, fmt.Errorf("transforms.Publish: %w", err)
-	}
-	fw, err := w.bucket.Create(ctx, staged)
+	fw, err := createReplacing(ctx, w.bucket, staged)
 	if err != nil {
 		return "", st, fmt.Errorf("transforms.Publish: %w", err)
 	}
@@ -699,6 +694,16 @@ func replaceObject(ctx context.Context, b blob.Bucket, name string, data []byte)
 		return fmt.Errorf("write %s: %w", name, err)
 	}
 	return nil
+}
+
+// createReplacing creates name for writing, deleting what is there first:
+// only for objects a run alone writes (its staging directory, a view's
+// parts), where what is there is a retried bundle's earlier attempt.
+func createReplacing(ctx context.Context, b blob.Bucket, name string) (blob.Writer, error) {
+	if err := b.Delete(ctx, name); err != nil {
+		return nil, err
+	}
+	return b.Create(ctx, name)
 }
 
 type lookbackEntry struct {

@@ -116,7 +116,7 @@ type decryptFileFn struct {
 	codec   *goavro.Codec
 	dec     *record.Decryptor
 	files   dataset.FileReader
-	// arena, ends, recs, lines and out are reused from file to file (a
+	// arena, ends, recs, lines and pbuf are reused from file to file (a
 	// DoFn instance handles one element at a time): a file's records, a
 	// batch of them decrypted, and the part's writer's buffer.
 	arena []byte
@@ -173,10 +173,7 @@ func (fn *decryptFileFn) ProcessElement(ctx context.Context, name string, emit f
 	// decrypted records are not held whole (they are about twice its
 	// records' size).
 	part := decryptedPartName(fn.Cfg.OutName, name, fn.Cfg.Format)
-	if err := fn.out.Delete(ctx, part); err != nil { // a retried bundle's earlier part
-		return err
-	}
-	pw, err := fn.out.Create(ctx, part)
+	pw, err := createReplacing(ctx, fn.out, part) // a retried bundle's earlier part goes
 	if err != nil {
 		return err
 	}
