@@ -35,10 +35,18 @@ type Options struct {
 	// cached. Default 10 seconds.
 	NegativeTTL time.Duration
 
-	// BatchWindow is how long a lookup waits for others to share its RPC;
-	// default 1 ms; negative sends at once (lookups that are concurrent still
-	// share an RPC already pending).
+	// BatchWindow is how long a lookup of fewer than BatchAlone ids waits
+	// for others to share its RPC; default 1 ms; negative sends at once
+	// (lookups that are concurrent still share an RPC already pending).
 	BatchWindow time.Duration
+	// BatchAlone is the fewest ids a lookup asks for (every set of a
+	// ForEncryptSets together) to be a batch of its own: the ids it cannot
+	// answer from the cache are sent at once, with whatever other lookups
+	// of the same categories have pending, instead of waiting out
+	// BatchWindow (a batch of events would otherwise wait it out for the
+	// few users it has not met yet). Default 64; negative: every lookup
+	// waits out the window.
+	BatchAlone int
 	// MaxBatch is the most ids per RPC (keep it at or under the server's
 	// limit). Default 1000.
 	MaxBatch int
@@ -82,6 +90,9 @@ func (o Options) withDefaults() Options {
 	def(&o.BatchWindow, time.Millisecond)
 	if o.MaxBatch <= 0 {
 		o.MaxBatch = 1000
+	}
+	if o.BatchAlone == 0 {
+		o.BatchAlone = 64
 	}
 	def(&o.AttemptTimeout, 2*time.Second)
 	def(&o.CallTimeout, 10*time.Second)
@@ -195,15 +206,45 @@ func (c *Client) ForEncryptInto(ctx context.Context, a *Answers, userIDs, catego
 	return c.get(ctx, a, kindUser, userIDs, categories)
 }
 
-// ForEncryptAlso is ForEncryptInto for callers that ask for varying
-// subsets of one set of categories (an anonymizer asks for each user's
-// categories only, the union of a batch's being also): a user fetched from
-// the service is fetched with the categories of also as well, and they are
-// cached for the calls that ask for them, so that the subsets make one
-// fetch per user, not one per subset. Answers hold the categories asked
-// only.
-func (c *Client) ForEncryptAlso(ctx context.Context, a *Answers, userIDs, categories, also []string) ([]UserKeys, error) {
-	return c.get(ctx, a, kindUser, userIDs, categories, also...)
+// A Set is one part of a ForEncryptSets call: users asked for the same
+// categories, answered into room the caller keeps (Answers, as
+// ForEncryptInto's; each set its own). A user the cache cannot answer is
+// fetched with the categories of Also as well, which are cached for the
+// lookups that ask for them.
+type Set struct {
+	Answers    *Answers
+	UserIDs    []string
+	Categories []string
+	Also       []string
+}
+
+// ForEncryptSets answers several sets of users in one lookup, each set as
+// ForEncryptInto would, in the order of sets. It is for a caller with a
+// batch to seal: an anonymizer asks each user for the categories of its
+// own events (the batch's union being Also, so that the subsets make one
+// fetch per user, not one per subset), and its dead letters' owners for
+// their payload key. The users that the cache cannot answer go to the
+// service in one batch per set of categories fetched (MaxBatch ids per
+// RPC), sent at once when the sets hold BatchAlone users or more. Answers
+// hold the categories asked only.
+func (c *Client) ForEncryptSets(ctx context.Context, sets []Set) ([][]UserKeys, error) {
+	ls := make([]lookupSet, len(sets))
+	for i, s := range sets {
+		if s.Answers == nil {
+			s.Answers = &Answers{}
+		}
+		ls[i] = lookupSet{a: s.Answers, ids: s.UserIDs, cats: s.Categories, also: s.Also}
+	}
+	if err := c.getSets(ctx, kindUser, ls); err != nil {
+		return nil, err
+	}
+	out := make([][]UserKeys, len(sets))
+	for i, s := range ls {
+		if len(s.ids) > 0 {
+			out[i] = s.a.out
+		}
+	}
+	return out, nil
 }
 
 // ForDecryptInto is ForDecrypt answering into a, as ForEncryptInto.
@@ -287,104 +328,154 @@ func (c *Client) Close() error {
 }
 
 // get answers ids for categories; into a when a is not nil (Answers), else
-// into new room. What it fetches, it fetches for the categories of also too.
-func (c *Client) get(ctx context.Context, a *Answers, kind entryKind, ids, categories []string, also ...string) ([]UserKeys, error) {
+// into new room.
+func (c *Client) get(ctx context.Context, a *Answers, kind entryKind, ids, categories []string) ([]UserKeys, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	if len(categories) == 0 {
-		return nil, fmt.Errorf("%w: no categories requested", ErrInvalidArgument)
-	}
-	sorted := append(slices.Clone(categories), also...)
-	slices.Sort(sorted)
-	sorted = slices.Compact(sorted)
-	bk := batchKey{kind: kind, cats: strings.Join(sorted, "\x00")}
-
-	c.lookups.Add(int64(len(ids)))
 	if a == nil {
 		a = &Answers{}
 	}
-	a.out = grow(a.out, len(ids))
-	out := a.out
+	sets := [1]lookupSet{{a: a, ids: ids, cats: categories}}
+	if err := c.getSets(ctx, kind, sets[:]); err != nil {
+		return nil, err
+	}
+	return a.out, nil
+}
+
+// lookupSet is one part of a lookup: ids asked for the same categories,
+// answered into a.out; what is fetched is fetched for also too.
+type lookupSet struct {
+	a               *Answers
+	ids, cats, also []string
+	// Set by getSets: what its misses are fetched for (cats and also,
+	// sorted), and the pending batch they join.
+	fetch []string
+	key   batchKey
+}
+
+// getSets answers each set's ids for its categories into its Answers (a
+// set's own: sets share none). The ids the cache cannot answer join the
+// pending batch of their set's categories and also. A lookup of at least
+// BatchAlone ids, every set counted, sends the batches it joined at once;
+// a smaller one waits out BatchWindow for others to join.
+func (c *Client) getSets(ctx context.Context, kind entryKind, sets []lookupSet) error {
+	n := 0
+	for j := range sets {
+		s := &sets[j]
+		if len(s.ids) == 0 {
+			continue
+		}
+		if len(s.cats) == 0 {
+			return fmt.Errorf("%w: no categories requested", ErrInvalidArgument)
+		}
+		n += len(s.ids)
+		s.fetch = append(slices.Clone(s.cats), s.also...)
+		slices.Sort(s.fetch)
+		s.fetch = slices.Compact(s.fetch)
+		s.key = batchKey{kind: kind, cats: strings.Join(s.fetch, "\x00")}
+	}
+	if n == 0 {
+		return nil
+	}
+
+	c.lookups.Add(int64(n))
 	type wait struct {
-		i int
-		c *call
+		set, i int
+		c      *call
 	}
 	var waits []wait
-	var misses []int
-	if q, ok := c.cache.newQuery(categories); ok {
-		misses = c.cache.lookup(kind, ids, q, a)
-		c.hits.Add(int64(len(ids) - len(misses)))
-	} else {
-		for i := range ids {
-			misses = append(misses, i)
+	misses := make([][]int, len(sets))
+	for j := range sets {
+		s := &sets[j]
+		s.a.out = grow(s.a.out, len(s.ids))
+		if len(s.ids) == 0 {
+			continue
+		}
+		if q, ok := c.cache.newQuery(s.cats); ok {
+			misses[j] = c.cache.lookup(kind, s.ids, q, s.a)
+			c.hits.Add(int64(len(s.ids) - len(misses[j])))
+		} else {
+			for i := range s.ids {
+				misses[j] = append(misses[j], i)
+			}
 		}
 	}
-	if len(misses) > 0 {
-		var full []*batch
-		c.mu.Lock()
-		for _, i := range misses {
-			fk := flightKey{bk, ids[i]}
+	var full []*batch
+	c.mu.Lock()
+	for j, ms := range misses {
+		bk := sets[j].key
+		for _, i := range ms {
+			id := sets[j].ids[i]
+			fk := flightKey{bk, id}
 			if cl, ok := c.inflight[fk]; ok {
 				c.coalesced.Add(1)
-				waits = append(waits, wait{i, cl})
+				waits = append(waits, wait{j, i, cl})
 				continue
 			}
 			cl := &call{done: make(chan struct{})}
 			c.inflight[fk] = cl
-			waits = append(waits, wait{i, cl})
+			waits = append(waits, wait{j, i, cl})
 			b := c.pending[bk]
 			if b == nil {
-				b = &batch{key: bk, cats: sorted}
+				b = &batch{key: bk, cats: sets[j].fetch}
 				c.pending[bk] = b
 				if c.o.BatchWindow > 0 {
 					b.timer = time.AfterFunc(c.o.BatchWindow, func() { c.flushPending(b) })
 				}
 			}
-			b.ids = append(b.ids, ids[i])
+			b.ids = append(b.ids, id)
 			b.calls = append(b.calls, cl)
 			if len(b.ids) >= c.o.MaxBatch {
 				delete(c.pending, bk)
 				full = append(full, b)
 			}
 		}
-		if c.o.BatchWindow < 0 {
-			if b := c.pending[bk]; b != nil {
-				delete(c.pending, bk)
+	}
+	if c.o.BatchWindow < 0 || c.o.BatchAlone > 0 && n >= c.o.BatchAlone {
+		// Nothing to wait for: the lookup is a batch of its own (or
+		// there is no window). Whatever else is pending for the same
+		// categories goes with it, sooner than its window.
+		for j, ms := range misses {
+			if b := c.pending[sets[j].key]; b != nil && len(ms) > 0 {
+				delete(c.pending, sets[j].key)
 				full = append(full, b)
 			}
 		}
-		c.mu.Unlock()
-		for _, b := range full {
-			if b.timer != nil {
-				b.timer.Stop()
-			}
-			go c.flush(b)
+	}
+	c.mu.Unlock()
+	for _, b := range full {
+		if b.timer != nil {
+			b.timer.Stop()
 		}
+		go c.flush(b)
 	}
 	for _, w := range waits {
 		select {
 		case <-w.c.done:
 		case <-ctx.Done():
-			return nil, Unavailable(fmt.Errorf("waiting for keys: %w", ctx.Err()))
+			return Unavailable(fmt.Errorf("waiting for keys: %w", ctx.Err()))
 		}
 		if w.c.err != nil {
-			return nil, w.c.err
+			return w.c.err
 		}
 		r := w.c.res
-		out[w.i] = UserKeys{Subject: r.Subject, Err: r.Err}
+		out := &sets[w.set].a.out[w.i]
+		*out = UserKeys{Subject: r.Subject, Err: r.Err}
 		if r.Err == nil {
 			// The call may have fetched more categories than this caller
 			// asked for (same set, other order): pick in the caller's order.
-			pick(&out[w.i], r, categories)
+			pick(out, r, sets[w.set].cats)
 		}
 	}
 	if kind == kindUser {
-		for i := range out {
-			out[i].UserID = ids[i]
+		for _, s := range sets {
+			for i := range s.a.out {
+				s.a.out[i].UserID = s.ids[i]
+			}
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // pick copies into dst the keys and revocations of r for categories, in that

@@ -396,45 +396,66 @@ func TestAnswersInto(t *testing.T) {
 	}
 }
 
-// TestForEncryptAlso: users asked for varying subsets of a set, with the
-// set as also, are fetched once each (the set's keys, all of them
-// cached); answers hold the categories asked only, and equal ForEncrypt's.
-func TestForEncryptAlso(t *testing.T) {
+// TestForEncryptSets: sets of users asked for varying subsets of a set,
+// with the set as Also, are fetched once each in one RPC (the set's keys,
+// all of them cached), under a window long enough to hang the test were
+// the lookup waiting it out; answers hold the categories asked only, and
+// equal ForEncrypt's. A set with categories of its own (a payload key)
+// is fetched in a batch of its own, in the same lookup.
+func TestForEncryptSets(t *testing.T) {
 	f := NewFake()
-	c := newTestClient(t, f, func(o *Options) { o.BatchWindow = -1 })
-	ctx := context.Background()
+	c := newTestClient(t, f, func(o *Options) { o.BatchWindow = time.Hour; o.BatchAlone = 3 })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	all := []string{"contact", "device", "location"}
-	var a Answers
-	got, err := c.ForEncryptAlso(ctx, &a, []string{"u1", "u2"}, []string{"device"}, all)
+	var a, b, p Answers
+	got, err := c.ForEncryptSets(ctx, []Set{
+		{Answers: &a, UserIDs: []string{"u1", "u2"}, Categories: []string{"device"}, Also: all},
+		{Answers: &b, UserIDs: []string{"u3"}, Categories: []string{"location", "contact"}, Also: all},
+		{Answers: &p, UserIDs: []string{"u1", "u9"}, Categories: []string{"payload"}},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.Calls() != 1 {
-		t.Fatalf("%d fetches for one call", f.Calls())
+	if f.Calls() != 2 || f.IDs() != 5 {
+		t.Fatalf("%d fetches of %d ids for one lookup of 3 users for %v and 2 for payload, want 2 of 5", f.Calls(), f.IDs(), all)
 	}
-	for _, uk := range got {
+	if len(got) != 3 || len(got[0]) != 2 || len(got[1]) != 1 || len(got[2]) != 2 {
+		t.Fatalf("answers of %d sets, want 3 sets of 2, 1 and 2 users", len(got))
+	}
+	for i, uk := range got[2] {
+		if uk.UserID != []string{"u1", "u9"}[i] || len(uk.Keys) != 1 || uk.Keys[0].Category != "payload" {
+			t.Fatalf("payload answer %d is %s's with %v", i, uk.UserID, uk.Keys)
+		}
+	}
+	for _, uk := range got[0] {
 		if len(uk.Keys) != 1 || uk.Keys[0].Category != "device" {
 			t.Fatalf("answer of %s holds %v, want device only", uk.UserID, uk.Keys)
 		}
+	}
+	if uk := got[1][0]; uk.UserID != "u3" || len(uk.Keys) != 2 || uk.Keys[0].Category != "location" || uk.Keys[1].Category != "contact" {
+		t.Fatalf("answer of %s holds %v, want location and contact", uk.UserID, uk.Keys)
 	}
 	// Another subset, or the whole set: from the cache, equal to a fresh
 	// client's answers.
 	for _, cats := range [][]string{{"location", "contact"}, all} {
 		calls := f.Calls()
-		got, err := c.ForEncryptAlso(ctx, &a, []string{"u2", "u1"}, cats, all)
+		ids := []string{"u2", "u3", "u1"}
+		sets, err := c.ForEncryptSets(ctx, []Set{{Answers: &a, UserIDs: ids, Categories: cats, Also: all}})
 		if err != nil {
 			t.Fatal(err)
 		}
+		got := sets[0]
 		if f.Calls() != calls {
 			t.Fatalf("%v: fetched again", cats)
 		}
-		want, err := newTestClient(t, f, nil).ForEncrypt(ctx, []string{"u2", "u1"}, cats)
+		want, err := newTestClient(t, f, nil).ForEncrypt(ctx, ids, cats)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for i := range want {
-			if len(got[i].Keys) != len(want[i].Keys) {
-				t.Fatalf("%v: %d keys, want %d", cats, len(got[i].Keys), len(want[i].Keys))
+			if got[i].UserID != ids[i] || len(got[i].Keys) != len(want[i].Keys) {
+				t.Fatalf("%v: answer %d is %s's with %d keys, want %s's with %d", cats, i, got[i].UserID, len(got[i].Keys), ids[i], len(want[i].Keys))
 			}
 			for j, k := range want[i].Keys {
 				g := got[i].Keys[j]
@@ -443,5 +464,43 @@ func TestForEncryptAlso(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestBatchAloneTakesPendingAlong: a small lookup waits out the window
+// for company; a lookup of BatchAlone ids or more does not, and sends the
+// small one's pending ids with its own, in one RPC.
+func TestBatchAloneTakesPendingAlong(t *testing.T) {
+	f := NewFake()
+	c := newTestClient(t, f, func(o *Options) { o.BatchWindow = time.Hour; o.BatchAlone = 64 })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	small := make(chan error, 1)
+	go func() {
+		_, err := c.ForEncrypt(ctx, []string{"lone"}, cats)
+		small <- err
+	}()
+	for pending := 0; pending == 0; time.Sleep(time.Millisecond) {
+		c.mu.Lock()
+		pending = len(c.pending)
+		c.mu.Unlock()
+	}
+	select {
+	case err := <-small:
+		t.Fatalf("a lookup of 1 id did not wait out the window (err %v)", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	ids := make([]string, 64)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("u%d", i)
+	}
+	if _, err := c.ForEncrypt(ctx, ids, cats); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-small; err != nil {
+		t.Fatal(err)
+	}
+	if f.Calls() != 1 || f.IDs() != 65 {
+		t.Fatalf("%d RPCs of %d ids, want 1 of 65", f.Calls(), f.IDs())
 	}
 }

@@ -36,7 +36,12 @@
 //   - Batching: lookups that miss the cache join a pending batch per
 //     (operation, category set), sent when it reaches MaxBatch ids (default
 //     1000) or after BatchWindow (default 1 ms). Concurrent single lookups
-//     from many goroutines become one RPC.
+//     from many goroutines become one RPC. A lookup of BatchAlone ids or
+//     more (default 64: a batch of events) does not wait out the window:
+//     its batches go at once, with what others had pending in them.
+//     [Client.ForEncryptSets] asks a batch's sets of users (each for its
+//     own categories, a dead letter's owner for its payload key) in one
+//     lookup.
 //   - Singleflight: a user (or subject) already pending or in flight is not
 //     asked for again; its callers share the one answer.
 //   - Several endpoints (MultiTransport): a call goes to the first healthy

@@ -12,7 +12,6 @@ import (
 	"github.com/lockstream/lockstream/fieldcrypt"
 	"github.com/lockstream/lockstream/keyclient"
 	"github.com/lockstream/lockstream/schemas"
-	"golang.org/x/sync/errgroup"
 )
 
 // Reasons of rejections that come from this package rather than from schema
@@ -138,15 +137,20 @@ type Anonymizer struct {
 	// lookup's room: the sets of categories (bits of a batch's) and their
 	// users, side by side.
 	sets                map[uint64]int
+	asks                []keyclient.Set
+	payAnswers          *keyclient.Answers // the batch's rejections' payload keys
+	owner               []int              // per message: whose payload key seals its rejection (rejectedOwners)
+	ownerIdx            map[string]int
 	masks               []uint64
 	starts, next, order []int
 	ids                 []string
 }
 
-// keysAlso is a Keys that answers each user with a subset of the
-// categories it fetches (keyclient.Client.ForEncryptAlso).
-type keysAlso interface {
-	ForEncryptAlso(ctx context.Context, a *keyclient.Answers, userIDs, categories, also []string) ([]keyclient.UserKeys, error)
+// keySets is a Keys that answers sets of users, each user with a subset
+// of the categories it fetches, in one lookup
+// (keyclient.Client.ForEncryptSets).
+type keySets interface {
+	ForEncryptSets(ctx context.Context, sets []keyclient.Set) ([][]keyclient.UserKeys, error)
 }
 
 // schemaCats is the categories of one schema's PII fields, as names and
@@ -202,16 +206,17 @@ func NewAnonymizer(reg *schemas.Registry, keys Keys, opts Options) (*Anonymizer,
 	return &Anonymizer{reg: reg, keys: keys, ciphers: opts.Ciphers, max: opts.MaxPayload, scope: opts.DeadLetterScope}, nil
 }
 
-// Anonymize processes a batch of messages, one key-service round trip for
-// all of them (plus one for the payload keys of rejected messages). With a
-// key source that can (keysAlso, keyclient.Client), each user's answer
+// Anonymize processes a batch of messages with one key lookup: the keys
+// of its users and the payload keys of its rejections (sealRejected). With
+// a key source that can (keySets, keyclient.Client), each user's answer
 // holds the categories of its own events only: the batch's sets of
-// categories are asked for at once, and what the client fetches it fetches
-// for every category of the batch, in one batch of its own (within its
-// batch window). It returns one Outcome per message, in order. An error
-// means the key service was unavailable for the batch: nothing of it may
-// be written, and the caller retries or dead-letters the batch as
-// key_unavailable (see KeyUnavailable).
+// categories are asked for in one lookup, what the client fetches it
+// fetches for every category of the batch, and the lookup is sent at once
+// (a batch of keyclient.Options.BatchAlone users or more does not wait out
+// the client's batch window). It returns one Outcome per message, in
+// order. An error means the key service was unavailable for the batch:
+// nothing of it may be written, and the caller retries or dead-letters the
+// batch as key_unavailable (see KeyUnavailable).
 func (a *Anonymizer) Anonymize(ctx context.Context, msgs []Message) ([]Outcome, error) {
 	out := make([]Outcome, len(msgs))
 	if cap(a.events) < len(msgs) {
@@ -259,7 +264,11 @@ func (a *Anonymizer) Anonymize(ctx context.Context, msgs []Message) ([]Outcome, 
 		need[u] |= sc.mask
 	}
 	a.need = need
-	keys, err := a.lookup(ctx, users, cats, need)
+	// The rejections so far are decode's: their owners' payload keys are
+	// asked in the same lookup (those of deleted users, found below, seal
+	// nothing).
+	payUsers := a.rejectedOwners(msgs, out)
+	keys, payKeys, err := a.lookup(ctx, users, cats, need, payUsers)
 	if err != nil {
 		return nil, err
 	}
@@ -275,6 +284,7 @@ func (a *Anonymizer) Anonymize(ctx context.Context, msgs []Message) ([]Outcome, 
 			if errors.Is(uk.Err, keyclient.ErrUserDeleted) {
 				// The payload is not kept: the user asked to be forgotten.
 				o.Reject = &Rejection{Reason: ReasonUserDeleted, Rule: "user keychain was deleted"}
+				inClear(o.Reject, &msgs[i])
 				continue
 			}
 			return nil, fmt.Errorf("record: key lookup: %w", uk.Err)
@@ -287,7 +297,7 @@ func (a *Anonymizer) Anonymize(ctx context.Context, msgs []Message) ([]Outcome, 
 		o.Record = rec
 	}
 
-	if err := a.sealRejected(ctx, msgs, out); err != nil {
+	if err := a.sealRejected(ctx, msgs, out, payUsers, payKeys); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -295,18 +305,22 @@ func (a *Anonymizer) Anonymize(ctx context.Context, msgs []Message) ([]Outcome, 
 
 // lookup fetches the keys of users for the categories of cats (the
 // batch's), and returns each user's answer, in users' order, valid until
-// the next lookup. With a key source that can (keysAlso), a user's answer
-// holds only the categories it needs (need: schemaCats masks), one call
-// per set of them, all of cats fetched for a user not cached: what is
-// never sealed is not copied into the answers.
-func (a *Anonymizer) lookup(ctx context.Context, users, cats []string, need []uint64) ([]*keyclient.UserKeys, error) {
-	if len(users) == 0 {
-		return nil, nil
+// the next lookup. With a key source that can (keySets), a user's answer
+// holds only the categories it needs (need: schemaCats masks), one set
+// per set of them, all asked in one lookup, all of cats fetched for a
+// user not cached: what is never sealed is not copied into the answers.
+//
+// payUsers' payload keys (sealRejected) are asked in the same lookup, as a
+// set of their own, and returned apart (nil: the key source cannot, and
+// sealRejected asks for them itself).
+func (a *Anonymizer) lookup(ctx context.Context, users, cats []string, need []uint64, payUsers []string) ([]*keyclient.UserKeys, []keyclient.UserKeys, error) {
+	if len(users) == 0 && len(payUsers) == 0 {
+		return nil, nil, nil
 	}
 	// One order for a set of categories, whatever order the batch's event
 	// types came in.
 	all := slices.Sorted(slices.Values(cats))
-	also, ok := a.keys.(keysAlso)
+	byset, ok := a.keys.(keySets)
 	if !ok {
 		for u := range need {
 			need[u] = ^uint64(0)
@@ -346,53 +360,64 @@ func (a *Anonymizer) lookup(ctx context.Context, users, cats []string, need []ui
 	}
 	out := slices.Grow(a.answered[:0], len(users))[:len(users)]
 	a.answered = out
-	ask := func(ctx context.Context, g int) error {
-		lo, hi := starts[g], starts[g+1]
-		want := all
-		if m := masks[g]; m != ^uint64(0) {
-			want = nil
-			for _, cat := range all {
-				if b := slices.Index(a.catNames, cat); b < 64 && m&(1<<b) != 0 {
-					want = append(want, cat)
+	var answers [][]keyclient.UserKeys
+	var pay []keyclient.UserKeys
+	if ok {
+		// Every set in one lookup: the users the client must fetch go to
+		// the service together, at once, for every category of the batch;
+		// the payload keys of the batch's rejections in a batch of their
+		// own (their category is not fetched for every user).
+		asks := a.asks[:0]
+		for g, m := range masks {
+			want := all
+			if m != ^uint64(0) {
+				want = nil
+				for _, cat := range all {
+					if b := slices.Index(a.catNames, cat); b < 64 && m&(1<<b) != 0 {
+						want = append(want, cat)
+					}
 				}
 			}
+			asks = append(asks, keyclient.Set{Answers: a.answers[g], UserIDs: ids[starts[g]:starts[g+1]], Categories: want, Also: all})
 		}
-		var keys []keyclient.UserKeys
+		if len(payUsers) > 0 {
+			if a.payAnswers == nil {
+				a.payAnswers = new(keyclient.Answers)
+			}
+			asks = append(asks, keyclient.Set{Answers: a.payAnswers, UserIDs: payUsers, Categories: payloadCategories})
+		}
+		a.asks = asks
 		var err error
-		if ok {
-			keys, err = also.ForEncryptAlso(ctx, a.answers[g], ids[lo:hi], want, all)
-		} else {
-			keys, err = a.keys.ForEncrypt(ctx, ids[lo:hi], want)
+		if answers, err = byset.ForEncryptSets(ctx, asks); err != nil {
+			return nil, nil, fmt.Errorf("record: key lookup for %d users: %w", len(users)+len(payUsers), err)
 		}
+		if len(answers) != len(asks) {
+			return nil, nil, fmt.Errorf("record: key service answered %d of %d sets of users", len(answers), len(asks))
+		}
+		if len(payUsers) > 0 {
+			answers, pay = answers[:len(masks)], answers[len(masks)]
+		}
+	} else if len(users) > 0 {
+		// One set: every user needs every category.
+		keys, err := a.keys.ForEncrypt(ctx, ids, all)
 		if err != nil {
-			return fmt.Errorf("record: key lookup for %d users: %w", hi-lo, err)
+			return nil, nil, fmt.Errorf("record: key lookup for %d users: %w", len(users), err)
 		}
+		answers = [][]keyclient.UserKeys{keys}
+	}
+	if len(answers) != len(masks) {
+		return nil, nil, fmt.Errorf("record: key service answered %d of %d sets of users", len(answers), len(masks))
+	}
+	for g, keys := range answers {
+		lo, hi := starts[g], starts[g+1]
 		if len(keys) != hi-lo {
-			return fmt.Errorf("record: key service answered %d of %d users", len(keys), hi-lo)
+			return nil, nil, fmt.Errorf("record: key service answered %d of %d users", len(keys), hi-lo)
 		}
 		for j, u := range order[lo:hi] {
 			out[u] = &keys[j]
 		}
-		return nil
 	}
-	if len(masks) == 1 {
-		if err := ask(ctx, 0); err != nil {
-			return nil, err
-		}
-		return out, nil
-	}
-	// The sets are asked for at once: the users of every set that the
-	// client must fetch go to the service together (one batch of the
-	// client's, as the calls fetch the same categories), not one round
-	// trip after another.
-	eg, ectx := errgroup.WithContext(ctx)
-	for g := range masks {
-		eg.Go(func() error { return ask(ectx, g) })
-	}
-	if err := eg.Wait(); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return out, pay, nil
 }
 
 func appendUnique(s []string, v string) []string {
@@ -557,28 +582,43 @@ func appendValue(b []byte, f *schemas.Field, v *schemas.Value) []byte {
 	return b
 }
 
-// sealRejected completes the rejections of a batch: message id, publish
-// time and the contract attributes in clear; the payload and the other
-// attributes sealed under one key (second key round trip), or dropped.
-func (a *Anonymizer) sealRejected(ctx context.Context, msgs []Message, out []Outcome) error {
+// payloadCategories is what the payload keys of rejections are asked for.
+var payloadCategories = []string{PayloadCategory}
+
+// inClear completes what rejection r of message m keeps in clear: its
+// message id, publish time and contract attributes (the others are
+// counted as dropped until sealRejected seals them).
+func inClear(r *Rejection, m *Message) {
+	r.MessageID, r.PublishTime = m.ID, m.PublishTime.UTC()
+	r.Attributes, r.AttributesDropped = contractAttributes(m.Attributes)
+}
+
+// rejectedOwners completes the rejections of out with what they keep in
+// clear (inClear) and finds whose payload key seals the rest of each
+// (the user the payload names, or the root's dead-letter user of the day
+// for one that names none or is not read), and returns those owners,
+// once each: a.owner[i] is message i's owner's index in them plus one (0:
+// nothing is sealed).
+func (a *Anonymizer) rejectedOwners(msgs []Message, out []Outcome) []string {
+	a.owner = slices.Grow(a.owner[:0], len(out))[:len(out)]
+	clear(a.owner)
+	if a.ownerIdx == nil {
+		a.ownerIdx = map[string]int{}
+	}
+	clear(a.ownerIdx)
 	var users []string
-	idx := map[string]int{}
-	owner := make([]string, len(out))
-	others := make([]int, len(out))
 	for i := range out {
 		r := out[i].Reject
 		if r == nil {
 			continue
 		}
 		m := &msgs[i]
-		r.MessageID, r.PublishTime = m.ID, m.PublishTime.UTC()
-		r.Attributes, others[i] = contractAttributes(m.Attributes)
-		r.AttributesDropped = others[i] // until sealed below
+		inClear(r, m)
 		if r.Reason == ReasonUserDeleted {
 			continue // the user asked to be forgotten: nothing is kept
 		}
 		payload := len(m.Data) > 0 && len(m.Data) <= a.max
-		if !payload && others[i] == 0 {
+		if !payload && r.AttributesDropped == 0 {
 			continue
 		}
 		// An oversized payload is not read (not even for its user id); its
@@ -587,27 +627,41 @@ func (a *Anonymizer) sealRejected(ctx context.Context, msgs []Message, out []Out
 		if payload {
 			uid = payloadOwner(m, a.scope)
 		}
-		owner[i] = uid
-		if _, ok := idx[uid]; !ok {
-			idx[uid] = len(users)
+		u, ok := a.ownerIdx[uid]
+		if !ok {
+			u = len(users)
+			a.ownerIdx[uid] = u
 			users = append(users, uid)
 		}
+		a.owner[i] = u + 1
 	}
+	return users
+}
+
+// sealRejected seals the payload and other attributes of each rejection
+// that rejectedOwners gave an owner, under the owner's payload key (keys:
+// users' answers, in order; nil when lookup could not ask for them, and
+// they are asked for here). A deleted owner or a revoked payload category
+// drops them, the rejection being kept.
+func (a *Anonymizer) sealRejected(ctx context.Context, msgs []Message, out []Outcome, users []string, keys []keyclient.UserKeys) error {
 	if len(users) == 0 {
 		return nil
 	}
-	keys, err := a.keys.ForEncrypt(ctx, users, []string{PayloadCategory})
-	if err != nil {
-		return fmt.Errorf("record: payload key lookup: %w", err)
+	if keys == nil {
+		var err error
+		if keys, err = a.keys.ForEncrypt(ctx, users, payloadCategories); err != nil {
+			return fmt.Errorf("record: payload key lookup: %w", err)
+		}
 	}
 	if len(keys) != len(users) {
 		return fmt.Errorf("record: key service answered %d of %d users", len(keys), len(users))
 	}
 	for i := range out {
-		if owner[i] == "" {
+		if a.owner[i] == 0 {
 			continue
 		}
-		uk := &keys[idx[owner[i]]]
+		owner := users[a.owner[i]-1]
+		uk := &keys[a.owner[i]-1]
 		r := out[i].Reject
 		if uk.Err != nil {
 			continue // deleted user: payload and other attributes are dropped, the rejection is kept
@@ -629,7 +683,7 @@ func (a *Anonymizer) sealRejected(ctx context.Context, msgs []Message, out []Out
 			}
 			r.PayloadCiphertext, r.PayloadAAD = ct, string(aad)
 		}
-		if others[i] > 0 {
+		if r.AttributesDropped > 0 {
 			pt, err := otherAttributesJSON(m.Attributes)
 			if err != nil {
 				return err
@@ -642,7 +696,7 @@ func (a *Anonymizer) sealRejected(ctx context.Context, msgs []Message, out []Out
 			r.AttributesCiphertext, r.AttributesAAD, r.AttributesDropped = ct, string(aad), 0
 		}
 		r.Subject = uk.Subject
-		if out[i].Subject == "" && !isDeadLetterUser(owner[i]) {
+		if out[i].Subject == "" && !isDeadLetterUser(owner) {
 			out[i].Subject = uk.Subject
 		}
 	}

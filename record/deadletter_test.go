@@ -34,6 +34,24 @@ func newDeadLetterAnon(t *testing.T, keys Keys, scope string) *Anonymizer {
 	return a
 }
 
+// overFake runs test with f itself as the key source (rejections' payload
+// keys asked in a lookup of their own) and with a key client over f (asked
+// in the batch's one lookup, ForEncryptSets).
+func overFake(t *testing.T, test func(t *testing.T, f *keyclient.Fake, keys Keys)) {
+	t.Run("fake", func(t *testing.T) {
+		f := keyclient.NewFake()
+		test(t, f, f)
+	})
+	t.Run("client", func(t *testing.T) {
+		f := keyclient.NewFake()
+		kc, err := keyclient.New(f, keyclient.Options{Scope: keyclient.FakeScope})
+		if err != nil {
+			t.Fatal(err)
+		}
+		test(t, f, kc)
+	})
+}
+
 // withExtra returns attrs plus two non-contract attributes holding the
 // canaries (3 with the contract ones when attrs has both).
 func withExtra(attrs map[string]string) map[string]string {
@@ -79,10 +97,11 @@ func noCanary(t *testing.T, what string, r *Rejection) {
 	}
 }
 
-func TestRejectSealsAttributes(t *testing.T) {
+func TestRejectSealsAttributes(t *testing.T) { overFake(t, testRejectSealsAttributes) }
+
+func testRejectSealsAttributes(t *testing.T, f *keyclient.Fake, keys Keys) {
 	ctx := context.Background()
-	f := keyclient.NewFake()
-	a := newDeadLetterAnon(t, f, "root-a")
+	a := newDeadLetterAnon(t, keys, "root-a")
 	pb := map[string]string{AttrEventType: "PlaybackEvent", AttrSchemaVersion: "1"}
 	msgs := []Message{
 		// wrong type: the payload names its user, sealed under carol's key
@@ -152,10 +171,11 @@ func TestRejectSealsAttributes(t *testing.T) {
 	}
 }
 
-func TestRejectDropsWhatNothingSeals(t *testing.T) {
+func TestRejectDropsWhatNothingSeals(t *testing.T) { overFake(t, testRejectDropsWhatNothingSeals) }
+
+func testRejectDropsWhatNothingSeals(t *testing.T, f *keyclient.Fake, keys Keys) {
 	ctx := context.Background()
-	f := keyclient.NewFake()
-	a := newDeadLetterAnon(t, f, "root-a")
+	a := newDeadLetterAnon(t, keys, "root-a")
 	pb := map[string]string{AttrEventType: "PlaybackEvent", AttrSchemaVersion: "1"}
 	// dave is deleted; erin revoked her "payload" category.
 	if _, err := f.ForEncrypt(ctx, []string{"dave", "erin"}, []string{PayloadCategory}); err != nil {

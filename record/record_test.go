@@ -623,13 +623,16 @@ func TestDeterministicDeviceRef(t *testing.T) {
 }
 
 // TestAnonymizeAnswersEachUserItsCategories: with a key client, a batch is
-// one fetch from the service for every category of the batch (its sets of
-// categories are asked for at once, within the client's batch window), and
-// each user's answer holds the categories of its own events only.
+// one lookup, sent at once (under a window that would hang the test): one
+// fetch from the service for every category of the batch (its sets of
+// categories are asked for together), one for the payload key of its
+// rejection, and each user's answer holds the categories of its own
+// events only.
 func TestAnonymizeAnswersEachUserItsCategories(t *testing.T) {
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	f := keyclient.NewFake()
-	kc, err := keyclient.New(f, keyclient.Options{Scope: "test", BatchWindow: 50 * time.Millisecond})
+	kc, err := keyclient.New(f, keyclient.Options{Scope: "test", BatchWindow: time.Hour, BatchAlone: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -639,18 +642,22 @@ func TestAnonymizeAnswersEachUserItsCategories(t *testing.T) {
 		account("e2", "alice", "alice@example.com", "1990"),
 		account("e3", "bob", "bob@example.com", "null"),
 		playback("e4", "carol", "198.51.100.1"),
+		{ID: "m-bad", PublishTime: t0, Attributes: map[string]string{AttrEventType: "PlaybackEvent", AttrSchemaVersion: "1"}, Data: []byte(`{"user_id":"dora","oops":true}`)},
 	}
 	out, err := a.Anonymize(ctx, msgs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i, o := range out {
+	for i, o := range out[:4] {
 		if o.Reject != nil || o.Record == nil {
 			t.Fatalf("message %d: %+v", i, o.Reject)
 		}
 	}
-	if f.Calls() != 1 {
-		t.Fatalf("%d fetches for one batch", f.Calls())
+	if r := out[4].Reject; r == nil || r.PayloadCiphertext == nil || r.Subject != f.SubjectOf("dora") {
+		t.Fatalf("rejection not sealed under dora's payload key: %+v", r)
+	}
+	if f.Calls() != 2 || f.IDs() != 4 {
+		t.Fatalf("%d fetches of %d ids for one batch, want 2 of 4 (its 3 users, then the payload key's owner)", f.Calls(), f.IDs())
 	}
 	categories := func(uk *keyclient.UserKeys) []string {
 		var cs []string
