@@ -223,6 +223,16 @@ type Tally struct {
 // Add counts p, a record Decrypt returned, as AppendJSONLines counts it.
 func (t *Tally) Add(p *Plain) { t.count(len(p.Shredded), len(p.Corrupt)) }
 
+// AddTally adds what u counted to t.
+func (t *Tally) AddTally(u Tally) {
+	t.Records += u.Records
+	t.Shredded += u.Shredded
+	t.ShreddedFields += u.ShreddedFields
+	t.Corrupt += u.Corrupt
+	t.CorruptFields += u.CorruptFields
+	t.Unreadable += u.Unreadable
+}
+
 // count counts a record written with that many shredded and corrupt fields.
 func (t *Tally) count(shredded, corrupt int) {
 	t.Records++

@@ -75,7 +75,10 @@
 // DecryptFiles decrypts dataset files in batches (one key lookup per batch)
 // into per-file parts that the view pipeline joins: NDJSON straight from
 // the records' columns (record.Decryptor.AppendJSONLines), Avro through
-// record.Plain. Its counters are added once per file.
+// record.Plain. A file's batches are decrypted side by side, one per core
+// (a file at a time per worker: memory holds one file's records), and
+// written in order, as each part is, batch by batch. Its counters are
+// added once per file.
 //
 // # Keys
 //

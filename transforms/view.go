@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"runtime"
 	"slices"
 	"strings"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 	"github.com/apache/beam/sdks/v2/go/pkg/beam/register"
 	"github.com/linkedin/goavro/v2"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/lockstream/lockstream/blob"
 	"github.com/lockstream/lockstream/dataset"
@@ -114,16 +116,28 @@ type decryptFileFn struct {
 	schema  *schemas.Schema
 	lay     *record.Layout
 	codec   *goavro.Codec
-	dec     *record.Decryptor
 	files   dataset.FileReader
-	// arena, ends, recs, lines and pbuf are reused from file to file (a
-	// DoFn instance handles one element at a time): a file's records, a
-	// batch of them decrypted, and the part's writer's buffer.
+	keys    *keyEnv
+	// lanes decrypt a file's batches side by side, one per core, each with
+	// a decryptor of its own (the key client and cipher cache are shared).
+	lanes []viewLane
+	// arena, ends, recs, the lanes' room and pbuf are reused from file to
+	// file (a DoFn instance handles one element at a time): a file's
+	// records, batches of them decrypted, and the part's writer's buffer.
 	arena []byte
 	ends  []int
 	recs  [][]byte
-	lines []byte
 	pbuf  *bufio.Writer
+}
+
+// viewLane is one lane of a file's decryption: a batch of its records at
+// a time.
+type viewLane struct {
+	dec   *record.Decryptor
+	lines []byte         // NDJSON: the batch's lines
+	plain []record.Plain // Avro: the batch's records
+	errs  []error        // Avro: per record, not valid Avro of the schema
+	t     record.Tally
 }
 
 func (fn *decryptFileFn) Setup(ctx context.Context) error {
@@ -148,8 +162,17 @@ func (fn *decryptFileFn) Setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	fn.dec = record.NewDecryptor(keys.keys, keys.ciphers)
+	fn.keys = keys
+	fn.useLanes(runtime.GOMAXPROCS(0))
 	return nil
+}
+
+// useLanes makes n lanes (at least 1).
+func (fn *decryptFileFn) useLanes(n int) {
+	fn.lanes = make([]viewLane, max(n, 1))
+	for i := range fn.lanes {
+		fn.lanes[i].dec = record.NewDecryptor(fn.keys.keys, fn.keys.ciphers)
+	}
 }
 
 func (fn *decryptFileFn) ProcessElement(ctx context.Context, name string, emit func(string)) error {
@@ -189,36 +212,55 @@ func (fn *decryptFileFn) ProcessElement(ctx context.Context, name string, emit f
 			return err
 		}
 	}
+	// The batches are decrypted a round at a time, one per lane side by
+	// side, and written in order.
 	var t record.Tally
 	for len(recs) > 0 {
-		n := min(fn.Cfg.Batch, len(recs))
-		if ocf == nil {
-			b, err := fn.dec.AppendJSONLines(ctx, fn.schema, fn.lines[:0], recs[:n], &t)
-			if err != nil {
-				return fmt.Errorf("transforms.DecryptFiles: %s: %w", name, err)
-			}
-			fn.lines = b
-			if _, err := out.Write(b); err != nil {
-				return fmt.Errorf("transforms.DecryptFiles: %s: %w", part, err)
-			}
-			recs = recs[n:]
-			continue
+		round := min(len(fn.lanes), (len(recs)+fn.Cfg.Batch-1)/fn.Cfg.Batch)
+		g, gctx := errgroup.WithContext(ctx)
+		for i := range round {
+			lo := min(i*fn.Cfg.Batch, len(recs))
+			batch := recs[lo:min(lo+fn.Cfg.Batch, len(recs))]
+			l := &fn.lanes[i]
+			g.Go(func() error {
+				var err error
+				l.t = record.Tally{}
+				if ocf == nil {
+					l.lines, err = l.dec.AppendJSONLines(gctx, fn.schema, l.lines[:0], batch, &l.t)
+				} else {
+					l.plain, l.errs, err = l.dec.Decrypt(gctx, fn.schema, batch)
+				}
+				if err != nil {
+					return fmt.Errorf("transforms.DecryptFiles: %s: %w", name, err)
+				}
+				return nil
+			})
 		}
-		plain, errs, err := fn.dec.Decrypt(ctx, fn.schema, recs[:n])
-		if err != nil {
-			return fmt.Errorf("transforms.DecryptFiles: %s: %w", name, err)
+		if err := g.Wait(); err != nil {
+			return err
 		}
-		for i := range plain {
-			if errs[i] != nil {
-				t.Unreadable++
+		for i := range round {
+			l := &fn.lanes[i]
+			if ocf == nil {
+				t.AddTally(l.t)
+				if _, err := out.Write(l.lines); err != nil {
+					return fmt.Errorf("transforms.DecryptFiles: %s: %w", part, err)
+				}
 				continue
 			}
-			t.Add(&plain[i])
-			if err := ocf.Append([]any{plain[i].Native(fn.schema)}); err != nil {
-				return fmt.Errorf("transforms.DecryptFiles: %s: encode: %w", name, err)
+			for j := range l.plain {
+				if l.errs[j] != nil {
+					t.Unreadable++
+					continue
+				}
+				t.Add(&l.plain[j])
+				if err := ocf.Append([]any{l.plain[j].Native(fn.schema)}); err != nil {
+					return fmt.Errorf("transforms.DecryptFiles: %s: encode: %w", name, err)
+				}
 			}
+			l.plain, l.errs = nil, nil
 		}
-		recs = recs[n:]
+		recs = recs[min(round*fn.Cfg.Batch, len(recs)):]
 	}
 	// Counted once per file, not per record.
 	for _, c := range []struct {
