@@ -384,7 +384,7 @@ func (a *Anonymizer) lookup(ctx context.Context, users, cats []string, need []ui
 			if a.payAnswers == nil {
 				a.payAnswers = new(keyclient.Answers)
 			}
-			asks = append(asks, keyclient.Set{Answers: a.payAnswers, UserIDs: payUsers, Categories: payloadCategories})
+			asks = append(asks, keyclient.Set{Answers: a.payAnswers, UserIDs: payUsers, Categories: []string{PayloadCategory}})
 		}
 		a.asks = asks
 		var err error
@@ -582,9 +582,6 @@ func appendValue(b []byte, f *schemas.Field, v *schemas.Value) []byte {
 	return b
 }
 
-// payloadCategories is what the payload keys of rejections are asked for.
-var payloadCategories = []string{PayloadCategory}
-
 // inClear completes what rejection r of message m keeps in clear: its
 // message id, publish time and contract attributes (the others are
 // counted as dropped until sealRejected seals them).
@@ -649,7 +646,7 @@ func (a *Anonymizer) sealRejected(ctx context.Context, msgs []Message, out []Out
 	}
 	if keys == nil {
 		var err error
-		if keys, err = a.keys.ForEncrypt(ctx, users, payloadCategories); err != nil {
+		if keys, err = a.keys.ForEncrypt(ctx, users, []string{PayloadCategory}); err != nil {
 			return fmt.Errorf("record: payload key lookup: %w", err)
 		}
 	}
