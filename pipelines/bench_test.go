@@ -3,10 +3,8 @@ package pipelines
 import (
 	"bytes"
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"io"
 	"os"
 	"os/exec"
@@ -25,6 +23,7 @@ import (
 
 	"github.com/lockstream/lockstream/blob"
 	"github.com/lockstream/lockstream/keyclient"
+	"github.com/lockstream/lockstream/keyclient/keyclienttest"
 	"github.com/lockstream/lockstream/layout"
 	"github.com/lockstream/lockstream/synth"
 	"github.com/lockstream/lockstream/transforms"
@@ -76,7 +75,7 @@ func (p phase) String() string {
 
 type benchRound struct {
 	pass, passOCF, ingest, hourly phase
-	// ingest and hourly without encryption (revokedKeys)
+	// ingest and hourly without encryption (keyclienttest.Revoked)
 	plainIngest, plainHourly phase
 	warm                     phase // ingest with warm caches (LOCKSTREAM_BENCH_WARM)
 	view                     phase // view of every published hour (round 0)
@@ -308,7 +307,7 @@ func runBenchChild() int {
 			err = benchIngest(ctx, kc, in, root, count)
 		}
 	case "ingest-no-crypto":
-		err = benchIngest(ctx, revokedKeys{}, in, root, count)
+		err = benchIngest(ctx, keyclienttest.Revoked{}, in, root, count)
 	case "ingest-warm":
 		err = benchIngestWarm(ctx, in, root, count)
 	case "hourly", "hourly-no-crypto":
@@ -375,37 +374,6 @@ func writeAllocs(path string) error {
 // cache), as pipelines use a key service in production.
 func benchKeys() (*keyclient.Client, error) {
 	return keyclient.New(keyclient.NewFake(), keyclient.Options{Scope: transforms.DefaultKeyScope})
-}
-
-// revokedKeys is a key source under which every user has revoked every
-// category: ingest ("ingest-no-crypto") then parses, validates, buckets,
-// encodes and writes every event as usual, each PII field null (as for a
-// revoked category) and _subject the user's, with no key looked up, cached
-// or derived and nothing sealed (rejected payloads are dropped, not
-// sealed). With hourly on its output it is the cost of lockstream's
-// pipeline shape without encryption, the floor the ratio can reach.
-type revokedKeys struct{}
-
-func (revokedKeys) ForEncrypt(_ context.Context, userIDs, categories []string) ([]keyclient.UserKeys, error) {
-	out := make([]keyclient.UserKeys, len(userIDs))
-	for i, id := range userIDs {
-		// A subject of the usual length ("s_" and 32 hex digits).
-		h := fnv.New128a()
-		h.Write([]byte(id))
-		out[i] = keyclient.UserKeys{UserID: id, Subject: "s_" + hex.EncodeToString(h.Sum(nil)), Revoked: categories}
-	}
-	return out, nil
-}
-
-// ForDecrypt answers every subject as having revoked every category: view
-// ("view-no-crypto") then reads and writes every record as usual, with no
-// key looked up and nothing opened.
-func (revokedKeys) ForDecrypt(_ context.Context, subjects, categories []string) ([]keyclient.UserKeys, error) {
-	out := make([]keyclient.UserKeys, len(subjects))
-	for i, s := range subjects {
-		out[i] = keyclient.UserKeys{Subject: s, Revoked: categories}
-	}
-	return out, nil
 }
 
 // benchIngest runs ingest over in with the keys of kc.
@@ -520,11 +488,11 @@ func cpuUnder(prof []byte, names ...string) (time.Duration, error) {
 // benchView ingests in and publishes it (not measured), then decrypts
 // every published hour with view and writes what that cost to
 // root+".view" (as benchIngestWarm does); it returns the records decrypted.
-// Without crypto, ingest and view run under revokedKeys: the same work
+// Without crypto, ingest and view run under keyclienttest.Revoked: the same work
 // with every PII field null and nothing sealed or opened.
 // startProfile is called just before the measured part.
 func benchView(ctx context.Context, in, root string, count int, crypto bool, startProfile func() error) (int64, error) {
-	var kc keyclient.Keys = revokedKeys{}
+	var kc keyclient.Keys = keyclienttest.Revoked{}
 	if crypto {
 		c, err := benchKeys()
 		if err != nil {
@@ -626,14 +594,14 @@ func benchEvents() int {
 // the parent's (which only starts the pipelines), not the pipelines'.
 //
 // Each round also runs ingest and hourly without encryption
-// (ingest-no-crypto: revokedKeys, every PII field null, no keys or
+// (ingest-no-crypto: keyclienttest.Revoked, every PII field null, no keys or
 // ciphers) and reports ratio-no-crypto-median: what lockstream's pipeline
 // shape alone (validation, hour buckets, dead letters, records, dedupe,
 // manifests) costs against the baseline, the floor of the ratio.
 //
 // The first round also views every published hour, with encryption
 // (view) and without (view-no-crypto: the hours of an ingest under
-// revokedKeys, each subject answered as revoked, so records are read and
+// keyclienttest.Revoked, each subject answered as revoked, so records are read and
 // written as NDJSON with nothing looked up or opened), each in a process
 // that first ran its own ingest and hourly. view-crypto-cpu-us-per-record
 // is their difference over the records, measured as crypto-cpu-us-per-msg

@@ -164,10 +164,7 @@ func TestAppendJSONLinesMatchesDecrypt(t *testing.T) {
 				t.Fatalf("round %d, %s: tally %+v, want %+v", round, k, got, tw)
 			}
 			if round == 0 {
-				want.Records += tw.Records
-				want.Shredded += tw.Shredded
-				want.Corrupt += tw.Corrupt
-				want.Unreadable += tw.Unreadable
+				want.AddTally(tw)
 			}
 		}
 	}

@@ -11,27 +11,11 @@ import (
 	"time"
 
 	"github.com/lockstream/lockstream/keyclient"
+	"github.com/lockstream/lockstream/keyclient/keyclienttest"
 	"github.com/lockstream/lockstream/record"
 	"github.com/lockstream/lockstream/schemas"
 	"github.com/lockstream/lockstream/synth"
 )
-
-// revokedKeys answers every user with every category revoked: Anonymize
-// then does all its work but keys and encryption (PII fields null), the
-// floor BenchmarkAnonymizeTraffic measures "crypto" against.
-type revokedKeys struct{}
-
-func (revokedKeys) ForEncrypt(_ context.Context, users, cats []string) ([]keyclient.UserKeys, error) {
-	out := make([]keyclient.UserKeys, len(users))
-	for i, id := range users {
-		out[i] = keyclient.UserKeys{UserID: id, Subject: "s_0123456789abcdef0123456789abcdef", Revoked: cats}
-	}
-	return out, nil
-}
-
-func (revokedKeys) ForDecrypt(context.Context, []string, []string) ([]keyclient.UserKeys, error) {
-	return nil, nil
-}
 
 // cpuTime is the CPU the process has used (user and system, every thread:
 // the garbage collector's too).
@@ -142,7 +126,7 @@ func BenchmarkAnonymizeTraffic(b *testing.B) {
 		})
 	})
 	b.Run("no-crypto", func(b *testing.B) {
-		run(b, func() record.Keys { return revokedKeys{} })
+		run(b, func() record.Keys { return keyclienttest.Revoked{} })
 	})
 }
 

@@ -11,24 +11,12 @@ import (
 
 	"github.com/lockstream/lockstream/blob"
 	"github.com/lockstream/lockstream/keyclient"
+	"github.com/lockstream/lockstream/keyclient/keyclienttest"
 	"github.com/lockstream/lockstream/layout"
 	"github.com/lockstream/lockstream/record"
 	"github.com/lockstream/lockstream/schemas"
 	"github.com/lockstream/lockstream/synth"
 )
-
-// revokedAll answers every user with every category revoked: records
-// with their PII fields null, the "no-crypto" records of the end-to-end
-// benchmark.
-type revokedAll struct{}
-
-func (revokedAll) ForEncrypt(_ context.Context, users, cats []string) ([]keyclient.UserKeys, error) {
-	out := make([]keyclient.UserKeys, len(users))
-	for i, id := range users {
-		out[i] = keyclient.UserKeys{UserID: id, Subject: "s_0123456789abcdef0123456789abcdef", Revoked: cats}
-	}
-	return out, nil
-}
 
 // BenchmarkPublishShards is one hour's publication without Beam: the
 // direct shape with four shards (publishFn, as hourly runs by default)
@@ -68,7 +56,7 @@ func BenchmarkPublishShards(b *testing.B) {
 	for _, c := range []struct {
 		name string
 		keys record.Keys
-	}{{"crypto", kc}, {"no-crypto", revokedAll{}}} {
+	}{{"crypto", kc}, {"no-crypto", keyclienttest.Revoked{}}} {
 		root := b.TempDir()
 		bucket, err := blob.Open(context.Background(), root)
 		if err != nil {

@@ -219,7 +219,7 @@ func (fn *decryptFileFn) ProcessElement(ctx context.Context, name string, emit f
 		round := min(len(fn.lanes), (len(recs)+fn.Cfg.Batch-1)/fn.Cfg.Batch)
 		g, gctx := errgroup.WithContext(ctx)
 		for i := range round {
-			lo := min(i*fn.Cfg.Batch, len(recs))
+			lo := i * fn.Cfg.Batch // round's batches all start within recs
 			batch := recs[lo:min(lo+fn.Cfg.Batch, len(recs))]
 			l := &fn.lanes[i]
 			g.Go(func() error {
