@@ -369,16 +369,7 @@ func (a *Anonymizer) lookup(ctx context.Context, users, cats []string, need []ui
 		// own (their category is not fetched for every user).
 		asks := a.asks[:0]
 		for g, m := range masks {
-			want := all
-			if m != ^uint64(0) {
-				want = nil
-				for _, cat := range all {
-					if b := slices.Index(a.catNames, cat); b < 64 && m&(1<<b) != 0 {
-						want = append(want, cat)
-					}
-				}
-			}
-			asks = append(asks, keyclient.Set{Answers: a.answers[g], UserIDs: ids[starts[g]:starts[g+1]], Categories: want, Also: all})
+			asks = append(asks, keyclient.Set{Answers: a.answers[g], UserIDs: ids[starts[g]:starts[g+1]], Categories: a.catsOfMask(m, all), Also: all})
 		}
 		if len(payUsers) > 0 {
 			if a.payAnswers == nil {
@@ -415,6 +406,22 @@ func (a *Anonymizer) lookup(ctx context.Context, users, cats []string, need []ui
 		}
 	}
 	return out, pay, nil
+}
+
+// catsOfMask returns the categories of all (a batch's, sorted) whose bits
+// (Anonymizer.catNames) mask holds, in all's order: all itself for a mask
+// of every bit.
+func (a *Anonymizer) catsOfMask(mask uint64, all []string) []string {
+	if mask == ^uint64(0) {
+		return all
+	}
+	var cats []string
+	for _, cat := range all {
+		if b := slices.Index(a.catNames, cat); b < 64 && mask&(1<<b) != 0 {
+			cats = append(cats, cat)
+		}
+	}
+	return cats
 }
 
 func appendUnique(s []string, v string) []string {

@@ -202,7 +202,7 @@ func (fn *decryptFileFn) ProcessElement(ctx context.Context, name string, emit f
 	}
 	defer pw.Abort() // unless closed: nothing of a part that failed is left
 	if fn.pbuf == nil {
-		fn.pbuf = bufio.NewWriterSize(pw, 256<<10)
+		fn.pbuf = bufio.NewWriterSize(nil, 256<<10)
 	}
 	out := fn.pbuf
 	out.Reset(pw)
