@@ -431,6 +431,54 @@ func TestKeyUnavailableFailsReplay(t *testing.T) {
 	}
 }
 
+// TestReplayWriteFailureFailsRun: a batch's files are written while the
+// next batch is anonymized (writeFn); a write that fails must still fail
+// the run, with its cause, whether the next batch or the end of the
+// bundle finds it. The second hour's raw directory is a file, so every
+// batch of that hour fails to write, the last one included, after the
+// first hour's batches were written.
+func TestReplayWriteFailureFailsRun(t *testing.T) {
+	for name, batchSize := range map[string]int{"a later batch finds it": 7, "the end of the bundle finds it": 1000} {
+		t.Run(name, func(t *testing.T) {
+			in := genInput(60)
+			file := writeLines(t, in.lines)
+			root := t.TempDir()
+			h7 := h6.Add(time.Hour)
+			blocked := filepath.Join(root, strings.TrimSuffix(layout.RawDir("PlaybackEvent", 1, h7), "/"))
+			if err := os.MkdirAll(filepath.Dir(blocked), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(blocked, []byte("not a directory"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			p, s := beam.NewPipelineWithRoot()
+			batches, err := ReadReplay(s, ReplayConfig{Files: []string{file}, BatchSize: batchSize, RunID: "run1", Fallback: h6})
+			if err != nil {
+				t.Fatal(err)
+			}
+			files, err := AnonymizeAndWrite(s, batches, WriteConfig{Root: root, KeysURL: registerTestKeys(&testKeys{}), RunID: "run1", KeyRetryBudget: time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			EndBranch(s, files)
+			_, err = ptest.RunWithMetrics(p)
+			if err == nil || !strings.Contains(err.Error(), "not a directory") {
+				t.Fatalf("run: err %v, want the failed write's cause", err)
+			}
+			if batchSize == 7 {
+				// The first hour's batches came before the failure: written.
+				b, err := blob.Open(context.Background(), root)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ids := readParts(t, b, layout.RawDir("PlaybackEvent", 1, h6)); len(ids) < 7 {
+					t.Fatalf("%d records of the first hour written before the failure", len(ids))
+				}
+			}
+		})
+	}
+}
+
 func TestConstructionValidation(t *testing.T) {
 	// Every transform returns its configuration errors, before anything
 	// runs.

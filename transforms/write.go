@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
@@ -170,6 +171,17 @@ type writeFn struct {
 	Config writeFnConfig
 
 	w *batchWriter
+	// pending is the write of the bundle's last batch, under way while
+	// the next one is anonymized (nil: none).
+	pending *pendingWrite
+}
+
+// pendingWrite is a batch's files being written on a goroutine of their
+// own; done closes when res and err are set.
+type pendingWrite struct {
+	done chan struct{}
+	res  writeResult
+	err  error
 }
 
 func (fn *writeFn) Setup(ctx context.Context) error {
@@ -178,13 +190,61 @@ func (fn *writeFn) Setup(ctx context.Context) error {
 	return err
 }
 
+// ProcessElement anonymizes b while the previous batch's files are
+// being written, then waits for them (and emits their names) and starts
+// writing b's on a goroutine of its own: a bundle writes one batch's files
+// at a time, in order, and FinishBundle waits for the last. Writing a
+// batch's files is one goroutine's work, most of it system calls
+// (creating, syncing and linking a file per type, hour and dead-letter
+// reason); the next batch's anonymization keeps the other core busy
+// meanwhile. A failed write fails the bundle at the next batch or at
+// FinishBundle, with its cause.
 func (fn *writeFn) ProcessElement(ctx context.Context, b Batch, emit func(string)) error {
-	res, err := fn.w.write(ctx, &b, false)
+	outs, err := fn.w.anonymize(ctx, b.Records(), false)
+	if perr := fn.finishPending(ctx, emit); perr != nil {
+		return perr
+	}
 	if err != nil {
 		return err
 	}
-	fn.w.report(ctx, res.counts)
-	for _, f := range res.files {
+	p := &pendingWrite{done: make(chan struct{})}
+	fn.pending = p
+	// The write needs the batch's name, time and bad lines, not its
+	// messages (outs holds what is written): they can be collected.
+	rest := Batch{ID: b.ID, Bad: b.Bad, TimeMillis: b.TimeMillis}
+	go func() {
+		defer close(p.done)
+		defer func() {
+			// As a panic in ProcessElement would: the bundle fails with it.
+			if r := recover(); r != nil {
+				p.err = fmt.Errorf("transforms: writing batch %s: panic: %v\n%s", rest.ID, r, debug.Stack())
+			}
+		}()
+		p.res, p.err = fn.w.writeOutcomes(ctx, &rest, outs, false)
+	}()
+	return nil
+}
+
+// FinishBundle waits for the bundle's last batch to be written: the
+// bundle commits only with every batch's files durable.
+func (fn *writeFn) FinishBundle(ctx context.Context, emit func(string)) error {
+	return fn.finishPending(ctx, emit)
+}
+
+// finishPending waits for the pending write, if any, reports its counts
+// and emits the names of its files.
+func (fn *writeFn) finishPending(ctx context.Context, emit func(string)) error {
+	p := fn.pending
+	if p == nil {
+		return nil
+	}
+	fn.pending = nil
+	<-p.done
+	if p.err != nil {
+		return p.err
+	}
+	fn.w.report(ctx, p.res.counts)
+	for _, f := range p.res.files {
 		emit(f)
 	}
 	return nil
@@ -288,13 +348,17 @@ func (w *batchWriter) report(ctx context.Context, counts map[string]int64) {
 // (write then retries until ctx ends), and files of the batch's name must
 // not exist yet (batch ids of such sources are unique).
 func (w *batchWriter) write(ctx context.Context, b *Batch, redeliverable bool) (writeResult, error) {
-	var res writeResult
-	msgs := b.Records()
-	outs, err := w.anonymize(ctx, msgs, redeliverable)
+	outs, err := w.anonymize(ctx, b.Records(), redeliverable)
 	if err != nil {
-		return res, err
+		return writeResult{}, err
 	}
+	return w.writeOutcomes(ctx, b, outs, redeliverable)
+}
 
+// writeOutcomes writes the files of batch b, whose messages were
+// anonymized into outs, and accounts for them.
+func (w *batchWriter) writeOutcomes(ctx context.Context, b *Batch, outs []record.Outcome, redeliverable bool) (writeResult, error) {
+	var res writeResult
 	groups := map[HourKey3]*group{}
 	var order []HourKey3
 	dead := map[deadKey][]*record.Rejection{}
