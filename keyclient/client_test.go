@@ -1,7 +1,11 @@
 package keyclient
 
 import (
+	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -502,5 +506,45 @@ func TestBatchAloneTakesPendingAlong(t *testing.T) {
 	}
 	if f.Calls() != 1 || f.IDs() != 65 {
 		t.Fatalf("%d RPCs of %d ids, want 1 of 65", f.Calls(), f.IDs())
+	}
+}
+
+// TestFakeKeysAreHMACsOfTheirNames: the fake derives each key as
+// HMAC-SHA256 under its seed of scope, subject and category (each ended by
+// a zero byte) and the version, with one HMAC reset per key: the same
+// names give the same key in every call, other names another.
+func TestFakeKeysAreHMACsOfTheirNames(t *testing.T) {
+	f := NewFake()
+	want := func(scope, subject, category string, version int) []byte {
+		m := hmac.New(sha256.New, f.seed[:])
+		for _, s := range []string{scope, subject, category} {
+			m.Write([]byte(s))
+			m.Write([]byte{0})
+		}
+		var v [8]byte
+		binary.BigEndian.PutUint64(v[:], uint64(version))
+		m.Write(v[:])
+		return m.Sum(nil)
+	}
+	ctx := context.Background()
+	seen := map[string]bool{}
+	for round := range 2 {
+		for _, scope := range []string{"a", "ab"} {
+			got, err := f.GetOrCreate(ctx, scope, []string{"u1", "u2"}, []string{"email", "location"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, uk := range got {
+				for _, k := range uk.Keys {
+					if w := want(scope, uk.Subject, k.Category, k.Version); !bytes.Equal(k.Secret.Expose(), w) {
+						t.Fatalf("round %d: key of %s %s %s v%d is not the HMAC of its names", round, scope, uk.UserID, k.Category, k.Version)
+					}
+					seen[string(k.Secret.Expose())] = true
+				}
+			}
+		}
+	}
+	if len(seen) != 8 {
+		t.Fatalf("%d distinct keys for 2 scopes × 2 users × 2 categories", len(seen))
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"hash"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -35,6 +36,10 @@ type Fake struct {
 	cats     map[string]bool // nil: any category is known
 	hook     func(ctx context.Context, op string, ids []string) error
 	latency  time.Duration
+	// mac is HMAC-SHA256 under seed, keyed once and reset per key; macIn
+	// its message's room (both used with mu held).
+	mac   hash.Hash
+	macIn []byte
 
 	calls, ids atomic.Int64
 }
@@ -136,16 +141,21 @@ func (f *Fake) cur(category string) int {
 	return 1
 }
 
+// key derives a key from the seed: HMAC-SHA256 of scope, subject and
+// category (each ended by a zero byte) and the version. f.mu is held.
 func (f *Fake) key(scope, subject, category string, version int) fieldcrypt.CategoryKey {
-	m := hmac.New(sha256.New, f.seed[:])
-	var v [8]byte
-	binary.BigEndian.PutUint64(v[:], uint64(version))
-	for _, s := range []string{scope, subject, category} {
-		m.Write([]byte(s))
-		m.Write([]byte{0})
+	if f.mac == nil {
+		f.mac = hmac.New(sha256.New, f.seed[:])
 	}
-	m.Write(v[:])
-	return fieldcrypt.CategoryKey{Subject: subject, Category: category, Version: version, Secret: fieldcrypt.NewSecret(m.Sum(nil))}
+	f.mac.Reset()
+	in := f.macIn[:0]
+	for _, s := range []string{scope, subject, category} {
+		in = append(append(in, s...), 0)
+	}
+	f.macIn = binary.BigEndian.AppendUint64(in, uint64(version))
+	f.mac.Write(f.macIn)
+	var sum [sha256.Size]byte
+	return fieldcrypt.CategoryKey{Subject: subject, Category: category, Version: version, Secret: fieldcrypt.NewSecret(f.mac.Sum(sum[:0]))}
 }
 
 func (f *Fake) begin(ctx context.Context, op string, ids, categories []string) error {
