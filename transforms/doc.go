@@ -5,9 +5,11 @@
 // # Ingest
 //
 // ReadReplay emits batches of messages (one element = up to BatchSize
-// messages) that AnonymizeAndWrite, fused with it, anonymizes (one key
-// lookup per batch; package record) and writes as raw/late part files and
-// dead-letter files through package blob. Before a writer's first raw file
+// messages) that AnonymizeAndWrite, fused with it, anonymizes (in slices
+// of 500 messages, one key lookup each, as many at once as there are
+// cores; package record) and writes as raw/late part files and
+// dead-letter files through package blob, a batch's files while the next
+// batch is anonymized. Before a writer's first raw file
 // of an hour it records the hour under writers/<run>/hours/ (package
 // completion); an hour whose _COMPLETE marker exists gets late/ files
 // instead (re-checked every 10 s; a raw file written in the race is not

@@ -87,7 +87,8 @@ func ReadReplay(s beam.Scope, cfg ReplayConfig) (beam.PCollection, error) {
 		// that memory stays bounded by the ranges in flight. Dataflow
 		// spreads them over its workers. prism runs them in one bundle, one
 		// range at a time: it splits a bundle only when it stops making
-		// progress. There AnonymizeAndWrite's slices keep both cores busy.
+		// progress. There AnonymizeAndWrite's slices, and its writes
+		// beside the next batch's, keep both cores busy.
 		col = beam.Reshuffle(s, col)
 	}
 	return beam.ParDo(s, &replayFn{BatchSize: cfg.BatchSize, RunID: cfg.RunID, FallbackMillis: cfg.Fallback.UnixMilli()}, col), nil
