@@ -190,6 +190,17 @@ func (fn *writeFn) Setup(ctx context.Context) error {
 	return err
 }
 
+// StartBundle waits out and drops a write a failed bundle left pending:
+// its names and counts belong to that bundle, whose output and metrics
+// the runner discards (the files, written or not, are found by name when
+// its batches are retried).
+func (fn *writeFn) StartBundle(context.Context, func(string)) {
+	if p := fn.pending; p != nil {
+		<-p.done
+		fn.pending = nil
+	}
+}
+
 // ProcessElement anonymizes b while the previous batch's files are
 // being written, then waits for them (and emits their names) and starts
 // writing b's on a goroutine of its own: a bundle writes one batch's files
