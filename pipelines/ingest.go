@@ -38,7 +38,7 @@ type IngestConfig struct {
 	KeyScope           string // key-derivation scope; "" = transforms.DefaultKeyScope
 
 	MaxPayload     int           // bytes; 0 = 1 MiB
-	BatchSize      int           // messages per batch (one key lookup and one file per type and hour each); 0 = by source
+	BatchSize      int           // messages per batch (one file per type and hour each; a key lookup per 500 messages); 0 = by source
 	KeyRetryBudget time.Duration // 0 = transforms.DefaultKeyRetryBudget
 	KeyCacheSize   int           // users' keys and built ciphers a worker keeps; 0 = transforms.DefaultKeyCacheSize
 

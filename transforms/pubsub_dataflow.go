@@ -45,7 +45,7 @@ const pubsubReadURN = "beam:transform:pubsub_read:v1"
 // PubSubDataflowConfig configures IngestPubSubDataflow.
 type PubSubDataflowConfig struct {
 	Subscription string // projects/P/subscriptions/S
-	BatchSize    int    // most messages per batch (one key lookup, one file per type and hour)
+	BatchSize    int    // most messages per batch (one file per type and hour; a key lookup per 500 messages)
 	Lateness     time.Duration
 	StaleAfter   time.Duration // 0 = completion.DefaultStaleAfter
 	Write        WriteConfig

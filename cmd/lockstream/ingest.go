@@ -154,7 +154,7 @@ Examples:
 	for _, n := range []string{"test-exit-before-complete", "test-clock-start", "test-clock-rate"} {
 		_ = fl.MarkHidden(n)
 	}
-	fl.IntVar(&f.batchSize, "batch-size", 0, fmt.Sprintf("messages per batch: one key lookup, and one fsynced file per (type, hour), each (0: %d for files, %d for Pub/Sub, its most)", pipelines.DefaultReplayBatchSize, pipelines.DefaultBatchSize))
+	fl.IntVar(&f.batchSize, "batch-size", 0, fmt.Sprintf("messages per batch: one fsynced file per (type, hour) each, a key lookup per 500 messages (0: %d for files, %d for Pub/Sub, its most)", pipelines.DefaultReplayBatchSize, pipelines.DefaultBatchSize))
 	fl.DurationVar(&f.keyRetry, "key-retry-budget", transforms.DefaultKeyRetryBudget, "how long a batch retries an unavailable key service: then a replay run fails with the cause (re-run it once the service answers); Pub/Sub batches are held and retried on")
 	addKeyCacheSizeFlag(fl, &f.keyCache, "users")
 	fl.BoolVar(&f.quiet, "quiet", false, "no progress lines on stderr")
