@@ -142,18 +142,26 @@ func registerTestKeys(k *testKeys) string {
 	return RegisterKeys(fmt.Sprintf("transforms-test-%d", keysSeq.Add(1)), k)
 }
 
-func runIngest(t *testing.T, file, root, keysURL string, retry time.Duration) beam.PipelineResult {
+// replayPipeline builds ReadReplay (run "run1") of file in batches of
+// batchSize, AnonymizeAndWrite under w and EndBranch.
+func replayPipeline(t *testing.T, file string, batchSize int, w WriteConfig) *beam.Pipeline {
 	t.Helper()
 	p, s := beam.NewPipelineWithRoot()
-	batches, err := ReadReplay(s, ReplayConfig{Files: []string{file}, BatchSize: 7, RunID: "run1", Fallback: h6})
+	batches, err := ReadReplay(s, ReplayConfig{Files: []string{file}, BatchSize: batchSize, RunID: "run1", Fallback: h6})
 	if err != nil {
 		t.Fatal(err)
 	}
-	files, err := AnonymizeAndWrite(s, batches, WriteConfig{Root: root, KeysURL: keysURL, RunID: "run1", KeyRetryBudget: retry, HourCounters: true})
+	files, err := AnonymizeAndWrite(s, batches, w)
 	if err != nil {
 		t.Fatal(err)
 	}
 	EndBranch(s, files)
+	return p
+}
+
+func runIngest(t *testing.T, file, root, keysURL string, retry time.Duration) beam.PipelineResult {
+	t.Helper()
+	p := replayPipeline(t, file, 7, WriteConfig{Root: root, KeysURL: keysURL, RunID: "run1", KeyRetryBudget: retry, HourCounters: true})
 	res, err := ptest.RunWithMetrics(p)
 	if err != nil {
 		t.Fatal(err)
@@ -383,17 +391,8 @@ func TestKeyUnavailableFailsReplay(t *testing.T) {
 			root := t.TempDir()
 			keys := &flakyKeys{}
 			keys.ok.Store(answered)
-			p, s := beam.NewPipelineWithRoot()
-			batches, err := ReadReplay(s, ReplayConfig{Files: []string{file}, BatchSize: 7, RunID: "run1", Fallback: h6})
-			if err != nil {
-				t.Fatal(err)
-			}
-			files, err := AnonymizeAndWrite(s, batches, WriteConfig{Root: root, KeysURL: RegisterKeys(fmt.Sprintf("transforms-test-%d", keysSeq.Add(1)), keys), RunID: "run1", KeyRetryBudget: 200 * time.Millisecond})
-			if err != nil {
-				t.Fatal(err)
-			}
-			EndBranch(s, files)
-			_, err = ptest.RunWithMetrics(p)
+			p := replayPipeline(t, file, 7, WriteConfig{Root: root, KeysURL: RegisterKeys(fmt.Sprintf("transforms-test-%d", keysSeq.Add(1)), keys), RunID: "run1", KeyRetryBudget: 200 * time.Millisecond})
+			_, err := ptest.RunWithMetrics(p)
 			if err == nil || !strings.Contains(err.Error(), "did not answer") || !strings.Contains(err.Error(), "connection refused") {
 				t.Fatalf("run: err %v, want the key service's unavailability as the cause", err)
 			}
@@ -451,17 +450,8 @@ func TestReplayWriteFailureFailsRun(t *testing.T) {
 			if err := os.WriteFile(blocked, []byte("not a directory"), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			p, s := beam.NewPipelineWithRoot()
-			batches, err := ReadReplay(s, ReplayConfig{Files: []string{file}, BatchSize: batchSize, RunID: "run1", Fallback: h6})
-			if err != nil {
-				t.Fatal(err)
-			}
-			files, err := AnonymizeAndWrite(s, batches, WriteConfig{Root: root, KeysURL: registerTestKeys(&testKeys{}), RunID: "run1", KeyRetryBudget: time.Second})
-			if err != nil {
-				t.Fatal(err)
-			}
-			EndBranch(s, files)
-			_, err = ptest.RunWithMetrics(p)
+			p := replayPipeline(t, file, batchSize, WriteConfig{Root: root, KeysURL: registerTestKeys(&testKeys{}), RunID: "run1", KeyRetryBudget: time.Second})
+			_, err := ptest.RunWithMetrics(p)
 			if err == nil || !strings.Contains(err.Error(), "not a directory") {
 				t.Fatalf("run: err %v, want the failed write's cause", err)
 			}

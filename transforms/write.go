@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
@@ -171,17 +170,15 @@ type writeFn struct {
 	Config writeFnConfig
 
 	w *batchWriter
-	// pending is the write of the bundle's last batch, under way while
-	// the next one is anonymized (nil: none).
-	pending *pendingWrite
+	// pending gets the outcome of the bundle's last batch's write, under
+	// way while the next one is anonymized (nil: none).
+	pending chan writeDone
 }
 
-// pendingWrite is a batch's files being written on a goroutine of their
-// own; done closes when res and err are set.
-type pendingWrite struct {
-	done chan struct{}
-	res  writeResult
-	err  error
+// writeDone is the outcome of a batch's write (writeOutcomes).
+type writeDone struct {
+	res writeResult
+	err error
 }
 
 func (fn *writeFn) Setup(ctx context.Context) error {
@@ -195,8 +192,8 @@ func (fn *writeFn) Setup(ctx context.Context) error {
 // the runner discards (the files, written or not, are found by name when
 // its batches are retried).
 func (fn *writeFn) StartBundle(context.Context, func(string)) {
-	if p := fn.pending; p != nil {
-		<-p.done
+	if fn.pending != nil {
+		<-fn.pending
 		fn.pending = nil
 	}
 }
@@ -218,20 +215,14 @@ func (fn *writeFn) ProcessElement(ctx context.Context, b Batch, emit func(string
 	if err != nil {
 		return err
 	}
-	p := &pendingWrite{done: make(chan struct{})}
-	fn.pending = p
+	done := make(chan writeDone, 1)
+	fn.pending = done
 	// The write needs the batch's name, time and bad lines, not its
 	// messages (outs holds what is written): they can be collected.
 	rest := Batch{ID: b.ID, Bad: b.Bad, TimeMillis: b.TimeMillis}
 	go func() {
-		defer close(p.done)
-		defer func() {
-			// As a panic in ProcessElement would: the bundle fails with it.
-			if r := recover(); r != nil {
-				p.err = fmt.Errorf("transforms: writing batch %s: panic: %v\n%s", rest.ID, r, debug.Stack())
-			}
-		}()
-		p.res, p.err = fn.w.writeOutcomes(ctx, &rest, outs, false)
+		res, err := fn.w.writeOutcomes(ctx, &rest, outs, false)
+		done <- writeDone{res, err}
 	}()
 	return nil
 }
@@ -245,17 +236,16 @@ func (fn *writeFn) FinishBundle(ctx context.Context, emit func(string)) error {
 // finishPending waits for the pending write, if any, reports its counts
 // and emits the names of its files.
 func (fn *writeFn) finishPending(ctx context.Context, emit func(string)) error {
-	p := fn.pending
-	if p == nil {
+	if fn.pending == nil {
 		return nil
 	}
+	d := <-fn.pending
 	fn.pending = nil
-	<-p.done
-	if p.err != nil {
-		return p.err
+	if d.err != nil {
+		return d.err
 	}
-	fn.w.report(ctx, p.res.counts)
-	for _, f := range p.res.files {
+	fn.w.report(ctx, d.res.counts)
+	for _, f := range d.res.files {
 		emit(f)
 	}
 	return nil
