@@ -47,7 +47,7 @@ type Fake struct {
 type fakeChain struct {
 	subject string
 	deleted bool
-	revoked map[string]bool
+	revoked map[string]bool // nil until a category is revoked
 }
 
 // NewFake returns an empty fake service. With categories, requests naming
@@ -112,6 +112,9 @@ func (f *Fake) Revoke(userID, category string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if ch, ok := f.users[userID]; ok {
+		if ch.revoked == nil {
+			ch.revoked = map[string]bool{}
+		}
 		ch.revoked[category] = true
 	}
 }
@@ -142,8 +145,10 @@ func (f *Fake) cur(category string) int {
 }
 
 // key derives a key from the seed: HMAC-SHA256 of scope, subject and
-// category (each ended by a zero byte) and the version. f.mu is held.
-func (f *Fake) key(scope, subject, category string, version int) fieldcrypt.CategoryKey {
+// category (each ended by a zero byte) and the version, its secret in the
+// next 32 bytes of *room (a call's keys share one allocation). f.mu is
+// held.
+func (f *Fake) key(scope, subject, category string, version int, room *[]byte) fieldcrypt.CategoryKey {
 	if f.mac == nil {
 		f.mac = hmac.New(sha256.New, f.seed[:])
 	}
@@ -154,8 +159,12 @@ func (f *Fake) key(scope, subject, category string, version int) fieldcrypt.Cate
 	}
 	f.macIn = binary.BigEndian.AppendUint64(in, uint64(version))
 	f.mac.Write(f.macIn)
-	var sum [sha256.Size]byte
-	return fieldcrypt.CategoryKey{Subject: subject, Category: category, Version: version, Secret: fieldcrypt.NewSecret(f.mac.Sum(sum[:0]))}
+	if len(*room) < sha256.Size {
+		*room = make([]byte, 64*sha256.Size)
+	}
+	secret := f.mac.Sum((*room)[:0:sha256.Size])
+	*room = (*room)[sha256.Size:]
+	return fieldcrypt.CategoryKey{Subject: subject, Category: category, Version: version, Secret: fieldcrypt.SecretOf(secret)}
 }
 
 func (f *Fake) begin(ctx context.Context, op string, ids, categories []string) error {
@@ -202,12 +211,14 @@ func (f *Fake) GetOrCreate(ctx context.Context, scope string, userIDs, categorie
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	out := make([]UserKeys, len(userIDs))
+	keys := make([]fieldcrypt.CategoryKey, 0, len(userIDs)*len(categories))
+	room := make([]byte, cap(keys)*sha256.Size)
 	for i, id := range userIDs {
 		ch, ok := f.users[id]
 		if !ok {
 			var b [16]byte
 			_, _ = rand.Read(b[:])
-			ch = &fakeChain{subject: "s_" + hex.EncodeToString(b[:]), revoked: map[string]bool{}}
+			ch = &fakeChain{subject: "s_" + hex.EncodeToString(b[:])}
 			f.users[id] = ch
 			f.subjects[ch.subject] = ch
 		}
@@ -217,12 +228,16 @@ func (f *Fake) GetOrCreate(ctx context.Context, scope string, userIDs, categorie
 			continue
 		}
 		out[i].Subject = ch.subject
+		from := len(keys)
 		for _, c := range categories {
 			if ch.revoked[c] {
 				out[i].Revoked = append(out[i].Revoked, c)
 				continue
 			}
-			out[i].Keys = append(out[i].Keys, f.key(scope, ch.subject, c, f.cur(c)))
+			keys = append(keys, f.key(scope, ch.subject, c, f.cur(c), &room))
+		}
+		if len(keys) > from {
+			out[i].Keys = keys[from:len(keys):len(keys)]
 		}
 	}
 	return out, nil
@@ -236,6 +251,7 @@ func (f *Fake) GetBySubject(ctx context.Context, scope string, subjects, categor
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	out := make([]UserKeys, len(subjects))
+	var room []byte
 	for i, s := range subjects {
 		out[i].Subject = s
 		ch, ok := f.subjects[s]
@@ -253,7 +269,7 @@ func (f *Fake) GetBySubject(ctx context.Context, scope string, subjects, categor
 				continue
 			}
 			for v := max(1, f.minVer[c]); v <= f.cur(c); v++ {
-				out[i].Keys = append(out[i].Keys, f.key(scope, s, c, v))
+				out[i].Keys = append(out[i].Keys, f.key(scope, s, c, v, &room))
 			}
 		}
 	}
