@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"reflect"
 	"slices"
 	"strings"
@@ -675,5 +676,59 @@ func TestAnonymizeAnswersEachUserItsCategories(t *testing.T) {
 		if got := categories(a.answered[u]); !slices.Equal(got, want) {
 			t.Errorf("%s answered %v, want %v", i, got, want)
 		}
+	}
+}
+
+// Snappy blocks as big as the pipelines write, of records like theirs
+// (random bytes, as ciphertexts are, between repeated text), are read by
+// goavro (github.com/golang/snappy): the encoder's output is Snappy's
+// format.
+func TestSnappyBlocksReadByGoavro(t *testing.T) {
+	schema := []byte(`{"type":"record","name":"R","fields":[{"name":"s","type":"string"},{"name":"b","type":"bytes"}]}`)
+	codec, err := goavro.NewCodec(string(schema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	var want [][]byte
+	var buf bytes.Buffer
+	w, err := NewOCFWriter(&buf, schema, SyncMarker("snappy"), CodecSnappy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20000 {
+		b := make([]byte, rng.IntN(120))
+		for j := range b {
+			b[j] = byte(rng.Uint32())
+		}
+		rec, err := codec.BinaryFromNative(nil, map[string]any{"s": fmt.Sprintf("PlaybackEvent/v3 listener %d", i%37), "b": b})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, b)
+		if err := w.Append(rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := goavro.NewOCFReader(bytes.NewReader(buf.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for r.Scan() {
+		rec, err := r.Read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(rec.(map[string]any)["b"].([]byte), want[n]) {
+			t.Fatalf("record %d differs", n)
+		}
+		n++
+	}
+	if n != len(want) {
+		t.Fatalf("goavro read %d of %d records", n, len(want))
 	}
 }
