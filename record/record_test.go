@@ -388,23 +388,14 @@ func TestOCFInterop(t *testing.T) {
 			t.Fatalf("%s: same records gave different file bytes", codec)
 		}
 		// goavro reads our files.
-		r, err := goavro.NewOCFReader(bytes.NewReader(file))
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := 0
-		for r.Scan() {
-			rec, err := r.Read()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if rec.(map[string]any)["event_id"] != fmt.Sprint(n) {
+		recs := goavroRead(t, file)
+		for n, rec := range recs {
+			if rec["event_id"] != fmt.Sprint(n) {
 				t.Fatalf("%s: record %d out of order", codec, n)
 			}
-			n++
 		}
-		if n != len(out) {
-			t.Fatalf("%s: goavro read %d of %d", codec, n, len(out))
+		if len(recs) != len(out) {
+			t.Fatalf("%s: goavro read %d of %d", codec, len(recs), len(out))
 		}
 		// Our reader gives back the exact record bytes; with SkipInto, the
 		// columns it leaves are those of the record Next returned.
@@ -713,22 +704,31 @@ func TestSnappyBlocksReadByGoavro(t *testing.T) {
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	r, err := goavro.NewOCFReader(bytes.NewReader(buf.Bytes()))
+	recs := goavroRead(t, buf.Bytes())
+	for n, rec := range recs {
+		if !bytes.Equal(rec["b"].([]byte), want[n]) {
+			t.Fatalf("record %d differs", n)
+		}
+	}
+	if len(recs) != len(want) {
+		t.Fatalf("goavro read %d of %d records", len(recs), len(want))
+	}
+}
+
+// goavroRead reads every record of an OCF file with goavro.
+func goavroRead(t *testing.T, file []byte) []map[string]any {
+	t.Helper()
+	r, err := goavro.NewOCFReader(bytes.NewReader(file))
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := 0
+	var recs []map[string]any
 	for r.Scan() {
 		rec, err := r.Read()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !bytes.Equal(rec.(map[string]any)["b"].([]byte), want[n]) {
-			t.Fatalf("record %d differs", n)
-		}
-		n++
+		recs = append(recs, rec.(map[string]any))
 	}
-	if n != len(want) {
-		t.Fatalf("goavro read %d of %d records", n, len(want))
-	}
+	return recs
 }
