@@ -218,6 +218,15 @@ type Set struct {
 	Also       []string
 }
 
+// Networked reports whether the key service's calls wait on a network
+// (RemoteTransport, MultiTransport, a Fake with a latency) rather than
+// being CPU work of this process (an in-process service): a caller may
+// let go of its core while a lookup of such a client waits.
+func (c *Client) Networked() bool {
+	n, ok := c.t.(networked)
+	return ok && n.Networked()
+}
+
 // ForEncryptSets answers several sets of users in one lookup, each set as
 // ForEncryptInto would, in the order of sets. It is for a caller with a
 // batch to seal: an anonymizer asks each user for the categories of its

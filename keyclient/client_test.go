@@ -548,3 +548,41 @@ func TestFakeKeysAreHMACsOfTheirNames(t *testing.T) {
 		t.Fatalf("%d distinct keys for 2 scopes × 2 users × 2 categories", len(seen))
 	}
 }
+
+// A client says whether its lookups wait on a network: over a remote
+// service or several, yes; over an in-process Fake, only once it has a
+// latency (it then stands for a remote one).
+func TestNetworked(t *testing.T) {
+	f := NewFake()
+	c, err := New(f, Options{Scope: "s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Networked() {
+		t.Error("a client over an in-process Fake says it is networked")
+	}
+	f.SetLatency(time.Millisecond)
+	if !c.Networked() {
+		t.Error("a client over a Fake with a latency says it is not networked")
+	}
+	r, err := NewRemote("http://127.0.0.1:1", Options{Scope: "s", Secret: "a-secret-of-enough-length"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if !r.Networked() {
+		t.Error("a remote client says it is not networked")
+	}
+	m, err := NewMultiRemote([]string{"http://127.0.0.1:1", "http://127.0.0.1:2"}, "a-secret-of-enough-length", nil, MultiOptions{HealthInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mc, err := newClient(m, m, Options{Scope: "s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mc.Close()
+	if !mc.Networked() {
+		t.Error("a client over several remote endpoints says it is not networked")
+	}
+}

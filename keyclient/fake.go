@@ -88,6 +88,10 @@ func (f *Fake) FailNext(n int, err error) {
 // SetLatency delays every call by d (honouring the call's context).
 func (f *Fake) SetLatency(d time.Duration) { f.mu.Lock(); f.latency = d; f.mu.Unlock() }
 
+// Networked reports whether f has a latency (SetLatency): such a Fake
+// stands for a key service across a network (Client.Networked).
+func (f *Fake) Networked() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.latency > 0 }
+
 // Calls is the number of calls (RPCs) so far; IDs the number of ids in them.
 func (f *Fake) Calls() int64 { return f.calls.Load() }
 

@@ -40,6 +40,10 @@ type Transport interface {
 	GetBySubject(ctx context.Context, scope string, subjects, categories []string) ([]UserKeys, error)
 }
 
+// networked is a Transport that says whether its calls wait on a network
+// (RemoteTransport, MultiTransport: yes). Client.Networked reports it.
+type networked interface{ Networked() bool }
+
 var (
 	_ Keys      = (*Client)(nil)
 	_ Keys      = (*Fake)(nil)

@@ -110,6 +110,9 @@ type MultiTransport struct {
 	closeOnce sync.Once
 }
 
+// Networked: every endpoint's calls wait on the network.
+func (*MultiTransport) Networked() bool { return true }
+
 type endpoint struct {
 	Endpoint
 	healthy   atomic.Bool

@@ -29,6 +29,10 @@ type RemoteTransport struct {
 	http *http.Client
 }
 
+// Networked: a remote service's calls wait on the network
+// (Client.Networked).
+func (*RemoteTransport) Networked() bool { return true }
+
 // NewRemoteTransport returns a transport to the key service at baseURL
 // ("http://host:port" or "https://host:port") authenticating with secret.
 // httpClient nil uses DefaultHTTPClient().
