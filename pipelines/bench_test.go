@@ -176,6 +176,9 @@ const (
 	benchRoundEnv   = "LOCKSTREAM_BENCH_ROUND"
 	benchRSSEnv     = "LOCKSTREAM_BENCH_RSS_FILE" // the child writes its peak RSS (VmHWM, kB), bytes allocated, the fake key service's CPU (ns) and view's records there
 	benchWarmEnv    = "LOCKSTREAM_BENCH_WARM"     // non-empty: each round also measures ingest with warm caches
+	// A duration: the fake key service answers each call that much later,
+	// as a key server across a network would (its CPU is still the fake's).
+	benchKeyLatencyEnv = "LOCKSTREAM_BENCH_KEY_LATENCY"
 )
 
 // measure runs one pipeline in a child process; its failure ends the
@@ -373,7 +376,11 @@ func writeAllocs(path string) error {
 // benchKeys is the fake key service behind the real client (batching,
 // cache), as pipelines use a key service in production.
 func benchKeys() (*keyclient.Client, error) {
-	return keyclient.New(keyclient.NewFake(), keyclient.Options{Scope: transforms.DefaultKeyScope})
+	f := keyclient.NewFake()
+	if d, err := time.ParseDuration(os.Getenv(benchKeyLatencyEnv)); err == nil {
+		f.SetLatency(d)
+	}
+	return keyclient.New(f, keyclient.Options{Scope: transforms.DefaultKeyScope})
 }
 
 // benchIngest runs ingest over in with the keys of kc.

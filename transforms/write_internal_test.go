@@ -2,12 +2,17 @@ package transforms
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
 
 	"github.com/lockstream/lockstream/blob"
+	"github.com/lockstream/lockstream/keyclient"
 	"github.com/lockstream/lockstream/layout"
+	"github.com/lockstream/lockstream/record"
 )
 
 // TestWriteFnRetriedBundleEmitsEachFileOnce drives writeFn as a runner
@@ -72,5 +77,78 @@ func TestWriteFnRetriedBundleEmitsEachFileOnce(t *testing.T) {
 	}
 	if parts == 0 || len(names) != parts {
 		t.Fatalf("%d names emitted for %d part files", len(names), parts)
+	}
+}
+
+// barrierKeys answers as testKeys once want lookups have been in flight
+// at the same time, and fails the lookups of a run that never gets there.
+type barrierKeys struct {
+	testKeys
+	want int
+	mu   sync.Mutex
+	in   int
+	open chan struct{}
+}
+
+// Networked: the lookups stand for those of a key service across a
+// network (keyclient.Client.Networked).
+func (*barrierKeys) Networked() bool { return true }
+
+func (k *barrierKeys) ForEncrypt(ctx context.Context, users, cats []string) ([]keyclient.UserKeys, error) {
+	k.mu.Lock()
+	if k.in++; k.in == k.want {
+		close(k.open)
+	}
+	k.mu.Unlock()
+	select {
+	case <-k.open:
+	case <-time.After(5 * time.Second):
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		return nil, fmt.Errorf("%d key lookups in flight at once, want %d", k.in, k.want)
+	}
+	return k.testKeys.ForEncrypt(ctx, users, cats)
+}
+
+// TestSlicesWaitingForKeysLeaveTheirCore: a batch's slices let go of
+// their core while their key lookup waits, so that every slice's lookup
+// is in flight at once even with one core to share (as against a key
+// service across a network: the waits overlap). A slice that held its
+// core through its lookup would keep the other three from theirs, and the
+// barrier would never open.
+func TestSlicesWaitingForKeysLeaveTheirCore(t *testing.T) {
+	ctx := context.Background()
+	in := genInput(4 * sliceSize)
+	file := writeLines(t, in.lines)
+	var batches []Batch
+	rf := &replayFn{BatchSize: 8 * sliceSize, RunID: "run1", FallbackMillis: h6.UnixMilli()}
+	if err := rf.ProcessElement(ctx, ReplayFile{Path: file}, func(_ beam.EventTime, b Batch) { batches = append(batches, b) }); err != nil {
+		t.Fatal(err)
+	}
+	if len(batches) != 1 || len(batches[0].Messages)/sliceSize != 4 {
+		t.Fatalf("%d batches, want one of 4 slices", len(batches))
+	}
+	keys := &barrierKeys{want: 4, open: make(chan struct{})}
+	url := RegisterKeys(fmt.Sprintf("transforms-barrier-%d", keysSeq.Add(1)), keys)
+	fn := &writeFn{Config: writeFnConfig{Root: t.TempDir(), KeysURL: url, RunID: "run1", KeyRetryBudgetMs: 1000}}
+	if err := fn.Setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fn.w.cores = make(chan struct{}, 1)
+	emit := func(string) {}
+	fn.StartBundle(ctx, emit)
+	if err := fn.ProcessElement(ctx, batches[0], emit); err != nil {
+		t.Fatal(err)
+	}
+	if err := fn.FinishBundle(ctx, emit); err != nil {
+		t.Fatal(err)
+	}
+	if len(fn.w.cores) != 0 {
+		t.Fatalf("%d core slots still held after the batch", len(fn.w.cores))
+	}
+	// An in-process key source's lookups keep their core: their wait is
+	// this process's CPU.
+	if k := (&testKeys{}); yielding(k, fn.w.cores) != record.Keys(k) {
+		t.Fatal("the lookups of a key source that is not networked let go of their core")
 	}
 }
