@@ -58,7 +58,8 @@ soak:
 	LOCKSTREAM_SOAK=$(if $(filter command line,$(origin SOAK)),$(SOAK),10m) $(GO) test -race -count=1 -timeout 90m -v -run 'TestScenario09_Soak' ./integration/
 
 ## bench: benchmarks that print numbers (never pass/fail on time).
-## BENCH_EVENTS=1000000 gives the 1M-event end-to-end figure. The key
+## BENCH_EVENTS=1000000 gives the 1M-event end-to-end figure;
+## LOCKSTREAM_BENCH_KEY_LATENCY=2ms puts its fake key service 2 ms away. The key
 ## server's load benchmarks make a fixed number of calls per load level
 ## (BENCH_KEY_CALLS): a p99 over the ~4k calls of a 1 s run moved by
 ## milliseconds with where the server's few GC cycles fell.

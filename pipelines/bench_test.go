@@ -616,6 +616,10 @@ func benchEvents() int {
 // share of it (medians of the rounds: view without encryption has
 // measured 1.0 to 2.1 µs of CPU per record from one run to the next).
 //
+// LOCKSTREAM_BENCH_KEY_LATENCY=2ms makes the fake key service answer each
+// call that much later, as a key server across a network would (its CPU
+// stays in the process): what the slices' waits for keys cost ingest.
+//
 // LOCKSTREAM_BENCH_WARM=1 adds, after each round, ingest with warm caches
 // (benchIngestWarm: every user's keys and ciphers already built, as in a
 // streaming ingest that has been running) and reports ingest-warm-s and
