@@ -118,9 +118,13 @@ type decryptFileFn struct {
 	codec   *goavro.Codec
 	files   dataset.FileReader
 	keys    *keyEnv
-	// lanes decrypt a file's batches side by side, one per core, each with
-	// a decryptor of its own (the key client and cipher cache are shared).
+	// lanes decrypt a file's batches side by side, each with a decryptor
+	// of its own (the key client and cipher cache are shared), a lane
+	// running while it holds a slot of cores: one lane per core, or
+	// viewLanesPerCore against a key service across a network, where a
+	// lane lets go of its slot while its key lookup waits.
 	lanes []viewLane
+	cores chan struct{}
 	// arena, ends, recs, the lanes' room and pbuf are reused from file to
 	// file (a DoFn instance handles one element at a time): a file's
 	// records, batches of them decrypted, and the part's writer's buffer.
@@ -163,15 +167,26 @@ func (fn *decryptFileFn) Setup(ctx context.Context) error {
 		return err
 	}
 	fn.keys = keys
-	fn.useLanes(runtime.GOMAXPROCS(0))
+	fn.cores = make(chan struct{}, runtime.GOMAXPROCS(0))
+	if networked(keys.keys) {
+		fn.useLanes(viewLanesPerCore * cap(fn.cores))
+	} else {
+		fn.useLanes(cap(fn.cores))
+	}
 	return nil
 }
+
+// viewLanesPerCore is how many lanes per core decrypt a file against a
+// key service across a network: while some lanes wait for keys, others
+// decrypt (view of 1M records against a key service 2 ms away: see
+// BENCHMARKS.md).
+const viewLanesPerCore = 4
 
 // useLanes makes n lanes (at least 1).
 func (fn *decryptFileFn) useLanes(n int) {
 	fn.lanes = make([]viewLane, max(n, 1))
 	for i := range fn.lanes {
-		fn.lanes[i].dec = record.NewDecryptor(fn.keys.keys, fn.keys.ciphers)
+		fn.lanes[i].dec = record.NewDecryptor(yieldingDecrypt(fn.keys.keys, fn.cores), fn.keys.ciphers)
 	}
 }
 
@@ -223,6 +238,12 @@ func (fn *decryptFileFn) ProcessElement(ctx context.Context, name string, emit f
 			batch := recs[lo:min(lo+fn.Cfg.Batch, len(recs))]
 			l := &fn.lanes[i]
 			g.Go(func() error {
+				select {
+				case fn.cores <- struct{}{}:
+				case <-gctx.Done():
+					return gctx.Err()
+				}
+				defer func() { <-fn.cores }()
 				var err error
 				l.t = record.Tally{}
 				if ocf == nil {

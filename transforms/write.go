@@ -672,7 +672,7 @@ type yieldingSets struct {
 // events against the in-process fake: 5.4-5.6 s for 7.5-7.7 s of user CPU
 // with the slots let go, 5.0-5.3 s for 6.8-7.1 s without).
 func yielding(keys record.Keys, cores chan struct{}) record.Keys {
-	if n, ok := keys.(interface{ Networked() bool }); !ok || !n.Networked() {
+	if !networked(keys) {
 		return keys
 	}
 	y := yieldingKeys{keys: keys, cores: cores}
@@ -682,6 +682,56 @@ func yielding(keys record.Keys, cores chan struct{}) record.Keys {
 		return yieldingSets{yieldingKeys: y, sets: s}
 	}
 	return y
+}
+
+// networked reports whether keys's lookups wait on a network
+// (keyclient.Client.Networked).
+func networked(keys any) bool {
+	n, ok := keys.(interface{ Networked() bool })
+	return ok && n.Networked()
+}
+
+// yieldingDecryptKeys is yieldingKeys for a view's lanes.
+type yieldingDecryptKeys struct {
+	keys  record.DecryptKeys
+	cores chan struct{}
+}
+
+// yieldingDecryptInto is a yieldingDecryptKeys over a source that answers
+// into room its caller reuses (keyclient.Client.ForDecryptInto), which
+// record.Decryptor uses when its key source has it.
+type yieldingDecryptInto struct {
+	yieldingDecryptKeys
+	into interface {
+		ForDecryptInto(ctx context.Context, a *keyclient.Answers, subjects, categories []string) ([]keyclient.UserKeys, error)
+	}
+}
+
+// yieldingDecrypt wraps keys for decryptors whose lanes hold a slot of
+// cores, when its lookups wait on a network.
+func yieldingDecrypt(keys record.DecryptKeys, cores chan struct{}) record.DecryptKeys {
+	if !networked(keys) {
+		return keys
+	}
+	y := yieldingDecryptKeys{keys: keys, cores: cores}
+	if in, ok := keys.(interface {
+		ForDecryptInto(ctx context.Context, a *keyclient.Answers, subjects, categories []string) ([]keyclient.UserKeys, error)
+	}); ok {
+		return yieldingDecryptInto{yieldingDecryptKeys: y, into: in}
+	}
+	return y
+}
+
+func (y yieldingDecryptKeys) ForDecrypt(ctx context.Context, subjects, categories []string) ([]keyclient.UserKeys, error) {
+	<-y.cores
+	defer func() { y.cores <- struct{}{} }()
+	return y.keys.ForDecrypt(ctx, subjects, categories)
+}
+
+func (y yieldingDecryptInto) ForDecryptInto(ctx context.Context, a *keyclient.Answers, subjects, categories []string) ([]keyclient.UserKeys, error) {
+	<-y.cores
+	defer func() { y.cores <- struct{}{} }()
+	return y.into.ForDecryptInto(ctx, a, subjects, categories)
 }
 
 func (y yieldingKeys) ForEncrypt(ctx context.Context, userIDs, categories []string) ([]keyclient.UserKeys, error) {

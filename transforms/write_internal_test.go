@@ -1,13 +1,17 @@
 package transforms
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/apache/beam/sdks/v2/go/pkg/beam"
+	"github.com/linkedin/goavro/v2"
 
 	"github.com/lockstream/lockstream/blob"
 	"github.com/lockstream/lockstream/keyclient"
@@ -94,7 +98,8 @@ type barrierKeys struct {
 // network (keyclient.Client.Networked).
 func (*barrierKeys) Networked() bool { return true }
 
-func (k *barrierKeys) ForEncrypt(ctx context.Context, users, cats []string) ([]keyclient.UserKeys, error) {
+// wait returns once want lookups have been in flight at once.
+func (k *barrierKeys) wait() error {
 	k.mu.Lock()
 	if k.in++; k.in == k.want {
 		close(k.open)
@@ -102,12 +107,26 @@ func (k *barrierKeys) ForEncrypt(ctx context.Context, users, cats []string) ([]k
 	k.mu.Unlock()
 	select {
 	case <-k.open:
+		return nil
 	case <-time.After(5 * time.Second):
 		k.mu.Lock()
 		defer k.mu.Unlock()
-		return nil, fmt.Errorf("%d key lookups in flight at once, want %d", k.in, k.want)
+		return fmt.Errorf("%d key lookups in flight at once, want %d", k.in, k.want)
+	}
+}
+
+func (k *barrierKeys) ForEncrypt(ctx context.Context, users, cats []string) ([]keyclient.UserKeys, error) {
+	if err := k.wait(); err != nil {
+		return nil, err
 	}
 	return k.testKeys.ForEncrypt(ctx, users, cats)
+}
+
+func (k *barrierKeys) ForDecrypt(ctx context.Context, subs, cats []string) ([]keyclient.UserKeys, error) {
+	if err := k.wait(); err != nil {
+		return nil, err
+	}
+	return k.testKeys.ForDecrypt(ctx, subs, cats)
 }
 
 // TestSlicesWaitingForKeysLeaveTheirCore: a batch's slices let go of
@@ -151,4 +170,73 @@ func TestSlicesWaitingForKeysLeaveTheirCore(t *testing.T) {
 	if k := (&testKeys{}); yielding(k, fn.w.cores) != record.Keys(k) {
 		t.Fatal("the lookups of a key source that is not networked let go of their core")
 	}
+}
+
+// TestViewLanesWaitingForKeysLeaveTheirCore is the same for view: against
+// a key service across a network a file is decrypted in viewLanesPerCore
+// lanes per core, and a lane lets go of its core while its key lookup
+// waits, so that 4 lanes' lookups are in flight at once on one core.
+func TestViewLanesWaitingForKeysLeaveTheirCore(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	runWrite(t, writeLines(t, genInput(60).lines), WriteConfig{Root: root, KeysURL: registerTestKeys(&testKeys{}), KeyRetryBudget: time.Second})
+	b, err := blob.Open(ctx, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, err := b.List(ctx, layout.RawDir("PlaybackEvent", 1, h6))
+	if err != nil {
+		t.Fatal(err)
+	}
+	names = slices.DeleteFunc(names, func(n string) bool { return !IsPart(n) })
+	// The file with the most records: 4 batches of 3 or more.
+	name, most := "", 0
+	for _, n := range names {
+		data, err := blob.ReadAll(ctx, b, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if recs := len(ocfRecords(t, data)); recs > most {
+			name, most = n, recs
+		}
+	}
+	if most < 4*3 {
+		t.Fatalf("at most %d records in a raw file, want 12 or more", most)
+	}
+	keys := &barrierKeys{want: 4, open: make(chan struct{})}
+	url := RegisterKeys(fmt.Sprintf("transforms-barrier-%d", keysSeq.Add(1)), keys)
+	fn := &decryptFileFn{Cfg: DecryptConfig{Root: root, Type: "PlaybackEvent", Version: 1, KeysURL: url,
+		OutRoot: t.TempDir(), OutName: "parts/", Format: FormatNDJSON, Batch: 3}}
+	if err := fn.Setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if want := viewLanesPerCore * runtime.GOMAXPROCS(0); len(fn.lanes) != want {
+		t.Fatalf("%d lanes against a networked key service, want %d", len(fn.lanes), want)
+	}
+	fn.cores = make(chan struct{}, 1)
+	fn.useLanes(4)
+	if err := fn.ProcessElement(ctx, name, func(string) {}); err != nil {
+		t.Fatal(err)
+	}
+	if len(fn.cores) != 0 {
+		t.Fatalf("%d core slots still held after the file", len(fn.cores))
+	}
+}
+
+// ocfRecords reads every record of an OCF file with goavro.
+func ocfRecords(t *testing.T, file []byte) []any {
+	t.Helper()
+	r, err := goavro.NewOCFReader(bytes.NewReader(file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recs []any
+	for r.Scan() {
+		rec, err := r.Read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, rec)
+	}
+	return recs
 }
