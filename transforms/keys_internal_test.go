@@ -175,18 +175,7 @@ func TestDecryptLanesKeepOrder(t *testing.T) {
 	url, _ := fakeKeyService(t, fake)
 	root := t.TempDir()
 	runWrite(t, writeLines(t, genInput(40).lines), WriteConfig{Root: root, KeysURL: url, KeyRetryBudget: time.Second})
-	b, err := blob.Open(ctx, root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	names, err := b.List(ctx, layout.RawDir("PlaybackEvent", 1, h6))
-	if err != nil {
-		t.Fatal(err)
-	}
-	names = slices.DeleteFunc(names, func(n string) bool { return !IsPart(n) })
-	if len(names) == 0 {
-		t.Fatal("no raw files written")
-	}
+	b, names := rawPlaybackParts(t, root)
 	var records int
 	for _, n := range names {
 		records += len(readParts(t, b, n))
@@ -252,4 +241,23 @@ func TestDecryptLanesKeepOrder(t *testing.T) {
 			}
 		}
 	}
+}
+
+// rawPlaybackParts opens root and lists its raw PlaybackEvent v1 part files
+// of hour h6 (at least one).
+func rawPlaybackParts(t *testing.T, root string) (blob.Bucket, []string) {
+	t.Helper()
+	b, err := blob.Open(context.Background(), root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, err := b.List(context.Background(), layout.RawDir("PlaybackEvent", 1, h6))
+	if err != nil {
+		t.Fatal(err)
+	}
+	names = slices.DeleteFunc(names, func(n string) bool { return !IsPart(n) })
+	if len(names) == 0 {
+		t.Fatal("no raw files written")
+	}
+	return b, names
 }

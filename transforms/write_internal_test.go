@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"runtime"
-	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -180,15 +179,7 @@ func TestViewLanesWaitingForKeysLeaveTheirCore(t *testing.T) {
 	ctx := context.Background()
 	root := t.TempDir()
 	runWrite(t, writeLines(t, genInput(60).lines), WriteConfig{Root: root, KeysURL: registerTestKeys(&testKeys{}), KeyRetryBudget: time.Second})
-	b, err := blob.Open(ctx, root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	names, err := b.List(ctx, layout.RawDir("PlaybackEvent", 1, h6))
-	if err != nil {
-		t.Fatal(err)
-	}
-	names = slices.DeleteFunc(names, func(n string) bool { return !IsPart(n) })
+	b, names := rawPlaybackParts(t, root)
 	// The file with the most records: 4 batches of 3 or more.
 	name, most := "", 0
 	for _, n := range names {
