@@ -150,8 +150,8 @@ func (f *Fake) cur(category string) int {
 
 // key derives a key from the seed: HMAC-SHA256 of scope, subject and
 // category (each ended by a zero byte) and the version, its secret in the
-// next 32 bytes of *room (a call's keys share one allocation). f.mu is
-// held.
+// next 32 bytes of *room (a call's keys share allocations of 64 secrets).
+// f.mu is held.
 func (f *Fake) key(scope, subject, category string, version int, room *[]byte) fieldcrypt.CategoryKey {
 	if f.mac == nil {
 		f.mac = hmac.New(sha256.New, f.seed[:])
@@ -216,7 +216,7 @@ func (f *Fake) GetOrCreate(ctx context.Context, scope string, userIDs, categorie
 	defer f.mu.Unlock()
 	out := make([]UserKeys, len(userIDs))
 	keys := make([]fieldcrypt.CategoryKey, 0, len(userIDs)*len(categories))
-	room := make([]byte, cap(keys)*sha256.Size)
+	var room []byte
 	for i, id := range userIDs {
 		ch, ok := f.users[id]
 		if !ok {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"path"
-	"runtime"
 	"slices"
 	"strings"
 
@@ -124,7 +123,7 @@ type decryptFileFn struct {
 	// viewLanesPerCore against a key service across a network, where a
 	// lane lets go of its slot while its key lookup waits.
 	lanes []viewLane
-	cores chan struct{}
+	cores coreSlots
 	// arena, ends, recs, the lanes' room and pbuf are reused from file to
 	// file (a DoFn instance handles one element at a time): a file's
 	// records, batches of them decrypted, and the part's writer's buffer.
@@ -167,7 +166,7 @@ func (fn *decryptFileFn) Setup(ctx context.Context) error {
 		return err
 	}
 	fn.keys = keys
-	fn.cores = make(chan struct{}, runtime.GOMAXPROCS(0))
+	fn.cores = newCoreSlots()
 	if networked(keys.keys) {
 		fn.useLanes(viewLanesPerCore * cap(fn.cores))
 	} else {
@@ -186,7 +185,7 @@ const viewLanesPerCore = 4
 func (fn *decryptFileFn) useLanes(n int) {
 	fn.lanes = make([]viewLane, max(n, 1))
 	for i := range fn.lanes {
-		fn.lanes[i].dec = record.NewDecryptor(yieldingDecrypt(fn.keys.keys, fn.cores), fn.keys.ciphers)
+		fn.lanes[i].dec = record.NewDecryptor(yielding(fn.keys.keys, fn.cores), fn.keys.ciphers)
 	}
 }
 
@@ -238,13 +237,11 @@ func (fn *decryptFileFn) ProcessElement(ctx context.Context, name string, emit f
 			batch := recs[lo:min(lo+fn.Cfg.Batch, len(recs))]
 			l := &fn.lanes[i]
 			g.Go(func() error {
-				select {
-				case fn.cores <- struct{}{}:
-				case <-gctx.Done():
-					return gctx.Err()
+				release, err := fn.cores.hold(gctx)
+				if err != nil {
+					return err
 				}
-				defer func() { <-fn.cores }()
-				var err error
+				defer release()
 				l.t = record.Tally{}
 				if ocf == nil {
 					l.lines, err = l.dec.AppendJSONLines(gctx, fn.schema, l.lines[:0], batch, &l.t)

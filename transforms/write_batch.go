@@ -32,7 +32,7 @@ type batchWriter struct {
 	anons  chan *record.Anonymizer // idle anonymizers (one goroutine each at a time)
 	// cores has a slot per core, held by a slice while it anonymizes and
 	// let go while its key lookup waits (yieldingKeys).
-	cores  chan struct{}
+	cores  coreSlots
 	closed *closedCache
 	marks  completion.HourMarks
 	rootID string
@@ -52,7 +52,7 @@ func newBatchWriter(ctx context.Context, cfg writeFnConfig) (*batchWriter, error
 	}
 	w.runs = env.runCounter(cfg.Root, cfg.RunID)
 	w.anons = make(chan *record.Anonymizer, 4*runtime.GOMAXPROCS(0))
-	w.cores = make(chan struct{}, runtime.GOMAXPROCS(0))
+	w.cores = newCoreSlots()
 	// Dead letters of users no one can tell are sealed under a key of this
 	// root and day, which retention shreds with them.
 	if w.rootID, err = rootid.Get(ctx, w.bucket); err != nil {
@@ -85,6 +85,7 @@ type group struct {
 	recs    [][]byte
 	late    bool
 	dead    map[string]int64
+	file    string // the raw or late file of recs, once written
 }
 
 type deadKey struct {
@@ -201,6 +202,7 @@ func (w *batchWriter) writeOutcomes(ctx context.Context, b *Batch, outs []record
 		if err := writeOCF(ctx, w.bucket, name, s.Encrypted().JSON, g.recs, !redeliverable); err != nil {
 			return res, err
 		}
+		g.file = name
 		res.files = append(res.files, name)
 	}
 	deadKeys := make([]deadKey, 0, len(dead))
@@ -219,38 +221,7 @@ func (w *batchWriter) writeOutcomes(ctx context.Context, b *Batch, outs []record
 		}
 	}
 
-	// Account. Counts are keyed by value; each counter's name is formatted
-	// once per batch, not once per message.
-	type counterKey struct {
-		kind, reason string // reason: of CountDead
-		hk           HourKey3
-	}
-	in := map[counterKey]int64{}
-	for i := range outs {
-		o := &outs[i]
-		hk := HourKey3{o.EventType, o.Version, o.Hour.UnixMilli()}
-		in[counterKey{CountIn, "", hk}]++
-		switch {
-		case o.Reject != nil:
-			in[counterKey{CountDead, o.Reject.Reason, hk}]++
-		case groups[hk].late:
-			in[counterKey{CountLate, "", hk}]++
-		default:
-			in[counterKey{CountWritten, "", hk}]++
-		}
-	}
-	if n := int64(len(b.Bad)); n > 0 {
-		hk := HourKey3{"", 0, badHour.UnixMilli()}
-		in[counterKey{CountIn, "", hk}] += n
-		in[counterKey{CountDead, record.ReasonBadMessage, hk}] += n
-	}
-	res.counts = make(map[string]int64, len(in))
-	for k, n := range in {
-		res.counts[CounterName(k.kind+k.reason, k.hk.Type, k.hk.Version)] += n
-		if w.cfg.HourCounters {
-			res.counts[HourCounterName(k.kind+k.reason, k.hk.Type, k.hk.Version, time.UnixMilli(k.hk.HourMillis).UTC())] += n
-		}
-	}
+	res.counts = batchCounts(outs, len(b.Bad), badHour, groups, w.cfg.HourCounters)
 	env.progress.messages.Add(int64(len(outs) + len(b.Bad)))
 	for _, k := range order {
 		g := groups[k]
@@ -259,14 +230,8 @@ func (w *batchWriter) writeOutcomes(ctx context.Context, b *Batch, outs []record
 		} else {
 			res.written += int64(len(g.recs))
 		}
-		n := Notice{Type: g.typ, Version: g.version, HourMillis: g.hour.UnixMilli(), Records: int64(len(g.recs)), Dead: g.dead, Late: g.late}
-		if len(g.recs) > 0 {
-			n.File = RawPartName(g.typ, g.version, g.hour, b.ID)
-			if g.late {
-				n.File = LatePartName(g.typ, g.version, g.hour, b.ID)
-			}
-		}
-		res.notices = append(res.notices, n)
+		res.notices = append(res.notices, Notice{Type: g.typ, Version: g.version, HourMillis: g.hour.UnixMilli(),
+			Records: int64(len(g.recs)), Dead: g.dead, Late: g.late, File: g.file})
 	}
 	for _, rs := range dead {
 		res.dead += int64(len(rs))

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/lockstream/lockstream/layout"
+	"github.com/lockstream/lockstream/record"
 )
 
 // The write stage's counters: their names and namespaces.
@@ -53,4 +54,43 @@ func counterNamespace(name string) string {
 		return MetricsNamespaceHours
 	}
 	return MetricsNamespace
+}
+
+// batchCounts is a batch's accounting counters (MetricsNamespace, and
+// MetricsNamespaceHours with hourCounters), by name: each of outs counted
+// in, and written, late (its group's hour was closed) or dead, and the
+// batch's bad lines in and dead in badHour. Counts are keyed by value;
+// each counter's name is formatted once per batch, not once per message.
+func batchCounts(outs []record.Outcome, bad int, badHour time.Time, groups map[HourKey3]*group, hourCounters bool) map[string]int64 {
+	type counterKey struct {
+		kind, reason string // reason: of CountDead
+		hk           HourKey3
+	}
+	in := map[counterKey]int64{}
+	for i := range outs {
+		o := &outs[i]
+		hk := HourKey3{o.EventType, o.Version, o.Hour.UnixMilli()}
+		in[counterKey{CountIn, "", hk}]++
+		switch {
+		case o.Reject != nil:
+			in[counterKey{CountDead, o.Reject.Reason, hk}]++
+		case groups[hk].late:
+			in[counterKey{CountLate, "", hk}]++
+		default:
+			in[counterKey{CountWritten, "", hk}]++
+		}
+	}
+	if n := int64(bad); n > 0 {
+		hk := HourKey3{"", 0, badHour.UnixMilli()}
+		in[counterKey{CountIn, "", hk}] += n
+		in[counterKey{CountDead, record.ReasonBadMessage, hk}] += n
+	}
+	counts := make(map[string]int64, len(in))
+	for k, n := range in {
+		counts[CounterName(k.kind+k.reason, k.hk.Type, k.hk.Version)] += n
+		if hourCounters {
+			counts[HourCounterName(k.kind+k.reason, k.hk.Type, k.hk.Version, time.UnixMilli(k.hk.HourMillis).UTC())] += n
+		}
+	}
+	return counts
 }

@@ -152,7 +152,7 @@ func TestSlicesWaitingForKeysLeaveTheirCore(t *testing.T) {
 	if err := fn.Setup(ctx); err != nil {
 		t.Fatal(err)
 	}
-	fn.w.cores = make(chan struct{}, 1)
+	fn.w.cores = make(coreSlots, 1)
 	emit := func(string) {}
 	fn.StartBundle(ctx, emit)
 	if err := fn.ProcessElement(ctx, batches[0], emit); err != nil {
@@ -204,7 +204,7 @@ func TestViewLanesWaitingForKeysLeaveTheirCore(t *testing.T) {
 	if want := viewLanesPerCore * runtime.GOMAXPROCS(0); len(fn.lanes) != want {
 		t.Fatalf("%d lanes against a networked key service, want %d", len(fn.lanes), want)
 	}
-	fn.cores = make(chan struct{}, 1)
+	fn.cores = make(coreSlots, 1)
 	fn.useLanes(4)
 	if err := fn.ProcessElement(ctx, name, func(string) {}); err != nil {
 		t.Fatal(err)
@@ -230,4 +230,24 @@ func ocfRecords(t *testing.T, file []byte) []any {
 		recs = append(recs, rec)
 	}
 	return recs
+}
+
+// A networked key client wrapped for slices or lanes that let go of their
+// core keeps the lookups record's anonymizer and decryptor look for: one
+// lookup for a batch's sets of users, and answers into reused room.
+func TestYieldingKeepsFastPaths(t *testing.T) {
+	f := keyclient.NewFake()
+	f.SetLatency(time.Millisecond)
+	c, err := keyclient.New(f, keyclient.Options{Scope: "s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cores := make(coreSlots, 1)
+	if _, ok := yielding(c, cores).(encryptSets); !ok {
+		t.Error("the anonymizer's key source lost ForEncryptSets")
+	}
+	if _, ok := yielding(c, cores).(decryptInto); !ok {
+		t.Error("the decryptor's key source lost ForDecryptInto")
+	}
 }
