@@ -307,8 +307,9 @@ func (a *Anonymizer) Anonymize(ctx context.Context, msgs []Message) ([]Outcome, 
 // batch's), and returns each user's answer, in users' order, valid until
 // the next lookup. With a key source that can (keySets), a user's answer
 // holds only the categories it needs (need: schemaCats masks), one set
-// per set of them, all asked in one lookup, all of cats fetched for a
-// user not cached: what is never sealed is not copied into the answers.
+// per set of them, all asked in one lookup, all of cats and the payload
+// category fetched for a user not cached: what is never sealed is not
+// copied into the answers.
 //
 // payUsers' payload keys (sealRejected) are asked in the same lookup, as a
 // set of their own, and returned apart (nil: the key source cannot, and
@@ -364,12 +365,18 @@ func (a *Anonymizer) lookup(ctx context.Context, users, cats []string, need []ui
 	var pay []keyclient.UserKeys
 	if ok {
 		// Every set in one lookup: the users the client must fetch go to
-		// the service together, at once, for every category of the batch;
-		// the payload keys of the batch's rejections in a batch of their
-		// own (their category is not fetched for every user).
+		// the service together, at once, for every category of the batch
+		// and the payload category. Fetched with each user, a payload key
+		// is in the cache when one of the user's messages is rejected:
+		// asked only then, a batch with a rejection waited for a fetch of
+		// its own (a round trip to a key service across a network) nearly
+		// every time. The payload keys of the batch's rejections are a set
+		// of their own: their owners are not all the batch's users
+		// (DeadLetterUser), and need no other category.
 		asks := a.asks[:0]
+		also := append(slices.Clip(all), PayloadCategory)
 		for g, m := range masks {
-			asks = append(asks, keyclient.Set{Answers: a.answers[g], UserIDs: ids[starts[g]:starts[g+1]], Categories: a.catsOfMask(m, all), Also: all})
+			asks = append(asks, keyclient.Set{Answers: a.answers[g], UserIDs: ids[starts[g]:starts[g+1]], Categories: a.catsOfMask(m, all), Also: also})
 		}
 		if len(payUsers) > 0 {
 			if a.payAnswers == nil {

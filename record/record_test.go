@@ -616,10 +616,12 @@ func TestDeterministicDeviceRef(t *testing.T) {
 
 // TestAnonymizeAnswersEachUserItsCategories: with a key client, a batch is
 // one lookup, sent at once (under a window that would hang the test): one
-// fetch from the service for every category of the batch (its sets of
-// categories are asked for together), one for the payload key of its
-// rejection, and each user's answer holds the categories of its own
-// events only.
+// fetch from the service for every category of the batch and the payload
+// category (its sets of categories are asked for together), one for the
+// payload key of its rejection whose user had no other message, and each
+// user's answer holds the categories of its own events only. A later
+// batch rejecting a message of a user fetched before fetches nothing: its
+// payload key came with the user's keys.
 func TestAnonymizeAnswersEachUserItsCategories(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -667,6 +669,19 @@ func TestAnonymizeAnswersEachUserItsCategories(t *testing.T) {
 		if got := categories(a.answered[u]); !slices.Equal(got, want) {
 			t.Errorf("%s answered %v, want %v", i, got, want)
 		}
+	}
+	later := []Message{
+		playback("e5", "carol", "198.51.100.2"),
+		{ID: "m-bad-2", PublishTime: t0, Attributes: map[string]string{AttrEventType: "PlaybackEvent", AttrSchemaVersion: "1"}, Data: []byte(`{"user_id":"bob","oops":true}`)},
+	}
+	if out, err = a.Anonymize(ctx, later); err != nil {
+		t.Fatal(err)
+	}
+	if r := out[1].Reject; r == nil || r.PayloadCiphertext == nil || r.Subject != f.SubjectOf("bob") {
+		t.Fatalf("rejection not sealed under bob's payload key: %+v", r)
+	}
+	if f.Calls() != 2 {
+		t.Fatalf("%d fetches after a batch of known users with a rejection, want still 2", f.Calls())
 	}
 }
 
