@@ -38,13 +38,15 @@ func NewCache(capacity int, ttl time.Duration) *Cache {
 // Cipher returns the cipher of k, deriving and caching its keys on a miss.
 // A key that carries its derived keys is answered from them, without a
 // lookup; deterministic asks for its AES-SIV key too (a cipher asked
-// without it refuses to seal deterministically).
+// without it refuses to seal deterministically), and a key whose carried
+// keys lack it (DeriveGCMKey) is then answered as one carrying none.
 func (c *Cache) Cipher(k CategoryKey, deterministic bool) (Cipher, error) {
 	if k.Secret.Len() != CategoryKeySize {
 		return Cipher{}, ErrKeySize
 	}
-	if k.derived != nil {
-		// Derived by the key's holder (DeriveKey): no lookup, no HKDF.
+	if k.derived != nil && (!deterministic || k.derived.hasSIV()) {
+		// Derived by the key's holder (DeriveKey, DeriveGCMKey): no
+		// lookup, no HKDF.
 		if k.Version < 1 || k.Version > 1<<31-1 {
 			return Cipher{}, fmt.Errorf("fieldcrypt: key version %d out of range", k.Version)
 		}

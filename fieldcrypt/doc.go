@@ -58,8 +58,10 @@
 // pointer, no built AES state). Deriving them (HKDF) costs about ten times
 // a seal, so callers keep them: a key cache that hands out the same key
 // many times derives once, as the key arrives, and passes both algorithm
-// keys along with the key ([DeriveKey], [CategoryKey.WithDerived]);
-// otherwise a [Cache] keyed by the key material keeps them. The AES state
+// keys along with the key ([DeriveKey], [CategoryKey.WithDerived]), or the
+// AES-GCM key alone for a category no deterministic field uses
+// ([DeriveGCMKey]: 6 of HKDF's 11 SHA-256 blocks); otherwise a [Cache]
+// keyed by the key material keeps them. The AES state
 // is built per value sealed or opened, on the stack: with AES-NI an
 // AES-256 key schedule costs ~20 ns and no allocation, and sealing 64
 // bytes with AES-GCM ~0.3 µs with its IV (`go test -bench Encrypt64

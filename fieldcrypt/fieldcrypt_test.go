@@ -387,6 +387,66 @@ func TestDerivedKey(t *testing.T) {
 	}
 }
 
+// TestDerivedGCMKey: DeriveGCMKey gives DeriveKey's AES-GCM key and no
+// AES-SIV key. A key carrying it seals and opens AES-GCM from it, without
+// a cache lookup; asked for a deterministic field, the Cache derives the
+// whole key once (a miss, then hits) and seals as the plain key does,
+// instead of under the zero bytes.
+func TestDerivedGCMKey(t *testing.T) {
+	k := testKey(t, "s_a", "location", 2)
+	full, err := DeriveKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := DeriveGCMKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(d.b[:32], full.b[:32]) || [64]byte(d.b[32:]) != [64]byte{} || d.hasSIV() || !full.hasSIV() {
+		t.Fatal("DeriveGCMKey's AES-GCM key is not DeriveKey's, or it has AES-SIV bytes")
+	}
+	if _, err := DeriveGCMKey(CategoryKey{Subject: "s_a", Category: "location", Version: 1, Secret: NewSecret([]byte("short"))}); err == nil {
+		t.Fatal("DeriveGCMKey took a key of the wrong size")
+	}
+	dk := k.WithDerived(&d)
+	c := NewCache(8, 0)
+	aad := AAD("T", "f", "s_a")
+	ci, err := c.Cipher(dk, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct, err := ci.Encrypt([]byte("x"), aad, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pt, err := mustCipher(t, k).Decrypt(ct, aad, false); err != nil || string(pt) != "x" {
+		t.Fatalf("AES-GCM from DeriveGCMKey does not open with the plain key: %v", err)
+	}
+	if h, m := c.Stats(); h != 1 || m != 0 || c.Len() != 0 {
+		t.Fatalf("AES-GCM of a carried key: %d hits, %d misses, %d cached; want 1 hit, nothing cached", h, m, c.Len())
+	}
+	want, err := mustCipher(t, k).Encrypt([]byte("y"), aad, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		det, err := c.Cipher(dk, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := det.Encrypt([]byte("y"), aad, true)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("deterministic seal of a key without AES-SIV bytes: %v, equal to the plain key's: %v", err, bytes.Equal(got, want))
+		}
+		if pt, err := det.Decrypt(want, aad, true); err != nil || string(pt) != "y" {
+			t.Fatalf("deterministic open of a key without AES-SIV bytes: %v", err)
+		}
+	}
+	if h, m := c.Stats(); h != 2 || m != 1 || c.Len() != 1 {
+		t.Fatalf("deterministic, twice: %d hits, %d misses, %d cached; want the key derived and cached once", h, m, c.Len())
+	}
+}
+
 func BenchmarkNewCipher(b *testing.B) {
 	k := testKey(b, "s_a", "contact", 1)
 	for b.Loop() {
@@ -425,13 +485,22 @@ func BenchmarkCacheHit(b *testing.B) {
 }
 
 // BenchmarkDeriveKey is what a key cache pays per key it stores: both
-// algorithm keys, against crypto/hkdf (an HMAC per Expand).
+// algorithm keys, the AES-GCM key alone (a category without deterministic
+// fields), and both against crypto/hkdf (an HMAC per Expand).
 func BenchmarkDeriveKey(b *testing.B) {
 	k := testKey(b, "s_a", "contact", 1)
 	b.Run("DeriveKey", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			if _, err := DeriveKey(k); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("DeriveGCMKey", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := DeriveGCMKey(k); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -462,5 +531,8 @@ func TestDeriveKeyAllocatesNothing(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(100, func() { _, _ = DeriveKey(k) }); n != 0 && !raceEnabled {
 		t.Fatalf("DeriveKey: %v allocations", n)
+	}
+	if n := testing.AllocsPerRun(100, func() { _, _ = DeriveGCMKey(k) }); n != 0 && !raceEnabled {
+		t.Fatalf("DeriveGCMKey: %v allocations", n)
 	}
 }

@@ -85,7 +85,8 @@ type CategoryKey struct {
 }
 
 // Derived is the per-algorithm keys of one category key (HKDF outputs: 32
-// bytes for AES-256-GCM, then 64 for AES-SIV): a value with no pointer, for
+// bytes for AES-256-GCM, then 64 for AES-SIV, or 64 zero bytes when only
+// the AES-GCM key was derived: DeriveGCMKey): a value with no pointer, for
 // a key cache to keep beside the secret. Its printed forms are redacted.
 type Derived struct {
 	b [DerivedSize]byte
@@ -97,6 +98,10 @@ const DerivedSize = 32 + 64
 
 func (d *Derived) gcm() [32]byte { return [32]byte(d.b[:32]) }
 func (d *Derived) siv() [64]byte { return [64]byte(d.b[32:]) }
+
+// hasSIV reports whether d holds an AES-SIV key: HKDF gives 64 zero bytes
+// with probability 2⁻⁵¹², so zero bytes are DeriveGCMKey's "not derived".
+func (d *Derived) hasSIV() bool { return [64]byte(d.b[32:]) != [64]byte{} }
 
 // Expose returns the bytes of d, for a key cache that keeps derived keys in
 // memory of its own to copy them out and back in (a copy of what DeriveKey
@@ -113,14 +118,23 @@ func (Derived) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(redacted)) }
 // cache to keep beside the secret and give back with WithDerived. It
 // allocates nothing: the HMAC states come from a pool (deriver). Never log
 // or return what it gives.
-func DeriveKey(k CategoryKey) (Derived, error) {
+func DeriveKey(k CategoryKey) (Derived, error) { return deriveKey(k, true) }
+
+// DeriveGCMKey is DeriveKey without the AES-SIV key, for a key no
+// deterministic field is sealed or opened with: HKDF-Expand of the 64
+// bytes of AES-SIV is 5 of its 11 SHA-256 blocks. A Cache asked for a
+// deterministic cipher of a key carrying such a Derived derives the whole
+// of it (and caches it) instead.
+func DeriveGCMKey(k CategoryKey) (Derived, error) { return deriveKey(k, false) }
+
+func deriveKey(k CategoryKey, siv bool) (Derived, error) {
 	if err := k.Validate(); err != nil {
 		return Derived{}, err
 	}
 	d := derivers.Get().(*deriver)
 	defer derivers.Put(d)
 	var out Derived
-	d.derive(k.Secret.b, &out)
+	d.derive(k.Secret.b, &out, siv)
 	return out, nil
 }
 
@@ -190,14 +204,17 @@ func (d *deriver) mac(in, out, msg, dst []byte) {
 	copy(dst, d.outer.Sum(d.buf[sha256.BlockSize:sha256.BlockSize]))
 }
 
-// derive is HKDF(secret, info) for both algorithm keys into out.
-func (d *deriver) derive(secret []byte, out *Derived) {
+// derive is HKDF(secret, info) for the AES-GCM key into out, and for the
+// AES-SIV key too with siv.
+func (d *deriver) derive(secret []byte, out *Derived, siv bool) {
 	var prk [sha256.Size]byte
 	d.mac(d.zeroIn, d.zeroOut, secret, prk[:])
 	d.keyIn, d.keyOut = d.key(prk[:], d.keyIn, d.keyOut)
 	clear(prk[:])
 	d.expand(out.b[:32], infoGCM)
-	d.expand(out.b[32:], infoSIV)
+	if siv {
+		d.expand(out.b[32:], infoSIV)
+	}
 	clear(d.keyIn)
 	clear(d.keyOut)
 	clear(d.buf[:cap(d.buf)])

@@ -51,6 +51,15 @@ type Options struct {
 	// limit). Default 1000.
 	MaxBatch int
 
+	// Deterministic, when not nil, is the categories whose keys seal or
+	// open deterministic (AES-SIV) fields: only their keys get an AES-SIV
+	// key derived as they are fetched (fieldcrypt.DeriveKey; the others
+	// fieldcrypt.DeriveGCMKey, 6 of HKDF's 11 SHA-256 blocks). nil derives
+	// it for every category; empty, for none. A key of another category
+	// asked for a deterministic field still works: fieldcrypt.Cache derives
+	// its AES-SIV key then, once per key it keeps.
+	Deterministic []string
+
 	// AttemptTimeout is the deadline of one RPC. Default 2 s.
 	AttemptTimeout time.Duration
 	// CallTimeout bounds one batch including its retries. Default 10 s.
@@ -140,6 +149,9 @@ type Client struct {
 	inflight map[flightKey]*call
 
 	lookups, hits, coalesced, rpcs, retries, denied, derived atomic.Int64
+
+	// siv is Options.Deterministic as a set (nil: every category).
+	siv map[string]bool
 }
 
 type batchKey struct {
@@ -180,13 +192,20 @@ func newClient(t Transport, closer io.Closer, opts Options) (*Client, error) {
 		return nil, errors.New("keyclient: Options.Scope is required")
 	}
 	o := opts.withDefaults()
-	return &Client{
+	c := &Client{
 		t: t, closer: closer, o: o,
 		cache:    newKeyCache(o.CacheSize, o.Now),
 		budget:   newRetryBudget(o.RetryBudget, o.RetryRatio),
 		pending:  make(map[batchKey]*batch),
 		inflight: make(map[flightKey]*call),
-	}, nil
+	}
+	if o.Deterministic != nil {
+		c.siv = make(map[string]bool, len(o.Deterministic))
+		for _, cat := range o.Deterministic {
+			c.siv[cat] = true
+		}
+	}
+	return c, nil
 }
 
 // ForEncrypt implements Keys.
@@ -507,18 +526,22 @@ func (c *Client) store(kind entryKind, id string, cats []string, r UserKeys) {
 	c.cache.store(kind, id, cats, r, c.o.TTL, c.o.NegativeTTL)
 }
 
-// deriveKeys gives each key its per-algorithm keys (fieldcrypt.DeriveKey),
-// once, as it arrives: the cache keeps them beside the secret and the
-// callers waiting on the call seal with them, neither deriving again. A
-// key that cannot be derived is left as it is: the caller's cipher
-// reports it.
-func deriveKeys(keys []fieldcrypt.CategoryKey) (derived int64) {
+// deriveKeys gives each key its per-algorithm keys (fieldcrypt.DeriveKey,
+// or DeriveGCMKey for a category not in Options.Deterministic), once, as
+// it arrives: the cache keeps them beside the secret and the callers
+// waiting on the call seal with them, neither deriving again. A key that
+// cannot be derived is left as it is: the caller's cipher reports it.
+func (c *Client) deriveKeys(keys []fieldcrypt.CategoryKey) (derived int64) {
 	if len(keys) == 0 {
 		return 0
 	}
 	ds := make([]fieldcrypt.Derived, len(keys))
 	for i := range keys {
-		if d, err := fieldcrypt.DeriveKey(keys[i]); err == nil {
+		derive := fieldcrypt.DeriveKey
+		if c.siv != nil && !c.siv[keys[i].Category] {
+			derive = fieldcrypt.DeriveGCMKey
+		}
+		if d, err := derive(keys[i]); err == nil {
 			ds[i] = d
 			keys[i] = keys[i].WithDerived(&ds[i])
 			derived++
@@ -548,7 +571,7 @@ func (c *Client) flush(b *batch) {
 	res, err := c.roundTrip(ctx, b.key.kind, b.ids, b.cats)
 	if err == nil {
 		for i, id := range b.ids {
-			c.derived.Add(deriveKeys(res[i].Keys))
+			c.derived.Add(c.deriveKeys(res[i].Keys))
 			c.store(b.key.kind, id, b.cats, res[i])
 		}
 	}

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/lockstream/lockstream/fieldcrypt"
 )
 
 var cats = []string{"contact", "location"}
@@ -584,5 +586,51 @@ func TestNetworked(t *testing.T) {
 	defer mc.Close()
 	if !mc.Networked() {
 		t.Error("a client over several remote endpoints says it is not networked")
+	}
+}
+
+// Options.Deterministic: the keys of its categories carry an AES-SIV key
+// derived as they are fetched, the others the AES-GCM key alone (zero
+// bytes where the AES-SIV key would be), from the service and from the
+// cache alike; nil derives it for every category, empty for none. Either
+// way the AES-GCM key is the one fieldcrypt derives from the secret.
+func TestDeterministicCategoriesGetSIVKeys(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name          string
+		deterministic []string
+		withSIV       []bool // per category of cats
+	}{
+		{"nil", nil, []bool{true, true}},
+		{"location", []string{"location"}, []bool{false, true}},
+		{"empty", []string{}, []bool{false, false}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newTestClient(t, NewFake(), func(o *Options) { o.Deterministic = tc.deterministic })
+			for _, from := range []string{"service", "cache"} {
+				uks, err := c.ForEncrypt(ctx, []string{"alice"}, cats)
+				if err != nil || len(uks[0].Keys) != len(cats) {
+					t.Fatalf("%s: %v %+v", from, err, uks)
+				}
+				for i, k := range uks[0].Keys {
+					d := k.Derived()
+					if d == nil {
+						t.Fatalf("%s: %s carries no derived keys", from, k.Category)
+					}
+					want, err := fieldcrypt.DeriveKey(k)
+					if err != nil {
+						t.Fatal(err)
+					}
+					b := d.Expose()
+					if !bytes.Equal(b[:32], want.Expose()[:32]) {
+						t.Fatalf("%s: %s's AES-GCM key is not the derived one", from, k.Category)
+					}
+					hasSIV := !bytes.Equal(b[32:], make([]byte, 64))
+					if hasSIV != tc.withSIV[i] || hasSIV && !bytes.Equal(b[32:], want.Expose()[32:]) {
+						t.Fatalf("%s: %s has an AES-SIV key: %v, want %v (or a wrong one)", from, k.Category, hasSIV, tc.withSIV[i])
+					}
+				}
+			}
+		})
 	}
 }

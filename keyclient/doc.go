@@ -28,7 +28,8 @@
 //
 //   - Cache: one entry per user or subject (cache.Blobs: CLOCK, an
 //     approximation of LRU) holding each category's key and its derived
-//     AES-GCM and AES-SIV keys (derived once, as the key arrives), each
+//     AES-GCM and AES-SIV keys (derived once, as the key arrives; the
+//     AES-SIV key only for Options.Deterministic's categories when set), each
 //     with a TTL (default 1 min), and a negative cache of deleted users and
 //     unknown subjects (default 10 s). Entries are bytes in arenas with no
 //     pointer per entry, which the garbage collector never scans; an

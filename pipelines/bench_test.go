@@ -380,7 +380,11 @@ func benchKeys() (*keyclient.Client, error) {
 	if d, err := time.ParseDuration(os.Getenv(benchKeyLatencyEnv)); err == nil {
 		f.SetLatency(d)
 	}
-	return keyclient.New(f, keyclient.Options{Scope: transforms.DefaultKeyScope})
+	o, err := transforms.KeyOptions(transforms.DefaultKeyScope)
+	if err != nil {
+		return nil, err
+	}
+	return keyclient.New(f, o)
 }
 
 // benchIngest runs ingest over in with the keys of kc.

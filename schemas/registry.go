@@ -188,3 +188,20 @@ func safeName(s string) string {
 	}
 	return fmt.Sprintf("(not a valid name, %d bytes)", len(s))
 }
+
+// DeterministicCategories returns the categories of the deterministic
+// (AES-SIV) fields of every schema, sorted, empty but not nil when there
+// are none: the keys whose AES-SIV key a key client derives
+// (keyclient.Options.Deterministic).
+func (r *Registry) DeterministicCategories() []string {
+	out := []string{}
+	for _, s := range r.All() {
+		for _, f := range s.PIIFields() {
+			if f.PII.Deterministic && !slices.Contains(out, f.PII.Category) {
+				out = append(out, f.PII.Category)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}

@@ -288,3 +288,30 @@ func TestCategories(t *testing.T) {
 		}
 	}
 }
+
+// DeterministicCategories names the categories of deterministic fields
+// (the shipped schemas: PlaybackEvent v3's device_ref), once each, and is
+// empty, not nil, for a registry without any: a key client told so derives
+// no AES-SIV key at all.
+func TestDeterministicCategories(t *testing.T) {
+	r, err := Embedded()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.DeterministicCategories(); !slices.Equal(got, []string{"device"}) {
+		t.Errorf("embedded: %v, want [device]", got)
+	}
+	two := mustLoad(t, map[string]string{
+		"A.v1.avsc": std("A", 1, `{"name":"x","type":"string","doc":"d","pii":{"category":"location","deterministic":true}}`,
+			`{"name":"y","type":"string","doc":"d","pii":{"category":"contact","deterministic":true}}`,
+			`{"name":"z","type":"string","doc":"d","pii":{"category":"location","deterministic":true}}`),
+		"B.v1.avsc": std("B", 1, `{"name":"w","type":"string","doc":"d","pii":{"category":"profile","deterministic":false}}`),
+	})
+	if got := two.DeterministicCategories(); !slices.Equal(got, []string{"contact", "location"}) {
+		t.Errorf("%v, want [contact location]", got)
+	}
+	none := mustLoad(t, map[string]string{"B.v1.avsc": std("B", 1, `{"name":"w","type":"string","doc":"d","pii":{"category":"profile"}}`)})
+	if got := none.DeterministicCategories(); got == nil || len(got) != 0 {
+		t.Errorf("no deterministic field: %#v, want empty, not nil", got)
+	}
+}

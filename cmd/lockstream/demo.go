@@ -18,7 +18,6 @@ import (
 
 	"github.com/lockstream/lockstream/blob"
 	"github.com/lockstream/lockstream/dataset"
-	"github.com/lockstream/lockstream/keyclient"
 	"github.com/lockstream/lockstream/keyclient/local"
 	"github.com/lockstream/lockstream/keyservice"
 	"github.com/lockstream/lockstream/layout"
@@ -285,7 +284,11 @@ func demoStatusPage(ctx context.Context, b blob.Bucket, env *demoEnv, page strin
 // keys registers a fresh client over the demo's key service for the
 // pipelines of this process (a fresh one has no cached keys).
 func (e *demoEnv) keys(name string) (string, error) {
-	c, err := local.New(e.svc, keyclient.Options{Scope: transforms.DefaultKeyScope})
+	o, err := transforms.KeyOptions(transforms.DefaultKeyScope)
+	if err != nil {
+		return "", err
+	}
+	c, err := local.New(e.svc, o)
 	if err != nil {
 		return "", err
 	}
