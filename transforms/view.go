@@ -124,9 +124,10 @@ type decryptFileFn struct {
 	// lane lets go of its slot while its key lookup waits.
 	lanes []viewLane
 	cores coreSlots
-	// arena, ends, recs, the lanes' room and pbuf are reused from file to
-	// file (a DoFn instance handles one element at a time): a file's
-	// records, batches of them decrypted, and the part's writer's buffer.
+	// arena, ends, recs, the lanes' room and pbuf are reused from round to
+	// round and file to file (a DoFn instance handles one element at a
+	// time): a round's records, batches of them decrypted, and the part's
+	// writer's buffer.
 	arena []byte
 	ends  []int
 	recs  [][]byte
@@ -190,25 +191,9 @@ func (fn *decryptFileFn) useLanes(n int) {
 }
 
 func (fn *decryptFileFn) ProcessElement(ctx context.Context, name string, emit func(string)) error {
-	// The records are copied into one arena (ReadFile's bytes are only
-	// valid during its callback), and sliced from it once it is whole.
-	// Not decoded here: the decryptor decodes each record itself.
-	arena, ends := fn.arena[:0], fn.ends[:0]
-	if err := fn.files.ReadFile(ctx, fn.in, name, fn.lay, nil, func(_ []record.Column, _ *record.Layout, rec []byte) {
-		arena = append(arena, rec...)
-		ends = append(ends, len(arena))
-	}); err != nil {
-		return fmt.Errorf("transforms.DecryptFiles: %s: %w", name, err)
-	}
-	recs := slices.Grow(fn.recs[:0], len(ends))[:len(ends)]
-	for i, start := 0, 0; i < len(ends); i++ {
-		recs[i] = arena[start:ends[i]:ends[i]]
-		start = ends[i]
-	}
-	fn.arena, fn.ends, fn.recs = arena, ends, recs
-	// The part is written as it is decrypted, batch by batch: a file's
-	// decrypted records are not held whole (they are about twice its
-	// records' size).
+	// The part is written as it is decrypted, a round of batches at a
+	// time: neither a file's records nor its decrypted records (about
+	// twice their size) are held whole.
 	part := decryptedPartName(fn.Cfg.OutName, name, fn.Cfg.Format)
 	pw, err := createReplacing(ctx, fn.out, part) // a retried bundle's earlier part goes
 	if err != nil {
@@ -226,59 +211,47 @@ func (fn *decryptFileFn) ProcessElement(ctx context.Context, name string, emit f
 			return err
 		}
 	}
-	// The batches are decrypted a round at a time, one per lane side by
-	// side, and written in order.
+	// A round's records are copied into one arena (ReadFile's bytes are
+	// only valid during its callback), sliced from it once the round is
+	// whole, and decrypted: the arena is reused from round to round. Not
+	// decoded here: the decryptor decodes each record itself.
 	var t record.Tally
-	for len(recs) > 0 {
-		round := min(len(fn.lanes), (len(recs)+fn.Cfg.Batch-1)/fn.Cfg.Batch)
-		g, gctx := errgroup.WithContext(ctx)
-		for i := range round {
-			lo := i * fn.Cfg.Batch // round's batches all start within recs
-			batch := recs[lo:min(lo+fn.Cfg.Batch, len(recs))]
-			l := &fn.lanes[i]
-			g.Go(func() error {
-				release, err := fn.cores.hold(gctx)
-				if err != nil {
-					return err
-				}
-				defer release()
-				l.t = record.Tally{}
-				if ocf == nil {
-					l.lines, err = l.dec.AppendJSONLines(gctx, fn.schema, l.lines[:0], batch, &l.t)
-				} else {
-					l.plain, l.errs, err = l.dec.Decrypt(gctx, fn.schema, batch)
-				}
-				if err != nil {
-					return fmt.Errorf("transforms.DecryptFiles: %s: %w", name, err)
-				}
-				return nil
-			})
+	arena, ends := fn.arena[:0], fn.ends[:0]
+	decrypt := func() error {
+		recs := slices.Grow(fn.recs[:0], len(ends))[:len(ends)]
+		for i, start := 0, 0; i < len(ends); i++ {
+			recs[i] = arena[start:ends[i]:ends[i]]
+			start = ends[i]
 		}
-		if err := g.Wait(); err != nil {
-			return err
+		fn.recs = recs
+		err := fn.decryptRound(ctx, name, part, recs, out, ocf, &t)
+		arena, ends = arena[:0], ends[:0]
+		return err
+	}
+	round := len(fn.lanes) * fn.Cfg.Batch
+	var failed error
+	err = fn.files.ReadFile(ctx, fn.in, name, fn.lay, nil, func(_ []record.Column, _ *record.Layout, rec []byte) {
+		if failed != nil {
+			return // the rest of the file is read, not decrypted
 		}
-		for i := range round {
-			l := &fn.lanes[i]
-			if ocf == nil {
-				t.AddTally(l.t)
-				if _, err := out.Write(l.lines); err != nil {
-					return fmt.Errorf("transforms.DecryptFiles: %s: %w", part, err)
-				}
-				continue
-			}
-			for j := range l.plain {
-				if l.errs[j] != nil {
-					t.Unreadable++
-					continue
-				}
-				t.Add(&l.plain[j])
-				if err := ocf.Append([]any{l.plain[j].Native(fn.schema)}); err != nil {
-					return fmt.Errorf("transforms.DecryptFiles: %s: encode: %w", name, err)
-				}
-			}
-			l.plain, l.errs = nil, nil
+		arena = append(arena, rec...)
+		ends = append(ends, len(arena))
+		if len(ends) == round {
+			failed = decrypt()
 		}
-		recs = recs[min(round*fn.Cfg.Batch, len(recs)):]
+	})
+	if err != nil {
+		err = fmt.Errorf("transforms.DecryptFiles: %s: %w", name, err)
+	}
+	if err == nil {
+		err = failed
+	}
+	if err == nil && len(ends) > 0 {
+		err = decrypt()
+	}
+	fn.arena, fn.ends = arena, ends
+	if err != nil {
+		return err
 	}
 	// Counted once per file, not per record.
 	for _, c := range []struct {
@@ -297,5 +270,61 @@ func (fn *decryptFileFn) ProcessElement(ctx context.Context, name string, emit f
 		return err
 	}
 	emit(part)
+	return nil
+}
+
+// decryptRound decrypts recs (at most one batch per lane) in the lanes
+// side by side and writes them, in order, to out (NDJSON) or ocf (Avro),
+// counting them into t. name is the file they come from, part the one
+// they go to.
+func (fn *decryptFileFn) decryptRound(ctx context.Context, name, part string, recs [][]byte, out *bufio.Writer, ocf *goavro.OCFWriter, t *record.Tally) error {
+	round := min(len(fn.lanes), (len(recs)+fn.Cfg.Batch-1)/fn.Cfg.Batch)
+	g, gctx := errgroup.WithContext(ctx)
+	for i := range round {
+		lo := i * fn.Cfg.Batch // round's batches all start within recs
+		batch := recs[lo:min(lo+fn.Cfg.Batch, len(recs))]
+		l := &fn.lanes[i]
+		g.Go(func() error {
+			release, err := fn.cores.hold(gctx)
+			if err != nil {
+				return err
+			}
+			defer release()
+			l.t = record.Tally{}
+			if ocf == nil {
+				l.lines, err = l.dec.AppendJSONLines(gctx, fn.schema, l.lines[:0], batch, &l.t)
+			} else {
+				l.plain, l.errs, err = l.dec.Decrypt(gctx, fn.schema, batch)
+			}
+			if err != nil {
+				return fmt.Errorf("transforms.DecryptFiles: %s: %w", name, err)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	for i := range round {
+		l := &fn.lanes[i]
+		if ocf == nil {
+			t.AddTally(l.t)
+			if _, err := out.Write(l.lines); err != nil {
+				return fmt.Errorf("transforms.DecryptFiles: %s: %w", part, err)
+			}
+			continue
+		}
+		for j := range l.plain {
+			if l.errs[j] != nil {
+				t.Unreadable++
+				continue
+			}
+			t.Add(&l.plain[j])
+			if err := ocf.Append([]any{l.plain[j].Native(fn.schema)}); err != nil {
+				return fmt.Errorf("transforms.DecryptFiles: %s: encode: %w", name, err)
+			}
+		}
+		l.plain, l.errs = nil, nil
+	}
 	return nil
 }

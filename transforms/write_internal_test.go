@@ -214,6 +214,62 @@ func TestViewLanesWaitingForKeysLeaveTheirCore(t *testing.T) {
 	}
 }
 
+// TestViewDecryptsAFileInRounds: a file of more records than a round
+// (lanes × Batch) is read and decrypted a round at a time, its arena
+// reused, and its part holds the lines a single round writes, in order;
+// the records left after the last whole round are decrypted too.
+func TestViewDecryptsAFileInRounds(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	runWrite(t, writeLines(t, genInput(60).lines), WriteConfig{Root: root, KeysURL: registerTestKeys(&testKeys{}), KeyRetryBudget: time.Second})
+	b, names := rawPlaybackParts(t, root)
+	name, most := "", 0
+	for _, n := range names {
+		data, err := blob.ReadAll(ctx, b, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if recs := len(ocfRecords(t, data)); recs > most {
+			name, most = n, recs
+		}
+	}
+	if most < 2*6 || most%6 == 0 {
+		t.Fatalf("%d records in the largest raw file, want two rounds of 6 or more, and not whole rounds", most)
+	}
+	view := func(lanes, batch int) []byte {
+		out := t.TempDir()
+		fn := &decryptFileFn{Cfg: DecryptConfig{Root: root, Type: "PlaybackEvent", Version: 1, KeysURL: registerTestKeys(&testKeys{}),
+			OutRoot: out, OutName: "parts/", Format: FormatNDJSON, Batch: batch}}
+		if err := fn.Setup(ctx); err != nil {
+			t.Fatal(err)
+		}
+		fn.useLanes(lanes)
+		var part string
+		if err := fn.ProcessElement(ctx, name, func(p string) { part = p }); err != nil {
+			t.Fatal(err)
+		}
+		if len(fn.ends) != 0 || lanes*batch < most && len(fn.recs) > lanes*batch {
+			t.Fatalf("lanes %d, batch %d: %d records held after the file, %d in the last round", lanes, batch, len(fn.ends), len(fn.recs))
+		}
+		ob, err := blob.Open(ctx, out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := blob.ReadAll(ctx, ob, part)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	whole, rounds := view(1, 1000), view(2, 3)
+	if n := bytes.Count(whole, []byte("\n")); n != most {
+		t.Fatalf("one round wrote %d lines of %d records", n, most)
+	}
+	if !bytes.Equal(rounds, whole) {
+		t.Fatalf("in rounds of 6 records the part differs from one round's:\n%s\nwant\n%s", rounds, whole)
+	}
+}
+
 // ocfRecords reads every record of an OCF file with goavro.
 func ocfRecords(t *testing.T, file []byte) []any {
 	t.Helper()
