@@ -30,8 +30,12 @@ const maxSlots = 8
 // What tells the categories apart comes first, the key bytes after:
 //
 //	neg u8 | n u8 | len(subject) u16 | subject
-//	n × (category u16 | revoked u8 | 0 u8 | version i32 | expires i64)
-//	n × (secret [32] | derived [fieldcrypt.DerivedSize])
+//	n × (category u16 | revoked u8 | flags u8 | version i32 | expires i64)
+//	n × (secret [32] | AES-GCM key [32] | AES-SIV key [64] if flags&flagSIV)
+//
+// A key derived without its AES-SIV key (keyclient.Options.Deterministic)
+// keeps 64 bytes, not 128: most of an entry's categories have no
+// deterministic field.
 //
 // The cache holds no pointer per entry and the collector never scans it;
 // an answer copies out what it hands over, so that a later store never
@@ -41,8 +45,10 @@ type entry []byte
 const (
 	entryHeader = 4
 	metaSize    = 16
-	slotKeySize = fieldcrypt.CategoryKeySize + fieldcrypt.DerivedSize
-	maxSubject  = 1024 // a longer subject's answers are not cached
+	slotKeySize = fieldcrypt.CategoryKeySize + fieldcrypt.DerivedSize // with an AES-SIV key
+	gcmKeyEnd   = fieldcrypt.CategoryKeySize + 32                     // a slot's bytes without one
+	maxSubject  = 1024                                                // a longer subject's answers are not cached
+	flagSIV     = 1                                                   // the slot holds an AES-SIV key
 )
 
 func (e entry) neg() negKind { return negKind(e[0]) }
@@ -54,11 +60,23 @@ func (e entry) subject() []byte     { return e[entryHeader:e.metaStart()] }
 func (e entry) meta(i int) []byte   { off := e.metaStart() + i*metaSize; return e[off : off+metaSize] }
 func (e entry) cat(i int) uint16    { return binary.LittleEndian.Uint16(e.meta(i)) }
 func (e entry) revoked(i int) bool  { return e.meta(i)[2] != 0 }
+func (e entry) hasSIV(i int) bool   { return e.meta(i)[3]&flagSIV != 0 }
 func (e entry) version(i int) int32 { return int32(binary.LittleEndian.Uint32(e.meta(i)[4:])) }
 func (e entry) expires(i int) int64 { return int64(binary.LittleEndian.Uint64(e.meta(i)[8:])) }
 func (e entry) key(i int) []byte {
-	off := e.metaStart() + e.n()*metaSize + i*slotKeySize
-	return e[off : off+slotKeySize]
+	off := e.metaStart() + e.n()*metaSize
+	for j := range i {
+		off += e.keySize(j)
+	}
+	return e[off : off+e.keySize(i)]
+}
+
+// keySize is the bytes of slot i's key: with its AES-SIV key or without.
+func (e entry) keySize(i int) int {
+	if e.hasSIV(i) {
+		return slotKeySize
+	}
+	return gcmKeyEnd
 }
 
 // subjectOf returns e's subject as a string: a subject's entry answers
@@ -73,7 +91,14 @@ func (e entry) subjectOf(kind entryKind, id string) string {
 // valid reports whether e is as long as its header says (it always is:
 // only appendEntry writes entries).
 func (e entry) valid() bool {
-	return len(e) >= entryHeader && len(e) == e.metaStart()+e.n()*(metaSize+slotKeySize)
+	if len(e) < entryHeader || len(e) < e.metaStart()+e.n()*metaSize {
+		return false
+	}
+	size := e.metaStart() + e.n()*metaSize
+	for i := range e.n() {
+		size += e.keySize(i)
+	}
+	return len(e) == size
 }
 
 // appendEntry encodes an entry of subject (and negative answer neg, or
@@ -84,18 +109,25 @@ func appendEntry(dst []byte, subject string, neg negKind, ss *slots) []byte {
 	dst = append(dst, subject...)
 	for _, s := range ss.list() {
 		dst = binary.LittleEndian.AppendUint16(dst, s.cat)
-		var r byte
+		var r, flags byte
 		if s.revoked {
 			r = 1
 		}
-		dst = append(dst, r, 0)
+		if s.key.hasSIV() {
+			flags |= flagSIV
+		}
+		dst = append(dst, r, flags)
 		dst = binary.LittleEndian.AppendUint32(dst, uint32(s.version))
 		dst = binary.LittleEndian.AppendUint64(dst, uint64(s.expires))
 	}
 	for i := range ss.list() {
 		k := &ss.s[i].key
 		dst = append(dst, k.secret[:]...)
-		dst = append(dst, k.derived.Expose()...)
+		if k.hasSIV() {
+			dst = append(dst, k.derived.Expose()...)
+		} else {
+			dst = append(dst, k.derived.Expose()[:gcmKeyEnd-fieldcrypt.CategoryKeySize]...)
+		}
 	}
 	return dst
 }
@@ -107,10 +139,19 @@ type slotKey struct {
 	derived fieldcrypt.Derived
 }
 
-// load copies the key bytes of an entry's slot into k.
+// load copies the key bytes of an entry's slot into k (zero where a slot
+// without an AES-SIV key has none, as fieldcrypt.DeriveGCMKey gives).
 func (k *slotKey) load(b []byte) {
 	copy(k.secret[:], b)
-	copy(k.derived.Expose(), b[fieldcrypt.CategoryKeySize:])
+	d := k.derived.Expose()
+	n := copy(d, b[fieldcrypt.CategoryKeySize:])
+	clear(d[n:])
+}
+
+// hasSIV reports whether k's derived keys hold an AES-SIV key (not the
+// zero bytes of fieldcrypt.DeriveGCMKey).
+func (k *slotKey) hasSIV() bool {
+	return [fieldcrypt.DerivedSize - 32]byte(k.derived.Expose()[32:]) != [fieldcrypt.DerivedSize - 32]byte{}
 }
 
 // slot is one category of an entry being built (store): one key version

@@ -631,6 +631,30 @@ func TestDeterministicCategoriesGetSIVKeys(t *testing.T) {
 					}
 				}
 			}
+			// An entry's slots are 64 or 128 bytes by whether they hold an
+			// AES-SIV key: fetched one category at a time, merged into one
+			// entry in either order, each answers its own key.
+			for _, order := range [][]string{cats, {cats[1], cats[0]}} {
+				user := "bob-" + order[0]
+				var want []fieldcrypt.CategoryKey
+				for _, cat := range order {
+					uks, err := c.ForEncrypt(ctx, []string{user}, []string{cat})
+					if err != nil || len(uks[0].Keys) != 1 {
+						t.Fatal(err, uks)
+					}
+					want = append(want, uks[0].Keys[0])
+				}
+				calls := c.Stats().RPCs
+				uks, err := c.ForEncrypt(ctx, []string{user}, order)
+				if err != nil || len(uks[0].Keys) != 2 || c.Stats().RPCs != calls {
+					t.Fatalf("%v: %v %+v (%d RPCs, %d before)", order, err, uks, c.Stats().RPCs, calls)
+				}
+				for i, k := range uks[0].Keys {
+					if !k.Secret.Equal(want[i].Secret) || !bytes.Equal(k.Derived().Expose(), want[i].Derived().Expose()) {
+						t.Fatalf("%v: %s answered from the merged entry differs from its fetch", order, k.Category)
+					}
+				}
+			}
 		})
 	}
 }
