@@ -179,18 +179,8 @@ func TestViewLanesWaitingForKeysLeaveTheirCore(t *testing.T) {
 	ctx := context.Background()
 	root := t.TempDir()
 	runWrite(t, writeLines(t, genInput(60).lines), WriteConfig{Root: root, KeysURL: registerTestKeys(&testKeys{}), KeyRetryBudget: time.Second})
-	b, names := rawPlaybackParts(t, root)
 	// The file with the most records: 4 batches of 3 or more.
-	name, most := "", 0
-	for _, n := range names {
-		data, err := blob.ReadAll(ctx, b, n)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if recs := len(ocfRecords(t, data)); recs > most {
-			name, most = n, recs
-		}
-	}
+	name, most := largestRawPlaybackPart(t, root)
 	if most < 4*3 {
 		t.Fatalf("at most %d records in a raw file, want 12 or more", most)
 	}
@@ -222,17 +212,7 @@ func TestViewDecryptsAFileInRounds(t *testing.T) {
 	ctx := context.Background()
 	root := t.TempDir()
 	runWrite(t, writeLines(t, genInput(60).lines), WriteConfig{Root: root, KeysURL: registerTestKeys(&testKeys{}), KeyRetryBudget: time.Second})
-	b, names := rawPlaybackParts(t, root)
-	name, most := "", 0
-	for _, n := range names {
-		data, err := blob.ReadAll(ctx, b, n)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if recs := len(ocfRecords(t, data)); recs > most {
-			name, most = n, recs
-		}
-	}
+	name, most := largestRawPlaybackPart(t, root)
 	if most < 2*6 || most%6 == 0 {
 		t.Fatalf("%d records in the largest raw file, want two rounds of 6 or more, and not whole rounds", most)
 	}
@@ -268,6 +248,23 @@ func TestViewDecryptsAFileInRounds(t *testing.T) {
 	if !bytes.Equal(rounds, whole) {
 		t.Fatalf("in rounds of 6 records the part differs from one round's:\n%s\nwant\n%s", rounds, whole)
 	}
+}
+
+// largestRawPlaybackPart is the raw PlaybackEvent file under root with the
+// most records, and their number.
+func largestRawPlaybackPart(t *testing.T, root string) (name string, records int) {
+	t.Helper()
+	b, names := rawPlaybackParts(t, root)
+	for _, n := range names {
+		data, err := blob.ReadAll(context.Background(), b, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if recs := len(ocfRecords(t, data)); recs > records {
+			name, records = n, recs
+		}
+	}
+	return name, records
 }
 
 // ocfRecords reads every record of an OCF file with goavro.
