@@ -44,7 +44,7 @@ func (c *Cache) Cipher(k CategoryKey, deterministic bool) (Cipher, error) {
 	if k.Secret.Len() != CategoryKeySize {
 		return Cipher{}, ErrKeySize
 	}
-	if k.derived != nil && (!deterministic || k.derived.hasSIV()) {
+	if k.derived != nil && (!deterministic || k.derived.HasSIV()) {
 		// Derived by the key's holder (DeriveKey, DeriveGCMKey): no
 		// lookup, no HKDF.
 		if k.Version < 1 || k.Version > 1<<31-1 {

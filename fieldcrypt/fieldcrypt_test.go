@@ -402,7 +402,7 @@ func TestDerivedGCMKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(d.b[:32], full.b[:32]) || [64]byte(d.b[32:]) != [64]byte{} || d.hasSIV() || !full.hasSIV() {
+	if !bytes.Equal(d.b[:32], full.b[:32]) || [64]byte(d.b[32:]) != [64]byte{} || d.HasSIV() || !full.HasSIV() {
 		t.Fatal("DeriveGCMKey's AES-GCM key is not DeriveKey's, or it has AES-SIV bytes")
 	}
 	if _, err := DeriveGCMKey(CategoryKey{Subject: "s_a", Category: "location", Version: 1, Secret: NewSecret([]byte("short"))}); err == nil {

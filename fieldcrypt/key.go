@@ -93,15 +93,20 @@ type Derived struct {
 }
 
 // DerivedSize is the size of a Derived: what a key cache that keeps keys
-// in memory of its own stores (Expose) beside each secret.
-const DerivedSize = 32 + 64
+// in memory of its own stores (Expose) beside each secret. DerivedGCMSize
+// is its first bytes, the AES-GCM key: all a key cache needs to keep of a
+// Derived without an AES-SIV key (HasSIV), the rest being zero.
+const (
+	DerivedSize    = DerivedGCMSize + 64
+	DerivedGCMSize = 32
+)
 
-func (d *Derived) gcm() [32]byte { return [32]byte(d.b[:32]) }
-func (d *Derived) siv() [64]byte { return [64]byte(d.b[32:]) }
+func (d *Derived) gcm() [32]byte { return [32]byte(d.b[:DerivedGCMSize]) }
+func (d *Derived) siv() [64]byte { return [64]byte(d.b[DerivedGCMSize:]) }
 
-// hasSIV reports whether d holds an AES-SIV key: HKDF gives 64 zero bytes
+// HasSIV reports whether d holds an AES-SIV key: HKDF gives 64 zero bytes
 // with probability 2⁻⁵¹², so zero bytes are DeriveGCMKey's "not derived".
-func (d *Derived) hasSIV() bool { return [64]byte(d.b[32:]) != [64]byte{} }
+func (d *Derived) HasSIV() bool { return d.siv() != [64]byte{} }
 
 // Expose returns the bytes of d, for a key cache that keeps derived keys in
 // memory of its own to copy them out and back in (a copy of what DeriveKey
@@ -211,9 +216,9 @@ func (d *deriver) derive(secret []byte, out *Derived, siv bool) {
 	d.mac(d.zeroIn, d.zeroOut, secret, prk[:])
 	d.keyIn, d.keyOut = d.key(prk[:], d.keyIn, d.keyOut)
 	clear(prk[:])
-	d.expand(out.b[:32], infoGCM)
+	d.expand(out.b[:DerivedGCMSize], infoGCM)
 	if siv {
-		d.expand(out.b[32:], infoSIV)
+		d.expand(out.b[DerivedGCMSize:], infoSIV)
 	}
 	clear(d.keyIn)
 	clear(d.keyOut)

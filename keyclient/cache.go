@@ -45,10 +45,10 @@ type entry []byte
 const (
 	entryHeader = 4
 	metaSize    = 16
-	slotKeySize = fieldcrypt.CategoryKeySize + fieldcrypt.DerivedSize // with an AES-SIV key
-	gcmKeyEnd   = fieldcrypt.CategoryKeySize + 32                     // a slot's bytes without one
-	maxSubject  = 1024                                                // a longer subject's answers are not cached
-	flagSIV     = 1                                                   // the slot holds an AES-SIV key
+	slotKeySize = fieldcrypt.CategoryKeySize + fieldcrypt.DerivedSize    // with an AES-SIV key
+	slotGCMSize = fieldcrypt.CategoryKeySize + fieldcrypt.DerivedGCMSize // without one
+	maxSubject  = 1024                                                   // a longer subject's answers are not cached
+	flagSIV     = 1                                                      // the slot holds an AES-SIV key
 )
 
 func (e entry) neg() negKind { return negKind(e[0]) }
@@ -76,7 +76,7 @@ func (e entry) keySize(i int) int {
 	if e.hasSIV(i) {
 		return slotKeySize
 	}
-	return gcmKeyEnd
+	return slotGCMSize
 }
 
 // subjectOf returns e's subject as a string: a subject's entry answers
@@ -113,7 +113,7 @@ func appendEntry(dst []byte, subject string, neg negKind, ss *slots) []byte {
 		if s.revoked {
 			r = 1
 		}
-		if s.key.hasSIV() {
+		if s.key.derived.HasSIV() {
 			flags |= flagSIV
 		}
 		dst = append(dst, r, flags)
@@ -123,11 +123,11 @@ func appendEntry(dst []byte, subject string, neg negKind, ss *slots) []byte {
 	for i := range ss.list() {
 		k := &ss.s[i].key
 		dst = append(dst, k.secret[:]...)
-		if k.hasSIV() {
-			dst = append(dst, k.derived.Expose()...)
-		} else {
-			dst = append(dst, k.derived.Expose()[:gcmKeyEnd-fieldcrypt.CategoryKeySize]...)
+		d := k.derived.Expose()
+		if !k.derived.HasSIV() {
+			d = d[:fieldcrypt.DerivedGCMSize]
 		}
+		dst = append(dst, d...)
 	}
 	return dst
 }
@@ -146,12 +146,6 @@ func (k *slotKey) load(b []byte) {
 	d := k.derived.Expose()
 	n := copy(d, b[fieldcrypt.CategoryKeySize:])
 	clear(d[n:])
-}
-
-// hasSIV reports whether k's derived keys hold an AES-SIV key (not the
-// zero bytes of fieldcrypt.DeriveGCMKey).
-func (k *slotKey) hasSIV() bool {
-	return [fieldcrypt.DerivedSize - 32]byte(k.derived.Expose()[32:]) != [fieldcrypt.DerivedSize - 32]byte{}
 }
 
 // slot is one category of an entry being built (store): one key version

@@ -228,7 +228,7 @@ func (fn *decryptFileFn) ProcessElement(ctx context.Context, name string, emit f
 		arena, ends = arena[:0], ends[:0]
 		return err
 	}
-	round := len(fn.lanes) * fn.Cfg.Batch
+	perRound := len(fn.lanes) * fn.Cfg.Batch
 	var failed error
 	err = fn.files.ReadFile(ctx, fn.in, name, fn.lay, nil, func(_ []record.Column, _ *record.Layout, rec []byte) {
 		if failed != nil {
@@ -236,7 +236,7 @@ func (fn *decryptFileFn) ProcessElement(ctx context.Context, name string, emit f
 		}
 		arena = append(arena, rec...)
 		ends = append(ends, len(arena))
-		if len(ends) == round {
+		if len(ends) == perRound {
 			failed = decrypt()
 		}
 	})
