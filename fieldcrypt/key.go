@@ -249,6 +249,10 @@ func (k CategoryKey) WithDerived(d *Derived) CategoryKey {
 	return k
 }
 
+// SetDerived is WithDerived in place: for key caches that build the keys
+// of an answer where they are kept.
+func (k *CategoryKey) SetDerived(d *Derived) { k.derived = d }
+
 // Derived returns the derived keys k carries (WithDerived), nil if none.
 // They are shared: never write them.
 func (k CategoryKey) Derived() *Derived { return k.derived }

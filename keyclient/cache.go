@@ -55,51 +55,8 @@ func (e entry) neg() negKind { return negKind(e[0]) }
 func (e entry) n() int       { return int(e[1]) }
 
 // metaStart is where the categories start: past the subject.
-func (e entry) metaStart() int      { return entryHeader + int(binary.LittleEndian.Uint16(e[2:])) }
-func (e entry) subject() []byte     { return e[entryHeader:e.metaStart()] }
-func (e entry) meta(i int) []byte   { off := e.metaStart() + i*metaSize; return e[off : off+metaSize] }
-func (e entry) cat(i int) uint16    { return binary.LittleEndian.Uint16(e.meta(i)) }
-func (e entry) revoked(i int) bool  { return e.meta(i)[2] != 0 }
-func (e entry) hasSIV(i int) bool   { return e.meta(i)[3]&flagSIV != 0 }
-func (e entry) version(i int) int32 { return int32(binary.LittleEndian.Uint32(e.meta(i)[4:])) }
-func (e entry) expires(i int) int64 { return int64(binary.LittleEndian.Uint64(e.meta(i)[8:])) }
-func (e entry) key(i int) []byte {
-	off := e.metaStart() + e.n()*metaSize
-	for j := range i {
-		off += e.keySize(j)
-	}
-	return e[off : off+e.keySize(i)]
-}
-
-// keySize is the bytes of slot i's key: with its AES-SIV key or without.
-func (e entry) keySize(i int) int {
-	if e.hasSIV(i) {
-		return slotKeySize
-	}
-	return slotGCMSize
-}
-
-// subjectOf returns e's subject as a string: a subject's entry answers
-// with the id it was asked for, with no copy.
-func (e entry) subjectOf(kind entryKind, id string) string {
-	if sub := e.subject(); kind != kindSubject || string(sub) != id {
-		return string(sub)
-	}
-	return id
-}
-
-// valid reports whether e is as long as its header says (it always is:
-// only appendEntry writes entries).
-func (e entry) valid() bool {
-	if len(e) < entryHeader || len(e) < e.metaStart()+e.n()*metaSize {
-		return false
-	}
-	size := e.metaStart() + e.n()*metaSize
-	for i := range e.n() {
-		size += e.keySize(i)
-	}
-	return len(e) == size
-}
+func (e entry) metaStart() int  { return entryHeader + int(binary.LittleEndian.Uint16(e[2:])) }
+func (e entry) subject() []byte { return e[entryHeader:e.metaStart()] }
 
 // appendEntry encodes an entry of subject (and negative answer neg, or
 // the slots of ss) onto dst.
@@ -156,12 +113,6 @@ type slot struct {
 	version int32
 	expires int64
 	key     slotKey
-}
-
-func (e entry) slot(i int) slot {
-	s := slot{cat: e.cat(i), revoked: e.revoked(i), version: e.version(i), expires: e.expires(i)}
-	s.key.load(e.key(i))
-	return s
 }
 
 // slots collects the slots of an entry being built (store).
@@ -312,8 +263,9 @@ func (kc *keyCache) lookup(kind entryKind, ids []string, q *query, a *Answers) (
 		off += 1 + len(id)
 	}
 	kc.c.PeekMany(a.ids, q.now, func(i int, e []byte) {
-		a.answered[i] = kc.answer(entry(e), kind, ids[i], q, a, &a.out[i])
+		a.answered[i] = kc.answer(entry(e), kind, ids[i], q, a, i)
 	})
+	a.nameSubjects()
 	for i, ok := range a.answered {
 		if !ok {
 			misses = append(misses, i)
@@ -322,56 +274,129 @@ func (kc *keyCache) lookup(kind entryKind, ids []string, q *query, a *Answers) (
 	return misses
 }
 
-// answer builds the answer for q from e (the cached entry of id, read in
-// place) into dst, its keys copied into a's room.
-func (kc *keyCache) answer(e entry, kind entryKind, id string, q *query, a *Answers, dst *UserKeys) bool {
-	if !e.valid() {
+// parsed is an entry's slots as read once (parse): their metadata and
+// where each one's key bytes are.
+type parsed struct {
+	n    int
+	meta [maxSlots]slotMeta
+}
+
+// slotMeta is one slot of a parsed entry; key is its bytes in the entry.
+type slotMeta struct {
+	cat     uint16
+	revoked bool
+	version int32
+	expires int64
+	key     []byte
+}
+
+// slot is m as a slot of an entry being built (store), its key copied.
+func (m *slotMeta) slot() slot {
+	s := slot{cat: m.cat, revoked: m.revoked, version: m.version, expires: m.expires}
+	s.key.load(m.key)
+	return s
+}
+
+// parse reads e's slots into p; false when e is not as long as its
+// header says (it always is: only appendEntry writes entries).
+func (p *parsed) parse(e entry) bool {
+	if len(e) < entryHeader {
 		return false
 	}
+	p.n = e.n()
+	start := e.metaStart()
+	off := start + p.n*metaSize
+	if p.n > maxSlots || len(e) < off {
+		return false
+	}
+	for i := range p.n {
+		m := e[start+i*metaSize : start+(i+1)*metaSize]
+		size := slotGCMSize
+		if m[3]&flagSIV != 0 {
+			size = slotKeySize
+		}
+		if len(e) < off+size {
+			return false
+		}
+		s := &p.meta[i]
+		s.cat, s.revoked = binary.LittleEndian.Uint16(m), m[2] != 0
+		s.version, s.expires = int32(binary.LittleEndian.Uint32(m[4:])), int64(binary.LittleEndian.Uint64(m[8:]))
+		s.key = e[off : off+size]
+		off += size
+	}
+	return off == len(e)
+}
+
+// slots returns the parsed slots.
+func (p *parsed) slots() []slotMeta { return p.meta[:p.n] }
+
+// answer builds the answer for q from e (the cached entry of the call's
+// i-th id, read in place) into a.out[i], its keys copied into a's room.
+// A subject the answer cannot take from id is copied into a's room and
+// named when the call's entries have all been read (nameSubjects).
+func (kc *keyCache) answer(e entry, kind entryKind, id string, q *query, a *Answers, i int) bool {
+	var p parsed
+	if !p.parse(e) {
+		return false
+	}
+	dst := &a.out[i]
+	subject := id
+	if sub := e.subject(); kind != kindSubject || string(sub) != id {
+		subject = ""
+		a.unnamed = append(a.unnamed, unnamed{i: i, off: len(a.subjects), n: len(sub)})
+		a.subjects = append(a.subjects, sub...)
+	}
 	if e.neg() != negNone {
-		*dst = UserKeys{Subject: e.subjectOf(kind, id), Err: e.neg().err()}
+		*dst = UserKeys{Subject: subject, Err: e.neg().err()}
 		return true
 	}
 	now, n := q.now.UnixNano(), 0
 	for _, ci := range q.ids {
 		found := false
-		for i := range e.n() {
-			if e.cat(i) != ci {
+		for j := range p.slots() {
+			s := &p.meta[j]
+			if s.cat != ci {
 				continue
 			}
-			if now >= e.expires(i) {
+			if now >= s.expires {
+				a.unname(i)
 				return false
 			}
 			found = true
-			if !e.revoked(i) {
+			if !s.revoked {
 				n++
 			}
 		}
 		if !found {
+			a.unname(i)
 			return false
 		}
 	}
-	subject := e.subjectOf(kind, id)
-	r := UserKeys{Subject: subject}
+	*dst = UserKeys{Subject: subject}
+	var keys []fieldcrypt.CategoryKey
+	var held []slotKey
 	if n > 0 {
-		r.Keys = carve(&a.keys, n)[:0]
+		keys, held = carve(&a.keys, n), carve(&a.held, n)
+		dst.Keys = keys
 	}
-	held := carve(&a.held, n)
+	m := 0
 	for j, ci := range q.ids {
-		for i := range e.n() {
+		for k := range p.slots() {
+			s := &p.meta[k]
 			switch {
-			case e.cat(i) != ci:
-			case e.revoked(i):
-				r.Revoked = append(r.Revoked, q.cats[j])
+			case s.cat != ci:
+			case s.revoked:
+				dst.Revoked = append(dst.Revoked, q.cats[j])
 			default:
-				k := &held[len(r.Keys)]
-				k.load(e.key(i))
-				r.Keys = append(r.Keys, fieldcrypt.CategoryKey{Subject: subject, Category: q.cats[j], Version: int(e.version(i)),
-					Secret: fieldcrypt.SecretOf(k.secret[:])}.WithDerived(&k.derived))
+				h := &held[m]
+				h.load(s.key)
+				keys[m] = fieldcrypt.CategoryKey{Subject: subject, Category: q.cats[j], Version: int(s.version),
+					Secret: fieldcrypt.SecretOf(h.secret[:])}
+				keys[m].SetDerived(&h.derived)
+				m++
 			}
 		}
 	}
-	*dst = r
 	return true
 }
 
@@ -410,10 +435,11 @@ func (kc *keyCache) store(kind entryKind, id string, cats []string, r UserKeys, 
 	latest := exp.UnixNano()
 	full := false
 	kc.c.PeekAt(key, now, func(b []byte) {
-		if old := entry(b); old.valid() && old.neg() == negNone && string(old.subject()) == r.Subject {
-			for i := range old.n() {
-				if now.UnixNano() < old.expires(i) && !slices.Contains(want, old.cat(i)) {
-					full = full || !e.add(old.slot(i))
+		var p parsed
+		if old := entry(b); p.parse(old) && old.neg() == negNone && string(old.subject()) == r.Subject {
+			for i := range p.slots() {
+				if m := &p.meta[i]; now.UnixNano() < m.expires && !slices.Contains(want, m.cat) {
+					full = full || !e.add(m.slot())
 				}
 			}
 		}
@@ -460,7 +486,8 @@ func (kc *keyCache) forget(idOrSubject string) {
 		return
 	}
 	kc.c.DeleteFunc(func(k, e []byte) bool {
-		return string(k[1:]) == idOrSubject || entry(e).valid() && string(entry(e).subject()) == idOrSubject
+		var p parsed
+		return string(k[1:]) == idOrSubject || p.parse(e) && string(entry(e).subject()) == idOrSubject
 	})
 }
 

@@ -292,11 +292,47 @@ type Answers struct {
 	idBuf    []byte
 	ids      [][]byte
 	answered []bool
+	// The subjects of a call's answers that are not the ids asked
+	// (keyCache.answer), copied from their entries, and which answers
+	// they name: made one string when the call's entries are read, not a
+	// string per answer.
+	subjects []byte
+	unnamed  []unnamed
 }
+
+// unnamed is an answer whose subject is a.subjects[off:off+n].
+type unnamed struct{ i, off, n int }
 
 // reset starts a call's answers: the last call's are no longer used.
 func (a *Answers) reset() {
 	a.keys, a.held = a.keys[:0], a.held[:0]
+	a.subjects, a.unnamed = a.subjects[:0], a.unnamed[:0]
+}
+
+// unname drops the subject copied for answer i, which is not given after
+// all.
+func (a *Answers) unname(i int) {
+	if n := len(a.unnamed); n > 0 && a.unnamed[n-1].i == i {
+		a.subjects = a.subjects[:a.unnamed[n-1].off]
+		a.unnamed = a.unnamed[:n-1]
+	}
+}
+
+// nameSubjects gives the answers whose subjects were copied (unnamed)
+// their subjects, and their keys too: substrings of one string.
+func (a *Answers) nameSubjects() {
+	if len(a.unnamed) == 0 {
+		return
+	}
+	all := string(a.subjects)
+	for _, u := range a.unnamed {
+		r := &a.out[u.i]
+		r.Subject = all[u.off : u.off+u.n]
+		for k := range r.Keys {
+			r.Keys[k].Subject = r.Subject
+		}
+	}
+	a.subjects, a.unnamed = a.subjects[:0], a.unnamed[:0]
 }
 
 // carve returns the next n elements of an arena of the answers (a.keys,
