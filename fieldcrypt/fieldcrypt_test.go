@@ -536,3 +536,48 @@ func TestDeriveKeyAllocatesNothing(t *testing.T) {
 		t.Fatalf("DeriveGCMKey: %v allocations", n)
 	}
 }
+
+// BenchmarkCarriedCipherParallel: ciphers of keys that carry their derived
+// keys, asked from every core at once, each answer counted in the cache's
+// shared counter (Cipher) or by the caller (CipherCounting, as record's
+// Anonymizer and Decryptor ask for them). Run with -cpu 1,2.
+func BenchmarkCarriedCipherParallel(b *testing.B) {
+	keys := make([]CategoryKey, 1024)
+	for i := range keys {
+		k := testKey(b, "s_b", "device", 1+i)
+		d, err := DeriveGCMKey(k)
+		if err != nil {
+			b.Fatal(err)
+		}
+		keys[i] = k.WithDerived(&d)
+	}
+	for _, counting := range []bool{false, true} {
+		name := map[bool]string{false: "shared-counter", true: "caller-counts"}[counting]
+		b.Run(name, func(b *testing.B) {
+			c := NewCache(8, 0)
+			b.RunParallel(func(pb *testing.PB) {
+				var carried uint64
+				var sink byte
+				for i := 0; pb.Next(); i++ {
+					var ci Cipher
+					var err error
+					if counting {
+						ci, err = c.CipherCounting(keys[i&1023], false, &carried)
+					} else {
+						ci, err = c.Cipher(keys[i&1023], false)
+					}
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					sink ^= ci.gcm[0]
+				}
+				c.AddCarried(carried)
+				_ = sink
+			})
+			if hits, _ := c.Stats(); hits != uint64(b.N) {
+				b.Fatalf("%d hits counted for %d answers", hits, b.N)
+			}
+		})
+	}
+}

@@ -123,6 +123,9 @@ type Anonymizer struct {
 	schemas []*schemas.Schema
 	aad     []byte
 	pt      []byte
+	// carried counts the batch's ciphers answered from carried keys, added
+	// to the cipher cache's hits once Anonymize returns.
+	carried uint64
 	// Each category met gets a bit (the first 64; a schema with one past
 	// them needs every category of a batch), each schema its set of them,
 	// once: a batch's users' sets are ORs, not string compares per event.
@@ -218,6 +221,11 @@ func NewAnonymizer(reg *schemas.Registry, keys Keys, opts Options) (*Anonymizer,
 // nothing of it may be written, and the caller retries or dead-letters the
 // batch as key_unavailable (see KeyUnavailable).
 func (a *Anonymizer) Anonymize(ctx context.Context, msgs []Message) ([]Outcome, error) {
+	defer func() {
+		// The batch's ciphers answered from carried keys, counted once.
+		a.ciphers.AddCarried(a.carried)
+		a.carried = 0
+	}()
 	out := make([]Outcome, len(msgs))
 	if cap(a.events) < len(msgs) {
 		a.events = make([]schemas.Event, len(msgs))
@@ -506,7 +514,7 @@ func (a *Anonymizer) encrypt(s *schemas.Schema, ev *schemas.Event, uk *keyclient
 				buf = append(buf, 0)
 				continue
 			}
-			c, err := a.ciphers.Cipher(*k, f.PII.Deterministic)
+			c, err := a.ciphers.CipherCounting(*k, f.PII.Deterministic, &a.carried)
 			if err != nil {
 				return nil, fmt.Errorf("record: cipher for %s: %w", k, err)
 			}

@@ -747,3 +747,69 @@ func goavroRead(t *testing.T, file []byte) []map[string]any {
 	}
 	return recs
 }
+
+// TestCarriedCiphersAreCounted: ciphers answered from the keys a key
+// client derived are counted in the shared cipher cache's hits, one per
+// field sealed (Anonymizer) or opened (Decryptor), by the time the call
+// returns; nothing is derived or cached by the cipher cache itself.
+func TestCarriedCiphersAreCounted(t *testing.T) {
+	ctx := context.Background()
+	kc, err := keyclient.New(keyclient.NewFake(), keyclient.Options{Scope: "t", BatchWindow: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := schemas.Embedded()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ciphers := fieldcrypt.NewCache(8, 0)
+	a, err := NewAnonymizer(reg, kc, Options{Ciphers: ciphers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := []Message{
+		playback("e1", "alice", "203.0.113.7"),
+		account("e2", "alice", "alice@example.com", "1990"),
+		account("e3", "bob", "bob@example.com", "null"),
+	}
+	out, err := a.Anonymize(ctx, msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed := map[*schemas.Schema]int{}
+	recs := map[*schemas.Schema][][]byte{}
+	for i, o := range out {
+		if o.Reject != nil {
+			t.Fatalf("message %d rejected: %+v", i, o.Reject)
+		}
+		s, _ := reg.Lookup(o.EventType, o.Version)
+		native, _, err := s.Encrypted().Codec.NativeFromBinary(o.Record)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range s.PIIFields() {
+			if native.(map[string]any)[f.Name] != nil {
+				sealed[s]++
+			}
+		}
+		recs[s] = append(recs[s], o.Record)
+	}
+	total := 0
+	for _, n := range sealed {
+		total += n
+	}
+	if hits, misses := ciphers.Stats(); total == 0 || hits != uint64(total) || misses != 0 || ciphers.Len() != 0 {
+		t.Fatalf("after sealing %d fields: %d hits, %d misses, %d cached; want %d hits, nothing derived or cached", total, hits, misses, ciphers.Len(), total)
+	}
+	d := NewDecryptor(kc, ciphers)
+	for s, rs := range recs {
+		before, _ := ciphers.Stats()
+		var tally Tally
+		if _, err := d.AppendJSONLines(ctx, s, nil, rs, &tally); err != nil {
+			t.Fatal(err)
+		}
+		if hits, _ := ciphers.Stats(); hits-before != uint64(sealed[s]) || tally.ShreddedFields+tally.CorruptFields != 0 {
+			t.Fatalf("%s: %d ciphers counted for %d fields opened (tally %+v)", s, hits-before, sealed[s], tally)
+		}
+	}
+}
