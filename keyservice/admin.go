@@ -85,7 +85,7 @@ type CacheStats struct {
 func (s *Service) CacheStats() CacheStats {
 	var st CacheStats
 	if s.cache != nil {
-		st.ProcessHits, st.ProcessMisses = s.cache.hits.Load(), s.cache.misses.Load()
+		st.ProcessHits, st.ProcessMisses = s.cache.stats()
 		st.ProcessRenewed = s.cache.renewals.Load()
 		st.ProcessEntries = s.cache.len()
 	}
