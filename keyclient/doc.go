@@ -67,8 +67,8 @@
 //     requested user id, ForDecrypt answers never carry one.
 //   - [Client.ForEncryptInto] and [Client.ForDecryptInto] answer into room
 //     the caller keeps ([Answers]) and reuses from call to call: a warm
-//     call allocates nothing per id but, for ForEncryptInto, the string of
-//     each user's subject. What a call returns is valid until the
+//     call allocates nothing per id (ForEncryptInto makes one string of
+//     its users' subjects). What a call returns is valid until the
 //     next call with the same Answers (record's anonymizer and decryptor
 //     are done with a batch's keys when they return).
 //   - A key served from the cache is at most TTL old: a delete, revoke or
