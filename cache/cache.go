@@ -165,9 +165,11 @@ func (c *Cache[K, V]) Get(k K) (V, bool) {
 
 // Peek calls f with a pointer to the value of k's live entry, under the
 // entry's read lock, without copying it (for large values); f must not
-// keep the pointer or modify the value, nor use the cache. It reports
-// whether the entry was found.
-func (c *Cache[K, V]) Peek(k K, f func(*V)) bool {
+// keep the pointer or modify the value, nor use the cache. f reports
+// whether the entry answers its caller (a value with an expiry of its own
+// may not): Peek returns that, false when k has no live entry, and counts
+// a hit when the entry answers, a miss otherwise.
+func (c *Cache[K, V]) Peek(k K, f func(*V) bool) bool {
 	sh := c.shard(k)
 	sh.mu.RLock()
 	defer sh.mu.RUnlock()
@@ -183,8 +185,11 @@ func (c *Cache[K, V]) Peek(k K, f func(*V)) bool {
 	if !s.ref.Load() {
 		s.ref.Store(true)
 	}
+	if !f(&s.val) {
+		sh.misses.Add(1)
+		return false
+	}
 	sh.hits.Add(1)
-	f(&s.val)
 	return true
 }
 
@@ -408,7 +413,7 @@ func (c *Cache[K, V]) Len() int {
 // Capacity is the most entries the cache holds.
 func (c *Cache[K, V]) Capacity() int { return int(c.cap) }
 
-// Stats are the hits and misses of Get since the cache was made.
+// Stats are the hits and misses of Get and Peek since the cache was made.
 func (c *Cache[K, V]) Stats() (hits, misses uint64) {
 	for i := range c.shards {
 		hits += c.shards[i].hits.Load()

@@ -60,7 +60,7 @@ func TestHashCollision(t *testing.T) {
 	if v, ok := c.Get("b"); !ok || v != 2 {
 		t.Fatal("deleting a removed b")
 	}
-	if c.Peek("a", func(*int) {}) || c.Update("a", func(*int) bool { return true }) {
+	if c.Peek("a", func(*int) bool { return true }) || c.Update("a", func(*int) bool { return true }) {
 		t.Fatal("Peek or Update found the deleted a")
 	}
 	if got := c.GetOrPut("a", func() int { return 3 }); got != 3 {
@@ -197,10 +197,10 @@ func TestPeekAndGetOrPut(t *testing.T) {
 	v[0] = 7
 	c.Put("a", v)
 	var seen byte
-	if !c.Peek("a", func(p *[64]byte) { seen = p[0] }) || seen != 7 {
+	if !c.Peek("a", func(p *[64]byte) bool { seen = p[0]; return true }) || seen != 7 {
 		t.Fatalf("Peek saw %d", seen)
 	}
-	if c.Peek("b", func(*[64]byte) { t.Fatal("called for a missing key") }) {
+	if c.Peek("b", func(*[64]byte) bool { t.Fatal("called for a missing key"); return true }) {
 		t.Fatal("Peek found a missing key")
 	}
 	// Concurrent GetOrPut of one key: one value for all.

@@ -249,8 +249,10 @@ func (k CategoryKey) WithDerived(d *Derived) CategoryKey {
 	return k
 }
 
-// SetDerived is WithDerived in place: for key caches that build the keys
-// of an answer where they are kept.
+// SetDerived is WithDerived in place, for key caches that build the keys
+// of an answer where they are kept: WithDerived's copy of each key cost
+// keyclient's warm lookup 140 -> 162 ns per user (BenchmarkWarmLookup,
+// 1000 users).
 func (k *CategoryKey) SetDerived(d *Derived) { k.derived = d }
 
 // Derived returns the derived keys k carries (WithDerived), nil if none.

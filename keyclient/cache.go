@@ -332,22 +332,13 @@ func (p *parsed) slots() []slotMeta { return p.meta[:p.n] }
 
 // answer builds the answer for q from e (the cached entry of the call's
 // i-th id, read in place) into a.out[i], its keys copied into a's room.
-// A subject the answer cannot take from id is copied into a's room and
-// named when the call's entries have all been read (nameSubjects).
 func (kc *keyCache) answer(e entry, kind entryKind, id string, q *query, a *Answers, i int) bool {
 	var p parsed
 	if !p.parse(e) {
 		return false
 	}
-	dst := &a.out[i]
-	subject := id
-	if sub := e.subject(); kind != kindSubject || string(sub) != id {
-		subject = ""
-		a.unnamed = append(a.unnamed, unnamed{i: i, off: len(a.subjects), n: len(sub)})
-		a.subjects = append(a.subjects, sub...)
-	}
 	if e.neg() != negNone {
-		*dst = UserKeys{Subject: subject, Err: e.neg().err()}
+		a.out[i] = UserKeys{Subject: a.subjectOf(e, kind, id, i), Err: e.neg().err()}
 		return true
 	}
 	now, n := q.now.UnixNano(), 0
@@ -359,7 +350,6 @@ func (kc *keyCache) answer(e entry, kind entryKind, id string, q *query, a *Answ
 				continue
 			}
 			if now >= s.expires {
-				a.unname(i)
 				return false
 			}
 			found = true
@@ -368,11 +358,11 @@ func (kc *keyCache) answer(e entry, kind entryKind, id string, q *query, a *Answ
 			}
 		}
 		if !found {
-			a.unname(i)
 			return false
 		}
 	}
-	*dst = UserKeys{Subject: subject}
+	dst := &a.out[i]
+	*dst = UserKeys{Subject: a.subjectOf(e, kind, id, i)}
 	var keys []fieldcrypt.CategoryKey
 	var held []slotKey
 	if n > 0 {
@@ -390,7 +380,7 @@ func (kc *keyCache) answer(e entry, kind entryKind, id string, q *query, a *Answ
 			default:
 				h := &held[m]
 				h.load(s.key)
-				keys[m] = fieldcrypt.CategoryKey{Subject: subject, Category: q.cats[j], Version: int(s.version),
+				keys[m] = fieldcrypt.CategoryKey{Subject: dst.Subject, Category: q.cats[j], Version: int(s.version),
 					Secret: fieldcrypt.SecretOf(h.secret[:])}
 				keys[m].SetDerived(&h.derived)
 				m++

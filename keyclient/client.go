@@ -309,13 +309,18 @@ func (a *Answers) reset() {
 	a.subjects, a.unnamed = a.subjects[:0], a.unnamed[:0]
 }
 
-// unname drops the subject copied for answer i, which is not given after
-// all.
-func (a *Answers) unname(i int) {
-	if n := len(a.unnamed); n > 0 && a.unnamed[n-1].i == i {
-		a.subjects = a.subjects[:a.unnamed[n-1].off]
-		a.unnamed = a.unnamed[:n-1]
+// subjectOf returns the subject of e, the entry answering the call's i-th
+// id: id itself when it is a subject's entry, else "" for now, the
+// subject's bytes copied into a's room to be named with the call's other
+// subjects once its entries are read (nameSubjects).
+func (a *Answers) subjectOf(e entry, kind entryKind, id string, i int) string {
+	sub := e.subject()
+	if kind == kindSubject && string(sub) == id {
+		return id
 	}
+	a.unnamed = append(a.unnamed, unnamed{i: i, off: len(a.subjects), n: len(sub)})
+	a.subjects = append(a.subjects, sub...)
+	return ""
 }
 
 // nameSubjects gives the answers whose subjects were copied (unnamed)

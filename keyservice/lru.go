@@ -20,29 +20,14 @@ import (
 // refresh can see what it held (expired) and renew it when the store says
 // the row is unchanged.
 type lru struct {
-	// counts are get's answers (an expired entry is a miss), per key's
-	// shard (hashCKey): one pair of counters written by every get from
-	// every core cost more than the gets (BenchmarkLRUGet).
-	counts   [lruShards]lruCounts
 	renewals atomic.Uint64 // expired entries served again by renew
 
 	c *cache.Cache[ckey, lruValue]
 }
 
-// lruCounts is one shard's get answers, on a cache line of its own.
-type lruCounts struct {
-	hits, misses atomic.Uint64
-	_            [48]byte
-}
-
-// stats are get's answers since the cache was made.
-func (c *lru) stats() (hits, misses uint64) {
-	for i := range c.counts {
-		hits += c.counts[i].hits.Load()
-		misses += c.counts[i].misses.Load()
-	}
-	return hits, misses
-}
+// stats are get's answers since the cache was made (an expired entry is
+// a miss): the cache counts them, get being its only Peek.
+func (c *lru) stats() (hits, misses uint64) { return c.c.Stats() }
 
 type lruValue struct {
 	val     any
@@ -113,18 +98,12 @@ func (c *lru) get(key ckey, now time.Time) (any, bool) {
 		return nil, false
 	}
 	var v any
-	ok := false
-	c.c.Peek(key, func(lv *lruValue) {
-		if now.Before(lv.expires) {
-			v, ok = lv.val, true
-		}
-	})
-	n := &c.counts[hashCKey(key)%lruShards]
-	if !ok {
-		n.misses.Add(1)
+	if !c.c.Peek(key, func(lv *lruValue) bool {
+		v = lv.val
+		return now.Before(lv.expires)
+	}) {
 		return nil, false
 	}
-	n.hits.Add(1)
 	return v, true
 }
 
@@ -135,12 +114,16 @@ func (c *lru) expired(key ckey, now time.Time) (any, bool) {
 	if c == nil {
 		return nil, false
 	}
+	// Read under Update, which counts nothing: the miss is get's, which
+	// came first. The entry read counts as referenced, as the caller may
+	// renew it.
 	var v any
 	ok := false
-	c.c.Peek(key, func(lv *lruValue) {
+	c.c.Update(key, func(lv *lruValue) bool {
 		if !now.Before(lv.expires) {
 			v, ok = lv.val, true
 		}
+		return ok
 	})
 	return v, ok
 }
