@@ -291,23 +291,24 @@ type shardArena struct {
 	size   int // bytes of the records (their ids not counted)
 }
 
-// arenaRec is one record of a shardArena: its event id then its bytes,
-// from off in chunk chunk. head is the id's first 8 bytes (big-endian,
-// zero-padded): sorting compares it before the ids themselves, which are
-// spread over megabytes of records.
+// arenaRec is one record of a shardArena: its publish time (8 bytes),
+// event id and bytes, from off in chunk chunk. head and tail are the id's
+// first 16 bytes (big-endian, zero-padded): sorting compares them before
+// the ids themselves, which are spread over megabytes of records, so that
+// ids sharing a prefix of up to 16 bytes ("ev-0455…", a producer's name
+// and a date) are ordered without reading the arena.
 type arenaRec struct {
-	head          uint64
-	pub           int64
+	head, tail    uint64
 	chunk, off    uint32
 	idLen, recLen uint32
 }
 
-// idHead is the first 8 bytes of id as a big-endian number, zero-padded:
-// two ids whose heads differ compare as their heads do.
-func idHead(id []byte) uint64 {
-	var b [8]byte
+// idWords is the first 16 bytes of id as two big-endian numbers,
+// zero-padded: two ids whose words differ compare as their words do.
+func idWords(id []byte) (head, tail uint64) {
+	var b [16]byte
 	copy(b[:], id)
-	return binary.BigEndian.Uint64(b[:])
+	return binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])
 }
 
 // compare orders records by event id, then publish time, then bytes: the
@@ -316,39 +317,65 @@ func (a *shardArena) compare(x, y arenaRec) int {
 	if x.head != y.head {
 		return cmp.Compare(x.head, y.head)
 	}
-	if c := bytes.Compare(a.id(x), a.id(y)); c != 0 {
+	if x.tail != y.tail {
+		return cmp.Compare(x.tail, y.tail)
+	}
+	if x.idLen <= 16 && y.idLen <= 16 {
+		// The padded words are equal: the shorter id is a prefix of the
+		// longer (whose further bytes are zero), as bytes.Compare orders.
+		if c := cmp.Compare(x.idLen, y.idLen); c != 0 {
+			return c
+		}
+	} else if c := bytes.Compare(a.id(x), a.id(y)); c != 0 {
 		return c
 	}
-	if c := cmp.Compare(x.pub, y.pub); c != 0 {
+	if c := cmp.Compare(a.pub(x), a.pub(y)); c != 0 {
 		return c
 	}
 	return bytes.Compare(a.rec(x), a.rec(y))
 }
 
+// sameID reports whether x and y have the same event id, reading the
+// arena only for ids longer than their words.
+func (a *shardArena) sameID(x, y arenaRec) bool {
+	if x.head != y.head || x.tail != y.tail || x.idLen != y.idLen {
+		return false
+	}
+	return x.idLen <= 16 || bytes.Equal(a.id(x), a.id(y))
+}
+
 const arenaChunk = 4 << 20
 
-// add copies r's event id and record into the arena.
+// add copies r's publish time, event id and record into the arena.
 func (a *shardArena) add(r framed) {
-	size := len(r.id) + len(r.rec)
+	size := 8 + len(r.id) + len(r.rec)
 	n := len(a.chunks)
 	if n == 0 || cap(a.chunks[n-1])-len(a.chunks[n-1]) < size {
 		a.chunks = append(a.chunks, newChunk(size))
 		n++
 	}
 	c := a.chunks[n-1]
-	a.recs = append(a.recs, arenaRec{head: idHead(r.id), pub: r.pub, chunk: uint32(n - 1), off: uint32(len(c)),
+	head, tail := idWords(r.id)
+	a.recs = append(a.recs, arenaRec{head: head, tail: tail, chunk: uint32(n - 1), off: uint32(len(c)),
 		idLen: uint32(len(r.id)), recLen: uint32(len(r.rec))})
+	c = binary.LittleEndian.AppendUint64(c, uint64(r.pub))
 	a.chunks[n-1] = append(append(c, r.id...), r.rec...)
 	a.size += len(r.rec)
 }
 
-// id and rec are the event id and bytes of a record of the arena.
+// pub, id and rec are the publish time, event id and bytes of a record
+// of the arena.
+func (a *shardArena) pub(r arenaRec) int64 {
+	return int64(binary.LittleEndian.Uint64(a.chunks[r.chunk][r.off:]))
+}
+
 func (a *shardArena) id(r arenaRec) []byte {
-	return a.chunks[r.chunk][r.off : r.off+r.idLen]
+	start := r.off + 8
+	return a.chunks[r.chunk][start : start+r.idLen]
 }
 
 func (a *shardArena) rec(r arenaRec) []byte {
-	start := r.off + r.idLen
+	start := r.off + 8 + r.idLen
 	return a.chunks[r.chunk][start : start+r.recLen]
 }
 
@@ -641,7 +668,7 @@ func (w *shardWriter) write(ctx context.Context, shard int, a *shardArena, st Sh
 	kept := &idList{} // the event ids of the file
 	for i, r := range all {
 		id := a.id(r)
-		if i > 0 && bytes.Equal(id, a.id(all[i-1])) {
+		if i > 0 && a.sameID(r, all[i-1]) {
 			dups++
 			continue
 		}
