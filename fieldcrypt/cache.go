@@ -43,7 +43,7 @@ func NewCache(capacity int, ttl time.Duration) *Cache {
 func (c *Cache) Cipher(k CategoryKey, deterministic bool) (Cipher, error) {
 	var carried uint64
 	ci, err := c.CipherCounting(k, deterministic, &carried)
-	c.AddCarried(carried)
+	c.AddCarried(&carried)
 	return ci, err
 }
 
@@ -94,10 +94,12 @@ func (c *Cache) Capacity() int { return c.c.Capacity() }
 // Len is the number of cached keys.
 func (c *Cache) Len() int { return c.c.Len() }
 
-// AddCarried adds n answers from carried keys (CipherCounting) to the hits.
-func (c *Cache) AddCarried(n uint64) {
-	if n > 0 {
-		c.derived.Add(n)
+// AddCarried adds the answers from carried keys counted in *n
+// (CipherCounting) to the hits, and zeroes *n for the next batch.
+func (c *Cache) AddCarried(n *uint64) {
+	if *n > 0 {
+		c.derived.Add(*n)
+		*n = 0
 	}
 }
 

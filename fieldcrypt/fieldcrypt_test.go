@@ -572,7 +572,7 @@ func BenchmarkCarriedCipherParallel(b *testing.B) {
 					}
 					sink ^= ci.gcm[0]
 				}
-				c.AddCarried(carried)
+				c.AddCarried(&carried)
 				_ = sink
 			})
 			if hits, _ := c.Stats(); hits != uint64(b.N) {

@@ -221,11 +221,7 @@ func NewAnonymizer(reg *schemas.Registry, keys Keys, opts Options) (*Anonymizer,
 // nothing of it may be written, and the caller retries or dead-letters the
 // batch as key_unavailable (see KeyUnavailable).
 func (a *Anonymizer) Anonymize(ctx context.Context, msgs []Message) ([]Outcome, error) {
-	defer func() {
-		// The batch's ciphers answered from carried keys, counted once.
-		a.ciphers.AddCarried(a.carried)
-		a.carried = 0
-	}()
+	defer a.ciphers.AddCarried(&a.carried) // the batch's, counted once
 	out := make([]Outcome, len(msgs))
 	if cap(a.events) < len(msgs) {
 		a.events = make([]schemas.Event, len(msgs))

@@ -145,19 +145,12 @@ type Decryptor struct {
 	idx     map[string]int
 	aad, pt []byte // one field's AAD and plaintext
 	// carried counts the call's ciphers answered from carried keys, added
-	// to the cipher cache's hits when it returns (addCarried).
+	// to the cipher cache's hits when it returns (AddCarried).
 	carried uint64
 	// what the last schema decrypted needs, built when the schema changes
 	layoutOf *schemas.Schema
 	lay      *Layout
 	names    [][]byte // JSON-quoted column names
-}
-
-// addCarried adds the call's count of ciphers answered from carried keys
-// to the cipher cache's hits.
-func (d *Decryptor) addCarried() {
-	d.ciphers.AddCarried(d.carried)
-	d.carried = 0
 }
 
 // decryptKeysInto is a DecryptKeys that answers into room the caller
@@ -180,7 +173,7 @@ func NewDecryptor(keys DecryptKeys, ciphers *fieldcrypt.Cache) *Decryptor {
 // listed in Plain.Corrupt, never garbage and never a panic. A record that is
 // not valid Avro is an error for that record (returned in errs).
 func (d *Decryptor) Decrypt(ctx context.Context, s *schemas.Schema, recs [][]byte) ([]Plain, []error, error) {
-	defer d.addCarried()
+	defer d.ciphers.AddCarried(&d.carried)
 	b, err := d.prepare(ctx, s, recs)
 	if err != nil {
 		return nil, nil, err
@@ -263,7 +256,7 @@ func (t *Tally) count(shredded, corrupt int) {
 // map), which is what a view writing NDJSON spends most of its time on
 // otherwise. Unreadable records are skipped; t counts every record.
 func (d *Decryptor) AppendJSONLines(ctx context.Context, s *schemas.Schema, b []byte, recs [][]byte, t *Tally) ([]byte, error) {
-	defer d.addCarried()
+	defer d.ciphers.AddCarried(&d.carried)
 	bt, err := d.prepare(ctx, s, recs)
 	if err != nil {
 		return b, err

@@ -811,5 +811,13 @@ func TestCarriedCiphersAreCounted(t *testing.T) {
 		if hits, _ := ciphers.Stats(); hits-before != uint64(sealed[s]) || tally.ShreddedFields+tally.CorruptFields != 0 {
 			t.Fatalf("%s: %d ciphers counted for %d fields opened (tally %+v)", s, hits-before, sealed[s], tally)
 		}
+		// Decrypt (view's Avro output) counts as AppendJSONLines does.
+		before, _ = ciphers.Stats()
+		if _, errs, err := d.Decrypt(ctx, s, rs); err != nil || errors.Join(errs...) != nil {
+			t.Fatal(err, errs)
+		}
+		if hits, _ := ciphers.Stats(); hits-before != uint64(sealed[s]) {
+			t.Fatalf("%s: Decrypt counted %d ciphers for %d fields opened", s, hits-before, sealed[s])
+		}
 	}
 }

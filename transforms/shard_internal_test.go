@@ -76,15 +76,7 @@ func TestShardArenaOrder(t *testing.T) {
 		}
 		slices.SortFunc(a.recs, a.compare)
 		want := slices.Clone(in)
-		slices.SortFunc(want, func(x, y framed) int {
-			if c := bytes.Compare(x.id, y.id); c != 0 {
-				return c
-			}
-			if c := cmp.Compare(x.pub, y.pub); c != 0 {
-				return c
-			}
-			return bytes.Compare(x.rec, y.rec)
-		})
+		slices.SortFunc(want, framedOrder)
 		for i, x := range a.recs {
 			if !bytes.Equal(a.id(x), want[i].id) || a.pub(x) != want[i].pub || !bytes.Equal(a.rec(x), want[i].rec) {
 				t.Fatalf("round %d: sorted record %d: id %x pub %d, want id %x pub %d", round, i, a.id(x), a.pub(x), want[i].id, want[i].pub)
@@ -93,10 +85,22 @@ func TestShardArenaOrder(t *testing.T) {
 	}
 }
 
+// framedOrder is the order a shard's file is written in, from the framed
+// records themselves: ids (bytes.Compare), then publish times, then bytes.
+func framedOrder(x, y framed) int {
+	if c := bytes.Compare(x.id, y.id); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(x.pub, y.pub); c != 0 {
+		return c
+	}
+	return bytes.Compare(x.rec, y.rec)
+}
+
 // TestShardArenaCompare: compare agrees with bytes.Compare of the ids, then
 // the publish times, then the bytes, and sameID with bytes.Equal of the
-// ids, for every pair of ids built to tie on
-// their first 8 or 16 bytes (zero bytes, lengths either side of 8 and 16).
+// ids, for every pair of ids built to tie on their first 8 or 16 bytes
+// (zero bytes, lengths either side of 8 and 16).
 func TestShardArenaCompare(t *testing.T) {
 	var ids [][]byte
 	for _, prefix := range []string{"", "ev-0455", "ev-04554", "ev-0123456789abc", "ev-0123456789abcd"} {
@@ -113,18 +117,9 @@ func TestShardArenaCompare(t *testing.T) {
 			a.add(f)
 		}
 	}
-	ref := func(x, y framed) int {
-		if c := bytes.Compare(x.id, y.id); c != 0 {
-			return c
-		}
-		if c := cmp.Compare(x.pub, y.pub); c != 0 {
-			return c
-		}
-		return bytes.Compare(x.rec, y.rec)
-	}
 	for i, x := range a.recs {
 		for j, y := range a.recs {
-			if got, want := a.compare(x, y), ref(in[i], in[j]); got != want {
+			if got, want := a.compare(x, y), framedOrder(in[i], in[j]); got != want {
 				t.Fatalf("compare(%q pub %d, %q pub %d) = %d, want %d", in[i].id, in[i].pub, in[j].id, in[j].pub, got, want)
 			}
 			if got, want := a.sameID(x, y), bytes.Equal(in[i].id, in[j].id); got != want {
